@@ -1,0 +1,609 @@
+"""The engine facade: every use case of Atelier, whichever front door asks.
+
+Every state change is one ledger transaction followed by one event. Runs execute in the
+engine's own task group, so a caller that stops waiting (a cancelled MCP call, a closed
+socket) never stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+import time
+import zipfile
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from core import factory
+from core.artifacts import ArtifactStore, run_key, run_prefix
+from core.backends import GenerationBackend, ImageOutput, Progress
+from core.errors import ArtifactNotFound, BackendError, Conflict, InvalidInput, RunNotFound
+from core.events import Event, EventBus
+from core.homelock import HomeLock
+from core.ids import check_filename, check_idempotency_key, check_run_id, new_run_id, random_seed
+from core.ledger import Increment, Ledger
+from core.models import (
+    FINAL_STATUSES,
+    Artifact,
+    ImageSpec,
+    LogEntry,
+    Page,
+    Priority,
+    Run,
+    RunKind,
+    RunStatus,
+)
+from core.scheduler import Scheduler
+from core.settings import Settings
+
+log = logging.getLogger("atelier.engine")
+
+_ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+_RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+PROGRESS_FLUSH_S = 1.0
+MAX_PAGE = 200
+
+
+@dataclass(slots=True, frozen=True)
+class Bundle:
+    """A ZIP of a run's outputs (and its `run.json`), written to the data directory."""
+
+    run_id: str
+    path: Path
+    size: int
+    files: list[str]
+
+
+class Engine:
+    """Open with `async with Engine.open(settings) as engine:`; every method is safe to call concurrently."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        store: ArtifactStore,
+        backends: Mapping[str, GenerationBackend],
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.store = store
+        self.backends = dict(backends)
+        self.events = EventBus()
+        self._scheduler = Scheduler(self._execute)
+        for name, backend in self.backends.items():
+            self._scheduler.add_lane(name, backend.concurrency)
+        self._task_group: TaskGroup | None = None
+        self._active: dict[str, anyio.CancelScope] = {}
+        self._delayed: dict[str, anyio.CancelScope] = {}
+        self._live: dict[str, Progress] = {}
+        self._dirty: set[str] = set()
+        self._started_at = time.time()
+        self._counters = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0, "retried": 0}
+        self._latencies: deque[float] = deque(maxlen=2048)
+        self._completions: deque[float] = deque(maxlen=4096)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        backends: Mapping[str, GenerationBackend] | None = None,
+    ) -> AsyncIterator[Engine]:
+        """Lock the data directory, open the ledger, recover unfinished runs, and start working."""
+        lock = HomeLock.acquire(settings.home)
+        ledger = factory.make_ledger(settings)
+        try:
+            engine = cls(
+                settings,
+                ledger,
+                factory.make_store(settings),
+                backends if backends is not None else factory.make_backends(settings),
+            )
+            async with anyio.create_task_group() as task_group:
+                engine._task_group = task_group
+                await engine._recover()
+                engine._scheduler.start(task_group)
+                task_group.start_soon(engine._flush_progress_forever)
+                try:
+                    yield engine
+                finally:
+                    task_group.cancel_scope.cancel()
+        finally:
+            await ledger.close()
+            lock.release()
+
+    async def _recover(self) -> None:
+        """Queue again what was queued; run again what was running when the last process stopped."""
+        for run in await self.ledger.runs_in(_ACTIVE):
+            if run.status is RunStatus.RUNNING:
+                if run.attempts >= run.max_attempts:
+                    failed = await self.ledger.update_run(
+                        run.id,
+                        expect={RunStatus.RUNNING},
+                        status=RunStatus.FAILED,
+                        finished_at=time.time(),
+                        error=f"interrupted by a restart on its last attempt ({run.attempts}/{run.max_attempts})",
+                        log="interrupted by a restart on its last attempt",
+                        log_level="error",
+                    )
+                    if failed:
+                        self._publish_run(failed)
+                    continue
+                recovered = await self.ledger.update_run(
+                    run.id,
+                    expect={RunStatus.RUNNING},
+                    status=RunStatus.QUEUED,
+                    message="recovered after a restart",
+                    log="was running when Atelier stopped; queued to run again",
+                    log_level="warning",
+                )
+                if recovered is None:
+                    continue
+                run = recovered
+            self._enqueue(run)
+
+    # -- submit -------------------------------------------------------------------------------
+
+    async def submit_image(
+        self,
+        params: Mapping[str, Any],
+        *,
+        priority: str | Priority = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Run:
+        """Validate and queue a text-to-image run; the same idempotency key returns the same run."""
+        rank = Priority.parse(priority)
+        key = check_idempotency_key(idempotency_key)
+        if max_attempts is not None and not 1 <= max_attempts <= 20:
+            raise InvalidInput("max_attempts", f"must be an integer in 1..20 (got {max_attempts!r})")
+        if timeout_s is not None and not 0 < timeout_s <= 86_400:
+            raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
+        given = {k: v for k, v in params.items() if v is not None}
+        spec = ImageSpec.parse({**given, "seed": given.get("seed", random_seed())})
+        if key is not None:
+            existing = await self.ledger.find_by_idempotency_key(key)
+            if existing is not None:
+                return self._same_request(existing, given)
+        backend = self.settings.backend
+        run = Run(
+            id=new_run_id(),
+            seq=0,
+            kind=RunKind.IMAGE,
+            status=RunStatus.QUEUED,
+            priority=rank,
+            inputs=spec.model_dump(),
+            backend=backend,
+            created_at=time.time(),
+            max_steps=spec.steps,
+            max_attempts=max_attempts or self.settings.max_attempts,
+            timeout_s=timeout_s,
+            idempotency_key=key,
+        )
+        try:
+            run = await self.ledger.insert_run(run, log=f"queued ({rank.value} priority, backend {backend})")
+        except Conflict:
+            # Another request with the same key won the race; answer as it did.
+            existing = await self.ledger.find_by_idempotency_key(key or "")
+            if existing is None:
+                raise
+            return self._same_request(existing, given)
+        self._counters["submitted"] += 1
+        self._publish_run(run)
+        self._enqueue(run)
+        return run
+
+    @staticmethod
+    def _same_request(existing: Run, given: Mapping[str, Any]) -> Run:
+        # A request without a seed matches whatever seed the first one was given.
+        asked = ImageSpec.parse({**given, "seed": given.get("seed", existing.inputs.get("seed"))})
+        if asked.model_dump() != existing.inputs:
+            raise Conflict(
+                f"idempotency key {existing.idempotency_key!r} was used for a different request "
+                f"(run {existing.id}); use a new key for new parameters"
+            )
+        return existing
+
+    def _enqueue(self, run: Run) -> None:
+        if run.backend not in self._scheduler.lanes:
+            raise Conflict(f"backend {run.backend!r} is not configured on this server")
+        self._scheduler.enqueue(run.backend, run.id, run.priority.rank, run.seq)
+
+    # -- execute ------------------------------------------------------------------------------
+
+    async def _execute(self, run_id: str) -> None:
+        run = await self.ledger.update_run(
+            run_id,
+            expect={RunStatus.QUEUED},
+            status=RunStatus.RUNNING,
+            attempts=Increment(1),
+            started_at=time.time(),
+            finished_at=None,
+            progress=0.0,
+            step=0,
+            message="starting",
+            log="started",
+        )
+        if run is None:  # cancelled or deleted while it waited
+            return
+        self._publish_run(run)
+        backend = self.backends[run.backend]
+        spec = ImageSpec.model_validate(run.inputs)
+        if run.attempts > 1:
+            # Files of an interrupted attempt: this attempt writes the run's images afresh.
+            await self.store.delete_prefix(run_prefix(run.id))
+        timeout = run.timeout_s or self.settings.run_timeout_s
+        scope = anyio.CancelScope()
+        self._active[run_id] = scope
+        error, retryable = "", False
+        try:
+            with scope:
+                try:
+                    with anyio.fail_after(timeout):
+                        outputs = await backend.run(spec, lambda p: self._on_progress(run_id, p))
+                except TimeoutError:
+                    error, retryable = f"timed out after {timeout:g} s", True
+                except BackendError as exc:
+                    error, retryable = str(exc), exc.retryable
+                except Exception as exc:
+                    log.exception("backend %s crashed on run %s", run.backend, run_id)
+                    error, retryable = f"backend error: {type(exc).__name__}: {exc}", True
+                else:
+                    await self._complete(run, outputs)
+                    return
+        finally:
+            self._active.pop(run_id, None)
+            self._live.pop(run_id, None)
+            self._dirty.discard(run_id)
+        if not scope.cancelled_caught:  # a cancel request has already been recorded
+            await self._fail_or_retry(run, error, retryable)
+
+    def _on_progress(self, run_id: str, progress: Progress) -> None:
+        self._live[run_id] = progress
+        self._dirty.add(run_id)
+        if self.events.wants(run_id):
+            self.events.publish(Event("progress", run_id, progress=progress))
+
+    async def _complete(self, run: Run, outputs: list[ImageOutput]) -> None:
+        artifacts = []
+        for index, output in enumerate(outputs, start=1):
+            filename = f"image-{index:02d}.{output.extension}"
+            key = run_key(run.id, filename)
+            await self.store.put(key, output.data)
+            artifacts.append(
+                Artifact(
+                    run_id=run.id,
+                    filename=filename,
+                    media_type=output.media_type,
+                    size=len(output.data),
+                    sha256=hashlib.sha256(output.data).hexdigest(),
+                    storage_key=key,
+                    width=output.width,
+                    height=output.height,
+                )
+            )
+        now = time.time()
+        done = await self.ledger.update_run(
+            run.id,
+            expect={RunStatus.RUNNING},
+            status=RunStatus.COMPLETED,
+            progress=1.0,
+            step=run.max_steps,
+            message="completed",
+            finished_at=now,
+            error=None,
+            result={"images": [a.filename for a in artifacts]},
+            artifacts=artifacts,
+            replace_artifacts=True,
+            log=f"completed with {len(artifacts)} image(s)",
+        )
+        if done is None:  # cancelled or deleted in the meantime: its files must not linger
+            await self.store.delete_prefix(run_prefix(run.id))
+            return
+        self._counters["completed"] += 1
+        self._latencies.append(now - done.created_at)
+        self._completions.append(now)
+        self._publish_run(done)
+
+    async def _fail_or_retry(self, run: Run, error: str, retryable: bool) -> None:
+        if retryable and run.attempts < run.max_attempts:
+            delay = self.settings.retry_backoff_s * 2 ** (run.attempts - 1)
+            queued = await self.ledger.update_run(
+                run.id,
+                expect={RunStatus.RUNNING},
+                status=RunStatus.QUEUED,
+                error=error,
+                message=f"retrying in {delay:g} s",
+                log=f"attempt {run.attempts}/{run.max_attempts} failed: {error}; retrying in {delay:g} s",
+                log_level="warning",
+            )
+            if queued is not None:
+                self._counters["retried"] += 1
+                self._publish_run(queued)
+                self._start(self._enqueue_later, queued, delay)
+            return
+        reason = error if retryable else f"{error} (not retried: trying again cannot succeed)"
+        failed = await self.ledger.update_run(
+            run.id,
+            expect={RunStatus.RUNNING},
+            status=RunStatus.FAILED,
+            error=error,
+            message="failed",
+            finished_at=time.time(),
+            log=f"failed after {run.attempts} attempt(s): {reason}",
+            log_level="error",
+        )
+        if failed is not None:
+            self._counters["failed"] += 1
+            self._publish_run(failed)
+
+    async def _enqueue_later(self, run: Run, delay: float) -> None:
+        with anyio.CancelScope() as scope:
+            self._delayed[run.id] = scope
+            try:
+                await anyio.sleep(delay)
+            finally:
+                self._delayed.pop(run.id, None)
+            self._enqueue(run)
+
+    def _start(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._task_group is None:
+            raise RuntimeError("the engine is not open")
+        self._task_group.start_soon(fn, *args)
+
+    async def _flush_progress_forever(self) -> None:
+        """Progress goes out as events at once; to the ledger at most once a second per run."""
+        while True:
+            await anyio.sleep(PROGRESS_FLUSH_S)
+            dirty, self._dirty = self._dirty, set()
+            for run_id in dirty:
+                progress = self._live.get(run_id)
+                if progress is not None:
+                    await self.ledger.update_run(
+                        run_id,
+                        expect={RunStatus.RUNNING},
+                        progress=progress.fraction,
+                        step=progress.step,
+                        max_steps=progress.max_steps,
+                        message=progress.message,
+                    )
+
+    # -- manage -------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run as it is now, with live progress. Raises `RunNotFound`."""
+        run = await self.ledger.get_run(check_run_id(run_id))
+        if run is None:
+            raise RunNotFound(run_id)
+        return self._with_live_progress(run)
+
+    def _with_live_progress(self, run: Run) -> Run:
+        progress = self._live.get(run.id)
+        if progress is None or run.status is not RunStatus.RUNNING:
+            return run
+        return replace(
+            run,
+            progress=progress.fraction,
+            step=progress.step,
+            max_steps=progress.max_steps,
+            message=progress.message,
+        )
+
+    async def list_runs(
+        self,
+        *,
+        status: str | Collection[str] | None = None,
+        kind: str | Collection[str] | None = None,
+        parent_id: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page:
+        """Runs newest first, filtered by status and kind; page with `cursor`."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput("limit", f"must be an integer in 1..{MAX_PAGE} (got {limit!r})")
+        statuses = _parse_enum(RunStatus, "status", status)
+        kinds = _parse_enum(RunKind, "kind", kind)
+        if parent_id is not None:
+            check_run_id(parent_id, "parent_id")
+        page = await self.ledger.list_runs(
+            statuses=statuses, kinds=kinds, parent_id=parent_id, limit=limit, cursor=cursor or None
+        )
+        return Page([self._with_live_progress(r) for r in page.items], page.next_cursor)
+
+    async def cancel(self, run_id: str) -> Run:
+        """Cancel a queued or running run (a running one is stopped). A finished run is returned as is."""
+        check_run_id(run_id)
+        run = await self.ledger.update_run(
+            run_id,
+            expect=_ACTIVE,
+            status=RunStatus.CANCELLED,
+            finished_at=time.time(),
+            message="cancelled",
+            log="cancelled on request",
+        )
+        if run is None:
+            return await self.get_run(run_id)
+        self._scheduler.dequeue(run_id)
+        for scopes in (self._active, self._delayed):
+            scope = scopes.get(run_id)
+            if scope is not None:
+                scope.cancel()
+        self._counters["cancelled"] += 1
+        self._publish_run(run)
+        return run
+
+    async def retry(self, run_id: str) -> Run:
+        """Queue a failed or cancelled run again, with a fresh set of attempts."""
+        run = await self.get_run(run_id)
+        if run.status not in _RETRYABLE_FROM:
+            raise Conflict(
+                f"run {run_id} is {run.status.value}; only failed or cancelled runs can be retried"
+            )
+        queued = await self.ledger.update_run(
+            run_id,
+            expect=_RETRYABLE_FROM,
+            status=RunStatus.QUEUED,
+            attempts=0,
+            error=None,
+            progress=0.0,
+            step=0,
+            message="queued again",
+            started_at=None,
+            finished_at=None,
+            replace_artifacts=True,
+            log="retry requested",
+        )
+        if queued is None:
+            raise Conflict(f"run {run_id} changed state while being retried; look at it again")
+        self._publish_run(queued)
+        self._enqueue(queued)
+        return queued
+
+    async def delete(self, run_id: str) -> Run:
+        """Delete a run, its files and its log, stopping it first if it is active."""
+        run = await self.get_run(run_id)
+        if not run.status.is_final:
+            run = await self.cancel(run_id)
+        children = (await self.ledger.list_runs(parent_id=run_id, limit=10_000)).items
+        await self.ledger.delete_run(run_id)
+        for gone in (run, *children):
+            await self.store.delete_prefix(run_prefix(gone.id))
+            self._bundle_path(gone.id).unlink(missing_ok=True)
+        self.events.publish(Event("run", run_id, run=None, message="deleted"))
+        return run
+
+    async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]:
+        await self.get_run(run_id)
+        return await self.ledger.logs(run_id, limit=limit)
+
+    async def wait(
+        self,
+        run_id: str,
+        timeout_s: float,
+        on_progress: Callable[[Run, Progress], Any] | None = None,
+    ) -> Run:
+        """Wait until the run is finished or `timeout_s` passes; returns the run either way.
+
+        `on_progress` (sync or async) is called for each progress step seen while waiting.
+        """
+        with self.events.subscribe(run_id) as events:
+            run = await self.get_run(run_id)
+            with anyio.move_on_after(max(0.0, timeout_s)):
+                while not run.status.is_final:
+                    event = await events.get()
+                    if event.kind == "run":
+                        if event.run is None:
+                            raise RunNotFound(run_id)
+                        run = event.run
+                    elif event.kind == "progress" and event.progress is not None and on_progress:
+                        run = self._with_live_progress(run)
+                        outcome = on_progress(run, event.progress)
+                        if hasattr(outcome, "__await__"):
+                            await outcome
+            return run if run.status.is_final else await self.get_run(run_id)
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    async def read_artifact(self, run_id: str, filename: str) -> tuple[Artifact, bytes]:
+        """A run's file and its bytes. Raises `RunNotFound` / `ArtifactNotFound`."""
+        check_filename(filename)
+        run = await self.get_run(run_id)
+        for artifact in run.artifacts:
+            if artifact.filename == filename:
+                return artifact, await self.store.read(artifact.storage_key)
+        raise ArtifactNotFound(run_id, filename)
+
+    def artifact_path(self, artifact: Artifact) -> Path | None:
+        return self.store.local_path(artifact.storage_key)
+
+    def _bundle_path(self, run_id: str) -> Path:
+        return self.settings.bundles_dir / f"{run_id}.zip"
+
+    async def bundle(self, run_id: str) -> Bundle:
+        """Write a ZIP of the run's images plus `run.json` (inputs, seeds, timings)."""
+        run = await self.get_run(run_id)
+        if not run.artifacts:
+            raise Conflict(f"run {run_id} is {run.status.value} and has no outputs to bundle yet")
+        files = [(a.filename, await self.store.read(a.storage_key)) for a in run.artifacts]
+        path = self._bundle_path(run_id)
+        manifest = json.dumps(run.to_dict(), indent=2).encode()
+        await anyio.to_thread.run_sync(_write_zip, path, [*files, ("run.json", manifest)])
+        return Bundle(run_id, path, path.stat().st_size, [name for name, _ in files] + ["run.json"])
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Health of each backend, the queue, and throughput/latency since start."""
+        backends = {}
+        for name, backend in self.backends.items():
+            health: dict[str, Any] = {"up": False, "error": "health check timed out"}
+            with anyio.move_on_after(2.0):
+                try:
+                    health = dict(await backend.health())
+                except Exception as exc:
+                    health = {"up": False, "error": f"{type(exc).__name__}: {exc}"}
+            lane = self._scheduler.lanes.get(name)
+            if lane is not None:
+                health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
+            backends[name] = health
+        now = time.time()
+        latencies = sorted(self._latencies)
+        return {
+            "healthy": any(b.get("up") for b in backends.values()),
+            "backends": backends,
+            "runs": await self.ledger.count_by_status(),
+            "queue": {"queued": self._scheduler.queued(), "running": self._scheduler.running()},
+            "metrics": {
+                **self._counters,
+                "uptime_s": round(now - self._started_at, 3),
+                "completed_last_minute": sum(1 for t in self._completions if now - t <= 60),
+                "latency_p50_s": round(statistics.median(latencies), 4) if latencies else None,
+                "latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4) if latencies else None,
+            },
+        }
+
+    def _publish_run(self, run: Run) -> None:
+        if self.events.wants(run.id):
+            self.events.publish(Event("run", run.id, run=run))
+
+
+def _parse_enum(enum_type: Any, field: str, value: str | Collection[str] | None) -> set[Any] | None:
+    if value is None or value == "" or value == []:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    parsed = set()
+    for item in values:
+        for part in str(item).split(","):
+            try:
+                parsed.add(enum_type(part.strip().lower()))
+            except ValueError:
+                allowed = ", ".join(e.value for e in enum_type)
+                raise InvalidInput(field, f"must be one of {allowed} (got {part!r})") from None
+    return parsed
+
+
+def _write_zip(path: Path, files: list[tuple[str, bytes]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".zip.tmp")
+    # PNGs are already compressed; storing them keeps bundling as fast as copying.
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in files:
+            method = zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
+            archive.writestr(name, data, compress_type=method)
+    tmp.replace(path)
+
+
+__all__ = ["FINAL_STATUSES", "Bundle", "Engine"]

@@ -1,0 +1,47 @@
+"""Errors a caller can act on. Front doors map these to their own shapes and status codes."""
+
+from __future__ import annotations
+
+
+class AtelierError(Exception):
+    """Base of every error the engine raises on purpose; its text is safe to show a user."""
+
+
+class InvalidInput(AtelierError):
+    """A request field is out of range or malformed. Nothing was recorded."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class RunNotFound(AtelierError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} does not exist (it may have been deleted)")
+
+
+class ArtifactNotFound(AtelierError):
+    def __init__(self, run_id: str, filename: str) -> None:
+        super().__init__(f"run {run_id!r} has no file {filename!r}")
+
+
+class Conflict(AtelierError):
+    """The request is valid but the run's state does not allow it (e.g. retry a running run)."""
+
+
+class HomeLocked(AtelierError):
+    """Another Atelier process owns this data directory's scheduler."""
+
+
+class BackendError(Exception):
+    """A backend could not produce a run's outputs.
+
+    `retryable` says whether trying again can succeed (a lost connection can; a missing
+    checkpoint or invalid workflow cannot).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        self.retryable = retryable
+        super().__init__(message)

@@ -1,0 +1,69 @@
+"""The ledger port: durable storage of runs, their artifacts and logs."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol
+
+from core.models import Artifact, LogEntry, Page, Run, RunKind, RunStatus
+
+
+class Increment(int):
+    """An `update_run` value that adds to the column instead of replacing it."""
+
+
+class Ledger(Protocol):
+    """Every state change is one call, and each call is one transaction."""
+
+    async def insert_run(self, run: Run, log: str | None = None) -> Run:
+        """Store a new run; returns it with its `seq`. Raises `Conflict` on a reused idempotency key."""
+        ...
+
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    async def find_by_idempotency_key(self, key: str) -> Run | None: ...
+
+    async def list_runs(
+        self,
+        *,
+        statuses: Collection[RunStatus] | None = None,
+        kinds: Collection[RunKind] | None = None,
+        parent_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Runs newest first; `cursor` is the `next_cursor` of the previous page."""
+        ...
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        expect: Collection[RunStatus] | None = None,
+        log: str | None = None,
+        log_level: str = "info",
+        artifacts: Sequence[Artifact] = (),
+        replace_artifacts: bool = False,
+        **changes: Any,
+    ) -> Run | None:
+        """Apply `changes` if the run's status is in `expect` (any, if None).
+
+        Returns the updated run, or None if it does not exist or was not in an expected state.
+        """
+        ...
+
+    async def add_log(self, run_id: str, message: str, level: str = "info") -> None: ...
+
+    async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]: ...
+
+    async def delete_run(self, run_id: str) -> list[Artifact]:
+        """Delete a run, its children, logs and artifact rows; returns the artifacts it had."""
+        ...
+
+    async def runs_in(self, statuses: Collection[RunStatus]) -> list[Run]:
+        """Every run in one of `statuses`, oldest first (used for recovery)."""
+        ...
+
+    async def count_by_status(self) -> dict[str, int]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,364 @@
+"""The embedded ledger: SQLite in WAL mode, schema versioned by `PRAGMA user_version`.
+
+Statements are short and local, so they run inline on the event loop: a thread hop per
+statement would cost more than the statement. A server-backed ledger (PostgreSQL) would
+await real I/O behind the same async port.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from core.errors import Conflict, InvalidInput
+from core.ledger import Increment
+from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
+
+_RUN_COLUMNS = (
+    "seq, id, kind, parent_id, status, priority, progress, step, max_steps, message, inputs, result, "
+    "error, attempts, max_attempts, timeout_s, idempotency_key, backend, backend_handle, created_at, "
+    "started_at, finished_at"
+)
+_UPDATABLE = frozenset(
+    {
+        "status", "priority", "progress", "step", "max_steps", "message", "result", "error", "attempts",
+        "max_attempts", "timeout_s", "backend", "backend_handle", "started_at", "finished_at",
+    }
+)  # fmt: skip
+_JSON_COLUMNS = frozenset({"inputs", "result"})
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("core.ledger") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class SQLiteLedger:
+    """`Ledger` over one SQLite file. Open with `SQLiteLedger.open(path)`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path, *, synchronous: str = "NORMAL") -> SQLiteLedger:
+        """Open (creating and migrating if needed) the ledger at `path`.
+
+        `synchronous=NORMAL` in WAL mode keeps every committed transaction across a process
+        crash; `FULL` also across power loss, at one fsync per commit.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        ledger = cls(conn)
+        ledger._migrate()
+        return ledger
+
+    def _migrate(self) -> None:
+        with self._transaction() as conn:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for version, script in _migrations():
+                if version > current:
+                    # executescript would commit our transaction; run statement by statement instead.
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={version}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    async def insert_run(self, run: Run, log: str | None = None) -> Run:
+        values = _run_values(run)
+        values.pop("seq")
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        try:
+            with self._transaction() as conn:
+                row = conn.execute(
+                    f"INSERT INTO runs ({names}) VALUES ({marks}) RETURNING seq", tuple(values.values())
+                ).fetchone()
+                if log:
+                    conn.execute(
+                        "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, 'info', ?)",
+                        (run.id, run.created_at, log),
+                    )
+        except sqlite3.IntegrityError as exc:
+            if "idempotency_key" in str(exc):
+                raise Conflict(f"idempotency key {run.idempotency_key!r} is already used") from None
+            raise
+        run.seq = row[0]
+        return run
+
+    async def get_run(self, run_id: str) -> Run | None:
+        row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return self._with_artifacts([_run_from_row(row)])[0] if row else None
+
+    async def find_by_idempotency_key(self, key: str) -> Run | None:
+        row = self._conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,)
+        ).fetchone()
+        return self._with_artifacts([_run_from_row(row)])[0] if row else None
+
+    async def list_runs(
+        self,
+        *,
+        statuses: Collection[RunStatus] | None = None,
+        kinds: Collection[RunKind] | None = None,
+        parent_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        where, args = [], []
+        if statuses:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            args.extend(s.value for s in statuses)
+        if kinds:
+            where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+            args.extend(k.value for k in kinds)
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            args.append(parent_id)
+        if cursor:
+            where.append("seq < ?")
+            args.append(decode_cursor(cursor))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ?", (*args, limit + 1)
+        ).fetchall()
+        runs = self._with_artifacts([_run_from_row(r) for r in rows[:limit]])
+        next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
+        return Page(items=runs, next_cursor=next_cursor)
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        expect: Collection[RunStatus] | None = None,
+        log: str | None = None,
+        log_level: str = "info",
+        artifacts: Sequence[Artifact] = (),
+        replace_artifacts: bool = False,
+        **changes: Any,
+    ) -> Run | None:
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        sets = (
+            ", ".join(
+                f"{name} = {name} + ?" if isinstance(value, Increment) else f"{name} = ?"
+                for name, value in changes.items()
+            )
+            or "seq = seq"
+        )
+        args: list[Any] = [_to_column(name, value) for name, value in changes.items()]
+        guard = ""
+        if expect is not None:
+            guard = f" AND status IN ({', '.join('?' for _ in expect)})"
+            args.extend(s.value for s in expect)
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {_RUN_COLUMNS}",
+                (*args[: len(changes)], run_id, *args[len(changes) :]),
+            ).fetchone()
+            if row is None:
+                return None
+            if replace_artifacts:
+                conn.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
+            if artifacts:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO artifacts (run_id, filename, media_type, size, sha256, "
+                    "storage_key, width, height) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            a.run_id,
+                            a.filename,
+                            a.media_type,
+                            a.size,
+                            a.sha256,
+                            a.storage_key,
+                            a.width,
+                            a.height,
+                        )
+                        for a in artifacts
+                    ],
+                )
+            if log:
+                conn.execute(
+                    "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, ?, ?)",
+                    (run_id, time.time(), log_level, log),
+                )
+        return self._with_artifacts([_run_from_row(row)])[0]
+
+    async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO run_logs (run_id, at, level, message) SELECT id, ?, ?, ? FROM runs WHERE id = ?",
+                (time.time(), level, message, run_id),
+            )
+
+    async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]:
+        rows = self._conn.execute(
+            "SELECT at, level, message FROM run_logs WHERE run_id = ? ORDER BY id LIMIT ?", (run_id, limit)
+        ).fetchall()
+        return [LogEntry(at=r["at"], level=r["level"], message=r["message"]) for r in rows]
+
+    async def delete_run(self, run_id: str) -> list[Artifact]:
+        with self._transaction() as conn:
+            ids = [run_id] + [
+                r[0] for r in conn.execute("SELECT id FROM runs WHERE parent_id = ?", (run_id,)).fetchall()
+            ]
+            marks = ", ".join("?" for _ in ids)
+            rows = conn.execute(f"SELECT * FROM artifacts WHERE run_id IN ({marks})", ids).fetchall()
+            conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
+        return [_artifact_from_row(r) for r in rows]
+
+    async def runs_in(self, statuses: Collection[RunStatus]) -> list[Run]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ({marks}) ORDER BY seq",
+            [s.value for s in statuses],
+        ).fetchall()
+        return [_run_from_row(r) for r in rows]
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+        counts = {s.value: 0 for s in RunStatus}
+        counts.update({r[0]: r[1] for r in rows})
+        return counts
+
+    async def close(self) -> None:
+        self._conn.close()
+
+    def _with_artifacts(self, runs: list[Run]) -> list[Run]:
+        if not runs:
+            return runs
+        by_id = {run.id: run for run in runs}
+        marks = ", ".join("?" for _ in by_id)
+        rows = self._conn.execute(
+            f"SELECT * FROM artifacts WHERE run_id IN ({marks}) ORDER BY run_id, filename", list(by_id)
+        ).fetchall()
+        for row in rows:
+            by_id[row["run_id"]].artifacts.append(_artifact_from_row(row))
+        return runs
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "seq" or not value.isdigit():
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput(
+            "cursor", "is not a cursor this server returned; start again without one"
+        ) from None
+
+
+def _to_column(name: str, value: Any) -> Any:
+    if name in _JSON_COLUMNS:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+    if isinstance(value, RunStatus | Priority | RunKind):
+        return value.value
+    if isinstance(value, Increment):
+        return int(value)
+    return value
+
+
+def _run_values(run: Run) -> dict[str, Any]:
+    return {
+        "seq": run.seq,
+        "id": run.id,
+        "kind": run.kind.value,
+        "parent_id": run.parent_id,
+        "status": run.status.value,
+        "priority": run.priority.value,
+        "progress": run.progress,
+        "step": run.step,
+        "max_steps": run.max_steps,
+        "message": run.message,
+        "inputs": json.dumps(run.inputs, separators=(",", ":")),
+        "result": None if run.result is None else json.dumps(run.result, separators=(",", ":")),
+        "error": run.error,
+        "attempts": run.attempts,
+        "max_attempts": run.max_attempts,
+        "timeout_s": run.timeout_s,
+        "idempotency_key": run.idempotency_key,
+        "backend": run.backend,
+        "backend_handle": run.backend_handle,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def _run_from_row(row: sqlite3.Row) -> Run:
+    return Run(
+        id=row["id"],
+        seq=row["seq"],
+        kind=RunKind(row["kind"]),
+        parent_id=row["parent_id"],
+        status=RunStatus(row["status"]),
+        priority=Priority(row["priority"]),
+        progress=row["progress"],
+        step=row["step"],
+        max_steps=row["max_steps"],
+        message=row["message"],
+        inputs=json.loads(row["inputs"]),
+        result=None if row["result"] is None else json.loads(row["result"]),
+        error=row["error"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        timeout_s=row["timeout_s"],
+        idempotency_key=row["idempotency_key"],
+        backend=row["backend"],
+        backend_handle=row["backend_handle"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _artifact_from_row(row: sqlite3.Row) -> Artifact:
+    return Artifact(
+        run_id=row["run_id"],
+        filename=row["filename"],
+        media_type=row["media_type"],
+        size=row["size"],
+        sha256=row["sha256"],
+        storage_key=row["storage_key"],
+        width=row["width"],
+        height=row["height"],
+    )

@@ -1,0 +1,222 @@
+"""Domain models: what a run is, what it asks for, and what it produced.
+
+pydantic models sit at the boundary (specs arrive from MCP tools, REST bodies and the CLI);
+the ledger hands back plain dataclasses.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.errors import InvalidInput
+
+MIN_SIDE, MAX_SIDE = 64, 4096
+MAX_PROMPT_CHARS = 4000
+MAX_SEED = 2**32 - 1
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class RunKind(enum.StrEnum):
+    IMAGE = "image"
+    BATCH = "batch"
+    TRAINING = "training"
+    PUBLISH = "publish"
+    POD = "pod"
+
+
+class Priority(enum.StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def rank(self) -> int:
+        """Higher runs first."""
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def parse(cls, value: str | Priority) -> Priority:
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            allowed = ", ".join(p.value for p in cls)
+            raise InvalidInput("priority", f"must be one of {allowed} (got {value!r})") from None
+
+
+_PRIORITY_RANK = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priority.URGENT: 3}
+
+
+class ImageSpec(BaseModel):
+    """A text-to-image request, validated. Stored as the run's `inputs`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
+    height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
+    steps: int = Field(default=20, ge=1, le=150)
+    cfg: float = Field(default=7.0, ge=0.0, le=30.0)
+    seed: int = Field(ge=0, le=MAX_SEED)
+    sampler: str = Field(default="euler", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")
+    scheduler: str = Field(default="normal", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")
+    count: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("blank")
+        return value
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> ImageSpec:
+        """Validate `data`, raising `InvalidInput` that names the field and its allowed values."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_input_from(exc) from None
+
+
+# What a person is told for each field, whatever pydantic's own wording.
+FIELD_RULES: dict[str, str] = {
+    "prompt": f"must be non-blank text of 1..{MAX_PROMPT_CHARS} characters",
+    "negative_prompt": f"must be text of at most {MAX_PROMPT_CHARS} characters",
+    "width": f"must be a multiple of 8 in {MIN_SIDE}..{MAX_SIDE}",
+    "height": f"must be a multiple of 8 in {MIN_SIDE}..{MAX_SIDE}",
+    "steps": "must be an integer in 1..150",
+    "cfg": "must be a number in 0..30",
+    "seed": f"must be an integer in 0..{MAX_SEED}",
+    "sampler": "must be a sampler name (letters, digits, _ . + -)",
+    "scheduler": "must be a scheduler name (letters, digits, _ . + -)",
+    "count": "must be an integer in 1..16",
+}
+
+
+def invalid_input_from(exc: ValidationError) -> InvalidInput:
+    """Turn pydantic's first error into one sentence naming the field and the allowed range."""
+    error = exc.errors()[0]
+    name = ".".join(str(part) for part in error["loc"]) or "input"
+    if error["type"] == "extra_forbidden":
+        return InvalidInput(name, "is not a known parameter")
+    if error["type"] == "missing":
+        return InvalidInput(name, "is required")
+    rule = FIELD_RULES.get(name, error["msg"])
+    got = error.get("input")
+    shown = repr(got if not isinstance(got, str) or len(got) <= 40 else got[:40] + "...")
+    if isinstance(got, str) and name in ("prompt", "negative_prompt"):
+        shown = f"{len(got)} characters"
+    return InvalidInput(name, f"{rule} (got {shown})")
+
+
+@dataclass(slots=True)
+class Run:
+    """One row of the ledger: a unit of work and everything known about it."""
+
+    id: str
+    seq: int
+    kind: RunKind
+    status: RunStatus
+    priority: Priority
+    inputs: dict[str, Any]
+    backend: str
+    created_at: float
+    parent_id: str | None = None
+    progress: float = 0.0
+    step: int = 0
+    max_steps: int = 0
+    message: str = ""
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    backend_handle: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, the same for every front door."""
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "kind": self.kind.value,
+            "parent_id": self.parent_id,
+            "status": self.status.value,
+            "priority": self.priority.value,
+            "progress": round(self.progress, 4),
+            "step": self.step,
+            "max_steps": self.max_steps,
+            "message": self.message,
+            "inputs": self.inputs,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "idempotency_key": self.idempotency_key,
+            "backend": self.backend,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "artifacts": [a.to_dict() for a in self.artifacts],
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class Artifact:
+    """A file a run produced, as recorded in the ledger."""
+
+    run_id: str
+    filename: str
+    media_type: str
+    size: int
+    sha256: str
+    storage_key: str
+    width: int | None = None
+    height: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "filename": self.filename,
+            "media_type": self.media_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class Page:
+    """One page of a listing; pass `next_cursor` back to get the next one."""
+
+    items: list[Run]
+    next_cursor: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class LogEntry:
+    at: float
+    level: str
+    message: str

@@ -1,0 +1,72 @@
+"""Configuration: `ATELIER_*` environment variables over built-in defaults, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from core.errors import InvalidInput
+
+ENV_PREFIX = "ATELIER_"
+
+
+def default_home() -> Path:
+    """The platform's user data directory, e.g. `~/.local/share/atelier` on Linux."""
+    from platformdirs import user_data_path
+
+    return user_data_path("atelier", appauthor=False)
+
+
+class Settings(BaseModel):
+    """Every option, with the environment variable that sets it (name upper-cased, `ATELIER_` prefix)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(default_factory=default_home, description="Data directory: ledger and artifacts.")
+    backend: Literal["local"] = Field(default="local", description="Backend for new runs.")
+    local_step_ms: float = Field(default=25.0, ge=0, le=60_000, description="Preview renderer time per step.")
+    local_concurrency: int = Field(default=2, ge=1, le=64, description="Preview runs at once.")
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per run before it fails.")
+    run_timeout_s: float = Field(default=900.0, gt=0, description="Per-attempt time limit of a run.")
+    retry_backoff_s: float = Field(default=1.0, ge=0, le=600, description="First retry delay; doubles.")
+    ledger_sync: Literal["normal", "full"] = Field(
+        default="normal", description="SQLite synchronous mode: normal survives crashes, full power loss."
+    )
+    thumbnail_px: int = Field(default=384, ge=64, le=1024, description="Longest side of MCP thumbnails.")
+    host: str = Field(default="127.0.0.1", description="`atelier serve` bind address.")
+    port: int = Field(default=8000, ge=1, le=65535, description="`atelier serve` port.")
+    api_token: SecretStr | None = Field(default=None, description="Bearer token; required off loopback.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from `ATELIER_*` variables (blank ones ignored), then `overrides`."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = environ.get(ENV_PREFIX + name.upper(), "").strip()
+            if raw:
+                values[name] = raw.lower() if name in ("backend", "ledger_sync", "log_level") else raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            raise InvalidInput(ENV_PREFIX + name.upper(), error["msg"]) from None
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.home / "ledger.sqlite3"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.home / "bundles"
