@@ -1,0 +1,288 @@
+"""Atelier's MCP tools and resources, over one engine.
+
+Tools validate through the engine (so every front door gives the same errors), never hold
+state of their own, and never block past the caller's wait budget: a run keeps going when a
+call stops waiting for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
+from pydantic import Field
+
+from core.backends import Progress
+from core.engine import Engine
+from core.errors import AtelierError
+from core.ids import check_filename, check_run_id
+from core.models import MAX_PROMPT_CHARS, MAX_SEED, Run
+from mcp_server import views
+from mcp_server.views import BundleView, Deleted, RunList, RunView
+
+INSTRUCTIONS = """\
+Atelier makes images and keeps a durable record of every run.
+generate_image queues a run and waits up to `wait_seconds` for it; if it is not done by then
+you get the run id: call wait_for_run with it (as often as needed). Finished runs come back as
+small thumbnails plus links (atelier://runs/{run_id}/images/{filename}) to the full-size files.
+list_runs, get_run, cancel_run, retry_run, delete_run and bundle_run manage runs; get_status
+reports backend health and the queue.
+"""
+
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+CREATES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+STOPS = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+)
+MAX_WAIT_S = 120
+
+
+def _ranged(description: str, **bounds: Any) -> Any:
+    """A parameter whose range the schema advertises; the engine enforces it with a clear message."""
+    return Field(description=description, json_schema_extra=bounds)
+
+
+RunId = Annotated[str, Field(description="The run's id, as returned by generate_image or list_runs.")]
+WaitSeconds = Annotated[
+    float,
+    _ranged(f"How long to wait for the run to finish, 0..{MAX_WAIT_S} s.", minimum=0, maximum=MAX_WAIT_S),
+]
+
+
+@contextmanager
+def _tool_errors() -> Iterator[None]:
+    """Engine errors become tool errors (isError) carrying the engine's own sentence."""
+    try:
+        yield
+    except AtelierError as exc:
+        raise ToolError(str(exc)) from None
+
+
+def _check_wait(seconds: float, field: str) -> float:
+    if not 0 <= seconds <= MAX_WAIT_S:
+        raise ToolError(f"{field}: must be a number of seconds in 0..{MAX_WAIT_S} (got {seconds!r})")
+    return seconds
+
+
+def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
+    """An MCP server over `engine`. `expose_paths` adds server-side file paths to results (stdio)."""
+    mcp = MCPServer("atelier", instructions=INSTRUCTIONS, version=_version())
+    thumb_px = engine.settings.thumbnail_px
+
+    async def result_for(run: Run) -> CallToolResult:
+        return await views.run_result(engine, run, expose_paths=expose_paths, thumbnail_px=thumb_px)
+
+    async def wait_reporting(run: Run, seconds: float, ctx: Context | None) -> Run:
+        if run.status.is_final or seconds <= 0:
+            return run
+        best = 0.0
+
+        async def report(current: Run, progress: Progress) -> None:
+            nonlocal best
+            # MCP progress must only grow; a retried attempt starts its steps again.
+            value = max(best, round(progress.fraction * 100, 2))
+            if ctx is not None and value > best:
+                best = value
+                await ctx.report_progress(value, 100, f"step {progress.step}/{progress.max_steps}")
+
+        return await engine.wait(run.id, seconds, on_progress=report)
+
+    @mcp.tool(annotations=CREATES, structured_output=True)
+    async def generate_image(
+        prompt: Annotated[str, _ranged("What to draw.", minLength=1, maxLength=MAX_PROMPT_CHARS)],
+        negative_prompt: Annotated[
+            str, _ranged("What to keep out of the image.", maxLength=MAX_PROMPT_CHARS)
+        ] = "",
+        width: Annotated[
+            int, _ranged("Pixels, a multiple of 8.", minimum=64, maximum=4096, multipleOf=8)
+        ] = 512,
+        height: Annotated[
+            int, _ranged("Pixels, a multiple of 8.", minimum=64, maximum=4096, multipleOf=8)
+        ] = 512,
+        steps: Annotated[int, _ranged("Sampling steps.", minimum=1, maximum=150)] = 20,
+        cfg: Annotated[float, _ranged("Prompt guidance strength.", minimum=0, maximum=30)] = 7.0,
+        seed: Annotated[
+            int | None,
+            _ranged("Same seed + inputs = same image. Random if omitted.", minimum=0, maximum=MAX_SEED),
+        ] = None,
+        sampler: Annotated[str, Field(description="Sampler name, e.g. euler, dpmpp_2m.")] = "euler",
+        scheduler: Annotated[str, Field(description="Noise schedule, e.g. normal, karras.")] = "normal",
+        count: Annotated[int, _ranged("Images in this run (a batch).", minimum=1, maximum=16)] = 1,
+        priority: Annotated[
+            str, Field(description="low | normal | high | urgent: higher priorities start first.")
+        ] = "normal",
+        idempotency_key: Annotated[
+            str | None,
+            Field(description="Calling again with the same key returns the same run, not a new one."),
+        ] = None,
+        wait_seconds: WaitSeconds = 20,
+        ctx: Context | None = None,
+    ) -> Annotated[CallToolResult, RunView]:
+        """Generate images from a text prompt.
+
+        Queues a run and waits up to `wait_seconds` for it. Returns the run (id, status,
+        inputs including the seed used) and, once finished, thumbnails plus resource links to
+        the full-size PNGs. If it is still running, call wait_for_run with the run id.
+        """
+        with _tool_errors():
+            _check_wait(wait_seconds, "wait_seconds")
+            params = {
+                "prompt": prompt,
+                "negative_prompt": negative_prompt,
+                "width": width,
+                "height": height,
+                "steps": steps,
+                "cfg": cfg,
+                "seed": seed,
+                "sampler": sampler,
+                "scheduler": scheduler,
+                "count": count,
+            }
+            run = await engine.submit_image(params, priority=priority, idempotency_key=idempotency_key)
+            run = await wait_reporting(run, wait_seconds, ctx)
+            return await result_for(run)
+
+    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    async def wait_for_run(
+        run_id: RunId, timeout_seconds: WaitSeconds = 30, ctx: Context | None = None
+    ) -> Annotated[CallToolResult, RunView]:
+        """Wait for a run to finish, reporting progress, for at most `timeout_seconds`.
+
+        Returns the run either way; if it is still queued or running, call again. Stopping
+        the wait (or cancelling this call) never stops the run: use cancel_run for that.
+        """
+        with _tool_errors():
+            _check_wait(timeout_seconds, "timeout_seconds")
+            run = await engine.get_run(run_id)
+            run = await wait_reporting(run, timeout_seconds, ctx)
+            return await result_for(run)
+
+    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    async def get_run(
+        run_id: RunId,
+        include_logs: Annotated[bool, Field(description="Add the run's log lines.")] = False,
+    ) -> RunView:
+        """The current state of one run: status, progress, inputs, errors and image links. Does not wait."""
+        with _tool_errors():
+            run = await engine.get_run(run_id)
+            logs = None
+            if include_logs:
+                logs = [f"{entry.level}: {entry.message}" for entry in await engine.logs(run_id)]
+            return views.run_view(engine, run, expose_paths=expose_paths, logs=logs)
+
+    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    async def list_runs(
+        status: Annotated[
+            str | None,
+            Field(description="Only runs in this status (queued, running, completed, failed, cancelled)."),
+        ] = None,
+        kind: Annotated[str | None, Field(description="Only runs of this kind (image, batch, ...).")] = None,
+        limit: Annotated[int, _ranged("Runs per page, 1..200.", minimum=1, maximum=200)] = 20,
+        cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page.")] = None,
+    ) -> RunList:
+        """Runs, newest first, optionally filtered by status and kind. Page with `cursor`."""
+        with _tool_errors():
+            page = await engine.list_runs(status=status, kind=kind, limit=limit, cursor=cursor)
+            return views.page_view(engine, page, expose_paths=expose_paths)
+
+    @mcp.tool(annotations=STOPS, structured_output=True)
+    async def cancel_run(run_id: RunId) -> RunView:
+        """Cancel a queued or running run; a running one is stopped. A finished run is left as it is."""
+        with _tool_errors():
+            return views.run_view(engine, await engine.cancel(run_id), expose_paths=expose_paths)
+
+    @mcp.tool(annotations=CREATES, structured_output=True)
+    async def retry_run(run_id: RunId) -> RunView:
+        """Queue a failed or cancelled run again with the same inputs (same seed, same images)."""
+        with _tool_errors():
+            return views.run_view(engine, await engine.retry(run_id), expose_paths=expose_paths)
+
+    @mcp.tool(annotations=STOPS, structured_output=True)
+    async def delete_run(run_id: RunId) -> Deleted:
+        """Delete a run, its images and its log for good (stopping it first if needed)."""
+        with _tool_errors():
+            run = await engine.delete(run_id)
+            return Deleted(run_id=run.id, deleted=True, status_before=run.status.value)
+
+    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    async def bundle_run(run_id: RunId) -> Annotated[CallToolResult, BundleView]:
+        """Pack a run's images and its run.json (inputs, seed, timings) into one ZIP; returns a link to it."""
+        with _tool_errors():
+            bundle = await engine.bundle(run_id)
+            view = BundleView(
+                run_id=bundle.run_id,
+                uri=f"atelier://runs/{bundle.run_id}/bundle.zip",
+                size=bundle.size,
+                files=bundle.files,
+                path=str(bundle.path) if expose_paths else None,
+            )
+            link = ResourceLink(
+                type="resource_link",
+                uri=view.uri,
+                name=f"{run_id}.zip",
+                mime_type="application/zip",
+                size=view.size,
+            )
+            text = TextContent(
+                type="text", text=f"ZIP of run {run_id}: {len(view.files)} files, {view.size} bytes."
+            )
+            return CallToolResult(content=[text, link], structured_content=view.model_dump(mode="json"))
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def get_status() -> dict[str, Any]:
+        """Health of each backend, how many runs are queued and running, and throughput/latency figures."""
+        return await engine.status()
+
+    @mcp.resource("atelier://runs/{run_id}", mime_type="application/json", description="A run, as JSON.")
+    async def run_resource(run_id: str) -> str:
+        with _resource_errors():
+            run = await engine.get_run(check_run_id(run_id))
+            return json.dumps(run.to_dict())
+
+    @mcp.resource(
+        "atelier://runs/{run_id}/images/{filename}",
+        mime_type="image/png",
+        description="A full-size image of a run.",
+    )
+    async def image_resource(run_id: str, filename: str) -> bytes:
+        with _resource_errors():
+            _, data = await engine.read_artifact(check_run_id(run_id), check_filename(filename))
+            return data
+
+    @mcp.resource(
+        "atelier://runs/{run_id}/bundle.zip",
+        mime_type="application/zip",
+        description="A run's images as a ZIP.",
+    )
+    async def bundle_resource(run_id: str) -> bytes:
+        with _resource_errors():
+            bundle = await engine.bundle(check_run_id(run_id))
+            return bundle.path.read_bytes()
+
+    return mcp
+
+
+@contextmanager
+def _resource_errors() -> Iterator[None]:
+    try:
+        yield
+    except AtelierError as exc:
+        raise ResourceError(str(exc)) from None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("atelier-mcp")
+    except PackageNotFoundError:
+        return "0.0.0"

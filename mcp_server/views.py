@@ -1,0 +1,207 @@
+"""What MCP tools return: structured run views, chat-sized thumbnails, and links to full-size files."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import anyio
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
+from pydantic import BaseModel, Field
+
+from core.engine import Engine
+from core.models import Artifact, Page, Run
+
+# All inline images of one result together stay under this many base64 bytes (1 MB with headroom
+# for the JSON around them), so chat clients accept the result.
+INLINE_IMAGE_BUDGET = 900_000
+
+
+def run_uri(run_id: str) -> str:
+    return f"atelier://runs/{run_id}"
+
+
+def image_uri(run_id: str, filename: str) -> str:
+    return f"atelier://runs/{run_id}/images/{filename}"
+
+
+class ImageRef(BaseModel):
+    filename: str
+    uri: str = Field(description="Resource URI of the full-size image (read it with resources/read).")
+    media_type: str
+    width: int | None
+    height: int | None
+    size: int = Field(description="Bytes.")
+    sha256: str
+    path: str | None = Field(default=None, description="Path of the file on the Atelier machine.")
+
+
+class RunView(BaseModel):
+    """A run as a model sees it: its state, what it asked for, and what it made."""
+
+    run_id: str
+    seq: int
+    kind: str
+    status: str = Field(description="queued | running | completed | failed | cancelled")
+    progress: float = Field(description="0..1")
+    step: int
+    max_steps: int
+    message: str
+    priority: str
+    backend: str
+    attempts: int
+    max_attempts: int
+    error: str | None
+    inputs: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    images: list[ImageRef]
+    logs: list[str] | None = None
+    next: str = Field(description="What to do next with this run.")
+
+
+class RunList(BaseModel):
+    runs: list[RunView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
+
+
+class Deleted(BaseModel):
+    run_id: str
+    deleted: bool
+    status_before: str
+
+
+class BundleView(BaseModel):
+    run_id: str
+    uri: str = Field(description="Resource URI of the ZIP.")
+    size: int
+    files: list[str]
+    path: str | None = None
+
+
+def run_view(engine: Engine, run: Run, *, expose_paths: bool, logs: list[str] | None = None) -> RunView:
+    return RunView(
+        run_id=run.id,
+        seq=run.seq,
+        kind=run.kind.value,
+        status=run.status.value,
+        progress=round(run.progress, 4),
+        step=run.step,
+        max_steps=run.max_steps,
+        message=run.message,
+        priority=run.priority.value,
+        backend=run.backend,
+        attempts=run.attempts,
+        max_attempts=run.max_attempts,
+        error=run.error,
+        inputs=run.inputs,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        images=[_image_ref(engine, a, expose_paths) for a in run.artifacts],
+        logs=logs,
+        next=_next_step(run),
+    )
+
+
+def _image_ref(engine: Engine, artifact: Artifact, expose_paths: bool) -> ImageRef:
+    path = engine.artifact_path(artifact) if expose_paths else None
+    return ImageRef(
+        filename=artifact.filename,
+        uri=image_uri(artifact.run_id, artifact.filename),
+        media_type=artifact.media_type,
+        width=artifact.width,
+        height=artifact.height,
+        size=artifact.size,
+        sha256=artifact.sha256,
+        path=str(path) if path else None,
+    )
+
+
+def _next_step(run: Run) -> str:
+    match run.status.value:
+        case "queued" | "running":
+            return f"Still {run.status.value}. Call wait_for_run with run_id={run.id!r} to wait for it."
+        case "completed":
+            return "Done. Full-size images are at the `uri` of each image; bundle_run makes a ZIP."
+        case "failed":
+            return f"Failed: {run.error}. retry_run queues it again."
+        case _:
+            return "Cancelled. retry_run queues it again."
+
+
+def page_view(engine: Engine, page: Page, *, expose_paths: bool) -> RunList:
+    return RunList(
+        runs=[run_view(engine, r, expose_paths=expose_paths) for r in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+async def run_result(
+    engine: Engine, run: Run, *, expose_paths: bool, thumbnail_px: int, with_images: bool = True
+) -> CallToolResult:
+    """The tool result for one run: a summary, thumbnails if it is done, and links to full size."""
+    view = run_view(engine, run, expose_paths=expose_paths)
+    content: list[ContentBlock] = [TextContent(type="text", text=_summary(view))]
+    if with_images and run.artifacts:
+        content.extend(await thumbnails(engine, run, thumbnail_px))
+        content.extend(
+            ResourceLink(
+                type="resource_link",
+                uri=image_uri(run.id, a.filename),
+                name=a.filename,
+                mime_type=a.media_type,
+                size=a.size,
+                description=f"{a.width}x{a.height} full-size image of run {run.id}",
+            )
+            for a in run.artifacts
+        )
+    return CallToolResult(content=content, structured_content=view.model_dump(mode="json"))
+
+
+def _summary(view: RunView) -> str:
+    head = f"Run {view.run_id}: {view.status}"
+    if view.status == "running":
+        head += f" ({view.step}/{view.max_steps} steps)"
+    if view.images:
+        head += f", {len(view.images)} image(s)"
+    return f"{head}. {view.next}"
+
+
+async def thumbnails(engine: Engine, run: Run, max_px: int) -> list[ImageContent]:
+    """JPEG thumbnails of the run's images, together within `INLINE_IMAGE_BUDGET`."""
+    sources = [
+        await engine.store.read(a.storage_key) for a in run.artifacts if a.media_type.startswith("image/")
+    ]
+    encoded = await anyio.to_thread.run_sync(_encode_thumbnails, sources, max_px)
+    return [ImageContent(type="image", data=data, mime_type="image/jpeg") for data in encoded]
+
+
+def _encode_thumbnails(sources: list[bytes], max_px: int) -> list[str]:
+    from PIL import Image
+
+    if not sources:
+        return []
+    # Shrink the side so that every image gets an equal share of the budget.
+    share = INLINE_IMAGE_BUDGET // len(sources)
+    out, used = [], 0
+    for data in sources:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("RGB")
+            side = max_px
+            while True:
+                thumb = image.copy()
+                thumb.thumbnail((side, side))
+                buffer = io.BytesIO()
+                thumb.save(buffer, format="JPEG", quality=80)
+                text = base64.b64encode(buffer.getvalue()).decode()
+                if len(text) <= share or side <= 32:
+                    break
+                side = side * 3 // 4
+        if used + len(text) > INLINE_IMAGE_BUDGET:
+            break
+        used += len(text)
+        out.append(text)
+    return out
