@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 from core import factory
 from core.artifacts import ArtifactStore, run_key, run_prefix
 from core.backends import GenerationBackend, ImageOutput, Progress
-from core.errors import ArtifactNotFound, BackendError, Conflict, InvalidInput, RunNotFound
+from core.errors import ArtifactNotFound, BackendError, Conflict, HomeLocked, InvalidInput, RunNotFound
 from core.events import Event, EventBus
 from core.homelock import HomeLock
 from core.ids import check_filename, check_idempotency_key, check_run_id, new_run_id, random_seed
@@ -82,6 +82,7 @@ class Engine:
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency)
         self._task_group: TaskGroup | None = None
+        self.is_owner = True
         self._active: dict[str, anyio.CancelScope] = {}
         self._delayed: dict[str, anyio.CancelScope] = {}
         self._live: dict[str, Progress] = {}
@@ -100,9 +101,20 @@ class Engine:
         settings: Settings,
         *,
         backends: Mapping[str, GenerationBackend] | None = None,
+        share: bool = False,
     ) -> AsyncIterator[Engine]:
-        """Lock the data directory, open the ledger, recover unfinished runs, and start working."""
-        lock = HomeLock.acquire(settings.home)
+        """Lock the data directory, open the ledger, recover unfinished runs, and start working.
+
+        With `share=True`, a data directory already owned by another Atelier process is opened
+        as its client instead of failing: runs submitted here are queued in the ledger and the
+        owner runs them; cancels reach the owner through the ledger too.
+        """
+        try:
+            lock: HomeLock | None = HomeLock.acquire(settings.home)
+        except HomeLocked:
+            if not share:
+                raise
+            lock = None
         ledger = factory.make_ledger(settings)
         try:
             engine = cls(
@@ -111,18 +123,21 @@ class Engine:
                 factory.make_store(settings),
                 backends if backends is not None else factory.make_backends(settings),
             )
+            engine.is_owner = lock is not None
             async with anyio.create_task_group() as task_group:
                 engine._task_group = task_group
-                await engine._recover()
-                engine._scheduler.start(task_group)
-                task_group.start_soon(engine._flush_progress_forever)
+                if engine.is_owner:
+                    await engine._recover()
+                    engine._scheduler.start(task_group)
+                    task_group.start_soon(engine._housekeeping_forever)
                 try:
                     yield engine
                 finally:
                     task_group.cancel_scope.cancel()
         finally:
             await ledger.close()
-            lock.release()
+            if lock is not None:
+                lock.release()
 
     async def _recover(self) -> None:
         """Queue again what was queued; run again what was running when the last process stopped."""
@@ -218,9 +233,14 @@ class Engine:
         return existing
 
     def _enqueue(self, run: Run) -> None:
-        if run.backend not in self._scheduler.lanes:
-            raise Conflict(f"backend {run.backend!r} is not configured on this server")
-        self._scheduler.enqueue(run.backend, run.id, run.priority.rank, run.seq)
+        self._enqueue_ref(run.id, run.backend, run.priority, run.seq)
+
+    def _enqueue_ref(self, run_id: str, backend: str, priority: Priority, seq: int) -> None:
+        if not self.is_owner:
+            return  # the owning process picks it up from the ledger
+        if backend not in self._scheduler.lanes:
+            raise Conflict(f"backend {backend!r} is not configured on this server")
+        self._scheduler.enqueue(backend, run_id, priority.rank, seq)
 
     # -- execute ------------------------------------------------------------------------------
 
@@ -350,6 +370,23 @@ class Engine:
             self._counters["failed"] += 1
             self._publish_run(failed)
 
+    async def _adopt_changes_from_other_processes(self) -> None:
+        """Pick up runs another process queued (CLI, a sharing client) and stop the ones it cancelled."""
+        waiting = {**self._active, **self._delayed}
+        if waiting:
+            statuses = await self.ledger.statuses_of(list(waiting))
+            for run_id, scope in waiting.items():
+                wanted = RunStatus.RUNNING if run_id in self._active else RunStatus.QUEUED
+                if statuses.get(run_id) is not wanted:
+                    scope.cancel()
+        for run_id, backend, priority, seq in await self.ledger.queued_refs():
+            if (
+                run_id not in self._active
+                and run_id not in self._delayed
+                and backend in self._scheduler.lanes
+            ):
+                self._enqueue_ref(run_id, backend, priority, seq)
+
     async def _enqueue_later(self, run: Run, delay: float) -> None:
         with anyio.CancelScope() as scope:
             self._delayed[run.id] = scope
@@ -364,22 +401,26 @@ class Engine:
             raise RuntimeError("the engine is not open")
         self._task_group.start_soon(fn, *args)
 
-    async def _flush_progress_forever(self) -> None:
-        """Progress goes out as events at once; to the ledger at most once a second per run."""
+    async def _housekeeping_forever(self) -> None:
         while True:
             await anyio.sleep(PROGRESS_FLUSH_S)
-            dirty, self._dirty = self._dirty, set()
-            for run_id in dirty:
-                progress = self._live.get(run_id)
-                if progress is not None:
-                    await self.ledger.update_run(
-                        run_id,
-                        expect={RunStatus.RUNNING},
-                        progress=progress.fraction,
-                        step=progress.step,
-                        max_steps=progress.max_steps,
-                        message=progress.message,
-                    )
+            await self._flush_progress()
+            await self._adopt_changes_from_other_processes()
+
+    async def _flush_progress(self) -> None:
+        """Progress goes out as events at once; to the ledger at most once a second per run."""
+        dirty, self._dirty = self._dirty, set()
+        for run_id in dirty:
+            progress = self._live.get(run_id)
+            if progress is not None:
+                await self.ledger.update_run(
+                    run_id,
+                    expect={RunStatus.RUNNING},
+                    progress=progress.fraction,
+                    step=progress.step,
+                    max_steps=progress.max_steps,
+                    message=progress.message,
+                )
 
     # -- manage -------------------------------------------------------------------------------
 
@@ -499,6 +540,8 @@ class Engine:
 
         `on_progress` (sync or async) is called for each progress step seen while waiting.
         """
+        if not self.is_owner:
+            return await self._poll_until_final(run_id, timeout_s, on_progress)
         with self.events.subscribe(run_id) as events:
             run = await self.get_run(run_id)
             with anyio.move_on_after(max(0.0, timeout_s)):
@@ -514,6 +557,23 @@ class Engine:
                         if hasattr(outcome, "__await__"):
                             await outcome
             return run if run.status.is_final else await self.get_run(run_id)
+
+    async def _poll_until_final(
+        self, run_id: str, timeout_s: float, on_progress: Callable[[Run, Progress], Any] | None
+    ) -> Run:
+        """`wait` for a client of another process: the ledger is all it can see."""
+        run = await self.get_run(run_id)
+        last_step = -1
+        with anyio.move_on_after(max(0.0, timeout_s)):
+            while not run.status.is_final:
+                if on_progress and run.status is RunStatus.RUNNING and run.step != last_step:
+                    last_step = run.step
+                    outcome = on_progress(run, Progress(run.step, run.max_steps, run.message))
+                    if hasattr(outcome, "__await__"):
+                        await outcome
+                await anyio.sleep(0.25)
+                run = await self.get_run(run_id)
+        return run
 
     # -- outputs ------------------------------------------------------------------------------
 

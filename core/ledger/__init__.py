@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
-from core.models import Artifact, LogEntry, Page, Run, RunKind, RunStatus
+from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 
 
 class Increment(int):
@@ -62,6 +62,14 @@ class Ledger(Protocol):
 
     async def runs_in(self, statuses: Collection[RunStatus]) -> list[Run]:
         """Every run in one of `statuses`, oldest first (used for recovery)."""
+        ...
+
+    async def statuses_of(self, run_ids: Collection[str]) -> dict[str, RunStatus]:
+        """The current status of each run that still exists."""
+        ...
+
+    async def queued_refs(self) -> list[tuple[str, str, Priority, int]]:
+        """(id, backend, priority, seq) of every queued run: what another process may have added."""
         ...
 
     async def count_by_status(self) -> dict[str, int]: ...

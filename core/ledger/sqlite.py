@@ -248,6 +248,19 @@ class SQLiteLedger:
         ).fetchall()
         return [_run_from_row(r) for r in rows]
 
+    async def statuses_of(self, run_ids: Collection[str]) -> dict[str, RunStatus]:
+        if not run_ids:
+            return {}
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._conn.execute(f"SELECT id, status FROM runs WHERE id IN ({marks})", list(run_ids)).fetchall()
+        return {r[0]: RunStatus(r[1]) for r in rows}
+
+    async def queued_refs(self) -> list[tuple[str, str, Priority, int]]:
+        rows = self._conn.execute(
+            "SELECT id, backend, priority, seq FROM runs WHERE status = 'queued' ORDER BY seq"
+        ).fetchall()
+        return [(r[0], r[1], Priority(r[2]), r[3]) for r in rows]
+
     async def count_by_status(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
         counts = {s.value: 0 for s in RunStatus}

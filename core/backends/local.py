@@ -1,0 +1,308 @@
+"""The built-in preview renderer: the default backend, needing no GPU and no network.
+
+It is a preview renderer and never pretends to be a diffusion model. It walks through the
+requested steps (optionally sleeping per step, so queueing, progress and cancellation behave
+like a real backend) and then draws a deterministic procedural picture from the prompt's
+words: same prompt, negative prompt, seed and size give byte-identical PNGs in any process.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import itertools
+import math
+import random
+import re
+import struct
+import zlib
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from core.backends import ImageOutput, Progress, ProgressCallback
+from core.models import ImageSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from PIL import Image, ImageDraw
+
+__all__ = ["LocalPreviewBackend", "render_png"]
+
+# Above this many pixels a render (mostly PNG encoding) takes milliseconds, so it goes to a
+# worker thread; below it the ~100 us thread hop would cost more than the render itself.
+INLINE_MAX_PIXELS = 128 * 128
+
+# Bound the drawing work whatever the prompt length (prompts may be 4,000 characters).
+_MAX_WORDS = 12
+_MAX_SHAPES = 24
+
+_WORD = re.compile(r"[^\W_]+")
+
+# Filler words carry no picture; dropping them lets the nouns and adjectives pick the colours.
+_STOPWORDS = frozenset(
+    (  # noqa: SIM905 -- a word list reads better as one string
+        "a an the and or of in on at to by for from with under over into onto near its it is "
+        "are was be this that these those very some"
+    ).split()
+)
+
+# A small mood palette, (hue, saturation, value): these words pick a fitting colour instead
+# of a hashed one, and are preferred for the background.
+_PALETTE: dict[str, tuple[float, float, float]] = {
+    "red": (0.0, 0.85, 0.88),
+    "fire": (0.03, 0.95, 1.0),
+    "sunset": (0.05, 0.8, 0.97),
+    "orange": (0.08, 0.9, 0.95),
+    "autumn": (0.07, 0.75, 0.7),
+    "desert": (0.1, 0.45, 0.88),
+    "gold": (0.13, 0.8, 0.95),
+    "yellow": (0.15, 0.85, 0.97),
+    "green": (0.33, 0.7, 0.7),
+    "forest": (0.3, 0.65, 0.4),
+    "ocean": (0.55, 0.8, 0.6),
+    "sky": (0.57, 0.45, 0.95),
+    "blue": (0.61, 0.8, 0.9),
+    "night": (0.66, 0.6, 0.16),
+    "purple": (0.78, 0.6, 0.7),
+    "pink": (0.92, 0.45, 0.97),
+    "snow": (0.58, 0.06, 0.97),
+    "snowy": (0.58, 0.06, 0.97),
+    "white": (0.0, 0.0, 0.98),
+    "black": (0.0, 0.0, 0.08),
+}
+
+_Rgb = tuple[int, int, int]
+
+
+class LocalPreviewBackend:
+    """Renders procedural previews in-process; `step_ms` paces the simulated sampling steps."""
+
+    name = "local"
+
+    def __init__(self, *, step_ms: float = 25.0, concurrency: int = 2) -> None:
+        if step_ms < 0:
+            raise ValueError(f"step_ms must be >= 0 (got {step_ms})")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1 (got {concurrency})")
+        self.step_ms = step_ms
+        self.concurrency = concurrency
+
+    async def run(self, spec: ImageSpec, on_progress: ProgressCallback) -> list[ImageOutput]:
+        """Report `spec.steps` steps, then render `spec.count` PNGs (image i uses seed + i)."""
+        # One checkpoint up front so a run cancelled before it starts never renders, while the
+        # step_ms == 0 path stays free of per-step awaits.
+        await anyio.lowlevel.checkpoint()
+        delay = self.step_ms / 1000
+        for step in range(1, spec.steps + 1):
+            if delay > 0:
+                await anyio.sleep(delay)
+            on_progress(Progress(step=step, max_steps=spec.steps, message="rendering"))
+
+        in_thread = spec.width * spec.height > INLINE_MAX_PIXELS
+        outputs: list[ImageOutput] = []
+        for index in range(spec.count):
+            seed = (spec.seed + index) % 2**32
+            args = (spec.prompt, spec.negative_prompt, seed, spec.width, spec.height)
+            data = await anyio.to_thread.run_sync(render_png, *args) if in_thread else render_png(*args)
+            outputs.append(
+                ImageOutput(
+                    data=data, media_type="image/png", width=spec.width, height=spec.height, extension="png"
+                )
+            )
+        return outputs
+
+    async def health(self) -> dict[str, object]:
+        """Always up: nothing external to reach."""
+        return {"up": True, "kind": "preview", "step_ms": self.step_ms, "concurrency": self.concurrency}
+
+
+def render_png(prompt: str, negative_prompt: str, seed: int, width: int, height: int) -> bytes:
+    """Draw the deterministic preview for these inputs and return it PNG-encoded.
+
+    Each prompt word is hashed (blake2b, stable across processes, unlike `hash()`) into a
+    colour, a shape kind and a size; the seed drives placement. Words also in the negative
+    prompt are left out, and the negative prompt perturbs the layout.
+    """
+    # Imported here so importing the backend (MCP cold start) does not pay for Pillow.
+    from PIL import Image, ImageDraw
+
+    negative = set(_words(negative_prompt))
+    wanted = (w for w in _iter_words(prompt) if w not in _STOPWORDS and w not in negative)
+    words = list(itertools.islice(wanted, _MAX_WORDS))
+    if not words:
+        # Only filler or negated words: draw them anyway rather than an empty picture.
+        words = list(itertools.islice(_iter_words(prompt), _MAX_WORDS)) or [prompt.strip() or "?"]
+    digests = [_digest(w) for w in words]
+    colours = [_word_colour(w, d) for w, d in zip(words, digests, strict=True)]
+
+    # The layout stream: the seed, salted with the negative prompt so changing it changes the
+    # picture as it would with a real model.
+    salt = int.from_bytes(_digest("\0negative\0" + negative_prompt)[:8], "big")
+    rng = random.Random((seed % 2**32) ^ (salt << 32))
+
+    # Background: a 2x2 image of mood colours stretched over the canvas, so the gradient costs
+    # one C-level resize instead of per-pixel Python.
+    mood = [c for w, c in zip(words, colours, strict=True) if w in _PALETTE]
+    mood += [c for w, c in zip(words, colours, strict=True) if w not in _PALETTE]
+    top_left, top_right, bottom = (mood * 3)[:3]
+    corners = [
+        top_left,
+        top_right,
+        _shade(bottom, 0.55),
+        _shade(_mix(top_left, bottom, 0.5), 0.4),
+    ]
+    tiny = Image.new("RGB", (2, 2))
+    tiny.putdata(corners)
+    # box spans pixel centre to pixel centre, so the gradient runs edge to edge.
+    image = tiny.resize((width, height), Image.Resampling.BILINEAR, box=(0.5, 0.5, 1.5, 1.5))
+    draw = ImageDraw.Draw(image, "RGBA")  # RGBA fills blend onto the RGB canvas
+
+    _draw_horizon(draw, rng, width, height, _shade(bottom, 0.35))
+    budget = _MAX_SHAPES
+    for digest, colour in zip(digests, colours, strict=True):
+        budget -= _draw_word(draw, rng, digest, colour, width, height, budget)
+
+    return _encode_png(image)
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    """Encode an RGB image as a minimal PNG: IHDR, one IDAT, IEND; no metadata chunks.
+
+    Pillow's own PNG writer tries every filter on every row: ~1 ms at 64x64 by default and
+    still ~0.45 ms at its fastest level, too much for 1,000 runs/s. Here the "Up" filter is
+    applied to the whole image by one C-level subtraction and zlib level 1 compresses it:
+    ~0.2 ms at 64x64, 2-3x faster at 512x512, files within ~1.4x of Pillow's default size.
+    Pixels alone decide the bytes.
+    """
+    from PIL import ImageChops
+
+    width, height = image.size
+    above = ImageChops.offset(image, 0, 1)  # each row sees the one above it
+    above.paste((0, 0, 0), (0, 0, width, 1))  # the first row has nothing above: Up == None
+    filtered = ImageChops.subtract_modulo(image, above).tobytes()
+    stride = width * 3
+    scanlines = b"".join(b"\x02" + filtered[i : i + stride] for i in range(0, len(filtered), stride))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(scanlines, 1)),
+            _chunk(b"IEND", b""),
+        )
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _iter_words(text: str) -> Iterator[str]:
+    # Lazy, so a 4,000-character prompt is only scanned as far as the words actually drawn.
+    return (match.group().lower() for match in _WORD.finditer(text))
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16, person=b"atelier-preview").digest()
+
+
+def _word_colour(word: str, digest: bytes) -> _Rgb:
+    if word in _PALETTE:
+        hue, sat, val = _PALETTE[word]
+    else:
+        hue = int.from_bytes(digest[0:2], "big") / 65536
+        sat = 0.45 + digest[2] / 255 * 0.45
+        val = 0.55 + digest[3] / 255 * 0.4
+    r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def _mix(a: _Rgb, b: _Rgb, t: float) -> _Rgb:
+    return (
+        round(a[0] + (b[0] - a[0]) * t),
+        round(a[1] + (b[1] - a[1]) * t),
+        round(a[2] + (b[2] - a[2]) * t),
+    )
+
+
+def _shade(colour: _Rgb, factor: float) -> _Rgb:
+    return _mix((0, 0, 0), colour, factor)
+
+
+def _draw_horizon(draw: ImageDraw.ImageDraw, rng: random.Random, width: int, height: int, fill: _Rgb) -> None:
+    """A wavy ground band across the lower part, so every preview reads as a scene."""
+    base = height * rng.uniform(0.62, 0.8)
+    amplitude = height * rng.uniform(0.02, 0.08)
+    phase = rng.uniform(0, math.tau)
+    points = [
+        (width * i / 8, base + amplitude * math.sin(phase + i * 0.9) + rng.uniform(-1, 1) * amplitude * 0.5)
+        for i in range(9)
+    ]
+    points += [(width, height), (0, height)]
+    draw.polygon(points, fill=(*fill, 190))
+
+
+def _draw_word(
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    digest: bytes,
+    colour: _Rgb,
+    width: int,
+    height: int,
+    budget: int,
+) -> int:
+    """Draw one word's shapes (at most `budget`) and return how many were drawn.
+
+    Kind, size, count and opacity come from the word's hash; placement from `rng`.
+    """
+    kind = digest[4] % 4
+    repeats = min(budget, 1 + digest[5] % 3)
+    size = min(width, height) * (0.08 + digest[6] / 255 * 0.2)
+    alpha = 120 + digest[7] % 100
+    fill = (*colour, alpha)
+    outline = (*_shade(colour, 0.5), min(255, alpha + 40))
+    for _ in range(repeats):
+        # The word's hash anchors where its shapes cluster; the seed moves them around it.
+        cx = width * (0.08 + 0.84 * ((digest[8] / 255 + rng.random() * 0.6) % 1.0))
+        cy = height * (0.08 + 0.84 * ((digest[9] / 255 + rng.random() * 0.6) % 1.0))
+        r = size * rng.uniform(0.6, 1.2)
+        theta = rng.uniform(0, math.tau)
+        cos, sin = math.cos(theta), math.sin(theta)
+        if kind == 0:
+            ry = r * rng.uniform(0.6, 1.4)
+            draw.ellipse((cx - r, cy - ry, cx + r, cy + ry), fill=fill, outline=outline)
+        elif kind == 1:
+            half_h = r * rng.uniform(0.4, 1.0)
+            corners = ((-r, -half_h), (r, -half_h), (r, half_h), (-r, half_h))
+            draw.polygon(
+                [(cx + x * cos - y * sin, cy + x * sin + y * cos) for x, y in corners],
+                fill=fill,
+                outline=outline,
+            )
+        elif kind == 2:
+            # Computed here rather than with draw.regular_polygon, which is several times slower.
+            sides = 3 + digest[10] % 4
+            step = math.tau / sides
+            points = [
+                (cx + r * math.cos(theta + k * step), cy + r * math.sin(theta + k * step))
+                for k in range(sides)
+            ]
+            draw.polygon(points, fill=fill, outline=outline)
+        else:
+            # A few parallel streaks through the anchor, like light, rain or water.
+            dx, dy = cos * r * 1.6, sin * r * 1.6
+            thickness = max(1, round(r * 0.18))
+            gap = thickness * 2.5
+            for band in (-gap, 0.0, gap):
+                ox, oy = cx - sin * band, cy + cos * band
+                draw.line([(ox - dx, oy - dy), (ox + dx, oy + dy)], fill=fill, width=thickness)
+        size *= 0.8
+    return repeats
