@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -51,6 +51,7 @@ _ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 _RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 PROGRESS_FLUSH_S = 1.0
 MAX_PAGE = 200
+Role = Literal["owner", "shared", "client"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -82,6 +83,7 @@ class Engine:
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency)
         self._task_group: TaskGroup | None = None
+        self._lock: HomeLock | None = None
         self.is_owner = True
         self._active: dict[str, anyio.CancelScope] = {}
         self._delayed: dict[str, anyio.CancelScope] = {}
@@ -101,21 +103,24 @@ class Engine:
         settings: Settings,
         *,
         backends: Mapping[str, GenerationBackend] | None = None,
-        share: bool = False,
+        role: Role = "owner",
     ) -> AsyncIterator[Engine]:
-        """Lock the data directory, open the ledger, recover unfinished runs, and start working.
+        """Open the ledger, and (as the owner of the data directory) recover unfinished runs and work.
 
-        With `share=True`, a data directory already owned by another Atelier process is opened
-        as its client instead of failing: runs submitted here are queued in the ledger and the
-        owner runs them; cancels reach the owner through the ledger too.
+        One process owns a data directory's runs at a time. `role` says what to do about that:
+        `owner` fails with `HomeLocked` if another process owns it; `shared` becomes its client
+        and takes over when the owner exits; `client` never runs anything. A client's runs are
+        queued in the ledger for the owner, and its cancels reach the owner through the ledger.
         """
-        try:
-            lock: HomeLock | None = HomeLock.acquire(settings.home)
-        except HomeLocked:
-            if not share:
-                raise
-            lock = None
+        lock: HomeLock | None = None
+        if role != "client":
+            try:
+                lock = HomeLock.acquire(settings.home)
+            except HomeLocked:
+                if role == "owner":
+                    raise
         ledger = factory.make_ledger(settings)
+        engine: Engine | None = None
         try:
             engine = cls(
                 settings,
@@ -123,21 +128,41 @@ class Engine:
                 factory.make_store(settings),
                 backends if backends is not None else factory.make_backends(settings),
             )
-            engine.is_owner = lock is not None
             async with anyio.create_task_group() as task_group:
                 engine._task_group = task_group
-                if engine.is_owner:
-                    await engine._recover()
-                    engine._scheduler.start(task_group)
-                    task_group.start_soon(engine._housekeeping_forever)
+                engine.is_owner = False
+                if lock is not None:
+                    await engine._take_ownership(lock)
+                elif role == "shared":
+                    task_group.start_soon(engine._take_ownership_when_free)
                 try:
                     yield engine
                 finally:
                     task_group.cancel_scope.cancel()
         finally:
             await ledger.close()
-            if lock is not None:
-                lock.release()
+            owned = engine._lock if engine is not None else lock
+            if owned is not None:
+                owned.release()
+
+    async def _take_ownership(self, lock: HomeLock) -> None:
+        assert self._task_group is not None
+        self._lock = lock
+        self.is_owner = True
+        await self._recover()
+        self._scheduler.start(self._task_group)
+        self._task_group.start_soon(self._housekeeping_forever)
+
+    async def _take_ownership_when_free(self) -> None:
+        while True:
+            await anyio.sleep(PROGRESS_FLUSH_S)
+            try:
+                lock = HomeLock.acquire(self.settings.home)
+            except HomeLocked:
+                continue
+            log.info("the owner of %s has gone; this process takes over its runs", self.settings.home)
+            await self._take_ownership(lock)
+            return
 
     async def _recover(self) -> None:
         """Queue again what was queued; run again what was running when the last process stopped."""
