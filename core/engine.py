@@ -128,17 +128,23 @@ class Engine:
                 factory.make_store(settings),
                 backends if backends is not None else factory.make_backends(settings),
             )
-            async with anyio.create_task_group() as task_group:
-                engine._task_group = task_group
-                engine.is_owner = False
-                if lock is not None:
-                    await engine._take_ownership(lock)
-                elif role == "shared":
-                    task_group.start_soon(engine._take_ownership_when_free)
-                try:
-                    yield engine
-                finally:
-                    task_group.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as task_group:
+                    engine._task_group = task_group
+                    engine.is_owner = False
+                    if lock is not None:
+                        await engine._take_ownership(lock)
+                    elif role == "shared":
+                        task_group.start_soon(engine._take_ownership_when_free)
+                    try:
+                        yield engine
+                    finally:
+                        task_group.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The caller's own error, not a group: the task group only wrapped it.
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
         finally:
             await ledger.close()
             owned = engine._lock if engine is not None else lock

@@ -1,0 +1,38 @@
+# The two commands of README.md: `make run` and `make test`. Both set up .venv themselves.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run mcp test lint bench clean
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Atelier needs Python 3.11 or newer on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+
+# Reinstall whenever pyproject.toml changes.
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime
+	$(BIN)/atelier serve
+
+mcp: $(VENV)/.runtime
+	$(BIN)/atelier mcp
+
+test: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/engine_throughput.py
+	$(BIN)/python bench/mcp_cold_start.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
