@@ -215,7 +215,11 @@ class SQLiteLedger:
                     "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, ?, ?)",
                     (run_id, time.time(), log_level, log),
                 )
-        return self._with_artifacts([_run_from_row(row)])[0]
+        run = _run_from_row(row)
+        if replace_artifacts:
+            run.artifacts = list(artifacts)  # just written: no need to read them back
+            return run
+        return self._with_artifacts([run])[0]
 
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
         with self._transaction() as conn:
