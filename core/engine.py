@@ -316,11 +316,17 @@ class Engine:
                     await self._complete(run, outputs)
                     return
         finally:
-            self._active.pop(run_id, None)
-            self._live.pop(run_id, None)
-            self._dirty.discard(run_id)
-        if not scope.cancelled_caught:  # a cancel request has already been recorded
+            # A retry may already have started a newer attempt of this run: leave its state alone.
+            if self._active.get(run_id) is scope:
+                del self._active[run_id]
+                self._live.pop(run_id, None)
+                self._dirty.discard(run_id)
+        if not scope.cancelled_caught:
             await self._fail_or_retry(run, error, retryable)
+        elif run_id not in self._active:
+            # Cancelled (already recorded) perhaps while its outputs were being saved.
+            with anyio.CancelScope(shield=True):
+                await self.store.delete_prefix(run_prefix(run_id))
 
     def _on_progress(self, run_id: str, progress: Progress) -> None:
         self._live[run_id] = progress

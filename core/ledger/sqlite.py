@@ -256,7 +256,9 @@ class SQLiteLedger:
         if not run_ids:
             return {}
         marks = ", ".join("?" for _ in run_ids)
-        rows = self._conn.execute(f"SELECT id, status FROM runs WHERE id IN ({marks})", list(run_ids)).fetchall()
+        rows = self._conn.execute(
+            f"SELECT id, status FROM runs WHERE id IN ({marks})", list(run_ids)
+        ).fetchall()
         return {r[0]: RunStatus(r[1]) for r in rows}
 
     async def queued_refs(self) -> list[tuple[str, str, Priority, int]]:
@@ -295,7 +297,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "seq" or not value.isdigit():
+        if kind != "seq" or not value.isdigit() or int(value) >= 2**63:
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):

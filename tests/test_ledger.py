@@ -1,0 +1,267 @@
+"""The SQLite ledger on its own: schema, WAL, guarded updates, uniqueness, cascades, cursors."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.errors import Conflict, InvalidInput
+from core.ids import new_run_id
+from core.ledger import Increment
+from core.ledger.sqlite import SQLiteLedger, decode_cursor, encode_cursor
+from core.models import Artifact, Priority, Run, RunKind, RunStatus
+
+pytestmark = pytest.mark.anyio
+
+
+def new_run(**fields: object) -> Run:
+    values: dict[str, object] = {
+        "id": new_run_id(),
+        "seq": 0,
+        "kind": RunKind.IMAGE,
+        "status": RunStatus.QUEUED,
+        "priority": Priority.NORMAL,
+        "inputs": {"prompt": "a lighthouse", "seed": 3, "cfg": 7.5},
+        "backend": "local",
+        "created_at": time.time(),
+        "max_steps": 20,
+    }
+    values.update(fields)
+    return Run(**values)  # type: ignore[arg-type]
+
+
+def artifact(run_id: str, filename: str) -> Artifact:
+    return Artifact(
+        run_id=run_id,
+        filename=filename,
+        media_type="image/png",
+        size=10,
+        sha256="0" * 64,
+        storage_key=f"runs/{run_id}/{filename}",
+        width=64,
+        height=64,
+    )
+
+
+def raw(path: Path, sql: str, *args: object) -> list[tuple]:
+    """Read the file with a separate connection, as another process would."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger" / "ledger.sqlite3"
+
+
+@pytest.fixture
+async def ledger(path: Path) -> AsyncIterator[SQLiteLedger]:
+    opened = SQLiteLedger.open(path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+async def test_open_creates_schema_version_1(ledger: SQLiteLedger, path: Path) -> None:
+    assert ledger.schema_version == 1
+    tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"runs", "artifacts", "run_logs"} <= tables
+
+
+async def test_reopening_keeps_data_and_does_not_apply_migrations_again(path: Path) -> None:
+    first = SQLiteLedger.open(path)
+    run = await first.insert_run(new_run(), log="queued")
+    await first.close()
+
+    again = SQLiteLedger.open(path)  # a second CREATE TABLE would raise here
+    try:
+        assert again.schema_version == 1
+        stored = await again.get_run(run.id)
+        assert stored is not None and stored.inputs == run.inputs
+        assert [e.message for e in await again.logs(run.id)] == ["queued"]
+    finally:
+        await again.close()
+
+
+async def test_journal_mode_is_wal(ledger: SQLiteLedger, path: Path) -> None:
+    assert raw(path, "PRAGMA journal_mode") == [("wal",)]
+    await ledger.insert_run(new_run())
+    assert path.with_name(path.name + "-wal").exists()
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+async def test_insert_assigns_increasing_seq_and_round_trips_every_field(ledger: SQLiteLedger) -> None:
+    first = await ledger.insert_run(new_run())
+    second = await ledger.insert_run(
+        new_run(priority=Priority.URGENT, idempotency_key="k-1", timeout_s=2.5, max_attempts=5)
+    )
+    assert second.seq > first.seq
+    stored = await ledger.get_run(second.id)
+    assert stored == second
+    assert await ledger.get_run(new_run_id()) is None
+
+
+async def test_update_with_matching_expect_applies_changes(ledger: SQLiteLedger) -> None:
+    run = await ledger.insert_run(new_run())
+    updated = await ledger.update_run(
+        run.id, expect={RunStatus.QUEUED}, status=RunStatus.RUNNING, message="starting", log="started"
+    )
+    assert updated is not None
+    assert updated.status is RunStatus.RUNNING
+    assert (await ledger.get_run(run.id)) == updated
+    assert [e.message for e in await ledger.logs(run.id)] == ["started"]
+
+
+async def test_update_with_unmet_expect_returns_none_and_leaves_the_row(ledger: SQLiteLedger) -> None:
+    run = await ledger.insert_run(new_run())
+    before = await ledger.get_run(run.id)
+
+    result = await ledger.update_run(
+        run.id,
+        expect={RunStatus.RUNNING, RunStatus.FAILED},
+        status=RunStatus.COMPLETED,
+        message="should not happen",
+        artifacts=[artifact(run.id, "image-01.png")],
+        log="should not be logged",
+    )
+
+    assert result is None
+    assert await ledger.get_run(run.id) == before
+    assert await ledger.logs(run.id) == []
+    assert await ledger.update_run(new_run_id(), status=RunStatus.FAILED) is None
+
+
+async def test_increment_adds_to_the_column(ledger: SQLiteLedger) -> None:
+    run = await ledger.insert_run(new_run())
+    await ledger.update_run(run.id, attempts=Increment(1))
+    once = await ledger.update_run(run.id, attempts=Increment(1))
+    assert once is not None and once.attempts == 2
+    more = await ledger.update_run(run.id, attempts=Increment(3), step=4)
+    assert more is not None and (more.attempts, more.step) == (5, 4)
+    reset = await ledger.update_run(run.id, attempts=0)
+    assert reset is not None and reset.attempts == 0
+
+
+async def test_unknown_column_is_refused(ledger: SQLiteLedger) -> None:
+    run = await ledger.insert_run(new_run())
+    with pytest.raises(ValueError, match="not updatable"):
+        await ledger.update_run(run.id, id="something-else")
+    assert await ledger.get_run(run.id) is not None
+
+
+async def test_reused_idempotency_key_is_a_conflict(ledger: SQLiteLedger) -> None:
+    first = await ledger.insert_run(new_run(idempotency_key="same-key"))
+    with pytest.raises(Conflict):
+        await ledger.insert_run(new_run(idempotency_key="same-key"))
+    found = await ledger.find_by_idempotency_key("same-key")
+    assert found is not None and found.id == first.id
+    assert len((await ledger.list_runs()).items) == 1
+    # Runs without a key never collide.
+    await ledger.insert_run(new_run())
+    await ledger.insert_run(new_run())
+    assert len((await ledger.list_runs()).items) == 3
+
+
+async def test_artifacts_are_replaced_when_asked(ledger: SQLiteLedger) -> None:
+    run = await ledger.insert_run(new_run())
+    await ledger.update_run(
+        run.id, artifacts=[artifact(run.id, "image-01.png"), artifact(run.id, "image-02.png")]
+    )
+    replaced = await ledger.update_run(
+        run.id, artifacts=[artifact(run.id, "image-01.png")], replace_artifacts=True
+    )
+    assert replaced is not None
+    assert [a.filename for a in replaced.artifacts] == ["image-01.png"]
+    cleared = await ledger.update_run(run.id, replace_artifacts=True)
+    assert cleared is not None and cleared.artifacts == []
+
+
+async def test_delete_run_cascades_to_artifacts_logs_and_children(ledger: SQLiteLedger, path: Path) -> None:
+    parent = await ledger.insert_run(new_run(kind=RunKind.BATCH), log="queued")
+    child = await ledger.insert_run(new_run(parent_id=parent.id), log="queued")
+    keep = await ledger.insert_run(new_run(), log="queued")
+    await ledger.update_run(parent.id, artifacts=[artifact(parent.id, "image-01.png")], log="done")
+    await ledger.update_run(child.id, artifacts=[artifact(child.id, "image-01.png")])
+    await ledger.update_run(keep.id, artifacts=[artifact(keep.id, "image-01.png")])
+
+    removed = await ledger.delete_run(parent.id)
+
+    assert sorted(a.run_id for a in removed) == sorted([parent.id, child.id])
+    assert await ledger.get_run(parent.id) is None
+    assert await ledger.get_run(child.id) is None
+    assert await ledger.logs(parent.id) == []
+    assert raw(path, "SELECT run_id FROM artifacts") == [(keep.id,)]
+    assert {r[0] for r in raw(path, "SELECT DISTINCT run_id FROM run_logs")} == {keep.id}
+    assert (await ledger.get_run(keep.id)) is not None
+
+
+async def test_count_by_status_reports_every_status(ledger: SQLiteLedger) -> None:
+    await ledger.insert_run(new_run())
+    await ledger.insert_run(new_run(status=RunStatus.FAILED))
+    assert await ledger.count_by_status() == {
+        "queued": 1,
+        "running": 0,
+        "completed": 0,
+        "failed": 1,
+        "cancelled": 0,
+    }
+
+
+# --- listing and cursors --------------------------------------------------------------------
+
+
+async def test_list_runs_pages_newest_first_with_filters(ledger: SQLiteLedger) -> None:
+    ids = [(await ledger.insert_run(new_run(status=s))).id for s in [RunStatus.QUEUED, RunStatus.FAILED] * 3]
+    seen, cursor = [], None
+    while True:
+        page = await ledger.list_runs(limit=4, cursor=cursor)
+        seen += [r.id for r in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == list(reversed(ids))
+    failed = await ledger.list_runs(statuses={RunStatus.FAILED}, limit=2)
+    assert [r.id for r in failed.items] == [ids[5], ids[3]]
+    rest = await ledger.list_runs(statuses={RunStatus.FAILED}, limit=2, cursor=failed.next_cursor)
+    assert [r.id for r in rest.items] == [ids[1]] and rest.next_cursor is None
+
+
+@pytest.mark.parametrize("seq", [0, 1, 42, 2**53])
+def test_cursor_round_trips(seq: int) -> None:
+    cursor = encode_cursor(seq)
+    assert cursor.isascii() and "=" not in cursor
+    assert decode_cursor(cursor) == seq
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "!!!",
+        "é",
+        "seq:12",
+        base64.urlsafe_b64encode(b"seq:").decode(),
+        base64.urlsafe_b64encode(b"seq:-1").decode(),
+        base64.urlsafe_b64encode(b"seq:1.5").decode(),
+        base64.urlsafe_b64encode(b"id:12").decode(),
+        base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode(),
+    ],
+)
+def test_cursor_rejects_garbage(garbage: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        decode_cursor(garbage)
+    assert caught.value.field == "cursor"
