@@ -27,6 +27,17 @@ from core.settings import Settings, default_home
 PARAMS = {"prompt": "benchmark: a small red square", "width": 64, "height": 64, "seed": 1}
 
 
+def file_create_cost(where: Path, files: int = 500) -> float:
+    """Seconds per mkdir + small file write in `where`: what each run pays the filesystem."""
+    with tempfile.TemporaryDirectory(prefix="atelier-fs-", dir=where) as scratch:
+        started = time.perf_counter()
+        for index in range(files):
+            folder = Path(scratch) / str(index)
+            folder.mkdir()
+            (folder / "image-01.png").write_bytes(b"x" * 4096)
+        return (time.perf_counter() - started) / files
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -64,7 +75,7 @@ async def main(runs: int, rounds: int, where: Path) -> None:
     results = [await open_loop(runs, where) for _ in range(rounds)]
     closed = [await closed_loop(min(runs, 500), where) for _ in range(rounds)]
     rate = statistics.median(r[0] for r in results)
-    print(f"data directories under {where}")
+    print(f"data directories under {where}: mkdir + file write {file_create_cost(where) * 1e6:.0f} us each")
     print(f"engine open loop  ({runs} runs x {rounds} rounds, 64x64, 0 ms/step, preview backend)")
     print(
         f"  throughput        median {rate:8.0f} runs/s   (rounds: {', '.join(f'{r[0]:.0f}' for r in results)})"

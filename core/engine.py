@@ -364,7 +364,6 @@ class Engine:
             error=None,
             result={"images": [a.filename for a in artifacts]},
             artifacts=artifacts,
-            replace_artifacts=True,
             log=f"completed with {len(artifacts)} image(s)",
         )
         if done is None:  # cancelled or deleted in the meantime: its files must not linger

@@ -216,8 +216,13 @@ class SQLiteLedger:
                     (run_id, time.time(), log_level, log),
                 )
         run = _run_from_row(row)
-        if replace_artifacts:
-            run.artifacts = list(artifacts)  # just written: no need to read them back
+        if (
+            replace_artifacts
+            or run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+            or (artifacts and run.status is RunStatus.COMPLETED)
+        ):
+            # Just written, or none recorded yet (files are recorded when a run completes).
+            run.artifacts = list(artifacts)
             return run
         return self._with_artifacts([run])[0]
 
