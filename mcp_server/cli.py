@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.from_env(
-            host=getattr(args, "host", None), port=getattr(args, "port", None), home=getattr(args, "home", None)
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            home=getattr(args, "home", None),
         )
         return anyio.run(args.handler, settings, args)
     except AtelierError as exc:
@@ -82,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 def _configure_logging(settings: Settings) -> None:
     # stderr only: on stdio, stdout belongs to the MCP protocol.
     logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
@@ -100,7 +104,10 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
         )
         server = uvicorn.Server(config)
-        print(f"Atelier: MCP at http://{settings.host}:{settings.port}/mcp (data in {settings.home})", file=sys.stderr)
+        print(
+            f"Atelier: MCP at http://{settings.host}:{settings.port}/mcp (data in {settings.home})",
+            file=sys.stderr,
+        )
         await server.serve()
     return 0
 
@@ -142,7 +149,9 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
             try:
                 while not run.status.is_final:
                     run = await engine.wait(
-                        run.id, 3600, on_progress=lambda r, p: bar.update(task, completed=p.step, total=p.max_steps)
+                        run.id,
+                        3600,
+                        on_progress=lambda r, p: bar.update(task, completed=p.step, total=p.max_steps),
                     )
             except anyio.get_cancelled_exc_class():
                 print(f"stopped waiting; run {run.id} is kept and will finish", file=sys.stderr)

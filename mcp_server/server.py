@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -59,12 +59,20 @@ WaitSeconds = Annotated[
 
 
 @contextmanager
-def _tool_errors() -> Iterator[None]:
-    """Engine errors become tool errors (isError) carrying the engine's own sentence."""
+def _reported_as(error: type[ToolError] | type[ResourceError]) -> Iterator[None]:
+    """Engine errors become MCP errors (a tool's isError result) carrying the engine's own sentence."""
     try:
         yield
     except AtelierError as exc:
-        raise ToolError(str(exc)) from None
+        raise error(str(exc)) from None
+
+
+def _tool_errors() -> AbstractContextManager[None]:
+    return _reported_as(ToolError)
+
+
+def _resource_errors() -> AbstractContextManager[None]:
+    return _reported_as(ResourceError)
 
 
 def _check_wait(seconds: float, field: str) -> float:
@@ -269,14 +277,6 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
             return bundle.path.read_bytes()
 
     return mcp
-
-
-@contextmanager
-def _resource_errors() -> Iterator[None]:
-    try:
-        yield
-    except AtelierError as exc:
-        raise ResourceError(str(exc)) from None
 
 
 def _version() -> str:

@@ -11,20 +11,9 @@ from mcp import Client, StdioServerParameters
 from PIL import Image
 
 from tests.procs import atelier_command, atelier_env
+from tests.test_mcp_tools import TOOLS
 
 pytestmark = pytest.mark.anyio
-
-TOOLS = {
-    "generate_image",
-    "get_run",
-    "wait_for_run",
-    "list_runs",
-    "cancel_run",
-    "retry_run",
-    "delete_run",
-    "bundle_run",
-    "get_status",
-}
 
 
 def _params(home: Path) -> StdioServerParameters:
