@@ -119,9 +119,10 @@ class Engine:
             except HomeLocked:
                 if role == "owner":
                     raise
-        ledger = factory.make_ledger(settings)
+        ledger: Ledger | None = None
         engine: Engine | None = None
         try:
+            ledger = factory.make_ledger(settings)
             engine = cls(
                 settings,
                 ledger,
@@ -146,7 +147,8 @@ class Engine:
                     raise group.exceptions[0] from None
                 raise
         finally:
-            await ledger.close()
+            if ledger is not None:
+                await ledger.close()
             owned = engine._lock if engine is not None else lock
             if owned is not None:
                 owned.release()
