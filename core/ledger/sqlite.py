@@ -49,6 +49,8 @@ class SQLiteLedger:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        # UPDATE statements by the shape of the change: built once, not on every transition.
+        self._update_sql: dict[tuple[Any, ...], str] = {}
 
     @classmethod
     def open(cls, path: Path, *, synchronous: str = "NORMAL") -> SQLiteLedger:
@@ -168,26 +170,19 @@ class SQLiteLedger:
         replace_artifacts: bool = False,
         **changes: Any,
     ) -> Run | None:
-        unknown = set(changes) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"not updatable: {sorted(unknown)}")
-        sets = (
-            ", ".join(
-                f"{name} = {name} + ?" if isinstance(value, Increment) else f"{name} = ?"
-                for name, value in changes.items()
-            )
-            or "seq = seq"
+        shape = (
+            tuple((name, isinstance(value, Increment)) for name, value in changes.items()),
+            _statuses(expect),
         )
-        args: list[Any] = [_to_column(name, value) for name, value in changes.items()]
-        guard = ""
+        sql = self._update_sql.get(shape)
+        if sql is None:
+            sql = self._update_sql[shape] = _update_statement(*shape)
+        args = [_to_column(name, value) for name, value in changes.items()]
+        args.append(run_id)
         if expect is not None:
-            guard = f" AND status IN ({', '.join('?' for _ in expect)})"
-            args.extend(s.value for s in expect)
+            args.extend(shape[1])
         with self._transaction() as conn:
-            row = conn.execute(
-                f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {_RUN_COLUMNS}",
-                (*args[: len(changes)], run_id, *args[len(changes) :]),
-            ).fetchone()
+            row = conn.execute(sql, args).fetchone()
             if row is None:
                 return None
             if replace_artifacts:
@@ -292,6 +287,19 @@ class SQLiteLedger:
         for row in rows:
             by_id[row["run_id"]].artifacts.append(_artifact_from_row(row))
         return runs
+
+
+def _statuses(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:
+    return None if expect is None else tuple(sorted(s.value for s in expect))
+
+
+def _update_statement(columns: tuple[tuple[str, bool], ...], expect: tuple[str, ...] | None) -> str:
+    unknown = {name for name, _ in columns} - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    sets = ", ".join(f"{name} = {name} + ?" if add else f"{name} = ?" for name, add in columns) or "seq = seq"
+    guard = f" AND status IN ({', '.join('?' for _ in expect)})" if expect is not None else ""
+    return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {_RUN_COLUMNS}"
 
 
 def encode_cursor(seq: int) -> str:
