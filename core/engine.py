@@ -32,7 +32,6 @@ from core.homelock import HomeLock
 from core.ids import check_filename, check_idempotency_key, check_run_id, new_run_id, random_seed
 from core.ledger import Increment, Ledger
 from core.models import (
-    FINAL_STATUSES,
     Artifact,
     ImageSpec,
     LogEntry,
@@ -591,9 +590,7 @@ class Engine:
                         run = event.run
                     elif event.kind == "progress" and event.progress is not None and on_progress:
                         run = self._with_live_progress(run)
-                        outcome = on_progress(run, event.progress)
-                        if hasattr(outcome, "__await__"):
-                            await outcome
+                        await _notify(on_progress, run, event.progress)
             return run if run.status.is_final else await self.get_run(run_id)
 
     async def _poll_until_final(
@@ -606,9 +603,7 @@ class Engine:
             while not run.status.is_final:
                 if on_progress and run.status is RunStatus.RUNNING and run.step != last_step:
                     last_step = run.step
-                    outcome = on_progress(run, Progress(run.step, run.max_steps, run.message))
-                    if hasattr(outcome, "__await__"):
-                        await outcome
+                    await _notify(on_progress, run, Progress(run.step, run.max_steps, run.message))
                 await anyio.sleep(0.25)
                 run = await self.get_run(run_id)
         return run
@@ -678,6 +673,13 @@ class Engine:
             self.events.publish(Event("run", run.id, run=run))
 
 
+async def _notify(callback: Callable[[Run, Progress], Any], run: Run, progress: Progress) -> None:
+    """Call a progress callback that may be sync or async."""
+    outcome = callback(run, progress)
+    if hasattr(outcome, "__await__"):
+        await outcome
+
+
 def _parse_enum(enum_type: Any, field: str, value: str | Collection[str] | None) -> set[Any] | None:
     if value is None or value == "" or value == []:
         return None
@@ -704,4 +706,4 @@ def _write_zip(path: Path, files: list[tuple[str, bytes]]) -> None:
     tmp.replace(path)
 
 
-__all__ = ["FINAL_STATUSES", "Bundle", "Engine"]
+__all__ = ["Bundle", "Engine"]

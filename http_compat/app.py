@@ -94,7 +94,9 @@ def build_app(engine: Engine, settings: Settings, mcp: MCPServer | None = None) 
         allowed_hosts=[f"{h}:*" for h in hosts] + list(hosts),
         allowed_origins=[f"http://{h}:*" for h in hosts],
     )
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security, host=settings.host)
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp", transport_security=security, host=settings.host
+    )
     middleware = []
     if settings.api_token is not None:
         middleware.append(Middleware(BearerAuth, token=settings.api_token.get_secret_value()))
