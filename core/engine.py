@@ -24,8 +24,9 @@ import anyio
 from anyio.abc import TaskGroup
 
 from core import factory
-from core.artifacts import ArtifactStore, run_key, run_prefix
-from core.backends import GenerationBackend, ImageOutput, Progress
+from core.artifacts import ArtifactStore, input_key, run_key, run_prefix
+from core.backends import GenerationBackend, ImageOutput, Job, Progress
+from core.backends.comfyui.workflows import OPERATIONS, WorkflowLibrary
 from core.errors import ArtifactNotFound, BackendError, Conflict, HomeLocked, InvalidInput, RunNotFound
 from core.events import Event, EventBus
 from core.homelock import HomeLock
@@ -40,9 +41,11 @@ from core.models import (
     Run,
     RunKind,
     RunStatus,
+    SourceImage,
 )
 from core.scheduler import Scheduler
 from core.settings import Settings
+from core.sources import SourcePolicy, load_source
 
 log = logging.getLogger("atelier.engine")
 
@@ -50,6 +53,8 @@ _ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 _RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 PROGRESS_FLUSH_S = 1.0
 MAX_PAGE = 200
+# Largest side an upscale may produce.
+MAX_UPSCALED_SIDE = 8192
 Role = Literal["owner", "shared", "client"]
 
 
@@ -72,15 +77,24 @@ class Engine:
         ledger: Ledger,
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
+        workflows: WorkflowLibrary | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.store = store
         self.backends = dict(backends)
+        self.workflows = workflows or factory.make_workflows(settings)
         self.events = EventBus()
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
-            self._scheduler.add_lane(name, backend.concurrency)
+            self._scheduler.add_lane(name, backend.concurrency, backend.admit)
+        self._sources = SourcePolicy(
+            input_dirs=tuple(settings.allowed_input_dirs),
+            fetch_hosts=frozenset(settings.allowed_fetch_hosts),
+            max_bytes=settings.max_input_bytes,
+        )
+        # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
+        self._resume: dict[str, str] = {}
         self._task_group: TaskGroup | None = None
         self._lock: HomeLock | None = None
         self.is_owner = True
@@ -122,11 +136,13 @@ class Engine:
         engine: Engine | None = None
         try:
             ledger = factory.make_ledger(settings)
+            workflows = factory.make_workflows(settings)
             engine = cls(
                 settings,
                 ledger,
                 factory.make_store(settings),
-                backends if backends is not None else factory.make_backends(settings),
+                backends if backends is not None else factory.make_backends(settings, workflows),
+                workflows,
             )
             try:
                 async with anyio.create_task_group() as task_group:
@@ -146,6 +162,10 @@ class Engine:
                     raise group.exceptions[0] from None
                 raise
         finally:
+            if engine is not None:
+                with anyio.CancelScope(shield=True):
+                    for backend in engine.backends.values():
+                        await backend.aclose()
             if ledger is not None:
                 await ledger.close()
             owned = engine._lock if engine is not None else lock
@@ -156,6 +176,8 @@ class Engine:
         assert self._task_group is not None
         self._lock = lock
         self.is_owner = True
+        for backend in self.backends.values():
+            backend.start(self._task_group)
         await self._recover()
         self._scheduler.start(self._task_group)
         self._task_group.start_soon(self._housekeeping_forever)
@@ -172,9 +194,27 @@ class Engine:
             return
 
     async def _recover(self) -> None:
-        """Queue again what was queued; run again what was running when the last process stopped."""
+        """Queue again what was queued; reconcile or run again what was running when the last process stopped.
+
+        A run whose backend recorded where its work went (a ComfyUI prompt) is handed back to
+        that backend, which collects the outputs, follows the work, or runs it again if the
+        backend has forgotten it.
+        """
         for run in await self.ledger.runs_in(_ACTIVE):
             if run.status is RunStatus.RUNNING:
+                if run.backend_handle and run.backend in self.backends:
+                    reconnecting = await self.ledger.update_run(
+                        run.id,
+                        expect={RunStatus.RUNNING},
+                        status=RunStatus.QUEUED,
+                        message="recovered after a restart; reconnecting to its backend",
+                        log=f"was running on {run.backend} when Atelier stopped; reconciling with it",
+                        log_level="warning",
+                    )
+                    if reconnecting is not None:
+                        self._resume[run.id] = run.backend_handle
+                        self._enqueue(reconnecting)
+                    continue
                 if run.attempts >= run.max_attempts:
                     failed = await self.ledger.update_run(
                         run.id,
@@ -212,7 +252,11 @@ class Engine:
         max_attempts: int | None = None,
         timeout_s: float | None = None,
     ) -> Run:
-        """Validate and queue a text-to-image run; the same idempotency key returns the same run."""
+        """Validate and queue an image run; the same idempotency key returns the same run.
+
+        `params` are `ImageSpec` fields; `operation` picks text-to-image (default),
+        image-to-image or upscale, and the latter two take a `source` (see `core.sources`).
+        """
         rank = Priority.parse(priority)
         key = check_idempotency_key(idempotency_key)
         if max_attempts is not None and not 1 <= max_attempts <= 20:
@@ -220,11 +264,13 @@ class Engine:
         if timeout_s is not None and not 0 < timeout_s <= 86_400:
             raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
         given = {k: v for k, v in params.items() if v is not None}
-        spec = ImageSpec.parse({**given, "seed": given.get("seed", random_seed())})
+        spec, source = await self._image_spec(given)
         if key is not None:
             existing = await self.ledger.find_by_idempotency_key(key)
             if existing is not None:
-                return self._same_request(existing, given)
+                return self._same_request(existing, spec, "seed" in given)
+        if source is not None and spec.source is not None:
+            await self.store.put(input_key(spec.source.sha256, spec.source.media_type), source)
         backend = self.settings.backend
         run = Run(
             id=new_run_id(),
@@ -232,10 +278,10 @@ class Engine:
             kind=RunKind.IMAGE,
             status=RunStatus.QUEUED,
             priority=rank,
-            inputs=spec.model_dump(),
+            inputs=spec.stored(),
             backend=backend,
             created_at=time.time(),
-            max_steps=spec.steps,
+            max_steps=1 if spec.operation == "upscale" else spec.steps,
             max_attempts=max_attempts or self.settings.max_attempts,
             timeout_s=timeout_s,
             idempotency_key=key,
@@ -247,17 +293,73 @@ class Engine:
             existing = await self.ledger.find_by_idempotency_key(key or "")
             if existing is None:
                 raise
-            return self._same_request(existing, given)
+            return self._same_request(existing, spec, "seed" in given)
         self._counters["submitted"] += 1
         self._publish_run(run)
         self._enqueue(run)
         return run
 
+    async def _image_spec(self, given: dict[str, Any]) -> tuple[ImageSpec, bytes | None]:
+        """The validated spec (workflow defaults filled in, source fetched) and the source's bytes."""
+        operation = given.get("operation", "txt2img")
+        if operation not in OPERATIONS:
+            raise InvalidInput("operation", f"must be one of {', '.join(OPERATIONS)} (got {operation!r})")
+        asked = set(given)
+        workflow = None
+        if self.settings.backend == "comfyui" or given.get("workflow"):
+            workflow = self.workflows.for_request(operation, given.get("workflow"))
+            given = {**workflow.defaults, **given, "workflow": workflow.name}
+        raw_source = given.pop("source", None)
+        loaded = None
+        if operation == "txt2img":
+            if raw_source is not None:
+                raise InvalidInput("source", "is only for image-to-image and upscale (transform_image, upscale_image)")
+        else:
+            if raw_source is None:
+                raise InvalidInput("source", f"is required for {operation}: a run's image, a file path, a URL or base64")
+            if isinstance(raw_source, Mapping):  # already stored (a retry of a stored spec)
+                given["source"] = raw_source
+            else:
+                loaded = await load_source(raw_source, self._sources, self._read_run_image)
+                given["source"] = SourceImage(
+                    sha256=hashlib.sha256(loaded.data).hexdigest(),
+                    media_type=loaded.media_type,
+                    width=loaded.width,
+                    height=loaded.height,
+                    origin=loaded.origin,
+                ).model_dump()
+        spec = ImageSpec.parse({**given, "seed": given.get("seed", random_seed())})
+        if workflow is not None:
+            workflow.check(spec, asked)
+        if spec.operation == "upscale" and spec.source is not None:
+            side = max(spec.source.width, spec.source.height) * spec.effective_scale
+            if side > MAX_UPSCALED_SIDE:
+                raise InvalidInput(
+                    "scale", f"would make a {side:.0f}-pixel side; the largest is {MAX_UPSCALED_SIDE} (use a smaller scale)"
+                )
+        backend = self.backends.get(self.settings.backend)
+        if backend is not None:
+            backend.check(spec)
+        return spec, loaded.data if loaded else None
+
+    async def _read_run_image(self, run_id: str, filename: str | None) -> bytes:
+        """A run's image as a source: the named file, or its first one."""
+        try:
+            run = await self.get_run(run_id)
+            artifacts = [a for a in run.artifacts if filename in (None, a.filename)]
+            if not artifacts:
+                raise ArtifactNotFound(run_id, filename or "(any image)")
+            return await self.store.read(artifacts[0].storage_key)
+        except (RunNotFound, ArtifactNotFound) as exc:
+            raise InvalidInput("source", str(exc)) from None
+
     @staticmethod
-    def _same_request(existing: Run, given: Mapping[str, Any]) -> Run:
-        # A request without a seed matches whatever seed the first one was given.
-        asked = ImageSpec.parse({**given, "seed": given.get("seed", existing.inputs.get("seed"))})
-        if asked.model_dump() != existing.inputs:
+    def _same_request(existing: Run, asked: ImageSpec, seed_given: bool) -> Run:
+        wanted = asked.stored()
+        if not seed_given:
+            # A request without a seed matches whatever seed the first one was given.
+            wanted["seed"] = existing.inputs.get("seed")
+        if wanted != existing.inputs:
             raise Conflict(
                 f"idempotency key {existing.idempotency_key!r} was used for a different request "
                 f"(run {existing.id}); use a new key for new parameters"
@@ -276,25 +378,41 @@ class Engine:
 
     # -- execute ------------------------------------------------------------------------------
 
-    async def _execute(self, run_id: str) -> None:
+    async def _execute(self, run_id: str, ticket: Any = None) -> None:
+        resume_handle = self._resume.pop(run_id, None)
         run = await self.ledger.update_run(
             run_id,
             expect={RunStatus.QUEUED},
             status=RunStatus.RUNNING,
-            attempts=Increment(1),
+            attempts=Increment(0 if resume_handle else 1),
             started_at=time.time(),
             finished_at=None,
             progress=0.0,
             step=0,
-            message="starting",
-            log="started",
+            message="reconnecting" if resume_handle else "starting",
+            backend_handle=resume_handle,
+            log="reconnecting to its backend" if resume_handle else "started",
         )
         if run is None:  # cancelled or deleted while it waited
             return
         self._publish_run(run)
         backend = self.backends[run.backend]
         spec = ImageSpec.model_validate(run.inputs)
-        if run.attempts > 1:
+        job = Job(
+            run_id=run_id,
+            attempt=run.attempts,
+            spec=spec,
+            resume_handle=resume_handle,
+            record_handle=lambda handle: self._record_handle(run_id, handle),
+            ticket=ticket,
+        )
+        if spec.source is not None:
+            try:
+                job.source = await self.store.read(input_key(spec.source.sha256, spec.source.media_type))
+            except OSError:
+                await self._fail_or_retry(run, "its source image is missing from the data directory", False)
+                return
+        if run.attempts > 1 and not resume_handle:
             # Files of an interrupted attempt: this attempt writes the run's images afresh.
             await self.store.delete_prefix(run_prefix(run.id))
         timeout = run.timeout_s or self.settings.run_timeout_s
@@ -305,7 +423,7 @@ class Engine:
             with scope:
                 try:
                     with anyio.fail_after(timeout):
-                        outputs = await backend.run(spec, lambda p: self._on_progress(run_id, p))
+                        outputs = await backend.run(job, lambda p: self._on_progress(run_id, p))
                 except TimeoutError:
                     error, retryable = f"timed out after {timeout:g} s", True
                 except BackendError as exc:
@@ -328,6 +446,9 @@ class Engine:
             # Cancelled (already recorded) perhaps while its outputs were being saved.
             with anyio.CancelScope(shield=True):
                 await self.store.delete_prefix(run_prefix(run_id))
+
+    async def _record_handle(self, run_id: str, handle: str) -> None:
+        await self.ledger.update_run(run_id, expect={RunStatus.RUNNING}, backend_handle=handle)
 
     def _on_progress(self, run_id: str, progress: Progress) -> None:
         self._live[run_id] = progress
@@ -383,6 +504,7 @@ class Engine:
                 expect={RunStatus.RUNNING},
                 status=RunStatus.QUEUED,
                 error=error,
+                backend_handle=None,
                 message=f"retrying in {delay:g} s",
                 log=f"attempt {run.attempts}/{run.max_attempts} failed: {error}; retrying in {delay:g} s",
                 log_level="warning",
@@ -539,6 +661,7 @@ class Engine:
             progress=0.0,
             step=0,
             message="queued again",
+            backend_handle=None,
             started_at=None,
             finished_at=None,
             replace_artifacts=True,
@@ -636,6 +759,18 @@ class Engine:
         await anyio.to_thread.run_sync(_write_zip, path, [*files, ("run.json", manifest)])
         return Bundle(run_id, path, path.stat().st_size, [name for name, _ in files] + ["run.json"])
 
+    # -- what is available --------------------------------------------------------------------
+
+    def list_workflows(self) -> dict[str, Any]:
+        """The workflows runs can name, with their parameters; and user files that failed to load."""
+        return {"workflows": self.workflows.describe(), "problems": self.workflows.problems}
+
+    async def list_models(self) -> dict[str, Any]:
+        """Model files installed on the configured backend, by kind."""
+        backend = self.backends.get(self.settings.backend)
+        models = await backend.models() if backend is not None else {}
+        return {"backend": self.settings.backend, "models": models}
+
     # -- status -------------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
@@ -655,7 +790,10 @@ class Engine:
         now = time.time()
         latencies = sorted(self._latencies)
         return {
-            "healthy": any(b.get("up") for b in backends.values()),
+            # Healthy when the backend new runs go to is up (the preview renderer always is).
+            "healthy": bool(backends.get(self.settings.backend, {}).get("up"))
+            if self.settings.backend in backends
+            else any(b.get("up") for b in backends.values()),
             "backends": backends,
             "runs": await self.ledger.count_by_status(),
             "queue": {"queued": self._scheduler.queued(), "running": self._scheduler.running()},

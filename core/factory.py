@@ -5,6 +5,7 @@ from __future__ import annotations
 from core.artifacts import ArtifactStore
 from core.artifacts.filesystem import FilesystemStore
 from core.backends import GenerationBackend
+from core.backends.comfyui.workflows import WorkflowLibrary
 from core.ledger import Ledger
 from core.ledger.sqlite import SQLiteLedger
 from core.settings import Settings
@@ -18,9 +19,21 @@ def make_store(settings: Settings) -> ArtifactStore:
     return FilesystemStore(settings.artifacts_dir)
 
 
-def make_backends(settings: Settings) -> dict[str, GenerationBackend]:
+def make_workflows(settings: Settings) -> WorkflowLibrary:
+    return WorkflowLibrary.load(settings.workflows_dir)
+
+
+def make_backends(settings: Settings, workflows: WorkflowLibrary) -> dict[str, GenerationBackend]:
+    """The preview renderer always; the ComfyUI pool when it is the configured backend."""
     from core.backends.local import LocalPreviewBackend
 
-    return {
+    backends: dict[str, GenerationBackend] = {
         "local": LocalPreviewBackend(step_ms=settings.local_step_ms, concurrency=settings.local_concurrency)
     }
+    if settings.backend == "comfyui":
+        from core.backends.comfyui.pool import ComfyUIPool
+
+        backends["comfyui"] = ComfyUIPool(
+            settings.comfyui_servers, workflows, depth=settings.comfyui_queue_depth
+        )
+    return backends

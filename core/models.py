@@ -7,16 +7,39 @@ the ledger hands back plain dataclasses.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.errors import InvalidInput
 
 MIN_SIDE, MAX_SIDE = 64, 4096
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**32 - 1
+MAX_LORAS = 8
+# ComfyUI model names are relative paths inside a model folder ("sdxl/detail.safetensors").
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 _.+()\[\]-]*(/[A-Za-z0-9_][A-Za-z0-9 _.+()\[\]-]*)*$")
+WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+Operation = Literal["txt2img", "img2img", "upscale"]
+
+
+def _check_model_name(value: str) -> str:
+    if ".." in value or not _MODEL_NAME.fullmatch(value):
+        raise ValueError("not a model file name")
+    return value
+
+
+ModelName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_model_name)]
 
 
 class RunStatus(enum.StrEnum):
@@ -65,12 +88,47 @@ class Priority(enum.StrEnum):
 _PRIORITY_RANK = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priority.URGENT: 3}
 
 
-class ImageSpec(BaseModel):
-    """A text-to-image request, validated. Stored as the run's `inputs`."""
+class LoraRef(BaseModel):
+    """A LoRA to apply: its file name on the ComfyUI server and how strongly."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    name: ModelName
+    strength: float = Field(default=1.0, ge=-5.0, le=5.0)
+
+    @classmethod
+    def parse(cls, value: object) -> object:
+        """Accept `"name"`, `"name:0.8"` or `{"name", "strength"}`; pydantic checks the rest."""
+        if isinstance(value, str):
+            name, sep, strength = value.rpartition(":")
+            if sep:
+                try:
+                    return {"name": name.strip(), "strength": float(strength)}
+                except ValueError:
+                    pass
+            return {"name": value.strip()}
+        return value
+
+
+class SourceImage(BaseModel):
+    """An input image Atelier has stored (content-addressed), for image-to-image and upscaling."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    media_type: str
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    origin: str = Field(default="", max_length=300, description="Where it came from, for the record.")
+
+
+class ImageSpec(BaseModel):
+    """An image request, validated: text-to-image, image-to-image or upscale. Stored as the run's `inputs`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    operation: Operation = "txt2img"
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
     negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
     width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
     height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8)
@@ -80,13 +138,49 @@ class ImageSpec(BaseModel):
     sampler: str = Field(default="euler", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")
     scheduler: str = Field(default="normal", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")
     count: int = Field(default=1, ge=1, le=16)
+    workflow: str | None = Field(default=None, pattern=WORKFLOW_NAME_PATTERN)
+    checkpoint: ModelName | None = None
+    loras: tuple[LoraRef, ...] = Field(default=(), max_length=MAX_LORAS)
+    denoise: float | None = Field(default=None, ge=0.0, le=1.0)
+    scale: float | None = Field(default=None, ge=1.0, le=8.0)
+    source: SourceImage | None = None
 
-    @field_validator("prompt")
+    @field_validator("loras", mode="before")
     @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("blank")
+    def _parse_loras(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return [LoraRef.parse(item) for item in value]
         return value
+
+    @model_validator(mode="after")
+    def _fits_the_operation(self) -> ImageSpec:
+        if self.operation != "upscale" and not self.prompt.strip():
+            raise ValueError(f"prompt: {FIELD_RULES['prompt']} (got {len(self.prompt)} characters)")
+        if self.operation != "txt2img" and self.source is None:
+            raise ValueError(f"source: is required for {self.operation}")
+        if self.operation == "txt2img" and self.source is not None:
+            raise ValueError("source: is only for image-to-image and upscale")
+        return self
+
+    @property
+    def effective_denoise(self) -> float:
+        """How much of the source to repaint: all of it for text-to-image, 0.6 by default otherwise."""
+        if self.denoise is not None:
+            return self.denoise
+        return 1.0 if self.operation == "txt2img" else 0.6
+
+    @property
+    def effective_scale(self) -> float:
+        return self.scale if self.scale is not None else 2.0
+
+    def stored(self) -> dict[str, Any]:
+        """The run's `inputs`: what was asked, leaving out the options that are not in use."""
+        inputs = self.model_dump(exclude_none=True)
+        if not self.loras:
+            del inputs["loras"]
+        return inputs
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> ImageSpec:
@@ -109,6 +203,12 @@ FIELD_RULES: dict[str, str] = {
     "sampler": "must be a sampler name (letters, digits, _ . + -)",
     "scheduler": "must be a scheduler name (letters, digits, _ . + -)",
     "count": "must be an integer in 1..16",
+    "workflow": "must be a workflow name (lower-case letters, digits, _ and -); see list_workflows",
+    "checkpoint": "must be a model file name such as 'sd_xl_base_1.0.safetensors'; see list_models",
+    "loras": f"must be at most {MAX_LORAS} LoRAs, each 'name' or 'name:strength' (strength in -5..5)",
+    "denoise": "must be a number in 0..1",
+    "scale": "must be a number in 1..8",
+    "operation": "must be one of txt2img, img2img, upscale",
 }
 
 
@@ -116,6 +216,12 @@ def invalid_input_from(exc: ValidationError) -> InvalidInput:
     """Turn pydantic's first error into one sentence naming the field and the allowed range."""
     error = exc.errors()[0]
     name = ".".join(str(part) for part in error["loc"]) or "input"
+    if error["type"] == "value_error" and not error["loc"]:
+        # Our own cross-field checks say "field: problem".
+        field, _, problem = str(error["ctx"]["error"]).partition(": ")
+        return InvalidInput(field, problem)
+    if name.startswith("loras."):
+        name = "loras"
     if error["type"] == "extra_forbidden":
         return InvalidInput(name, "is not a known parameter")
     if error["type"] == "missing":

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
+Admit = Callable[[], AbstractAsyncContextManager[Any]]
+
 
 class Lane:
-    """The queue and the worker slots of one backend."""
+    """The queue and the worker slots of one backend.
 
-    def __init__(self, name: str, concurrency: int) -> None:
+    `admit` lets the backend hold workers back (e.g. while its GPU servers are down or full),
+    so runs wait in the queue, in priority order, rather than inside the backend.
+    """
+
+    def __init__(self, name: str, concurrency: int, admit: Admit = nullcontext) -> None:
         self.name = name
         self.concurrency = max(1, concurrency)
+        self.admit = admit
         self._heap: list[tuple[int, int, str]] = []
         self._queued: set[str] = set()
         self._nonempty = anyio.Event()
@@ -56,14 +65,14 @@ class Lane:
 
 
 class Scheduler:
-    """Runs `execute(run_id)` for queued runs, at most `concurrency` at a time per lane."""
+    """Runs `execute(run_id, ticket)` for queued runs, at most `concurrency` at a time per lane."""
 
-    def __init__(self, execute: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, execute: Callable[[str, Any], Awaitable[None]]) -> None:
         self._execute = execute
         self.lanes: dict[str, Lane] = {}
 
-    def add_lane(self, name: str, concurrency: int) -> Lane:
-        lane = Lane(name, concurrency)
+    def add_lane(self, name: str, concurrency: int, admit: Admit = nullcontext) -> Lane:
+        lane = Lane(name, concurrency, admit)
         self.lanes[name] = lane
         return lane
 
@@ -74,12 +83,13 @@ class Scheduler:
 
     async def _work(self, lane: Lane) -> None:
         while True:
-            run_id = await lane.pop()
-            lane.busy += 1
-            try:
-                await self._execute(run_id)
-            finally:
-                lane.busy -= 1
+            async with lane.admit() as ticket:
+                run_id = await lane.pop()
+                lane.busy += 1
+                try:
+                    await self._execute(run_id, ticket)
+                finally:
+                    lane.busy -= 1
 
     def enqueue(self, lane: str, run_id: str, rank: int, seq: int) -> None:
         self.lanes[lane].push(run_id, rank, seq)

@@ -6,8 +6,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from core.errors import InvalidInput
 
@@ -27,7 +28,25 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     home: Path = Field(default_factory=default_home, description="Data directory: ledger and artifacts.")
-    backend: Literal["local"] = Field(default="local", description="Backend for new runs.")
+    backend: Literal["local", "comfyui"] = Field(
+        default="local", description="Backend for new runs: the built-in preview renderer, or ComfyUI servers."
+    )
+    comfyui_urls: str = Field(
+        default="http://127.0.0.1:8188", description="ComfyUI servers of the pool, comma-separated base URLs."
+    )
+    comfyui_queue_depth: int = Field(
+        default=2, ge=1, le=8, description="Prompts kept queued on each ComfyUI server, so it never idles."
+    )
+    workflows_dir: Path | None = Field(default=None, description="Folder of your own ComfyUI workflows.")
+    input_dirs: str = Field(
+        default="", description="Folders (path-separated) whose images tools may read, besides ATELIER_HOME/inputs."
+    )
+    fetch_hosts: str = Field(
+        default="", description="Hosts (comma-separated) source-image URLs may name, besides loopback."
+    )
+    max_input_bytes: int = Field(
+        default=25_000_000, ge=1_000, le=500_000_000, description="Largest source image accepted."
+    )
     local_step_ms: float = Field(default=25.0, ge=0, le=60_000, description="Preview renderer time per step.")
     local_concurrency: int = Field(default=2, ge=1, le=64, description="Preview runs at once.")
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per run before it fails.")
@@ -59,6 +78,33 @@ class Settings(BaseModel):
             name = str(error["loc"][0]) if error["loc"] else "settings"
             raise InvalidInput(ENV_PREFIX + name.upper(), error["msg"]) from None
 
+    @field_validator("comfyui_urls")
+    @classmethod
+    def _urls_are_http(cls, value: str) -> str:
+        for url in _split(value, ","):
+            parsed = urlsplit(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
+                raise ValueError(f"{url!r} is not a base URL like http://127.0.0.1:8188")
+        if not _split(value, ","):
+            raise ValueError("name at least one ComfyUI server, e.g. http://127.0.0.1:8188")
+        return value
+
+    @property
+    def comfyui_servers(self) -> list[str]:
+        return [url.rstrip("/") for url in _split(self.comfyui_urls, ",")]
+
+    @property
+    def allowed_input_dirs(self) -> list[Path]:
+        return [self.inputs_dir, *(Path(d).expanduser() for d in _split(self.input_dirs, os.pathsep))]
+
+    @property
+    def allowed_fetch_hosts(self) -> set[str]:
+        return {host.lower() for host in _split(self.fetch_hosts, ",")}
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.home / "inputs"
+
     @property
     def ledger_path(self) -> Path:
         return self.home / "ledger.sqlite3"
@@ -70,3 +116,7 @@ class Settings(BaseModel):
     @property
     def bundles_dir(self) -> Path:
         return self.home / "bundles"
+
+
+def _split(value: str, separator: str) -> list[str]:
+    return [part.strip() for part in value.split(separator) if part.strip()]

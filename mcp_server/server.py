@@ -27,8 +27,10 @@ from mcp_server.views import BundleView, Deleted, RunList, RunView
 
 INSTRUCTIONS = """\
 Atelier makes images and keeps a durable record of every run.
-generate_image queues a run and waits up to `wait_seconds` for it; if it is not done by then
-you get the run id: call wait_for_run with it (as often as needed). Finished runs come back as
+generate_image (text-to-image), transform_image (image-to-image) and upscale_image queue a
+run and wait up to `wait_seconds` for it; if it is not done by then you get the run id: call
+wait_for_run with it (as often as needed). list_workflows and list_models tell which
+workflows, checkpoints and LoRAs can be named. Finished runs come back as
 small thumbnails plus links (atelier://runs/{run_id}/images/{filename}) to the full-size files.
 list_runs, get_run, cancel_run, retry_run, delete_run and bundle_run manage runs; get_status
 reports backend health and the queue.
@@ -52,6 +54,59 @@ def _ranged(description: str, **bounds: Any) -> Any:
 
 
 RunId = Annotated[str, Field(description="The run's id, as returned by generate_image or list_runs.")]
+NegativePrompt = Annotated[str | None, _ranged("What to keep out of the image.", maxLength=MAX_PROMPT_CHARS)]
+Side = Annotated[
+    int | None,
+    _ranged(
+        "Pixels, a multiple of 8. Default: the workflow's (512 for sd15).",
+        minimum=64,
+        maximum=4096,
+        multipleOf=8,
+    ),
+]
+Steps = Annotated[int | None, _ranged("Sampling steps. Default: the workflow's.", minimum=1, maximum=150)]
+Cfg = Annotated[
+    float | None, _ranged("Prompt guidance strength. Default: the workflow's.", minimum=0, maximum=30)
+]
+Seed = Annotated[
+    int | None, _ranged("Same seed + inputs = same image. Random if omitted.", minimum=0, maximum=MAX_SEED)
+]
+Sampler = Annotated[str | None, Field(description="Sampler name, e.g. euler, dpmpp_2m.")]
+Scheduler = Annotated[str | None, Field(description="Noise schedule, e.g. normal, karras, simple.")]
+Count = Annotated[int | None, _ranged("Images in this run (a batch). Default 1.", minimum=1, maximum=16)]
+WorkflowName = Annotated[
+    str | None, Field(description="A workflow from list_workflows. Default: sd15 / img2img / upscale.")
+]
+Checkpoint = Annotated[
+    str | None, Field(description="Model file to use instead of the workflow's, from list_models.")
+]
+Loras = Annotated[
+    list[str] | None,
+    Field(
+        description="LoRAs to apply, each 'name' or 'name:strength' (e.g. 'pixel-art.safetensors:0.8').",
+        max_length=8,
+    ),
+]
+Denoise = Annotated[
+    float | None, _ranged("Denoising strength 0..1 (text-to-image uses 1).", minimum=0, maximum=1)
+]
+PriorityName = Annotated[
+    str, Field(description="low | normal | high | urgent: higher priorities start first.")
+]
+IdempotencyKey = Annotated[
+    str | None, Field(description="Calling again with the same key returns the same run, not a new one.")
+]
+Source = Annotated[
+    str,
+    Field(
+        description=(
+            "The image to start from: a run's image (atelier://runs/<id>/images/<file>, or a run id for its "
+            "first image), a file path inside an allowed folder, an http(s) URL on this machine, or base64 "
+            "PNG/JPEG/WebP data (optionally as a data: URL)."
+        ),
+        min_length=1,
+    ),
+]
 WaitSeconds = Annotated[
     float,
     _ranged(f"How long to wait for the run to finish, 0..{MAX_WAIT_S} s.", minimum=0, maximum=MAX_WAIT_S),
@@ -104,34 +159,37 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
 
         return await engine.wait(run.id, seconds, on_progress=report)
 
+    async def submit_and_wait(
+        params: dict[str, Any],
+        priority: str,
+        idempotency_key: str | None,
+        wait_seconds: float,
+        ctx: Context | None,
+    ) -> CallToolResult:
+        with _tool_errors():
+            _check_wait(wait_seconds, "wait_seconds")
+            run = await engine.submit_image(params, priority=priority, idempotency_key=idempotency_key)
+            run = await wait_reporting(run, wait_seconds, ctx)
+            return await result_for(run)
+
     @mcp.tool(annotations=CREATES, structured_output=True)
     async def generate_image(
         prompt: Annotated[str, _ranged("What to draw.", minLength=1, maxLength=MAX_PROMPT_CHARS)],
-        negative_prompt: Annotated[
-            str, _ranged("What to keep out of the image.", maxLength=MAX_PROMPT_CHARS)
-        ] = "",
-        width: Annotated[
-            int, _ranged("Pixels, a multiple of 8.", minimum=64, maximum=4096, multipleOf=8)
-        ] = 512,
-        height: Annotated[
-            int, _ranged("Pixels, a multiple of 8.", minimum=64, maximum=4096, multipleOf=8)
-        ] = 512,
-        steps: Annotated[int, _ranged("Sampling steps.", minimum=1, maximum=150)] = 20,
-        cfg: Annotated[float, _ranged("Prompt guidance strength.", minimum=0, maximum=30)] = 7.0,
-        seed: Annotated[
-            int | None,
-            _ranged("Same seed + inputs = same image. Random if omitted.", minimum=0, maximum=MAX_SEED),
-        ] = None,
-        sampler: Annotated[str, Field(description="Sampler name, e.g. euler, dpmpp_2m.")] = "euler",
-        scheduler: Annotated[str, Field(description="Noise schedule, e.g. normal, karras.")] = "normal",
-        count: Annotated[int, _ranged("Images in this run (a batch).", minimum=1, maximum=16)] = 1,
-        priority: Annotated[
-            str, Field(description="low | normal | high | urgent: higher priorities start first.")
-        ] = "normal",
-        idempotency_key: Annotated[
-            str | None,
-            Field(description="Calling again with the same key returns the same run, not a new one."),
-        ] = None,
+        negative_prompt: NegativePrompt = None,
+        width: Side = None,
+        height: Side = None,
+        steps: Steps = None,
+        cfg: Cfg = None,
+        seed: Seed = None,
+        sampler: Sampler = None,
+        scheduler: Scheduler = None,
+        count: Count = None,
+        workflow: WorkflowName = None,
+        checkpoint: Checkpoint = None,
+        loras: Loras = None,
+        denoise: Denoise = None,
+        priority: PriorityName = "normal",
+        idempotency_key: IdempotencyKey = None,
         wait_seconds: WaitSeconds = 20,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, RunView]:
@@ -140,24 +198,113 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         Queues a run and waits up to `wait_seconds` for it. Returns the run (id, status,
         inputs including the seed used) and, once finished, thumbnails plus resource links to
         the full-size PNGs. If it is still running, call wait_for_run with the run id.
+        Options left out take the workflow's defaults (see list_workflows).
+        """
+        params = {
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "width": width,
+            "height": height,
+            "steps": steps,
+            "cfg": cfg,
+            "seed": seed,
+            "sampler": sampler,
+            "scheduler": scheduler,
+            "count": count,
+            "workflow": workflow,
+            "checkpoint": checkpoint,
+            "loras": loras,
+            "denoise": denoise,
+        }
+        return await submit_and_wait(params, priority, idempotency_key, wait_seconds, ctx)
+
+    @mcp.tool(annotations=CREATES, structured_output=True)
+    async def transform_image(
+        source: Source,
+        prompt: Annotated[
+            str, _ranged("What the result should show.", minLength=1, maxLength=MAX_PROMPT_CHARS)
+        ],
+        denoise: Annotated[
+            float | None,
+            _ranged(
+                "How much to repaint: 0 keeps the source, 1 ignores it. Default 0.6.", minimum=0, maximum=1
+            ),
+        ] = None,
+        negative_prompt: NegativePrompt = None,
+        steps: Steps = None,
+        cfg: Cfg = None,
+        seed: Seed = None,
+        sampler: Sampler = None,
+        scheduler: Scheduler = None,
+        count: Count = None,
+        workflow: WorkflowName = None,
+        checkpoint: Checkpoint = None,
+        loras: Loras = None,
+        priority: PriorityName = "normal",
+        idempotency_key: IdempotencyKey = None,
+        wait_seconds: WaitSeconds = 20,
+        ctx: Context | None = None,
+    ) -> Annotated[CallToolResult, RunView]:
+        """Image-to-image: repaint a source image guided by a prompt. The result keeps the source's size.
+
+        Returns like generate_image. The source is stored with the run, so retries and
+        restarts use the same pixels.
+        """
+        params = {
+            "operation": "img2img",
+            "source": source,
+            "prompt": prompt,
+            "denoise": denoise,
+            "negative_prompt": negative_prompt,
+            "steps": steps,
+            "cfg": cfg,
+            "seed": seed,
+            "sampler": sampler,
+            "scheduler": scheduler,
+            "count": count,
+            "workflow": workflow,
+            "checkpoint": checkpoint,
+            "loras": loras,
+        }
+        return await submit_and_wait(params, priority, idempotency_key, wait_seconds, ctx)
+
+    @mcp.tool(annotations=CREATES, structured_output=True)
+    async def upscale_image(
+        source: Source,
+        scale: Annotated[
+            float | None, _ranged("Enlargement factor, 1..8. Default 2.", minimum=1, maximum=8)
+        ] = None,
+        workflow: WorkflowName = None,
+        priority: PriorityName = "normal",
+        idempotency_key: IdempotencyKey = None,
+        wait_seconds: WaitSeconds = 20,
+        ctx: Context | None = None,
+    ) -> Annotated[CallToolResult, RunView]:
+        """Upscale an image (on ComfyUI: an upscale model, then Lanczos to the exact factor).
+
+        Returns like generate_image; the result is at most 8192 pixels on its longer side.
+        """
+        params = {"operation": "upscale", "source": source, "scale": scale, "workflow": workflow}
+        return await submit_and_wait(params, priority, idempotency_key, wait_seconds, ctx)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def list_workflows() -> dict[str, Any]:
+        """The workflows generate_image, transform_image and upscale_image can use.
+
+        Each has its operation (txt2img, img2img, upscale), the parameters it takes, its
+        defaults and the ComfyUI node types it needs. `problems` lists user workflow files
+        that could not be loaded, and why.
+        """
+        return engine.list_workflows()
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def list_models() -> dict[str, Any]:
+        """Model files installed on the ComfyUI servers, by kind: checkpoints, loras, diffusion_models, vae, upscale_models.
+
+        Use these names for `checkpoint` and `loras`. Empty with the preview renderer.
         """
         with _tool_errors():
-            _check_wait(wait_seconds, "wait_seconds")
-            params = {
-                "prompt": prompt,
-                "negative_prompt": negative_prompt,
-                "width": width,
-                "height": height,
-                "steps": steps,
-                "cfg": cfg,
-                "seed": seed,
-                "sampler": sampler,
-                "scheduler": scheduler,
-                "count": count,
-            }
-            run = await engine.submit_image(params, priority=priority, idempotency_key=idempotency_key)
-            run = await wait_reporting(run, wait_seconds, ctx)
-            return await result_for(run)
+            return await engine.list_models()
 
     @mcp.tool(annotations=READ_ONLY, structured_output=True)
     async def wait_for_run(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 
-from core.backends import ImageOutput, Progress, ProgressCallback
+from core.backends import GenerationBackend, ImageOutput, Job, Progress, ProgressCallback
 from core.backends.local import render_png
 from core.errors import BackendError
 from core.models import ImageSpec
@@ -31,7 +32,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: 
         raise AssertionError(f"timed out after {timeout:g} s waiting for {what}") from None
 
 
-class ScriptedBackend:
+class ScriptedBackend(GenerationBackend):
     """A backend whose behaviour each test scripts per prompt.
 
     - `hold(prompt)` / `hold_all=True`: the run waits, after reporting its steps, until
@@ -109,7 +110,8 @@ class ScriptedBackend:
 
     # -- the GenerationBackend port -------------------------------------------------------------
 
-    async def run(self, spec: ImageSpec, on_progress: ProgressCallback) -> list[ImageOutput]:
+    async def run(self, job: Job, on_progress: ProgressCallback) -> list[ImageOutput]:
+        spec = job.spec
         prompt = spec.prompt
         self.started.append(prompt)
         self.start_times.append((prompt, time.monotonic()))
@@ -139,7 +141,7 @@ class ScriptedBackend:
         finally:
             self.running -= 1
 
-    async def health(self) -> dict[str, object]:
+    async def health(self) -> dict[str, Any]:
         self.health_calls += 1
         return {"up": True, "kind": "scripted", "concurrency": self.concurrency}
 

@@ -15,7 +15,7 @@ import anyio
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from core.backends import ImageOutput, Progress, local
+from core.backends import ImageOutput, Job, Progress, local
 from core.backends.local import LocalPreviewBackend, render_png
 from core.models import ImageSpec
 
@@ -34,6 +34,10 @@ def _spec(**overrides: object) -> ImageSpec:
     fields: dict[str, object] = {"prompt": FOX, "seed": 1, "width": 64, "height": 64, "steps": 4, "count": 1}
     fields.update(overrides)
     return ImageSpec(**fields)
+
+
+def _job(**overrides: object) -> Job:
+    return Job("run", 1, _spec(**overrides))
 
 
 # --- render_png -----------------------------------------------------------------------------
@@ -112,7 +116,7 @@ def test_odd_prompts_still_render(prompt: str) -> None:
 
 @pytest.mark.anyio
 async def test_run_returns_count_distinct_pngs() -> None:
-    outputs = await LocalPreviewBackend(step_ms=0).run(_spec(count=3, width=96, height=64), lambda p: None)
+    outputs = await LocalPreviewBackend(step_ms=0).run(_job(count=3, width=96, height=64), lambda p: None)
     assert len(outputs) == 3
     assert len({o.data for o in outputs}) == 3
     for output in outputs:
@@ -129,7 +133,7 @@ async def test_run_returns_count_distinct_pngs() -> None:
 @pytest.mark.anyio
 async def test_image_i_uses_seed_plus_i_wrapping_at_2_32() -> None:
     spec = _spec(count=2, seed=2**32 - 1)
-    outputs = await LocalPreviewBackend(step_ms=0).run(spec, lambda p: None)
+    outputs = await LocalPreviewBackend(step_ms=0).run(Job("r", 1, spec), lambda p: None)
     assert outputs[0].data == render_png(FOX, "", 2**32 - 1, 64, 64)
     assert outputs[1].data == render_png(FOX, "", 0, 64, 64)
 
@@ -137,7 +141,7 @@ async def test_image_i_uses_seed_plus_i_wrapping_at_2_32() -> None:
 @pytest.mark.anyio
 async def test_progress_reports_every_step_in_order() -> None:
     seen: list[Progress] = []
-    await LocalPreviewBackend(step_ms=0).run(_spec(steps=7), seen.append)
+    await LocalPreviewBackend(step_ms=0).run(_job(steps=7), seen.append)
     assert [p.step for p in seen] == list(range(1, 8))
     assert {p.max_steps for p in seen} == {7}
     assert seen[-1].fraction == 1.0
@@ -146,7 +150,7 @@ async def test_progress_reports_every_step_in_order() -> None:
 @pytest.mark.anyio
 async def test_step_time_is_honoured() -> None:
     started = time.perf_counter()
-    await LocalPreviewBackend(step_ms=50).run(_spec(steps=4), lambda p: None)
+    await LocalPreviewBackend(step_ms=50).run(_job(steps=4), lambda p: None)
     assert time.perf_counter() - started >= 0.18
 
 
@@ -157,7 +161,7 @@ async def test_zero_step_ms_never_sleeps(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(anyio, "sleep", no_sleep)
     seen: list[Progress] = []
-    await LocalPreviewBackend(step_ms=0).run(_spec(steps=20), seen.append)
+    await LocalPreviewBackend(step_ms=0).run(_job(steps=20), seen.append)
     assert len(seen) == 20
 
 
@@ -171,8 +175,8 @@ async def test_big_images_render_off_the_event_loop(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(local, "render_png", recording_render)
     backend = LocalPreviewBackend(step_ms=0)
-    await backend.run(_spec(width=64, height=64), lambda p: None)
-    await backend.run(_spec(width=512, height=512), lambda p: None)
+    await backend.run(_job(width=64, height=64), lambda p: None)
+    await backend.run(_job(width=512, height=512), lambda p: None)
     loop_thread = threading.get_ident()
     assert threads[0] == loop_thread  # tiny: inline, a thread hop would cost more than the render
     assert threads[1] != loop_thread  # big: in a worker thread
@@ -185,7 +189,7 @@ async def test_cancelling_stops_the_run_without_output() -> None:
     backend = LocalPreviewBackend(step_ms=20)
 
     async def go() -> None:
-        results.append(await backend.run(_spec(steps=50), seen.append))
+        results.append(await backend.run(_job(steps=50), seen.append))
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as group:

@@ -48,6 +48,10 @@ TOOLS = {
     "delete_run",
     "bundle_run",
     "get_status",
+    "transform_image",
+    "upscale_image",
+    "list_workflows",
+    "list_models",
 }
 RUN_ID_TOOLS = ["get_run", "cancel_run", "delete_run", "retry_run", "wait_for_run", "bundle_run"]
 # The slow engine's pace: a run of SLOW_STEPS steps takes about 0.5 s.
@@ -191,7 +195,8 @@ async def test_generate_image_schema_advertises_the_allowed_ranges(client: Clien
     props = tool.input_schema["properties"]
     assert tool.input_schema["required"] == ["prompt"]
     for side in ("width", "height"):
-        assert props[side]["type"] == "integer"
+        # Optional: left out, the workflow's default applies.
+        assert {"type": "integer"} in props[side]["anyOf"]
         assert (props[side]["minimum"], props[side]["maximum"], props[side]["multipleOf"]) == (64, 4096, 8)
     assert (props["steps"]["minimum"], props["steps"]["maximum"]) == (1, 150)
     assert (props["count"]["minimum"], props["count"]["maximum"]) == (1, 16)

@@ -32,3 +32,11 @@ def run_key(run_id: str, filename: str) -> str:
 
 def run_prefix(run_id: str) -> str:
     return f"runs/{run_id}/"
+
+
+_INPUT_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def input_key(sha256: str, media_type: str) -> str:
+    """Source images are stored once by content, whichever runs use them."""
+    return f"inputs/{sha256}.{_INPUT_EXTENSIONS.get(media_type, 'bin')}"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from anyio.abc import TaskGroup
 
 from core.models import ImageSpec
 
@@ -36,16 +39,61 @@ class ImageOutput:
 ProgressCallback = Callable[[Progress], None]
 
 
+async def _forget(handle: str) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class Job:
+    """One attempt at a run, as a backend sees it."""
+
+    run_id: str
+    attempt: int
+    spec: ImageSpec
+    # The source image's bytes, for image-to-image and upscaling.
+    source: bytes | None = None
+    # Set after an Atelier restart: where the backend put this run's work before it stopped.
+    resume_handle: str | None = None
+    # Saves where this attempt's work lives (e.g. a ComfyUI prompt id) before it is submitted,
+    # so that a crash between submitting and finishing can be reconciled.
+    record_handle: Callable[[str], Awaitable[None]] = field(default=_forget)
+    # What the scheduler's `admit()` handed out for this attempt, if the backend has one.
+    ticket: Any = None
+
+
 class GenerationBackend(Protocol):
-    """A place images are made. Cancellation arrives as anyio cancellation of `run`."""
+    """A place images are made. Cancellation arrives as anyio cancellation of `run`.
+
+    Subclass it to inherit the defaults of the optional parts (no background work, fixed
+    concurrency, nothing to check up front).
+    """
 
     name: str
     concurrency: int
 
-    async def run(self, spec: ImageSpec, on_progress: ProgressCallback) -> list[ImageOutput]:
-        """Produce `spec.count` images. Raise `core.errors.BackendError` when it cannot."""
+    async def run(self, job: Job, on_progress: ProgressCallback) -> list[ImageOutput]:
+        """Produce `job.spec.count` images. Raise `core.errors.BackendError` when it cannot."""
         ...
 
-    async def health(self) -> dict[str, object]:
+    async def health(self) -> dict[str, Any]:
         """What a status page shows: at least `{"up": bool}`. Must not block for long."""
         ...
+
+    def start(self, task_group: TaskGroup) -> None:
+        """Start background work (connections, health checks); returns at once."""
+        return None
+
+    def admit(self) -> AbstractAsyncContextManager[Any]:
+        """Wait until the backend can take one more run; the value becomes `Job.ticket`."""
+        return nullcontext()
+
+    def check(self, spec: ImageSpec) -> None:
+        """Raise `InvalidInput` if `spec` cannot succeed here (unknown workflow, model not installed)."""
+        return None
+
+    async def models(self) -> dict[str, Any]:
+        """Installed model files by kind (`checkpoints`, `loras`, ...); empty if it has none."""
+        return {}
+
+    async def aclose(self) -> None:
+        return None

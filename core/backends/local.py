@@ -16,13 +16,14 @@ import random
 import re
 import struct
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from core.backends import ImageOutput, Progress, ProgressCallback
+from core.backends import GenerationBackend, ImageOutput, Job, Progress, ProgressCallback
+from core.errors import BackendError
 from core.models import ImageSpec
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ _PALETTE: dict[str, tuple[float, float, float]] = {
 _Rgb = tuple[int, int, int]
 
 
-class LocalPreviewBackend:
+class LocalPreviewBackend(GenerationBackend):
     """Renders procedural previews in-process; `step_ms` paces the simulated sampling steps."""
 
     name = "local"
@@ -91,17 +92,30 @@ class LocalPreviewBackend:
         self.step_ms = step_ms
         self.concurrency = concurrency
 
-    async def run(self, spec: ImageSpec, on_progress: ProgressCallback) -> list[ImageOutput]:
-        """Report `spec.steps` steps, then render `spec.count` PNGs (image i uses seed + i)."""
+    async def run(self, job: Job, on_progress: ProgressCallback) -> list[ImageOutput]:
+        """Report the steps, then render `count` PNGs (image i uses seed + i).
+
+        Image-to-image blends the preview into the source as far as `denoise` says; upscaling
+        resizes the source (Lanczos). Both keep the source's aspect.
+        """
+        spec = job.spec
         # One checkpoint up front so a run cancelled before it starts never renders, while the
         # step_ms == 0 path stays free of per-step awaits.
         await anyio.lowlevel.checkpoint()
+        steps = 1 if spec.operation == "upscale" else spec.steps
         delay = self.step_ms / 1000
-        for step in range(1, spec.steps + 1):
+        for step in range(1, steps + 1):
             if delay > 0:
                 await anyio.sleep(delay)
-            on_progress(Progress(step=step, max_steps=spec.steps, message="rendering"))
+            on_progress(Progress(step=step, max_steps=steps, message="rendering"))
 
+        if spec.operation != "txt2img":
+            if job.source is None:
+                raise BackendError(f"the source image of run {job.run_id} is missing", retryable=False)
+            return [
+                await anyio.to_thread.run_sync(_from_source, spec, job.source, index)
+                for index in range(spec.count)
+            ]
         in_thread = spec.width * spec.height > INLINE_MAX_PIXELS
         outputs: list[ImageOutput] = []
         for index in range(spec.count):
@@ -115,9 +129,30 @@ class LocalPreviewBackend:
             )
         return outputs
 
-    async def health(self) -> dict[str, object]:
+    async def health(self) -> dict[str, Any]:
         """Always up: nothing external to reach."""
         return {"up": True, "kind": "preview", "step_ms": self.step_ms, "concurrency": self.concurrency}
+
+
+def _from_source(spec: ImageSpec, source: bytes, index: int) -> ImageOutput:
+    """Image-to-image or upscale of `source` by the preview renderer."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(source)) as opened:
+        image = opened.convert("RGB")
+    if spec.operation == "upscale":
+        size = (round(image.width * spec.effective_scale), round(image.height * spec.effective_scale))
+        result = image.resize(size, Image.Resampling.LANCZOS)
+    else:
+        seed = (spec.seed + index) % 2**32
+        painted = render_png(spec.prompt, spec.negative_prompt, seed, image.width, image.height)
+        with Image.open(io.BytesIO(painted)) as layer:
+            result = Image.blend(image, layer.convert("RGB"), spec.effective_denoise)
+    return ImageOutput(
+        data=_encode_png(result), media_type="image/png", width=result.width, height=result.height
+    )
 
 
 def render_png(prompt: str, negative_prompt: str, seed: int, width: int, height: int) -> bytes:

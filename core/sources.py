@@ -1,0 +1,180 @@
+"""Source images for image-to-image and upscaling: where a request may take them from, and the checks.
+
+A source is named by one string, in one of four forms:
+- a run's image: `atelier://runs/<run_id>/images/<file>`, `<run_id>/<file>`, or `<run_id>` (its first image);
+- a file path inside an allowed folder (`ATELIER_HOME/inputs` plus `ATELIER_INPUT_DIRS`);
+- an http(s) URL on loopback or on a host listed in `ATELIER_FETCH_HOSTS` (no redirects);
+- base64 image data, bare or as a `data:image/...;base64,` URL.
+Whatever the form, the bytes must decode as a PNG, JPEG or WebP no larger than the caps.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+from core.errors import InvalidInput
+from core.ids import RUN_ID_RE, check_filename
+from core.models import MAX_SIDE
+
+FIELD = "source"
+ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+MIN_SOURCE_SIDE = 16
+
+_RUN_REF = re.compile(r"^(?:atelier://runs/)?(?P<run>[0-9a-z]{26})(?:/(?:images/)?(?P<file>[^/]+))?$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
+
+ReadRunImage = Callable[[str, str | None], Awaitable[bytes]]
+
+
+@dataclass(slots=True, frozen=True)
+class LoadedImage:
+    """A source image's bytes, checked, with what the ledger records about it."""
+
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+    origin: str
+
+
+@dataclass(slots=True, frozen=True)
+class SourcePolicy:
+    """What a request may read: folders, URL hosts, and the size cap."""
+
+    input_dirs: tuple[Path, ...]
+    fetch_hosts: frozenset[str]
+    max_bytes: int
+
+
+async def load_source(value: str, policy: SourcePolicy, read_run_image: ReadRunImage) -> LoadedImage:
+    """Fetch and check the image `value` names; raise `InvalidInput` naming what is wrong."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(FIELD, "is required: a run's image, a file path, an http(s) URL or base64 data")
+    value = value.strip()
+    match = _RUN_REF.fullmatch(value)
+    if match and RUN_ID_RE.fullmatch(match["run"]):
+        filename = check_filename(match["file"], FIELD) if match["file"] else None
+        data = await read_run_image(match["run"], filename)
+        origin = f"atelier://runs/{match['run']}" + (f"/images/{filename}" if filename else "")
+    elif value.startswith(("http://", "https://")):
+        data, origin = await _fetch(value, policy), value
+    elif value.startswith("data:"):
+        header, _, payload = value.partition(",")
+        if ";base64" not in header:
+            raise InvalidInput(FIELD, "a data: URL must be base64-encoded (data:image/png;base64,...)")
+        data, origin = _decode_base64(payload, policy), "base64"
+    elif len(value) >= 256 and _BASE64.fullmatch(value[:4096]):
+        # Before paths: JPEG data starts "/9j/", which would read as one.
+        data, origin = _decode_base64(value, policy), "base64"
+    elif value.startswith(("/", "~", "./")) or Path(value).suffix:
+        data, origin = await _read_file(value, policy), value
+    elif _BASE64.fullmatch(value):
+        data, origin = _decode_base64(value, policy), "base64"
+    else:
+        raise InvalidInput(
+            FIELD,
+            "is not a run image, a file path, an http(s) URL or base64 image data (see the tool's help)",
+        )
+    return inspect_image(data, policy.max_bytes, origin)
+
+
+def inspect_image(data: bytes, max_bytes: int, origin: str = "") -> LoadedImage:
+    """Check that `data` is a PNG, JPEG or WebP within the caps; return its type and size."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > max_bytes:
+        raise InvalidInput(
+            FIELD, f"is {len(data):,} bytes; the limit is {max_bytes:,} (ATELIER_MAX_INPUT_BYTES)"
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind, (width, height) = image.format, image.size
+            if kind in ACCEPTED_FORMATS and max(width, height) <= MAX_SIDE:
+                image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise InvalidInput(FIELD, "is not a readable image (PNG, JPEG or WebP expected)") from None
+    if kind not in ACCEPTED_FORMATS:
+        raise InvalidInput(FIELD, f"is a {kind} image; PNG, JPEG or WebP expected")
+    if max(width, height) > MAX_SIDE or min(width, height) < MIN_SOURCE_SIDE:
+        raise InvalidInput(
+            FIELD, f"is {width}x{height}; each side must be in {MIN_SOURCE_SIDE}..{MAX_SIDE} pixels"
+        )
+    return LoadedImage(data, ACCEPTED_FORMATS[kind], width, height, origin[:300])
+
+
+def _decode_base64(payload: str, policy: SourcePolicy) -> bytes:
+    # 4 characters carry 3 bytes: refuse oversized data before decoding it.
+    if len(payload) > policy.max_bytes * 4 // 3 + 8:
+        raise InvalidInput(FIELD, f"base64 data is over the {policy.max_bytes:,}-byte limit")
+    compact = "".join(payload.split())
+    try:
+        altchars = b"-_" if ("-" in compact or "_" in compact) else None
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(FIELD, "is not valid base64 image data") from None
+
+
+async def _read_file(value: str, policy: SourcePolicy) -> bytes:
+    path = Path(value).expanduser()
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise InvalidInput(FIELD, f"file {value!r} does not exist") from None
+    allowed = [d.expanduser().resolve() for d in policy.input_dirs]
+    if not any(resolved.is_relative_to(folder) for folder in allowed):
+        folders = ", ".join(str(d) for d in allowed)
+        raise InvalidInput(
+            FIELD, f"file {value!r} is outside the folders tools may read ({folders}); see ATELIER_INPUT_DIRS"
+        )
+    if not resolved.is_file():
+        raise InvalidInput(FIELD, f"{value!r} is not a file")
+    size = resolved.stat().st_size
+    if size > policy.max_bytes:
+        raise InvalidInput(FIELD, f"file is {size:,} bytes; the limit is {policy.max_bytes:,}")
+    return await anyio.Path(resolved).read_bytes()
+
+
+def host_is_allowed(host: str, fetch_hosts: frozenset[str]) -> bool:
+    """Loopback always; any other host only if it is listed."""
+    host = host.lower().strip("[]")
+    if host == "localhost" or host in fetch_hosts:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _fetch(url: str, policy: SourcePolicy) -> bytes:
+    host = urlsplit(url).hostname or ""
+    if not host_is_allowed(host, policy.fetch_hosts):
+        raise InvalidInput(
+            FIELD, f"URL host {host!r} is not allowed: only loopback, or hosts listed in ATELIER_FETCH_HOSTS"
+        )
+    try:
+        async with (
+            httpx.AsyncClient(timeout=15, follow_redirects=False, trust_env=False) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise InvalidInput(FIELD, f"GET {url} answered {response.status_code}, not an image")
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > policy.max_bytes:
+                    raise InvalidInput(FIELD, f"{url} is larger than the {policy.max_bytes:,}-byte limit")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except httpx.HTTPError as exc:
+        raise InvalidInput(FIELD, f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
