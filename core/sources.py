@@ -18,7 +18,6 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -101,7 +100,7 @@ def inspect_image(data: bytes, max_bytes: int, origin: str = "") -> LoadedImage:
         with Image.open(io.BytesIO(data)) as image:
             kind, (width, height) = image.format, image.size
             if kind in ACCEPTED_FORMATS and max(width, height) <= MAX_SIDE:
-                image.verify()
+                image.load()  # decodes every pixel: catches truncated and corrupt data
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise InvalidInput(FIELD, "is not a readable image (PNG, JPEG or WebP expected)") from None
     if kind not in ACCEPTED_FORMATS:
@@ -126,17 +125,26 @@ def _decode_base64(payload: str, policy: SourcePolicy) -> bytes:
 
 
 async def _read_file(value: str, policy: SourcePolicy) -> bytes:
+    allowed = [d.expanduser().resolve() for d in policy.input_dirs]
+
+    def refuse_outside() -> InvalidInput:
+        folders = ", ".join(str(d) for d in allowed)
+        return InvalidInput(
+            FIELD, f"file {value!r} is outside the folders tools may read ({folders}); see ATELIER_INPUT_DIRS"
+        )
+
+    # The folder check comes before any existence check, so a refusal never tells
+    # whether a file exists outside the allowed folders; the second check catches
+    # symlinks that lead out of them.
     path = Path(value).expanduser()
+    if not any(path.resolve().is_relative_to(folder) for folder in allowed):
+        raise refuse_outside()
     try:
         resolved = path.resolve(strict=True)
     except (OSError, RuntimeError):
         raise InvalidInput(FIELD, f"file {value!r} does not exist") from None
-    allowed = [d.expanduser().resolve() for d in policy.input_dirs]
     if not any(resolved.is_relative_to(folder) for folder in allowed):
-        folders = ", ".join(str(d) for d in allowed)
-        raise InvalidInput(
-            FIELD, f"file {value!r} is outside the folders tools may read ({folders}); see ATELIER_INPUT_DIRS"
-        )
+        raise refuse_outside()
     if not resolved.is_file():
         raise InvalidInput(FIELD, f"{value!r} is not a file")
     size = resolved.stat().st_size
@@ -157,7 +165,13 @@ def host_is_allowed(host: str, fetch_hosts: frozenset[str]) -> bool:
 
 
 async def _fetch(url: str, policy: SourcePolicy) -> bytes:
-    host = urlsplit(url).hostname or ""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        raise InvalidInput(FIELD, f"{url[:200]!r} is not a valid URL") from None
+    host = parsed.host
+    if not host or not 0 < (parsed.port or 80) < 65536:
+        raise InvalidInput(FIELD, f"{url[:200]!r} is not a valid URL (host and port 1..65535 needed)")
     if not host_is_allowed(host, policy.fetch_hosts):
         raise InvalidInput(
             FIELD, f"URL host {host!r} is not allowed: only loopback, or hosts listed in ATELIER_FETCH_HOSTS"

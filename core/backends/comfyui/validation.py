@@ -72,15 +72,26 @@ def validate_graph(
                     continue
                 value = inputs[name]
                 if isinstance(value, list):  # a link to another node's output
-                    if len(value) != 2 or str(value[0]) not in graph:
-                        problems.append(
-                            Problem(node_id, class_type, name, f"links to missing node {value[0]!r}")
-                        )
+                    message = _check_link(value, graph, object_info)
+                    if message:
+                        problems.append(Problem(node_id, class_type, name, message))
                     continue
                 message = check_value(value, spec)
                 if message:
                     problems.append(Problem(node_id, class_type, name, message))
     return problems
+
+
+def _check_link(link: list[Any], graph: dict[str, Any], object_info: dict[str, Any]) -> str | None:
+    if len(link) != 2 or str(link[0]) not in graph:
+        return f"links to missing node {link[0]!r}" if link else "is an empty link"
+    source, index = str(link[0]), link[1]
+    outputs = object_info.get(graph[source].get("class_type"), {}).get("output")
+    if outputs is None:
+        return None  # the source node's own check reports an unknown class
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(outputs):
+        return f"links to output {index!r} of node {source!r}, which has outputs 0..{len(outputs) - 1}"
+    return None
 
 
 def check_value(value: Any, spec: Any) -> str | None:

@@ -94,7 +94,7 @@ class Workflow:
         """Raise `InvalidInput` for a parameter that was asked for but this workflow cannot take."""
         if spec.operation != self.operation:
             raise InvalidInput(
-                "workflow", f"{self.name!r} is a {self.operation} workflow; this request is {spec.operation}"
+                "workflow", f"{self.name!r} is {_an(self.operation)} workflow; this request is {spec.operation}"
             )
         for name in given:
             if name in PARAMETERS and name not in _ALWAYS_SET and name not in self.parameters:
@@ -252,7 +252,7 @@ def load_workflow(sidecar: Path) -> Workflow:
     }
     missing = [p for p in required[operation] if p not in parameters]
     if missing:
-        raise WorkflowError(f"{where}: a {operation} workflow must map {', '.join(missing)}")
+        raise WorkflowError(f"{where}: {_an(operation)} workflow must map {', '.join(missing)}")
 
     defaults = meta.get("defaults", {})
     if not isinstance(defaults, dict) or not set(defaults) <= set(PARAMETERS) - {"source", "prompt"}:
@@ -340,3 +340,7 @@ def _output(graph: dict[str, Any], raw: Any, where: str) -> tuple[str, int]:
             f"{where}: LoRA anchor {raw!r} must be '<node id>.<output index>' of a node in the graph"
         )
     return node, int(index)
+
+
+def _an(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
