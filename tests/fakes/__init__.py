@@ -1,0 +1,1 @@
+"""Faithful fake servers that tests run real clients against."""
