@@ -33,6 +33,7 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/mcp_cold_start.py
+	$(BIN)/python bench/comfyui_keep_busy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -60,13 +60,16 @@ def _parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="make images and wait for them")
     generate.add_argument("prompt")
-    generate.add_argument("--negative", default="", help="negative prompt")
-    generate.add_argument("--width", type=int, default=512)
-    generate.add_argument("--height", type=int, default=512)
-    generate.add_argument("--steps", type=int, default=20)
-    generate.add_argument("--cfg", type=float, default=7.0)
+    generate.add_argument("--negative", default=None, help="negative prompt")
+    generate.add_argument("--width", type=int, help="default: the workflow's (512 for sd15)")
+    generate.add_argument("--height", type=int, help="default: the workflow's")
+    generate.add_argument("--steps", type=int, help="default: the workflow's")
+    generate.add_argument("--cfg", type=float, help="default: the workflow's")
     generate.add_argument("--seed", type=int, default=None, help="default: random (printed)")
-    generate.add_argument("--count", type=int, default=1)
+    generate.add_argument("--count", type=int, default=None, help="images in the run (default 1)")
+    generate.add_argument("--workflow", help="a workflow name (see ATELIER_WORKFLOWS_DIR); default sd15")
+    generate.add_argument("--checkpoint", help="model file instead of the workflow's")
+    generate.add_argument("--lora", action="append", dest="loras", help="NAME[:STRENGTH]; repeat for more")
     generate.add_argument("--priority", default="normal", help="low | normal | high | urgent")
     generate.add_argument("--no-wait", action="store_true", help="queue it and print the run id")
     generate.set_defaults(handler=_generate)
@@ -88,6 +91,8 @@ def _configure_logging(settings: Settings) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_level != "debug":  # one line per backend request is noise below debug
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -136,6 +141,9 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         "cfg": args.cfg,
         "seed": args.seed,
         "count": args.count,
+        "workflow": args.workflow,
+        "checkpoint": args.checkpoint,
+        "loras": args.loras,
     }
     async with Engine.open(settings, role="shared") as engine:
         run = await engine.submit_image(params, priority=args.priority)

@@ -138,7 +138,9 @@ def _check_wait(seconds: float, field: str) -> float:
 
 def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
     """An MCP server over `engine`. `expose_paths` adds server-side file paths to results (stdio)."""
-    mcp = MCPServer("atelier", instructions=INSTRUCTIONS, version=_version())
+    mcp = MCPServer(
+        "atelier", instructions=INSTRUCTIONS, version=_version(), log_level=engine.settings.log_level.upper()
+    )
     thumb_px = engine.settings.thumbnail_px
 
     async def result_for(run: Run) -> CallToolResult:

@@ -13,7 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,43 +158,37 @@ class ComfyUIPool(GenerationBackend):
         return {kind: sorted(names) for kind, names in sorted(merged.items())}
 
     async def health(self) -> dict[str, Any]:
-        if not self._started:
-            await self._probe_all()
-        else:
+        """Each server: up or down (and why), prompts in flight, its queue, VRAM. Answers within ~1.5 s."""
+        async with anyio.create_task_group() as group:
             for server in self.servers:
-                if server.up:
-                    with anyio.move_on_after(1.5):
-                        with suppress(BackendError):
-                            await server.refresh()
+                # Without the background connections (a process that runs no work), probe.
+                if server.up or not self._started:
+                    group.start_soon(self._probe, server)
         servers = [s.describe() for s in self.servers]
         up = sum(1 for s in servers if s["up"])
-        return {
+        health: dict[str, Any] = {
             "up": up > 0,
             "kind": "comfyui",
             "servers_up": up,
             "servers": servers,
             "queue_depth_per_server": self.depth,
-            **(
-                {}
-                if up
-                else {
-                    "error": "no ComfyUI server answers: "
-                    + "; ".join(f"{s['url']}: {s['error']}" for s in servers)
-                }
-            ),
         }
+        if not up:
+            health["error"] = "no ComfyUI server answers: " + "; ".join(f"{s['url']}: {s['error']}" for s in servers)
+        return health
 
-    async def _probe_all(self) -> None:
-        """Health without the background connections (a process that does not run work)."""
-        for server in self.servers:
-            with anyio.move_on_after(1.5) as scope:
-                try:
-                    await server.refresh()
-                    server.up, server.error = True, ""
-                except BackendError as exc:
+    async def _probe(self, server: ComfyUIServer) -> None:
+        with anyio.move_on_after(1.5) as scope:
+            try:
+                await server.refresh()
+            except BackendError as exc:
+                if not self._started:
                     server.up, server.error = False, str(exc)
-            if scope.cancelled_caught:
-                server.up, server.error = False, "no answer within 1.5 s"
+                return
+            if not self._started:
+                server.up, server.error = True, ""
+        if scope.cancelled_caught and not self._started:
+            server.up, server.error = False, "no answer within 1.5 s"
 
     # -- running ------------------------------------------------------------------------------
 
