@@ -95,6 +95,7 @@ class Engine:
         )
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
         self._resume: dict[str, str] = {}
+        self._shutting_down = False
         self._task_group: TaskGroup | None = None
         self._lock: HomeLock | None = None
         self.is_owner = True
@@ -155,6 +156,7 @@ class Engine:
                     try:
                         yield engine
                     finally:
+                        engine._shutting_down = True
                         task_group.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 # The caller's own error, not a group: the task group only wrapped it.
@@ -405,6 +407,7 @@ class Engine:
             resume_handle=resume_handle,
             record_handle=lambda handle: self._record_handle(run_id, handle),
             ticket=ticket,
+            shutting_down=lambda: self._shutting_down,
         )
         if spec.source is not None:
             try:

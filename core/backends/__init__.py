@@ -59,6 +59,10 @@ class Job:
     record_handle: Callable[[str], Awaitable[None]] = field(default=_forget)
     # What the scheduler's `admit()` handed out for this attempt, if the backend has one.
     ticket: Any = None
+    # Asked when `run` is cancelled: True means Atelier is shutting down, not the user
+    # cancelling, so work a backend holds elsewhere (a queued ComfyUI prompt) should be left
+    # to finish; the run resumes from its recorded handle on the next start.
+    shutting_down: Callable[[], bool] = field(default=lambda: False)
 
 
 class GenerationBackend(Protocol):

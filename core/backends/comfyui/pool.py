@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 
 from core.backends import GenerationBackend, ImageOutput, Job, Progress, ProgressCallback
 from core.backends.comfyui.client import LOST, RECONNECTED, ComfyUIServer
-from core.backends.comfyui.validation import installed_models, validate_graph
+from core.backends.comfyui.validation import complete_model_names, installed_models, validate_graph
 from core.backends.comfyui.workflows import Workflow, WorkflowLibrary
 from core.errors import BackendError, InvalidInput
 from core.models import ImageSpec
@@ -139,9 +139,12 @@ class ComfyUIPool(GenerationBackend):
         known = [s.object_info for s in self.servers if s.object_info]
         if not known:
             return  # no server seen yet: the check happens at dispatch instead
-        graph = workflow.render(spec, source_name="atelier-source.png")
         # A graph that fits any server is accepted; it is dispatched to one that has it all.
-        failures = [validate_graph(graph, info, skip_inputs=frozenset({"image"})) for info in known]
+        failures = []
+        for info in known:
+            graph = workflow.render(spec, source_name="atelier-source.png")
+            complete_model_names(graph, info)
+            failures.append(validate_graph(graph, info, skip_inputs=frozenset({"image"})))
         problems = min(failures, key=len)
         if problems:
             raise InvalidInput(problems[0].parameter, "; ".join(str(p) for p in problems))
@@ -219,6 +222,7 @@ class ComfyUIPool(GenerationBackend):
         graph = workflow.render(spec, source_name=source_name)
         info = server.object_info
         if info is not None:
+            complete_model_names(graph, info)
             problems = validate_graph(graph, info)
             if problems:
                 raise BackendError(
@@ -229,16 +233,9 @@ class ComfyUIPool(GenerationBackend):
         prompt_id = str(uuid.uuid4())
         await job.record_handle(json.dumps({"server": server.url, "prompt_id": prompt_id}))
         with server.listen(prompt_id) as events:
-            try:
+            async with _cancelled_there(server, prompt_id, job):
                 await server.submit(graph, prompt_id)
                 return await self._follow(server, prompt_id, events, graph, workflow, spec, on_progress)
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    try:
-                        await server.cancel(prompt_id)
-                    except BackendError as exc:
-                        log.warning("could not cancel prompt %s on %s: %s", prompt_id, server.url, exc)
-                raise
 
     async def _resume(
         self, job: Job, workflow: Workflow, on_progress: ProgressCallback
@@ -273,9 +270,10 @@ class ComfyUIPool(GenerationBackend):
                         return None
                     on_progress(Progress(0, job.spec.steps, f"following its prompt on {url} after a restart"))
                     graph = workflow.render(job.spec)
-                    return await self._follow(
-                        server, prompt_id, events, graph, workflow, job.spec, on_progress
-                    )
+                    async with _cancelled_there(server, prompt_id, job):
+                        return await self._follow(
+                            server, prompt_id, events, graph, workflow, job.spec, on_progress
+                        )
                 return await self._collect(server, prompt_id, entry, workflow)
         finally:
             self._release(server)
@@ -402,3 +400,23 @@ def _image_output(data: bytes) -> ImageOutput:
         height=height,
         extension=_EXTENSIONS.get(media_type, "bin"),
     )
+
+
+
+@asynccontextmanager
+async def _cancelled_there(server: ComfyUIServer, prompt_id: str, job: Job) -> AsyncIterator[None]:
+    """A run cancelled in Atelier is cancelled on ComfyUI too: out of its queue, or interrupted.
+
+    Not when Atelier is shutting down: the prompt is left to finish, and the next start
+    collects or follows it from the run's recorded handle.
+    """
+    try:
+        yield
+    except anyio.get_cancelled_exc_class():
+        if not job.shutting_down():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await server.cancel(prompt_id)
+                except BackendError as exc:
+                    log.warning("could not cancel prompt %s on %s: %s", prompt_id, server.url, exc)
+        raise

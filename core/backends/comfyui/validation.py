@@ -94,12 +94,41 @@ def _check_link(link: list[Any], graph: dict[str, Any], object_info: dict[str, A
     return None
 
 
+def _choices(spec: Any) -> list[Any] | None:
+    """The allowed values of a choice input (both the list and the COMBO formats), else None."""
+    if not isinstance(spec, list) or not spec:
+        return None
+    kind, options = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
+    if isinstance(kind, list):
+        return kind
+    return options.get("options") if kind == "COMBO" else None
+
+
+def complete_model_names(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> None:
+    """Let model names go without their extension: "detail-tweaker" -> "detail-tweaker.safetensors".
+
+    A choice value not in the server's list becomes the one listed file with that name and any
+    extension; when none or several match, it is left for validation to name the problem.
+    """
+    for node in graph.values():
+        info = object_info.get(node.get("class_type", ""), {}).get("input", {})
+        inputs = node.get("inputs", {})
+        for name, value in inputs.items():
+            spec = info.get("required", {}).get(name) or info.get("optional", {}).get(name)
+            choices = _choices(spec)
+            if not isinstance(value, str) or not choices or value in choices:
+                continue
+            matches = [c for c in choices if isinstance(c, str) and c.rpartition(".")[0] == value]
+            if len(matches) == 1:
+                inputs[name] = matches[0]
+
+
 def check_value(value: Any, spec: Any) -> str | None:
     """Why `value` does not fit an object_info input spec, or None if it does."""
     if not isinstance(spec, list) or not spec:
         return None
     kind, options = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
-    choices = kind if isinstance(kind, list) else options.get("options") if kind == "COMBO" else None
+    choices = _choices(spec)
     if choices is not None:
         if value in choices:
             return None
@@ -138,11 +167,8 @@ def installed_models(object_info: Mapping[str, Any]) -> dict[str, list[str]]:
         ("DualCLIPLoader", "clip_name1"): "text_encoders",
     }
     for (class_type, input_name), kind in wanted.items():
-        spec = object_info.get(class_type, {}).get("input", {}).get("required", {}).get(input_name)
-        if isinstance(spec, list) and spec:
-            choices = (
-                spec[0] if isinstance(spec[0], list) else spec[1].get("options", []) if len(spec) > 1 else []
-            )
+        choices = _choices(object_info.get(class_type, {}).get("input", {}).get("required", {}).get(input_name))
+        if choices is not None:
             found.setdefault(kind, set()).update(str(c) for c in choices)
     return {kind: sorted(names) for kind, names in found.items()}
 
