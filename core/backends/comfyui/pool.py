@@ -35,7 +35,11 @@ FOLLOW_POLL_S = 10.0
 HISTORY_GRACE_S = 2.0
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # Execution errors that can pass on another try (or another server); others fail at once.
+# Failures another attempt (on a server with more free VRAM, or later) can get past.
 _TRANSIENT_EXCEPTIONS = ("OutOfMemoryError", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError")
+_TRANSIENT_MESSAGES = ("out of memory", "allocation on device")
+# LoadImage's file input: checked by ComfyUI itself, since an upload is newer than our /object_info.
+SOURCE_INPUTS = frozenset({"image"})
 
 
 @dataclass(slots=True)
@@ -144,10 +148,12 @@ class ComfyUIPool(GenerationBackend):
         for info in known:
             graph = workflow.render(spec, source_name="atelier-source.png")
             complete_model_names(graph, info)
-            failures.append(validate_graph(graph, info, skip_inputs=frozenset({"image"})))
+            failures.append(validate_graph(graph, info, skip_inputs=SOURCE_INPUTS))
         problems = min(failures, key=len)
         if problems:
-            raise InvalidInput(problems[0].parameter, "; ".join(str(p) for p in problems))
+            first = problems[0]
+            field_name = workflow.parameter_at(first.node, first.input) or first.parameter
+            raise InvalidInput(field_name, "; ".join(str(p) for p in problems))
 
     async def models(self) -> dict[str, Any]:
         """Installed model files by kind, merged over the servers that have answered."""
@@ -223,7 +229,8 @@ class ComfyUIPool(GenerationBackend):
         info = server.object_info
         if info is not None:
             complete_model_names(graph, info)
-            problems = validate_graph(graph, info)
+            # An image just uploaded is not in the cached /object_info list of input files.
+            problems = validate_graph(graph, info, skip_inputs=SOURCE_INPUTS)
             if problems:
                 raise BackendError(
                     f"workflow {workflow.name!r} does not fit ComfyUI at {server.url}: "
@@ -377,7 +384,8 @@ def _execution_failure(server: ComfyUIServer, status: dict[str, Any]) -> Backend
             message = str(data.get("exception_message", "")).strip()
             return BackendError(
                 f"ComfyUI failed in node {data.get('node_id')} ({data.get('node_type')}): {exception}: {message}",
-                retryable=exception in _TRANSIENT_EXCEPTIONS,
+                retryable=exception in _TRANSIENT_EXCEPTIONS
+                or any(marker in message.lower() for marker in _TRANSIENT_MESSAGES),
             )
         if name == "execution_interrupted":
             return BackendError(f"the prompt was interrupted on ComfyUI at {server.url}", retryable=True)

@@ -90,6 +90,13 @@ class Workflow:
             "source": self.source_path,
         }
 
+    def parameter_at(self, node: str, input_name: str) -> str | None:
+        """The request parameter that sets `node.input_name`, if one does."""
+        for name, targets in self.parameters.items():
+            if any(t.node == node and t.input == input_name for t in targets):
+                return name
+        return None
+
     def check(self, spec: ImageSpec, given: Iterable[str]) -> None:
         """Raise `InvalidInput` for a parameter that was asked for but this workflow cannot take."""
         if spec.operation != self.operation:
