@@ -122,6 +122,14 @@ class SourceImage(BaseModel):
     origin: str = Field(default="", max_length=300, description="Where it came from, for the record.")
 
 
+# Fields an operation has no use for, left out of the run's record (the source sets the size).
+_NOT_USED_BY: dict[str, set[str]] = {
+    "txt2img": set(),
+    "img2img": {"width", "height"},
+    "upscale": {"width", "height", "steps", "cfg", "sampler", "scheduler", "count", "negative_prompt"},
+}
+
+
 class ImageSpec(BaseModel):
     """An image request, validated: text-to-image, image-to-image or upscale. Stored as the run's `inputs`."""
 
@@ -177,9 +185,11 @@ class ImageSpec(BaseModel):
 
     def stored(self) -> dict[str, Any]:
         """The run's `inputs`: what was asked, leaving out the options that are not in use."""
-        inputs = self.model_dump(exclude_none=True)
+        inputs = self.model_dump(exclude_none=True, exclude=_NOT_USED_BY[self.operation])
         if not self.loras:
             del inputs["loras"]
+        if not self.prompt:
+            del inputs["prompt"]
         return inputs
 
     @classmethod
