@@ -83,11 +83,13 @@ PNG_FORMAT = 2
 
 
 class RecordedRequest(NamedTuple):
-    """An HTTP request the fake received: method, URL path (no query) and JSON body or None."""
+    """An HTTP request the fake received: method, URL path (no query), JSON body or None, and when
+    (`time.time()`, the clock of the history's millisecond timestamps)."""
 
     method: str
     path: str
     json: Any
+    at: float = 0.0
 
 
 class FileStore:
@@ -1315,7 +1317,9 @@ class FakeComfyUI:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             body = await request.body()
-            self.requests.append(RecordedRequest(request.method, request.url.path, _json_or_none(body)))
+            self.requests.append(
+                RecordedRequest(request.method, request.url.path, _json_or_none(body), time.time())
+            )
             try:
                 return await handler(request)
             except Exception as ex:
