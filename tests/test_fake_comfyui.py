@@ -34,7 +34,11 @@ from tests.fakes.comfyui import FakeComfyUI, FakeServer, serve_fake
 pytestmark = pytest.mark.anyio
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRANSCRIPTS = Path(os.environ.get("ATELIER_COMFYUI_TRANSCRIPTS", "/work/shared/notes/comfyui-transcripts"))
+# A copy of ../shared/notes/comfyui-transcripts, kept with the tests so a clean clone checks the
+# fake against them too; ATELIER_COMFYUI_TRANSCRIPTS points at fresher recordings.
+TRANSCRIPTS = Path(
+    os.environ.get("ATELIER_COMFYUI_TRANSCRIPTS", str(REPO_ROOT / "tests" / "fakes" / "transcripts"))
+)
 # The order the sessions were recorded in: their queue numbers run on from one file to the next
 # (basic 0-1, misc 2, ... race_check 38-40). Played in this order against one fake, the numbers,
 # the history and the node cache come out as they did on the real server.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = REPO / "examples" / "workflows"
-TRANSCRIPTS = Path(__file__).resolve().parents[2] / "shared" / "notes" / "comfyui-transcripts"
+TRANSCRIPTS = Path(os.environ.get("ATELIER_COMFYUI_TRANSCRIPTS", str(REPO / "tests" / "fakes" / "transcripts")))
 BUNDLED = {
     "flux-dev": "txt2img",
     "flux-schnell": "txt2img",

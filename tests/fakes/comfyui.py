@@ -4,7 +4,8 @@
 a Starlette app whose lifespan runs the single executor. `serve_fake()` runs it under uvicorn
 on loopback inside the caller's event loop; `python -m tests.fakes.comfyui` runs a standalone one.
 
-Behaviour follows the recordings in /work/shared/notes/comfyui-transcripts and the code they
+Behaviour follows the recordings in tests/fakes/transcripts (a copy of
+../shared/notes/comfyui-transcripts) and the code they
 came from (server.py, execution.py, main.py, comfy_execution/): status codes and bodies,
 WebSocket event order, node-level caching, validation errors, interrupts, binary previews.
 Timing is simulated: an executed prompt costs `prompt_seconds`, spread over the KSampler steps.
