@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import statistics
+import threading
 import time
 import zipfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +55,9 @@ _ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 _RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 PROGRESS_FLUSH_S = 1.0
 MAX_PAGE = 200
+MAX_BATCH = 100
+# A batch parent runs nowhere itself: its children do the work.
+BATCH_BACKEND = "batch"
 # Largest side an upscale may produce.
 MAX_UPSCALED_SIDE = 8192
 Role = Literal["owner", "shared", "client"]
@@ -106,6 +111,10 @@ class Engine:
         self._started_at = time.time()
         self._counters = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0, "retried": 0}
         self._latencies: deque[float] = deque(maxlen=2048)
+        # Batch children running here -> their parent; parents with a refresh pending.
+        self._parent_of: dict[str, str] = {}
+        self._refreshing: set[str] = set()
+        self._batch_lock = anyio.Lock()
         self._completions: deque[float] = deque(maxlen=4096)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -203,6 +212,9 @@ class Engine:
         backend has forgotten it.
         """
         for run in await self.ledger.runs_in(_ACTIVE):
+            if run.kind is RunKind.BATCH:
+                self._start(self._refresh_batch, run.id)
+                continue
             if run.status is RunStatus.RUNNING:
                 if run.backend_handle and run.backend in self.backends:
                     reconnecting = await self.ledger.update_run(
@@ -253,43 +265,27 @@ class Engine:
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> Run:
         """Validate and queue an image run; the same idempotency key returns the same run.
 
         `params` are `ImageSpec` fields; `operation` picks text-to-image (default),
         image-to-image or upscale, and the latter two take a `source` (see `core.sources`).
+        `meta` is kept with the run for the front door that made it (its contract's own fields).
         """
-        rank = Priority.parse(priority)
-        key = check_idempotency_key(idempotency_key)
-        if max_attempts is not None and not 1 <= max_attempts <= 20:
-            raise InvalidInput("max_attempts", f"must be an integer in 1..20 (got {max_attempts!r})")
-        if timeout_s is not None and not 0 < timeout_s <= 86_400:
-            raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
+        rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
         given = {k: v for k, v in params.items() if v is not None}
         spec, source = await self._image_spec(given)
         if key is not None:
             existing = await self.ledger.find_by_idempotency_key(key)
             if existing is not None:
                 return self._same_request(existing, spec, "seed" in given)
-        if source is not None and spec.source is not None:
-            await self.store.put(input_key(spec.source.sha256, spec.source.media_type), source)
-        backend = self.settings.backend
-        run = Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.IMAGE,
-            status=RunStatus.QUEUED,
-            priority=rank,
-            inputs=spec.stored(),
-            backend=backend,
-            created_at=time.time(),
-            max_steps=1 if spec.operation == "upscale" else spec.steps,
-            max_attempts=max_attempts or self.settings.max_attempts,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-        )
+        await self._keep_source(spec, source)
+        run = self._image_run(spec, rank, max_attempts, timeout_s, key, meta)
         try:
-            run = await self.ledger.insert_run(run, log=f"queued ({rank.value} priority, backend {backend})")
+            [run] = await self.ledger.insert_runs(
+                [run], log=f"queued ({rank.value} priority, backend {run.backend})"
+            )
         except Conflict:
             # Another request with the same key won the race; answer as it did.
             existing = await self.ledger.find_by_idempotency_key(key or "")
@@ -300,6 +296,124 @@ class Engine:
         self._publish_run(run)
         self._enqueue(run)
         return run
+
+    async def submit_batch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        priority: str | Priority = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        meta: Mapping[str, Any] | None = None,
+        item_meta: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> Run:
+        """Queue one image run per item under a parent `batch` run, all or nothing.
+
+        Every item is validated before anything is recorded; an invalid one names its index.
+        The parent's status, progress and result follow its children (see `_refresh_batch`);
+        cancelling or retrying the parent does so to its children.
+        """
+        rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
+        if not items:
+            raise InvalidInput("items", "must list at least one image to make")
+        if len(items) > MAX_BATCH:
+            raise InvalidInput("items", f"may list at most {MAX_BATCH} images (got {len(items)})")
+        if item_meta is not None and len(item_meta) != len(items):
+            raise ValueError("item_meta must have one entry per item")
+        if key is not None:
+            existing = await self.ledger.find_by_idempotency_key(key)
+            if existing is not None:
+                return existing
+        specs = []
+        for index, params in enumerate(items):
+            try:
+                specs.append(await self._image_spec({k: v for k, v in params.items() if v is not None}))
+            except InvalidInput as exc:
+                raise InvalidInput(f"items[{index}].{exc.field}", exc.problem) from None
+        parent = Run(
+            id=new_run_id(),
+            seq=0,
+            kind=RunKind.BATCH,
+            status=RunStatus.QUEUED,
+            priority=rank,
+            inputs={"items": len(specs)},
+            backend=BATCH_BACKEND,
+            created_at=time.time(),
+            max_steps=0,
+            max_attempts=max_attempts or self.settings.max_attempts,
+            timeout_s=timeout_s,
+            idempotency_key=key,
+            meta=dict(meta) if meta else None,
+        )
+        children = []
+        for index, (spec, source) in enumerate(specs):
+            await self._keep_source(spec, source)
+            child = self._image_run(
+                spec, rank, max_attempts, timeout_s, None, (item_meta or [None] * len(specs))[index]
+            )
+            child.parent_id = parent.id
+            parent.max_steps += child.max_steps
+            children.append(child)
+        try:
+            parent, *children = await self.ledger.insert_runs(
+                [parent, *children], log=f"queued as part of a batch ({rank.value} priority)"
+            )
+        except Conflict:
+            existing = await self.ledger.find_by_idempotency_key(key or "")
+            if existing is None:
+                raise
+            return existing
+        self._counters["submitted"] += len(children)
+        self._publish_run(parent)
+        for child in children:
+            self._publish_run(child)
+            self._enqueue(child)
+        return parent
+
+    def _check_submit(
+        self,
+        priority: str | Priority,
+        idempotency_key: str | None,
+        max_attempts: int | None,
+        timeout_s: float | None,
+    ) -> tuple[Priority, str | None]:
+        rank = Priority.parse(priority)
+        key = check_idempotency_key(idempotency_key)
+        if max_attempts is not None and not 1 <= max_attempts <= 20:
+            raise InvalidInput("max_attempts", f"must be an integer in 1..20 (got {max_attempts!r})")
+        if timeout_s is not None and not 0 < timeout_s <= 86_400:
+            raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
+        return rank, key
+
+    async def _keep_source(self, spec: ImageSpec, source: bytes | None) -> None:
+        if source is not None and spec.source is not None:
+            await self.store.put(input_key(spec.source.sha256, spec.source.media_type), source)
+
+    def _image_run(
+        self,
+        spec: ImageSpec,
+        rank: Priority,
+        max_attempts: int | None,
+        timeout_s: float | None,
+        key: str | None,
+        meta: Mapping[str, Any] | None,
+    ) -> Run:
+        return Run(
+            id=new_run_id(),
+            seq=0,
+            kind=RunKind.IMAGE,
+            status=RunStatus.QUEUED,
+            priority=rank,
+            inputs=spec.stored(),
+            backend=self.settings.backend,
+            created_at=time.time(),
+            max_steps=1 if spec.operation == "upscale" else spec.steps,
+            max_attempts=max_attempts or self.settings.max_attempts,
+            timeout_s=timeout_s,
+            idempotency_key=key,
+            meta=dict(meta) if meta else None,
+        )
 
     async def _image_spec(self, given: dict[str, Any]) -> tuple[ImageSpec, bytes | None]:
         """The validated spec (workflow defaults filled in, source fetched) and the source's bytes."""
@@ -315,10 +429,14 @@ class Engine:
         loaded = None
         if operation == "txt2img":
             if raw_source is not None:
-                raise InvalidInput("source", "is only for image-to-image and upscale (transform_image, upscale_image)")
+                raise InvalidInput(
+                    "source", "is only for image-to-image and upscale (transform_image, upscale_image)"
+                )
         else:
             if raw_source is None:
-                raise InvalidInput("source", f"is required for {operation}: a run's image, a file path, a URL or base64")
+                raise InvalidInput(
+                    "source", f"is required for {operation}: a run's image, a file path, a URL or base64"
+                )
             if isinstance(raw_source, Mapping):  # already stored (a retry of a stored spec)
                 given["source"] = raw_source
             else:
@@ -337,7 +455,8 @@ class Engine:
             side = max(spec.source.width, spec.source.height) * spec.effective_scale
             if side > MAX_UPSCALED_SIDE:
                 raise InvalidInput(
-                    "scale", f"would make a {side:.0f}-pixel side; the largest is {MAX_UPSCALED_SIDE} (use a smaller scale)"
+                    "scale",
+                    f"would make a {side:.0f}-pixel side; the largest is {MAX_UPSCALED_SIDE} (use a smaller scale)",
                 )
         backend = self.backends.get(self.settings.backend)
         if backend is not None:
@@ -398,6 +517,8 @@ class Engine:
         if run is None:  # cancelled or deleted while it waited
             return
         self._publish_run(run)
+        if run.parent_id is not None:
+            self._parent_of[run_id] = run.parent_id
         backend = self.backends[run.backend]
         spec = ImageSpec.model_validate(run.inputs)
         job = Job(
@@ -442,6 +563,7 @@ class Engine:
             if self._active.get(run_id) is scope:
                 del self._active[run_id]
                 self._live.pop(run_id, None)
+                self._parent_of.pop(run_id, None)
                 self._dirty.discard(run_id)
         if not scope.cancelled_caught:
             await self._fail_or_retry(run, error, retryable)
@@ -458,6 +580,9 @@ class Engine:
         self._dirty.add(run_id)
         if self.events.wants(run_id):
             self.events.publish(Event("progress", run_id, progress=progress))
+        parent_id = self._parent_of.get(run_id)
+        if parent_id is not None and self.events.wants(parent_id):
+            self._refresh_batch_soon(parent_id)
 
     async def _complete(self, run: Run, outputs: list[ImageOutput]) -> None:
         artifacts = []
@@ -605,30 +730,80 @@ class Engine:
             message=progress.message,
         )
 
+    async def get_run_by_seq(self, seq: int) -> Run:
+        """The run with ledger sequence number `seq` (the id of contracts with integer ids)."""
+        if not isinstance(seq, int) or not 0 < seq < 2**63:
+            raise InvalidInput("id", f"must be a positive integer (got {seq!r})")
+        run = await self.ledger.get_run_by_seq(seq)
+        if run is None:
+            raise RunNotFound(str(seq))
+        return self._with_live_progress(run)
+
     async def list_runs(
         self,
         *,
         status: str | Collection[str] | None = None,
         kind: str | Collection[str] | None = None,
         parent_id: str | None = None,
+        top_level: bool = False,
         limit: int = 20,
         cursor: str | None = None,
+        offset: int = 0,
     ) -> Page:
-        """Runs newest first, filtered by status and kind; page with `cursor`."""
+        """Runs newest first, filtered by status and kind (`top_level`: no batch children);
+        page with `cursor`, or skip `offset` runs."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput("limit", f"must be an integer in 1..{MAX_PAGE} (got {limit!r})")
+        if not 0 <= offset < 2**31:
+            raise InvalidInput("offset", f"must be an integer >= 0 (got {offset!r})")
         statuses = _parse_enum(RunStatus, "status", status)
         kinds = _parse_enum(RunKind, "kind", kind)
         if parent_id is not None:
             check_run_id(parent_id, "parent_id")
         page = await self.ledger.list_runs(
-            statuses=statuses, kinds=kinds, parent_id=parent_id, limit=limit, cursor=cursor or None
+            statuses=statuses,
+            kinds=kinds,
+            parent_id=parent_id,
+            top_level=top_level,
+            limit=limit,
+            cursor=cursor or None,
+            offset=offset,
         )
         return Page([self._with_live_progress(r) for r in page.items], page.next_cursor)
 
+    async def count_runs(
+        self,
+        *,
+        status: str | Collection[str] | None = None,
+        kind: str | Collection[str] | None = None,
+        top_level: bool = False,
+    ) -> int:
+        """How many runs `list_runs` with the same filters pages through."""
+        return await self.ledger.count_runs(
+            statuses=_parse_enum(RunStatus, "status", status),
+            kinds=_parse_enum(RunKind, "kind", kind),
+            top_level=top_level,
+        )
+
+    async def get_document(self, key: str) -> Any:
+        """A small JSON document a front door keeps in the ledger (None if never written)."""
+        return await self.ledger.get_document(key)
+
+    async def put_document(self, key: str, value: Any) -> None:
+        await self.ledger.put_document(key, value)
+
     async def cancel(self, run_id: str) -> Run:
-        """Cancel a queued or running run (a running one is stopped). A finished run is returned as is."""
-        check_run_id(run_id)
+        """Cancel a queued or running run (a running one is stopped), or every unfinished run of a
+        batch. A finished run is returned as is."""
+        run = await self.get_run(run_id)
+        if run.kind is not RunKind.BATCH:
+            return await self._cancel_one(run_id)
+        for child in (await self.ledger.list_runs(parent_id=run_id, statuses=_ACTIVE, limit=MAX_BATCH)).items:
+            await self._cancel_one(child.id)
+        await self._refresh_batch(run_id)
+        return await self.get_run(run_id)
+
+    async def _cancel_one(self, run_id: str) -> Run:
         run = await self.ledger.update_run(
             run_id,
             expect=_ACTIVE,
@@ -649,12 +824,25 @@ class Engine:
         return run
 
     async def retry(self, run_id: str) -> Run:
-        """Queue a failed or cancelled run again, with a fresh set of attempts."""
+        """Queue a failed or cancelled run again, with a fresh set of attempts (for a batch: each
+        of its children that failed or was cancelled)."""
         run = await self.get_run(run_id)
         if run.status not in _RETRYABLE_FROM:
             raise Conflict(
                 f"run {run_id} is {run.status.value}; only failed or cancelled runs can be retried"
             )
+        if run.kind is RunKind.BATCH:
+            children = await self.ledger.list_runs(
+                parent_id=run_id, statuses=_RETRYABLE_FROM, limit=MAX_BATCH
+            )
+            for child in children.items:
+                await self._retry_one(child.id)
+            await self.ledger.add_log(run_id, f"retry requested for {len(children.items)} item(s)")
+            await self._refresh_batch(run_id)
+            return await self.get_run(run_id)
+        return await self._retry_one(run_id)
+
+    async def _retry_one(self, run_id: str) -> Run:
         queued = await self.ledger.update_run(
             run_id,
             expect=_RETRYABLE_FROM,
@@ -677,17 +865,37 @@ class Engine:
         return queued
 
     async def delete(self, run_id: str) -> Run:
-        """Delete a run, its files and its log, stopping it first if it is active."""
+        """Delete a run, its files and its log (a batch: with its children), stopping it first if active."""
         run = await self.get_run(run_id)
         if not run.status.is_final:
             run = await self.cancel(run_id)
-        children = (await self.ledger.list_runs(parent_id=run_id, limit=10_000)).items
+        children = (await self.ledger.list_runs(parent_id=run_id, limit=MAX_BATCH)).items
         await self.ledger.delete_run(run_id)
         for gone in (run, *children):
             await self.store.delete_prefix(run_prefix(gone.id))
             self._bundle_path(gone.id).unlink(missing_ok=True)
         self.events.publish(Event("run", run_id, run=None, message="deleted"))
+        if run.parent_id is not None:
+            self._refresh_batch_soon(run.parent_id)
         return run
+
+    async def purge(
+        self, older_than_s: float, statuses: Collection[str] = ("completed", "failed")
+    ) -> list[str]:
+        """Delete the top-level runs in `statuses` that finished more than `older_than_s` ago."""
+        if not older_than_s >= 0:
+            raise InvalidInput("older_than_s", f"must be a number of seconds >= 0 (got {older_than_s!r})")
+        wanted = _parse_enum(RunStatus, "status", list(statuses)) or set()
+        if not wanted <= {s for s in RunStatus if s.is_final}:
+            raise InvalidInput("status", "only finished runs (completed, failed, cancelled) can be purged")
+        removed = []
+        for run_id in await self.ledger.finished_before(time.time() - older_than_s, wanted):
+            try:
+                await self.delete(run_id)
+            except RunNotFound:
+                continue  # deleted meanwhile
+            removed.append(run_id)
+        return removed
 
     async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]:
         await self.get_run(run_id)
@@ -752,11 +960,17 @@ class Engine:
         return self.settings.bundles_dir / f"{run_id}.zip"
 
     async def bundle(self, run_id: str) -> Bundle:
-        """Write a ZIP of the run's images plus `run.json` (inputs, seeds, timings)."""
+        """Write a ZIP of the run's images plus `run.json` (inputs, seeds, timings).
+
+        Files are copied into the archive from disk one by one, never all held in memory.
+        """
         run = await self.get_run(run_id)
         if not run.artifacts:
             raise Conflict(f"run {run_id} is {run.status.value} and has no outputs to bundle yet")
-        files = [(a.filename, await self.store.read(a.storage_key)) for a in run.artifacts]
+        files: list[tuple[str, Path | bytes]] = []
+        for artifact in run.artifacts:
+            local = self.store.local_path(artifact.storage_key)
+            files.append((artifact.filename, local or await self.store.read(artifact.storage_key)))
         path = self._bundle_path(run_id)
         manifest = json.dumps(run.to_dict(), indent=2).encode()
         await anyio.to_thread.run_sync(_write_zip, path, [*files, ("run.json", manifest)])
@@ -812,6 +1026,93 @@ class Engine:
     def _publish_run(self, run: Run) -> None:
         if self.events.wants(run.id):
             self.events.publish(Event("run", run.id, run=run))
+        if run.parent_id is not None and self._task_group is not None:
+            self._refresh_batch_soon(run.parent_id)
+
+    # -- batches ------------------------------------------------------------------------------
+
+    def _refresh_batch_soon(self, parent_id: str) -> None:
+        """Bring a batch up to date with its children; refreshes asked for meanwhile coalesce."""
+        if parent_id not in self._refreshing and self._task_group is not None:
+            self._refreshing.add(parent_id)
+            self._start(self._refresh_batch, parent_id)
+
+    async def _refresh_batch(self, parent_id: str) -> None:
+        """A batch's status, progress and result, derived from its children.
+
+        Running while any child is active; when all are final: completed if all completed,
+        failed if any failed, else cancelled. Progress is the children's steps over their total.
+        """
+        async with self._batch_lock:
+            self._refreshing.discard(parent_id)
+            parent = await self.ledger.get_run(parent_id)
+            if parent is None or parent.kind is not RunKind.BATCH:
+                return
+            children = [
+                self._with_live_progress(c)
+                for c in (await self.ledger.list_runs(parent_id=parent_id, limit=MAX_BATCH)).items
+            ]
+            if not children:
+                return
+            counts = {status: 0 for status in RunStatus}
+            for child in children:
+                counts[child.status] += 1
+            done = sum(counts[s] for s in RunStatus if s.is_final)
+            step = sum(c.max_steps if c.status.is_final else c.step for c in children)
+            max_steps = sum(c.max_steps for c in children) or 1
+            changes: dict[str, Any] = {
+                "step": step,
+                "max_steps": max_steps,
+                "progress": step / max_steps,
+                "message": f"{counts[RunStatus.COMPLETED]} of {len(children)} done"
+                + (f", {counts[RunStatus.FAILED]} failed" if counts[RunStatus.FAILED] else ""),
+                "attempts": max(c.attempts for c in children),
+            }
+            if done == len(children):
+                if counts[RunStatus.COMPLETED] == len(children):
+                    status = RunStatus.COMPLETED
+                elif counts[RunStatus.FAILED]:
+                    status = RunStatus.FAILED
+                else:
+                    status = RunStatus.CANCELLED
+                first_error = next(
+                    (c.error for c in reversed(children) if c.status is RunStatus.FAILED), None
+                )
+                changes.update(
+                    finished_at=max(c.finished_at or 0 for c in children) or time.time(),
+                    result={
+                        "runs": [c.id for c in reversed(children)],
+                        **{s.value: counts[s] for s in RunStatus if s.is_final},
+                    },
+                    error=f"{counts[RunStatus.FAILED]} of {len(children)} failed; first: {first_error}"
+                    if status is RunStatus.FAILED
+                    else None,
+                )
+            else:
+                status = RunStatus.RUNNING if done or counts[RunStatus.RUNNING] else RunStatus.QUEUED
+                changes.update(finished_at=None, result=None, error=None)
+            started = [c.started_at for c in children if c.started_at]
+            changes["started_at"] = min(started) if started else None
+            status_changed = status is not parent.status
+            if not status_changed and all(
+                getattr(parent, name) == value for name, value in changes.items() if name != "progress"
+            ):
+                return
+            updated = await self.ledger.update_run(
+                parent_id,
+                status=status,
+                log=f"batch {status.value}: {changes['message']}" if status_changed else None,
+                log_level="error" if status is RunStatus.FAILED else "info",
+                **changes,
+            )
+            if updated is None:
+                return
+            if status_changed:
+                self._publish_run(updated)
+            elif self.events.wants(parent_id):
+                self.events.publish(
+                    Event("progress", parent_id, progress=Progress(step, max_steps, changes["message"]))
+                )
 
 
 async def _notify(callback: Callable[[Run, Progress], Any], run: Run, progress: Progress) -> None:
@@ -836,14 +1137,17 @@ def _parse_enum(enum_type: Any, field: str, value: str | Collection[str] | None)
     return parsed
 
 
-def _write_zip(path: Path, files: list[tuple[str, bytes]]) -> None:
+def _write_zip(path: Path, files: list[tuple[str, Path | bytes]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".zip.tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     # PNGs are already compressed; storing them keeps bundling as fast as copying.
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, data in files:
+        for name, content in files:
             method = zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
-            archive.writestr(name, data, compress_type=method)
+            if isinstance(content, Path):
+                archive.write(content, name, compress_type=method)
+            else:
+                archive.writestr(name, content, compress_type=method)
     tmp.replace(path)
 
 

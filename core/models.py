@@ -271,6 +271,8 @@ class Run:
     started_at: float | None = None
     finished_at: float | None = None
     artifacts: list[Artifact] = field(default_factory=list)
+    # What the front door that created the run asked for beyond `inputs` (its contract's own fields).
+    meta: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, the same for every front door."""

@@ -910,3 +910,119 @@ async def test_shared_engine_takes_over_the_runs_when_the_owner_exits(settings: 
             assert (first.status, second.status) == (RunStatus.COMPLETED, RunStatus.COMPLETED)
             assert first.attempts == 2
             assert sorted(successor_backend.finished) == ["interrupted", "waiting"]
+
+
+# --- batches, cleanup, integer ids ----------------------------------------------------------
+
+
+async def test_batch_runs_each_item_as_a_child_and_completes_when_all_have(settings: Settings) -> None:
+    async with scripted(settings, concurrency=2, hold=["b"]) as (engine, backend):
+        parent = await engine.submit_batch(
+            [image("a"), image("b", count=2)], priority="high", meta={"source": "test"}
+        )
+        assert (parent.kind.value, parent.status, parent.meta) == ("batch", RunStatus.QUEUED, {"source": "test"})
+        children = (await engine.list_runs(parent_id=parent.id)).items
+        assert sorted(c.inputs["prompt"] for c in children) == ["a", "b"]
+        assert {c.priority.value for c in children} == {"high"}
+
+        await backend.wait_started("b")
+        a = next(c for c in children if c.inputs["prompt"] == "a")
+        await finished(engine, a.id)
+        await wait_until_status(engine, parent.id, RunStatus.RUNNING)
+        halfway = await engine.get_run(parent.id)
+        assert halfway.progress >= 0.5  # a is done; b has reported its steps and waits to finish
+        assert halfway.message == "1 of 2 done"
+
+        backend.release("b")
+        done = await finished(engine, parent.id)
+        assert done.status is RunStatus.COMPLETED and done.progress == 1.0
+        assert done.result is not None and done.result["completed"] == 2
+        assert sorted(done.result["runs"]) == sorted(c.id for c in children)
+        top = [r.id for r in (await engine.list_runs(top_level=True)).items]
+        assert top == [parent.id]
+        assert await engine.count_runs(top_level=True) == 1
+        assert await engine.count_runs() == 3
+
+
+async def wait_until_status(engine: Engine, run_id: str, status: RunStatus) -> Run:
+    with anyio.fail_after(WAIT):
+        while (run := await engine.get_run(run_id)).status is not status:
+            await anyio.sleep(0.005)
+    return run
+
+
+async def test_batch_with_one_invalid_item_records_nothing_and_names_the_item(settings: Settings) -> None:
+    async with scripted(settings) as (engine, _):
+        with pytest.raises(InvalidInput) as caught:
+            await engine.submit_batch([image("fine"), image("bad", width=7)])
+        assert caught.value.field == "items[1].width"
+        assert await engine.count_runs() == 0
+        with pytest.raises(InvalidInput, match="at least one"):
+            await engine.submit_batch([])
+
+
+async def test_a_failed_item_fails_the_batch_and_retrying_the_batch_reruns_only_it(settings: Settings) -> None:
+    async with scripted(settings) as (engine, backend):
+        backend.fail("broken", times=1, retryable=False)
+        parent = await engine.submit_batch([image("fine"), image("broken")])
+        failed = await finished(engine, parent.id)
+        assert failed.status is RunStatus.FAILED
+        assert failed.error is not None and "1 of 2 failed" in failed.error and "broken" in failed.error
+
+        again = await engine.retry(parent.id)
+        assert again.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+        done = await finished(engine, parent.id)
+        assert done.status is RunStatus.COMPLETED
+        assert backend.attempts == {"fine": 1, "broken": 2}
+
+
+async def test_cancelling_a_batch_cancels_its_unfinished_items(settings: Settings) -> None:
+    async with scripted(settings, concurrency=1, hold=["first"]) as (engine, backend):
+        parent = await engine.submit_batch([image("first"), image("second"), image("third")])
+        await backend.wait_started("first")
+        cancelled = await engine.cancel(parent.id)
+        assert cancelled.status is RunStatus.CANCELLED
+        await backend.wait_cancelled("first")
+        children = (await engine.list_runs(parent_id=parent.id)).items
+        assert {c.status for c in children} == {RunStatus.CANCELLED}
+        assert backend.started == ["first"]
+
+
+async def test_a_batch_interrupted_by_a_restart_finishes_after_it(settings: Settings) -> None:
+    async with scripted(settings, concurrency=1, hold_all=True) as (engine, backend):
+        parent = await engine.submit_batch([image("one"), image("two")])
+        await backend.wait_started("one")
+    async with scripted(settings, concurrency=1) as (engine, backend):
+        done = await finished(engine, parent.id)
+        assert done.status is RunStatus.COMPLETED
+        assert sorted(backend.finished) == ["one", "two"]
+
+
+async def test_purge_deletes_finished_runs_older_than_the_age_given(settings: Settings) -> None:
+    async with scripted(settings, hold=["active"]) as (engine, backend):
+        old = await finished(engine, (await engine.submit_image(image("old"))).id)
+        batch = await finished(engine, (await engine.submit_batch([image("x"), image("y")])).id)
+        active = await engine.submit_image(image("active"))
+        await backend.wait_started("active")
+        assert await engine.purge(older_than_s=3600) == []
+        await anyio.sleep(0.05)
+        removed = await engine.purge(older_than_s=0.01)
+        assert sorted(removed) == sorted([old.id, batch.id])
+        assert [r.id for r in (await engine.list_runs()).items] == [active.id]
+        assert files_in(settings, old.id) == []
+        with pytest.raises(InvalidInput):
+            await engine.purge(older_than_s=1, statuses=["running"])
+        backend.release_all()
+
+
+async def test_runs_can_be_found_by_seq_and_paged_by_offset(settings: Settings) -> None:
+    async with scripted(settings) as (engine, _):
+        runs = [await engine.submit_image(image(f"n{n}")) for n in range(5)]
+        assert (await engine.get_run_by_seq(runs[2].seq)).id == runs[2].id
+        with pytest.raises(RunNotFound):
+            await engine.get_run_by_seq(10_000)
+        with pytest.raises(InvalidInput):
+            await engine.get_run_by_seq(0)
+        page = await engine.list_runs(limit=2, offset=1)
+        assert [r.id for r in page.items] == [runs[3].id, runs[2].id]
+        assert await engine.count_runs(status="queued,running,completed") == 5

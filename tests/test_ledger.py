@@ -74,10 +74,36 @@ async def ledger(path: Path) -> AsyncIterator[SQLiteLedger]:
 # --- schema ---------------------------------------------------------------------------------
 
 
-async def test_open_creates_schema_version_1(ledger: SQLiteLedger, path: Path) -> None:
-    assert ledger.schema_version == 1
+async def test_open_creates_the_latest_schema(ledger: SQLiteLedger, path: Path) -> None:
+    assert ledger.schema_version == 2
     tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"runs", "artifacts", "run_logs"} <= tables
+    assert {"runs", "artifacts", "run_logs", "documents"} <= tables
+
+
+async def test_a_version_1_ledger_is_upgraded_in_place_keeping_its_runs(path: Path) -> None:
+    from importlib import resources
+
+    version_1 = (resources.files("core.ledger") / "migrations" / "0001_init.sql").read_text()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(version_1)
+    conn.execute(
+        "INSERT INTO runs (id, kind, status, priority, inputs, backend, created_at) "
+        "VALUES ('01jd0000000000000000000000', 'image', 'completed', 'normal', '{\"prompt\": \"old\"}', 'local', 1.0)"
+    )
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+
+    upgraded = SQLiteLedger.open(path)
+    try:
+        assert upgraded.schema_version == 2
+        old = await upgraded.get_run("01jd0000000000000000000000")
+        assert old is not None and old.inputs == {"prompt": "old"} and old.meta is None
+        await upgraded.put_document("desktop/settings", {"defaultWidth": 768})
+        assert await upgraded.get_document("desktop/settings") == {"defaultWidth": 768}
+    finally:
+        await upgraded.close()
 
 
 async def test_reopening_keeps_data_and_does_not_apply_migrations_again(path: Path) -> None:
@@ -87,7 +113,7 @@ async def test_reopening_keeps_data_and_does_not_apply_migrations_again(path: Pa
 
     again = SQLiteLedger.open(path)  # a second CREATE TABLE would raise here
     try:
-        assert again.schema_version == 1
+        assert again.schema_version == 2
         stored = await again.get_run(run.id)
         assert stored is not None and stored.inputs == run.inputs
         assert [e.message for e in await again.logs(run.id)] == ["queued"]

@@ -19,6 +19,10 @@ class Ledger(Protocol):
         """Store a new run; returns it with its `seq`. Raises `Conflict` on a reused idempotency key."""
         ...
 
+    async def insert_runs(self, runs: Sequence[Run], log: str | None = None) -> list[Run]:
+        """Store several runs in one transaction (a batch and its children), in order, all or none."""
+        ...
+
     async def get_run(self, run_id: str) -> Run | None: ...
 
     async def find_by_idempotency_key(self, key: str) -> Run | None: ...
@@ -29,11 +33,41 @@ class Ledger(Protocol):
         statuses: Collection[RunStatus] | None = None,
         kinds: Collection[RunKind] | None = None,
         parent_id: str | None = None,
+        top_level: bool = False,
         limit: int = 50,
         cursor: str | None = None,
+        offset: int = 0,
     ) -> Page:
-        """Runs newest first; `cursor` is the `next_cursor` of the previous page."""
+        """Runs newest first; `cursor` is the `next_cursor` of the previous page (or skip `offset`).
+
+        `top_level` leaves out the children of batches.
+        """
         ...
+
+    async def count_runs(
+        self,
+        *,
+        statuses: Collection[RunStatus] | None = None,
+        kinds: Collection[RunKind] | None = None,
+        parent_id: str | None = None,
+        top_level: bool = False,
+    ) -> int:
+        """How many runs `list_runs` with the same filters would page through."""
+        ...
+
+    async def get_run_by_seq(self, seq: int) -> Run | None:
+        """The run with this `seq` (for contracts with integer ids)."""
+        ...
+
+    async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
+        """Ids of top-level runs in `statuses` that finished before `cutoff` (epoch seconds)."""
+        ...
+
+    async def get_document(self, key: str) -> Any:
+        """A small JSON document a front door keeps (None if never written)."""
+        ...
+
+    async def put_document(self, key: str, value: Any) -> None: ...
 
     async def update_run(
         self,

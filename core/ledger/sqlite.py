@@ -24,15 +24,15 @@ from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunSta
 _RUN_COLUMNS = (
     "seq, id, kind, parent_id, status, priority, progress, step, max_steps, message, inputs, result, "
     "error, attempts, max_attempts, timeout_s, idempotency_key, backend, backend_handle, created_at, "
-    "started_at, finished_at"
+    "started_at, finished_at, meta"
 )
 _UPDATABLE = frozenset(
     {
         "status", "priority", "progress", "step", "max_steps", "message", "result", "error", "attempts",
-        "max_attempts", "timeout_s", "backend", "backend_handle", "started_at", "finished_at",
+        "max_attempts", "timeout_s", "backend", "backend_handle", "started_at", "finished_at", "meta",
     }
 )  # fmt: skip
-_JSON_COLUMNS = frozenset({"inputs", "result"})
+_JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -98,26 +98,32 @@ class SQLiteLedger:
     # -- runs ---------------------------------------------------------------------------------
 
     async def insert_run(self, run: Run, log: str | None = None) -> Run:
-        values = _run_values(run)
-        values.pop("seq")
-        names = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
+        [inserted] = await self.insert_runs([run], log)
+        return inserted
+
+    async def insert_runs(self, runs: Sequence[Run], log: str | None = None) -> list[Run]:
         try:
             with self._transaction() as conn:
-                row = conn.execute(
-                    f"INSERT INTO runs ({names}) VALUES ({marks}) RETURNING seq", tuple(values.values())
-                ).fetchone()
-                if log:
-                    conn.execute(
-                        "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, 'info', ?)",
-                        (run.id, run.created_at, log),
-                    )
+                for run in runs:
+                    values = _run_values(run)
+                    values.pop("seq")
+                    names = ", ".join(values)
+                    marks = ", ".join("?" for _ in values)
+                    row = conn.execute(
+                        f"INSERT INTO runs ({names}) VALUES ({marks}) RETURNING seq", tuple(values.values())
+                    ).fetchone()
+                    run.seq = row[0]
+                    if log:
+                        conn.execute(
+                            "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, 'info', ?)",
+                            (run.id, run.created_at, log),
+                        )
         except sqlite3.IntegrityError as exc:
             if "idempotency_key" in str(exc):
-                raise Conflict(f"idempotency key {run.idempotency_key!r} is already used") from None
+                keys = ", ".join(repr(r.idempotency_key) for r in runs if r.idempotency_key)
+                raise Conflict(f"idempotency key {keys} is already used") from None
             raise
-        run.seq = row[0]
-        return run
+        return list(runs)
 
     async def get_run(self, run_id: str) -> Run | None:
         row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -135,29 +141,58 @@ class SQLiteLedger:
         statuses: Collection[RunStatus] | None = None,
         kinds: Collection[RunKind] | None = None,
         parent_id: str | None = None,
+        top_level: bool = False,
         limit: int = 50,
         cursor: str | None = None,
+        offset: int = 0,
     ) -> Page:
-        where, args = [], []
-        if statuses:
-            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-            args.extend(s.value for s in statuses)
-        if kinds:
-            where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-            args.extend(k.value for k in kinds)
-        if parent_id is not None:
-            where.append("parent_id = ?")
-            args.append(parent_id)
+        clause, args = _filters(statuses, kinds, parent_id, top_level)
         if cursor:
-            where.append("seq < ?")
+            clause += (" AND " if clause else "WHERE ") + "seq < ?"
             args.append(decode_cursor(cursor))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ?", (*args, limit + 1)
+            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (*args, limit + 1, offset),
         ).fetchall()
         runs = self._with_artifacts([_run_from_row(r) for r in rows[:limit]])
         next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
         return Page(items=runs, next_cursor=next_cursor)
+
+    async def count_runs(
+        self,
+        *,
+        statuses: Collection[RunStatus] | None = None,
+        kinds: Collection[RunKind] | None = None,
+        parent_id: str | None = None,
+        top_level: bool = False,
+    ) -> int:
+        clause, args = _filters(statuses, kinds, parent_id, top_level)
+        return self._conn.execute(f"SELECT COUNT(*) FROM runs {clause}", args).fetchone()[0]
+
+    async def get_run_by_seq(self, seq: int) -> Run | None:
+        row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq = ?", (seq,)).fetchone()
+        return self._with_artifacts([_run_from_row(row)])[0] if row else None
+
+    async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._conn.execute(
+            f"SELECT id FROM runs WHERE parent_id IS NULL AND finished_at < ? AND status IN ({marks}) "
+            "ORDER BY seq",
+            (cutoff, *(s.value for s in statuses)),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    async def get_document(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    async def put_document(self, key: str, value: Any) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO documents (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, json.dumps(value, separators=(",", ":")), time.time()),
+            )
 
     async def update_run(
         self,
@@ -289,6 +324,28 @@ class SQLiteLedger:
         return runs
 
 
+def _filters(
+    statuses: Collection[RunStatus] | None,
+    kinds: Collection[RunKind] | None,
+    parent_id: str | None,
+    top_level: bool,
+) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+        args.extend(s.value for s in statuses)
+    if kinds:
+        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        args.extend(k.value for k in kinds)
+    if parent_id is not None:
+        where.append("parent_id = ?")
+        args.append(parent_id)
+    if top_level:
+        where.append("parent_id IS NULL")
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
 def _statuses(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:
     return None if expect is None else tuple(sorted(s.value for s in expect))
 
@@ -353,6 +410,7 @@ def _run_values(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
+        "meta": None if run.meta is None else json.dumps(run.meta, separators=(",", ":")),
     }
 
 
@@ -380,6 +438,7 @@ def _run_from_row(row: sqlite3.Row) -> Run:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        meta=None if row["meta"] is None else json.loads(row["meta"]),
     )
 
 
