@@ -231,6 +231,15 @@ async def test_each_server_always_has_its_next_prompt_queued(tmp_path: Path) -> 
 # --- start-up and restarts ------------------------------------------------------------------
 
 
+async def stop_atelier_mid_prompt(home: Path, server: FakeServer, fake: FakeComfyUI) -> tuple[Run, str]:
+    """Start Atelier on `home`, submit a run, and stop Atelier once its prompt runs on ComfyUI."""
+    async with Engine.open(settings_for(home, server.url)) as engine:
+        await until_servers_up(engine, 1)
+        run = await engine.submit_image({"prompt": FOX, "seed": 1, **SMALL})
+        await until(lambda: fake.running_prompt_id is not None, "the prompt starts")
+        return run, str(fake.running_prompt_id)
+
+
 async def test_start_up_with_every_server_down_answers_and_runs_once_one_appears(tmp_path: Path) -> None:
     port = free_port()
     config = settings_for(tmp_path / "home", f"http://127.0.0.1:{port}")
@@ -263,11 +272,7 @@ async def test_after_a_restart_a_prompt_finished_on_comfyui_is_collected_not_rer
     fake = FakeComfyUI(prompt_seconds=1.5)
     home = tmp_path / "home"
     async with serving(fake) as [server]:
-        async with Engine.open(settings_for(home, server.url)) as engine:
-            await until_servers_up(engine, 1)
-            run = await engine.submit_image({"prompt": FOX, "seed": 1, **SMALL})
-            await until(lambda: fake.running_prompt_id is not None, "the prompt starts")
-            prompt_id = fake.running_prompt_id
+        run, prompt_id = await stop_atelier_mid_prompt(home, server, fake)
         # Atelier is down; ComfyUI finishes the prompt on its own.
         await until(lambda: prompt_id in fake.history, "ComfyUI finishes the prompt", within=10)
         assert fake.running_prompt_id is None
@@ -291,11 +296,7 @@ async def test_after_a_restart_a_prompt_still_running_on_comfyui_is_followed(tmp
     fake = FakeComfyUI(prompt_seconds=3.0)
     home = tmp_path / "home"
     async with serving(fake) as [server]:
-        async with Engine.open(settings_for(home, server.url)) as engine:
-            await until_servers_up(engine, 1)
-            run = await engine.submit_image({"prompt": FOX, "seed": 1, **SMALL})
-            await until(lambda: fake.running_prompt_id is not None, "the prompt starts")
-            prompt_id = fake.running_prompt_id
+        run, prompt_id = await stop_atelier_mid_prompt(home, server, fake)
         assert fake.running_prompt_id == prompt_id, "stopping Atelier leaves the prompt running"
 
         async with Engine.open(settings_for(home, server.url)) as engine:
@@ -311,11 +312,7 @@ async def test_after_a_restart_a_prompt_comfyui_forgot_is_run_again(tmp_path: Pa
     fake = FakeComfyUI(prompt_seconds=3.0)
     home = tmp_path / "home"
     async with serving(fake) as [server]:
-        async with Engine.open(settings_for(home, server.url)) as engine:
-            await until_servers_up(engine, 1)
-            run = await engine.submit_image({"prompt": FOX, "seed": 1, **SMALL})
-            await until(lambda: fake.running_prompt_id is not None, "the prompt starts")
-            first_prompt = fake.running_prompt_id
+        run, first_prompt = await stop_atelier_mid_prompt(home, server, fake)
         # ComfyUI restarts too: its queue and history are gone.
         await server.stop()
         fake.prompt_seconds = 0.05
