@@ -585,6 +585,7 @@ class Engine:
             self._refresh_batch_soon(parent_id)
 
     async def _complete(self, run: Run, outputs: list[ImageOutput]) -> None:
+        self._bundle_path(run.id).unlink(missing_ok=True)  # a ZIP of an earlier attempt
         artifacts = []
         for index, output in enumerate(outputs, start=1):
             filename = f"image-{index:02d}.{output.extension}"
@@ -959,19 +960,23 @@ class Engine:
     def _bundle_path(self, run_id: str) -> Path:
         return self.settings.bundles_dir / f"{run_id}.zip"
 
-    async def bundle(self, run_id: str) -> Bundle:
-        """Write a ZIP of the run's images plus `run.json` (inputs, seeds, timings).
+    async def bundle(self, run_id: str, *, reuse: bool = False) -> Bundle:
+        """Write a ZIP of the run's images plus `run.json` (inputs, seeds, timings); with `reuse`,
+        return the one already written if there is one.
 
         Files are copied into the archive from disk one by one, never all held in memory.
         """
         run = await self.get_run(run_id)
         if not run.artifacts:
             raise Conflict(f"run {run_id} is {run.status.value} and has no outputs to bundle yet")
+        path = self._bundle_path(run_id)
+        if reuse and run.status is RunStatus.COMPLETED and path.is_file():
+            names = [a.filename for a in run.artifacts] + ["run.json"]
+            return Bundle(run_id, path, path.stat().st_size, names)
         files: list[tuple[str, Path | bytes]] = []
         for artifact in run.artifacts:
             local = self.store.local_path(artifact.storage_key)
             files.append((artifact.filename, local or await self.store.read(artifact.storage_key)))
-        path = self._bundle_path(run_id)
         manifest = json.dumps(run.to_dict(), indent=2).encode()
         await anyio.to_thread.run_sync(_write_zip, path, [*files, ("run.json", manifest)])
         return Bundle(run_id, path, path.stat().st_size, [name for name, _ in files] + ["run.json"])

@@ -59,6 +59,9 @@ class Settings(BaseModel):
     host: str = Field(default="127.0.0.1", description="`atelier serve` bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`atelier serve` port.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token; required off loopback.")
+    root_contract: Literal["adgen", "comfygen", "pod", "isengard", "desktop"] | None = Field(
+        default=None, description="`atelier serve` also serves this REST contract at / (besides its prefix)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
 
     @classmethod
@@ -69,7 +72,7 @@ class Settings(BaseModel):
         for name in cls.model_fields:
             raw = environ.get(ENV_PREFIX + name.upper(), "").strip()
             if raw:
-                values[name] = raw.lower() if name in ("backend", "ledger_sync", "log_level") else raw
+                values[name] = raw.lower() if name in ("backend", "ledger_sync", "log_level", "root_contract") else raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
@@ -100,6 +103,11 @@ class Settings(BaseModel):
     @property
     def allowed_fetch_hosts(self) -> set[str]:
         return {host.lower() for host in _split(self.fetch_hosts, ",")}
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Largest HTTP request body: a source image at the size cap, base64-encoded, plus the JSON around it."""
+        return self.max_input_bytes * 4 // 3 + 1_000_000
 
     @property
     def inputs_dir(self) -> Path:

@@ -1,14 +1,15 @@
-"""The HTTP front door: `/health`, and the MCP Streamable HTTP endpoint at `/mcp`.
-
-The REST contracts of ../shared/contracts mount here too as they land, each at its prefix.
+"""The HTTP front door: `/health`, MCP over Streamable HTTP at `/mcp`, and the five REST
+contracts of ../shared/contracts, each at its prefix (`/adgen`, `/comfygen`, `/pod`,
+`/isengard`, `/desktop`) and optionally one of them at `/` as well (`root_contract`).
 """
 
 from __future__ import annotations
 
 import hmac
+import importlib
 import ipaddress
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
@@ -16,12 +17,16 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.engine import Engine
 from core.errors import InvalidInput
 from core.settings import Settings
+from http_compat.kit import Api
+
+# Contract name -> module in http_compat.contracts; each has `build(engine, settings) -> Api`.
+CONTRACTS = ("adgen", "comfygen", "pod", "isengard", "desktop")
 
 
 def is_loopback(host: str) -> bool:
@@ -64,12 +69,29 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def build_app(engine: Engine, settings: Settings, mcp: MCPServer | None = None) -> Starlette:
+def build_contract(name: str, engine: Engine, settings: Settings) -> Api:
+    if name not in CONTRACTS:
+        raise InvalidInput("root_contract", f"must be one of {', '.join(CONTRACTS)} (got {name!r})")
+    module = importlib.import_module(f"http_compat.contracts.{name}")
+    return module.build(engine, settings)
+
+
+def build_app(
+    engine: Engine,
+    settings: Settings,
+    mcp: MCPServer | None = None,
+    *,
+    contracts: tuple[str, ...] = CONTRACTS,
+) -> Starlette:
     """The Starlette app over `engine`; tests build their own with their own engine."""
+    root_contract = settings.root_contract
     if mcp is None:
         from mcp_server.server import build_mcp
 
         mcp = build_mcp(engine, expose_paths=False)
+    apis = {name: build_contract(name, engine, settings) for name in contracts}
+    if root_contract is not None and root_contract not in apis:
+        apis[root_contract] = build_contract(root_contract, engine, settings)
 
     async def health(request: Request) -> Response:
         status = await engine.status()
@@ -85,7 +107,11 @@ def build_app(engine: Engine, settings: Settings, mcp: MCPServer | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with mcp.session_manager.run():
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(mcp.session_manager.run())
+            for api in apis.values():
+                for contract_lifespan in api.lifespans:
+                    await stack.enter_async_context(contract_lifespan())
             yield
 
     hosts = {settings.host, "127.0.0.1", "localhost", "[::1]"}
@@ -97,11 +123,15 @@ def build_app(engine: Engine, settings: Settings, mcp: MCPServer | None = None) 
     mcp_app = mcp.streamable_http_app(
         streamable_http_path="/mcp", transport_security=security, host=settings.host
     )
+    limit = settings.max_request_bytes
+    routes: list[BaseRoute] = [*mcp_app.routes]
+    routes += [Mount(f"/{name}", app=api.build(limit)) for name, api in apis.items() if name in contracts]
+    if root_contract is not None:
+        # The root contract answers everything else, its own /health included.
+        routes.append(Mount("", app=apis[root_contract].build(limit)))
+    else:
+        routes.append(Route("/health", health, methods=["GET"]))
     middleware = []
     if settings.api_token is not None:
         middleware.append(Middleware(BearerAuth, token=settings.api_token.get_secret_value()))
-    return Starlette(
-        routes=[Route("/health", health, methods=["GET"]), Mount("/", app=mcp_app)],
-        middleware=middleware,
-        lifespan=lifespan,
-    )
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
             home=getattr(args, "home", None),
+            root_contract=getattr(args, "root_contract", None),
         )
         return anyio.run(args.handler, settings, args)
     except AtelierError as exc:
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve MCP over HTTP at /mcp (and /health)")
     serve.add_argument("--host", help="bind address (default 127.0.0.1; others need ATELIER_API_TOKEN)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--root-contract",
+        choices=["adgen", "comfygen", "pod", "isengard", "desktop"],
+        help="also serve this REST contract at / (for clients whose base URL cannot carry a prefix)",
+    )
     serve.set_defaults(handler=_serve)
 
     stdio = commands.add_parser("mcp", help="serve MCP over stdio")
@@ -109,8 +115,11 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on"
         )
         server = uvicorn.Server(config)
+        base = f"http://{settings.host}:{settings.port}"
+        root = f"; {settings.root_contract} also at {base}/" if settings.root_contract else ""
         print(
-            f"Atelier: MCP at http://{settings.host}:{settings.port}/mcp (data in {settings.home})",
+            f"Atelier: MCP at {base}/mcp; REST contracts at {base}/adgen, /comfygen, /pod, /isengard, "
+            f"/desktop (docs at /<contract>/docs){root} (data in {settings.home})",
             file=sys.stderr,
         )
         await server.serve()
