@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -351,6 +352,8 @@ class Api:
     routes: list[BaseRoute] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
     lifespans: list[Lifespan] = field(default_factory=list)
+    # Starlette middleware around the contract's routes (e.g. a correlation-id header).
+    middleware: list[Middleware] = field(default_factory=list)
 
     def route(
         self,
@@ -449,6 +452,7 @@ class Api:
                 *self.routes,
             ],
             exception_handlers={HTTPException: http_error},
+            middleware=self.middleware,
         )
         return BodyLimit(app, max_body_bytes, self.render_error)
 
