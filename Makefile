@@ -4,7 +4,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run mcp test lint bench clean
+.PHONY: run mcp test lint bench clean browser
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Atelier needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -26,7 +26,18 @@ run: $(VENV)/.runtime
 mcp: $(VENV)/.runtime
 	$(BIN)/atelier mcp
 
-test: $(VENV)/.dev
+# The docs pages are tested in a real headless Chromium: install Debian's where we can (CI runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Chromium for the browser tests (apt-get)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "could not install Chromium: the browser tests will be skipped" >&2; \
+	  else \
+	    echo "Chromium is not installed and cannot be installed here: the browser tests will be skipped" >&2; \
+	  fi; }
+
+test: $(VENV)/.dev browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -88,6 +88,10 @@ class EventBus:
             if not subscribers:
                 del self._subscribers[subscription.run_id]
 
+    def listeners(self, run_id: str | None) -> int:
+        """How many subscriptions follow `run_id` alone (or every run, for None)."""
+        return len(self._subscribers.get(run_id, ()))
+
     def wants(self, run_id: str) -> bool:
         """Whether anybody listens to `run_id`: lets hot paths skip building events nobody reads."""
         return bool(self._subscribers.get(run_id) or self._subscribers.get(None))

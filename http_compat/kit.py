@@ -27,7 +27,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -215,9 +215,12 @@ def iso(ts: float | None, *, millis: bool = False, zulu: bool = True) -> str | N
     return text.replace("+00:00", "Z") if zulu else text
 
 
-def base_url(request: Request) -> str:
-    """This contract's absolute base URL as the client reached it (its prefix included)."""
-    return str(request.base_url).rstrip("/")
+def base_url(request: HTTPConnection) -> str:
+    """This contract's absolute http(s) base URL as the client reached it, its prefix included
+    (Starlette's `request.base_url` stops at the outer app's root)."""
+    url = request.url
+    scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
+    return f"{scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
 
 
 async def artifact_response(engine: Engine, run: Run, filename: str) -> Response:
