@@ -1,19 +1,839 @@
-"""Placeholder until the desktop contract lands: every route answers 501 in a neutral shape."""
+"""Desktop studio backend (../shared/contracts/desktop.md), served at `/desktop`.
+
+Mapping onto the engine:
+- A generation is an Atelier image run; its `id` is the run's integer `seq` (the ledger's
+  sequence number), so ids are the integers the document's client expects and every image run
+  has one whichever door made it. History lists top-level image runs (batch items are left out;
+  their batch is not an image), newest first; all of them have `type` "image".
+- `negativePrompt` -> `negative_prompt`, `cfgScale` -> `cfg`, `strength` -> `denoise`,
+  `seedImage` / `imagePath` -> `source`. Errors name the contract's fields, never the engine's.
+- Envelopes: success `{success: true, data, message?}`; error `{success: false, error, code,
+  details?}` with the document's codes: INVALID_PROMPT (prompt empty or over 4000 characters),
+  INVALID_PARAMETERS (any other bad request, 400, malformed JSON included), NOT_FOUND (404),
+  API_TIMEOUT (504: the generation did not finish in time), API_ERROR (500: the generation
+  failed, or an unexpected server error), STORAGE_ERROR (500: a file could not be read or
+  written), DATABASE_ERROR (500: the ledger could not be read or written); plus
+  PAYLOAD_TOO_LARGE (413) and METHOD_NOT_ALLOWED (405), which the document has no word for.
+  Validation errors carry `details: {"errors": [{loc, msg, type}]}`; engine refusals carry
+  `details: {"field": ...}`.
+
+Decisions where the document is vague:
+- Generation is synchronous, as the document shows: the three POSTs wait for the run and answer
+  200 `{id, prompt, filePath, url, seed, created_at}`. A failed (or cancelled) run answers 500
+  API_ERROR "Generation failed: <reason>". A run still going at the deadline (600 s; the
+  Atelier extension `?wait=<seconds>` (0..3600) changes it) answers 504 API_TIMEOUT with
+  `details: {id, status}`: the run goes on and shows in history. A client that hangs up
+  mid-wait does not stop its run either.
+- Missing width/height/steps/cfgScale take the persisted settings' defaults (defaultWidth,
+  defaultHeight, defaultSteps, defaultCfgScale), which start at the document's 512, 512, 25, 7.5.
+  Unknown request fields are a 400 (a typo such as `cfg_scale` must not be ignored silently).
+- image-to-image takes `seedImage`, `prompt`, `strength` (0..1, default 0.7), `steps`,
+  `cfgScale`, and as extensions `negativePrompt` and `seed`; its image keeps the source's size.
+  upscale takes `imagePath` and `scale` (an integer 1..8, default 2). `seedImage` / `imagePath`
+  may be the `filePath` or `url` this contract returned (mapped back to the run's image, no
+  fetch), a `data:` URL or base64, a path inside a folder Atelier may read (ATELIER_HOME/inputs,
+  ATELIER_INPUT_DIRS), or a loopback URL; anything else is a 400 naming the field (its message
+  names those folders by setting, not by their place on the server's disk).
+- `filePath` is `/generated/<id>/<filename>`, relative to the contract's base URL (never the
+  machine's real path: a remote client must not learn the server's file layout); `url` is the
+  absolute URL of `GET /generated/{id}/{filename}`, which serves the file. A run with several
+  images shows its first; a run without an image yet has `filePath` and `url` null.
+  `created_at` is ISO 8601 UTC with `Z`.
+- `GET /api/history`: `limit` 1..200 (default 50), `offset` >= 0, `type` image|video (video:
+  no rows, `total` 0: Atelier makes images); `total` counts every matching run. Rows and the
+  detail add `status` (queued, generating, completed, failed) as an extension; the detail also
+  adds `error` and gives `parameters.cfgScale` (null where the operation has no such setting).
+  `DELETE` removes the run and its files, stopping it first if it is still going.
+- Settings live in the ledger (document `desktop/settings`), so they survive restarts. PUT merges
+  a partial update; unknown fields and nulls are a 400; the answer holds the full settings.
+  `storagePath` is kept and reported but not used: Atelier keeps its files in its own store
+  (ATELIER_HOME/artifacts); it must be a plain path string of at most 500 characters.
+- `/ws/generation` broadcasts the progress of every image run, whichever door made it:
+  `{type: "progress", taskId: "<id>", progress: 0..100, status}`; status queued, generating,
+  completed or failed (a cancelled run is reported "failed"; failed messages add the extension
+  `error`, "cancelled" for a cancelled run).
+  On connect the socket first sends one message per run still queued or generating, so a
+  client that connects mid-generation sees it. Messages from the client are ignored.
+- `GET /health` is `{status: "ok", version: "0.1.0"}`: the API is up (the document asks no more).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import ipaddress
+import logging
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.engine import Engine
+from core.errors import InvalidInput, RunNotFound
+from core.events import Event, Subscription
+from core.ids import check_filename
+from core.models import MAX_PROMPT_CHARS, MAX_SEED, Run, RunKind, RunStatus
 from core.settings import Settings
-from http_compat.kit import Api, ApiError, json_response
+from http_compat.kit import (
+    Api,
+    ApiError,
+    Param,
+    artifact_response,
+    base_url,
+    iso,
+    json_response,
+    query_int,
+)
+
+log = logging.getLogger("atelier.http.desktop")
+
+VERSION = "0.1.0"
+SETTINGS_KEY = "desktop/settings"
+DEFAULT_WAIT_S = 600
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "storagePath": "./generated",
+    "defaultWidth": 512,
+    "defaultHeight": 512,
+    "defaultSteps": 25,
+    "defaultCfgScale": 7.5,
+}
+
+STATUS = {
+    RunStatus.QUEUED: "queued",
+    RunStatus.RUNNING: "generating",
+    RunStatus.COMPLETED: "completed",
+    RunStatus.FAILED: "failed",
+    RunStatus.CANCELLED: "failed",
+}
+
+# The codes this contract answers with; anything else is mapped from the status.
+OWN_CODES = {
+    "INVALID_PROMPT",
+    "INVALID_PARAMETERS",
+    "NOT_FOUND",
+    "API_TIMEOUT",
+    "API_ERROR",
+    "STORAGE_ERROR",
+    "DATABASE_ERROR",
+    "PAYLOAD_TOO_LARGE",
+    "METHOD_NOT_ALLOWED",
+    "RATE_LIMITED",
+}
+CODE_OF_STATUS = {
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    429: "RATE_LIMITED",
+    504: "API_TIMEOUT",
+}
 
 
 def render_error(error: ApiError) -> Response:
-    return json_response({"error": error.message}, error.status, error.headers)
+    if error.code in OWN_CODES:
+        code = error.code
+    elif error.status < 500:
+        code = CODE_OF_STATUS.get(error.status, "INVALID_PARAMETERS")
+    else:
+        code = CODE_OF_STATUS.get(error.status, "API_ERROR")
+    body: dict[str, Any] = {"success": False, "error": error.message, "code": code}
+    if error.details is not None:
+        body["details"] = error.details if isinstance(error.details, dict) else {"errors": error.details}
+    return json_response(body, error.status, error.headers)
+
+
+# --- shapes ---------------------------------------------------------------------------------
+
+Side = Annotated[
+    int, Field(ge=64, le=4096, multiple_of=8, description="Pixels: a multiple of 8 in 64..4096.")
+]
+Steps = Annotated[int, Field(ge=1, le=150, description="Inference steps, 1..150.")]
+CfgScale = Annotated[float, Field(ge=0, le=30, description="Guidance scale, 0..30.")]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Same seed and inputs, same image.")]
+NegativePrompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS, description="What to avoid.")]
+PROMPT_FIELD = Field(default=None, description=f"What to make: 1..{MAX_PROMPT_CHARS} characters (required).")
+
+
+def requiring(*fields: str) -> ConfigDict:
+    """The prompt is checked by the handler (its errors are INVALID_PROMPT), yet it is required:
+    say so in the schema."""
+    return ConfigDict(extra="forbid", json_schema_extra={"required": list(fields)})
+
+
+class TextToImageRequest(BaseModel):
+    model_config = requiring("prompt")
+
+    prompt: str | None = PROMPT_FIELD
+    negativePrompt: NegativePrompt | None = None
+    width: Side | None = Field(default=None, description="Default: the settings' defaultWidth (512).")
+    height: Side | None = Field(default=None, description="Default: the settings' defaultHeight (512).")
+    steps: Steps | None = Field(default=None, description="Default: the settings' defaultSteps (25).")
+    cfgScale: CfgScale | None = Field(
+        default=None, description="Default: the settings' defaultCfgScale (7.5)."
+    )
+    seed: Seed | None = None
+
+
+class ImageToImageRequest(BaseModel):
+    model_config = requiring("seedImage", "prompt")
+
+    seedImage: str = Field(
+        min_length=1,
+        max_length=50_000_000,
+        description="A filePath or url this API returned, a data: URL or base64, a path in an allowed "
+        "folder, or a loopback URL.",
+    )
+    prompt: str | None = PROMPT_FIELD
+    strength: float = Field(default=0.7, ge=0, le=1, description="0 = no change, 1 = full change.")
+    steps: Steps | None = None
+    cfgScale: CfgScale | None = None
+    negativePrompt: NegativePrompt | None = Field(default=None, description="Atelier extension.")
+    seed: Seed | None = Field(default=None, description="Atelier extension.")
+
+
+class UpscaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    imagePath: str = Field(
+        min_length=1, max_length=50_000_000, description="The image, in any form seedImage accepts."
+    )
+    scale: int = Field(default=2, ge=1, le=8, description="Scale factor, an integer 1..8.")
+
+
+class Generation(BaseModel):
+    id: int
+    prompt: str
+    filePath: str | None = Field(description="/generated/<id>/<filename>, relative to the API's base URL.")
+    url: str | None = Field(description="The image's absolute URL.")
+    seed: int | None
+    created_at: str
+
+
+class GenerationResponse(BaseModel):
+    success: Literal[True]
+    data: Generation
+
+
+class HistoryItem(BaseModel):
+    id: int
+    type: Literal["image", "video"]
+    prompt: str
+    filePath: str | None
+    created_at: str
+    status: str = Field(description="Atelier extension: queued, generating, completed or failed.")
+
+
+class HistoryPage(BaseModel):
+    success: Literal[True]
+    data: list[HistoryItem]
+    total: int = Field(description="Every generation matching the filter, across all pages.")
+
+
+class Parameters(BaseModel):
+    width: int | None
+    height: int | None
+    steps: int | None
+    cfgScale: float | None
+    seed: int | None
+
+
+class GenerationDetail(BaseModel):
+    id: int
+    type: Literal["image", "video"]
+    prompt: str
+    negativePrompt: str | None
+    parameters: Parameters
+    filePath: str | None
+    url: str | None
+    created_at: str
+    status: str = Field(description="Atelier extension: queued, generating, completed or failed.")
+    error: str | None = Field(description="Atelier extension: why it failed.")
+
+
+class DetailResponse(BaseModel):
+    success: Literal[True]
+    data: GenerationDetail
+
+
+class Done(BaseModel):
+    success: Literal[True]
+    message: str
+
+
+def plain_path(value: str | None) -> str | None:
+    if value is not None and (re.search(r"[\x00-\x1f\x7f]", value) or "://" in value):
+        raise ValueError("must be a plain relative or absolute path (no control characters, no URL)")
+    return value
+
+
+class AppSettings(BaseModel):
+    storagePath: str = Field(min_length=1, max_length=500, description="Kept and reported; not used.")
+    defaultWidth: Side
+    defaultHeight: Side
+    defaultSteps: Steps
+    defaultCfgScale: CfgScale
+
+    @field_validator("storagePath")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return plain_path(value) or value
+
+
+class SettingsUpdate(BaseModel):
+    """Any subset of the settings; the rest keep their values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    storagePath: str | None = Field(default=None, min_length=1, max_length=500)
+    defaultWidth: Side | None = None
+    defaultHeight: Side | None = None
+    defaultSteps: Steps | None = None
+    defaultCfgScale: CfgScale | None = None
+
+    @field_validator("storagePath")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        return plain_path(value)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must not be null (leave the field out to keep its value)")
+        return value
+
+
+class SettingsResponse(BaseModel):
+    success: Literal[True]
+    data: AppSettings
+    message: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class ErrorBody(BaseModel):
+    success: Literal[False]
+    error: str
+    code: str
+    details: dict[str, Any] | None = None
+
+
+# What sending on a socket whose client has left raises.
+CLIENT_GONE = (WebSocketDisconnect, RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError)
+
+# --- mapping --------------------------------------------------------------------------------
+
+_GENERATED = re.compile(r"^/?generated/(?P<id>[0-9]{1,18})/(?P<file>[^/?#]+)$")
+_FIELD_NAMES = {"negative_prompt": "negativePrompt", "cfg": "cfgScale", "denoise": "strength"}
+
+
+def first_image(run: Run) -> str | None:
+    return run.artifacts[0].filename if run.artifacts else None
+
+
+def file_path(run: Run) -> str | None:
+    filename = first_image(run)
+    return None if filename is None else f"/generated/{run.seq}/{filename}"
+
+
+def file_url(request: Request, run: Run) -> str | None:
+    path = file_path(run)
+    return None if path is None else base_url(request) + path
+
+
+def generation(request: Request, run: Run) -> dict[str, Any]:
+    return Generation(
+        id=run.seq,
+        prompt=run.inputs.get("prompt", ""),
+        filePath=file_path(run),
+        url=file_url(request, run),
+        seed=run.inputs.get("seed"),
+        created_at=iso(run.created_at) or "",
+    ).model_dump()
+
+
+def history_item(run: Run) -> dict[str, Any]:
+    return HistoryItem(
+        id=run.seq,
+        type="image",
+        prompt=run.inputs.get("prompt", ""),
+        filePath=file_path(run),
+        created_at=iso(run.created_at) or "",
+        status=STATUS[run.status],
+    ).model_dump()
+
+
+def detail(request: Request, run: Run) -> dict[str, Any]:
+    inputs = run.inputs
+    first = run.artifacts[0] if run.artifacts else None
+    source = inputs.get("source") or {}
+    return GenerationDetail(
+        id=run.seq,
+        type="image",
+        prompt=inputs.get("prompt", ""),
+        negativePrompt=inputs.get("negative_prompt") or None,
+        parameters=Parameters(
+            width=inputs.get("width") or (first and first.width) or source.get("width"),
+            height=inputs.get("height") or (first and first.height) or source.get("height"),
+            steps=inputs.get("steps"),
+            cfgScale=inputs.get("cfg"),
+            seed=inputs.get("seed"),
+        ),
+        filePath=file_path(run),
+        url=file_url(request, run),
+        created_at=iso(run.created_at) or "",
+        status=STATUS[run.status],
+        error=run.error,
+    ).model_dump()
+
+
+def progress_message(run: Run, fraction: float | None = None) -> dict[str, Any]:
+    if run.status is RunStatus.COMPLETED:
+        fraction = 1.0
+    message: dict[str, Any] = {
+        "type": "progress",
+        "taskId": str(run.seq),
+        "progress": max(0, min(100, round((run.progress if fraction is None else fraction) * 100))),
+        "status": STATUS[run.status],
+    }
+    if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        message["error"] = run.error or run.status.value
+    return message
+
+
+def parse_id(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or int(raw) == 0:
+        raise ApiError(
+            400, f"id: must be a positive integer (got {raw[:40]!r})", code="INVALID_PARAMETERS",
+            details={"field": "id"},
+        )  # fmt: skip
+    return int(raw)
+
+
+def check_prompt(prompt: str | None) -> str:
+    if prompt is None or not prompt.strip():
+        raise ApiError(400, "Prompt is required", code="INVALID_PROMPT", details={"field": "prompt"})
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ApiError(
+            400,
+            f"Prompt is too long: at most {MAX_PROMPT_CHARS} characters (got {len(prompt)})",
+            code="INVALID_PROMPT",
+            details={"field": "prompt"},
+        )
+    return prompt
+
+
+def renamed(exc: InvalidInput, source_field: str) -> ApiError:
+    """The engine's refusal, naming the contract's field instead of the engine's."""
+    head, _, rest = exc.field.partition(".")
+    name = source_field if head == "source" else _FIELD_NAMES.get(head, head)
+    name += f".{rest}" if rest else ""
+    code = "INVALID_PROMPT" if name == "prompt" else "INVALID_PARAMETERS"
+    return ApiError(400, f"{name}: {exc.problem}", code=code, details={"field": name})
+
+
+def guarded(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Storage and ledger failures as the document's STORAGE_ERROR / DATABASE_ERROR (logged)."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any) -> Response:
+        try:
+            return await handler(*args)
+        except sqlite3.Error:
+            log.exception("the ledger failed")
+            raise ApiError(
+                500, "The generation history could not be read or written", code="DATABASE_ERROR"
+            ) from None
+        except OSError:
+            log.exception("the artifact store failed")
+            raise ApiError(
+                500, "A file could not be read or written in the image store", code="STORAGE_ERROR"
+            ) from None
+
+    return wrapper
+
+
+# --- the contract ---------------------------------------------------------------------------
 
 
 def build(engine: Engine, settings: Settings) -> Api:
-    return Api(
-        name="desktop", title="desktop", version="0", description="not yet served", render_error=render_error
+    api = Api(
+        name="desktop",
+        title="Desktop studio backend (Atelier)",
+        version=VERSION,
+        description="The desktop studio's generation, history and settings API, served by Atelier "
+        "over its engine.",
+        render_error=render_error,
+        invalid_status=400,
     )
+    settings_lock = anyio.Lock()
+    bad_request = {400: (ErrorBody, "Invalid request (INVALID_PROMPT or INVALID_PARAMETERS)")}
+    not_found = {404: (ErrorBody, "Generation not found (NOT_FOUND)")}
+    generated = {
+        **bad_request,
+        500: (ErrorBody, "Generation failed (API_ERROR)"),
+        504: (ErrorBody, "Generation did not finish in time (API_TIMEOUT); details.id finds it in history"),
+    }
+    wait_param = Param(
+        "wait",
+        type="integer",
+        description=f"Atelier extension: seconds to wait (0..3600, default {DEFAULT_WAIT_S}).",
+    )
+
+    def route(method: str, path: str, **options: Any) -> Callable[[Any], Any]:
+        def register(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+            return api.route(method, path, **options)(guarded(handler))
+
+        return register
+
+    # The engine names the folders a source may come from; a remote client learns their names only.
+    folders = {
+        **{str(d): "an ATELIER_INPUT_DIRS folder" for d in settings.allowed_input_dirs},
+        str(settings.inputs_dir): "ATELIER_HOME/inputs",
+        str(settings.home): "ATELIER_HOME",
+    }
+    folders.update({str(Path(real).expanduser().resolve()): label for real, label in folders.items()})
+
+    def hide_folders(text: str) -> str:
+        for real in sorted(folders, key=len, reverse=True):
+            text = text.replace(real, folders[real])
+        return text
+
+    async def load_settings() -> AppSettings:
+        stored = await engine.get_document(SETTINGS_KEY)
+        merged = {**DEFAULT_SETTINGS, **(stored if isinstance(stored, dict) else {})}
+        try:
+            return AppSettings.model_validate({name: merged[name] for name in DEFAULT_SETTINGS})
+        except ValidationError:
+            log.warning("stored desktop settings are invalid; using the defaults")
+            return AppSettings.model_validate(DEFAULT_SETTINGS)
+
+    async def find(raw_id: str) -> Run:
+        """The image run with this id, or the document's 404."""
+        try:
+            run = await engine.get_run_by_seq(parse_id(raw_id))
+        except (RunNotFound, InvalidInput):
+            run = None
+        if run is None or run.kind is not RunKind.IMAGE:
+            raise ApiError(404, "Generation not found", code="NOT_FOUND")
+        return run
+
+    async def source_of(request: Request, value: str, name: str) -> str:
+        """An image this contract served (its filePath or url) as the engine's run reference;
+        any other form is passed on for the engine to fetch and check."""
+        path = value.strip()
+        if path.startswith(("http://", "https://")):
+            parts = urlsplit(path)
+            prefix = request.scope.get("root_path", "") + "/generated/"
+            ours = parts.hostname is not None and (
+                _is_loopback(parts.hostname) or parts.hostname == request.url.hostname
+            )
+            if not (ours and parts.path.startswith(prefix) and not parts.query):
+                return value
+            path = parts.path.removeprefix(request.scope.get("root_path", ""))
+        match = _GENERATED.fullmatch(path)
+        if match is None:
+            if path.lstrip("/").startswith("generated/"):
+                raise ApiError(
+                    400,
+                    f"{name}: {value[:80]!r} is not an image of this API (/generated/<id>/<filename>)",
+                    code="INVALID_PARAMETERS",
+                    details={"field": name},
+                )
+            return value
+        try:
+            run = await find(match["id"])
+            filename = check_filename(match["file"])
+        except (ApiError, InvalidInput):
+            raise ApiError(
+                400, f"{name}: generation {match['id']} does not exist", details={"field": name}
+            ) from None
+        if not any(a.filename == filename for a in run.artifacts):
+            raise ApiError(
+                400,
+                f"{name}: generation {run.seq} has no image {filename!r} (it is {STATUS[run.status]})",
+                details={"field": name},
+            )
+        return f"{run.id}/{filename}"
+
+    async def generate(request: Request, params: dict[str, Any], source_field: str) -> Response:
+        """Submit, wait for the run, and answer as the document does."""
+        wait_s = query_int(request, "wait", DEFAULT_WAIT_S, low=0, high=3600, invalid_status=400)
+        try:
+            run = await engine.submit_image(params, meta={"door": "desktop"})
+        except InvalidInput as exc:
+            raise renamed(InvalidInput(exc.field, hide_folders(exc.problem)), source_field) from None
+        try:
+            run = await engine.wait(run.id, wait_s)
+        except RunNotFound:
+            raise ApiError(
+                500, "Generation failed: it was deleted before it finished", code="API_ERROR",
+                details={"id": run.seq},
+            ) from None  # fmt: skip
+        if run.status is RunStatus.COMPLETED:
+            return json_response({"success": True, "data": generation(request, run)})
+        if run.status.is_final:
+            reason = run.error or ("cancelled" if run.status is RunStatus.CANCELLED else "unknown error")
+            raise ApiError(500, f"Generation failed: {reason}", code="API_ERROR", details={"id": run.seq})
+        raise ApiError(
+            504,
+            f"Generation did not finish within {wait_s} s; it is still {STATUS[run.status]} "
+            f"and will show in /api/history/{run.seq}",
+            code="API_TIMEOUT",
+            details={"id": run.seq, "status": STATUS[run.status]},
+        )
+
+    @route("GET", "/health", summary="Is the API running", responses={200: Health})
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok", "version": VERSION})
+
+    @route(
+        "POST",
+        "/api/generate/text-to-image",
+        summary="Generate an image from a text prompt (waits for it)",
+        body=TextToImageRequest,
+        responses={200: GenerationResponse, **generated},
+        params=[wait_param],
+        example={
+            "prompt": "A beautiful sunset over mountains",
+            "negativePrompt": "blurry, low quality",
+            "width": 512,
+            "height": 512,
+            "steps": 25,
+            "cfgScale": 7.5,
+            "seed": 42,
+        },
+    )
+    async def text_to_image(request: Request, body: TextToImageRequest) -> Response:
+        prompt = check_prompt(body.prompt)
+        defaults = await load_settings()
+        params = {
+            "prompt": prompt,
+            "negative_prompt": body.negativePrompt,
+            "width": body.width if body.width is not None else defaults.defaultWidth,
+            "height": body.height if body.height is not None else defaults.defaultHeight,
+            "steps": body.steps if body.steps is not None else defaults.defaultSteps,
+            "cfg": body.cfgScale if body.cfgScale is not None else defaults.defaultCfgScale,
+            "seed": body.seed,
+        }
+        return await generate(request, params, "source")
+
+    @route(
+        "POST",
+        "/api/generate/image-to-image",
+        summary="Transform an image with a text prompt (waits for it); the result keeps its size",
+        body=ImageToImageRequest,
+        responses={200: GenerationResponse, **generated},
+        params=[wait_param],
+        example={
+            "seedImage": "/generated/1/image-01.png",
+            "prompt": "A futuristic cyberpunk version",
+            "strength": 0.7,
+            "steps": 25,
+            "cfgScale": 7.5,
+        },
+    )
+    async def image_to_image(request: Request, body: ImageToImageRequest) -> Response:
+        prompt = check_prompt(body.prompt)
+        defaults = await load_settings()
+        params = {
+            "operation": "img2img",
+            "source": await source_of(request, body.seedImage, "seedImage"),
+            "prompt": prompt,
+            "negative_prompt": body.negativePrompt,
+            "denoise": body.strength,
+            "steps": body.steps if body.steps is not None else defaults.defaultSteps,
+            "cfg": body.cfgScale if body.cfgScale is not None else defaults.defaultCfgScale,
+            "seed": body.seed,
+        }
+        return await generate(request, params, "seedImage")
+
+    @route(
+        "POST",
+        "/api/generate/upscale",
+        summary="Upscale an image by an integer factor (waits for it)",
+        body=UpscaleRequest,
+        responses={200: GenerationResponse, **generated},
+        params=[wait_param],
+        example={"imagePath": "/generated/1/image-01.png", "scale": 2},
+    )
+    async def upscale(request: Request, body: UpscaleRequest) -> Response:
+        params = {
+            "operation": "upscale",
+            "source": await source_of(request, body.imagePath, "imagePath"),
+            "scale": body.scale,
+        }
+        return await generate(request, params, "imagePath")
+
+    @route(
+        "GET",
+        "/api/history",
+        summary="Generations, newest first",
+        responses={200: HistoryPage, **bad_request},
+        params=[
+            Param("limit", type="integer", description="At most this many (1..200, default 50)."),
+            Param("offset", type="integer", description="Skip this many (default 0)."),
+            Param("type", description="Only this type (Atelier makes images only).", enum=["image", "video"]),
+        ],
+    )
+    async def history(request: Request) -> Response:
+        limit = query_int(request, "limit", 50, low=1, high=200, invalid_status=400)
+        offset = query_int(request, "offset", 0, low=0, high=2**31 - 1, invalid_status=400)
+        kind = request.query_params.get("type") or "image"
+        if kind not in ("image", "video"):
+            raise ApiError(
+                400, f"type: must be image or video (got {kind[:40]!r})", details={"field": "type"}
+            )
+        if kind == "video":
+            return json_response({"success": True, "data": [], "total": 0})
+        page = await engine.list_runs(kind="image", top_level=True, limit=limit, offset=offset)
+        total = await engine.count_runs(kind="image", top_level=True)
+        return json_response(
+            {"success": True, "data": [history_item(run) for run in page.items], "total": total}
+        )
+
+    @route(
+        "GET",
+        "/api/history/{id}",
+        summary="One generation with its parameters",
+        responses={200: DetailResponse, **bad_request, **not_found},
+    )
+    async def get_generation(request: Request) -> Response:
+        run = await find(request.path_params["id"])
+        return json_response({"success": True, "data": detail(request, run)})
+
+    @route(
+        "DELETE",
+        "/api/history/{id}",
+        summary="Delete a generation and its files (stopping it if it is still going)",
+        responses={200: Done, **bad_request, **not_found},
+    )
+    async def delete_generation(request: Request) -> Response:
+        run = await find(request.path_params["id"])
+        try:
+            await engine.delete(run.id)
+        except RunNotFound:
+            raise ApiError(404, "Generation not found", code="NOT_FOUND") from None
+        return json_response({"success": True, "message": "Generation deleted"})
+
+    @route(
+        "GET",
+        "/generated/{id}/{filename}",
+        summary="A generation's image file (the url and filePath of a generation)",
+        responses={200: "The image's bytes", 404: (ErrorBody, "No such file (NOT_FOUND)")},
+    )
+    async def generated_file(request: Request) -> Response:
+        raw_id, filename = request.path_params["id"], request.path_params["filename"]
+        try:
+            check_filename(filename)
+            run = await find(raw_id)
+        except (ApiError, InvalidInput):
+            raise ApiError(404, "File not found", code="NOT_FOUND") from None
+        return await artifact_response(engine, run, filename)
+
+    @route("GET", "/api/settings", summary="The application settings", responses={200: SettingsResponse})
+    async def get_settings(request: Request) -> Response:
+        return json_response({"success": True, "data": (await load_settings()).model_dump()})
+
+    @route(
+        "PUT",
+        "/api/settings",
+        summary="Update some or all settings",
+        body=SettingsUpdate,
+        responses={200: SettingsResponse, **bad_request},
+        example={"storagePath": "./custom/path", "defaultWidth": 768, "defaultHeight": 768},
+    )
+    async def put_settings(request: Request, body: SettingsUpdate) -> Response:
+        async with settings_lock:
+            current = await load_settings()
+            updated = AppSettings.model_validate(
+                {**current.model_dump(), **body.model_dump(exclude_unset=True)}
+            )
+            await engine.put_document(SETTINGS_KEY, updated.model_dump())
+        return json_response({"success": True, "message": "Settings updated", "data": updated.model_dump()})
+
+    @api.websocket(
+        "/ws/generation",
+        summary="Progress of every generation",
+        description="Sends {type: 'progress', taskId, progress: 0..100, status: queued|generating|"
+        "completed|failed} for every image run; first one message per run still queued or generating.",
+    )
+    async def generation_socket(ws: WebSocket) -> None:
+        await ws.accept()
+        with engine.events.subscribe(None) as events:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_stop_when_closed, ws, tasks.cancel_scope)
+                with contextlib.suppress(*CLIENT_GONE):  # it may leave while we are sending
+                    await _forward_progress(engine, ws, events)
+                tasks.cancel_scope.cancel()
+
+    return api
+
+
+async def _stop_when_closed(ws: WebSocket, scope: anyio.CancelScope) -> None:
+    """Read (and ignore) what the client sends; when it closes, stop the socket's work."""
+    with contextlib.suppress(*CLIENT_GONE):
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass
+    scope.cancel()
+
+
+async def _forward_progress(engine: Engine, ws: WebSocket, events: Subscription) -> None:
+    """The runs in progress now, then every image run's changes and steps as they happen."""
+    seqs: dict[str, int | None] = {}  # run id -> its id here, None for runs that are not images
+    active = await engine.list_runs(status=["queued", "running"], kind="image", limit=200)
+    for run in reversed(active.items):
+        seqs[run.id] = run.seq
+        await ws.send_json(progress_message(run))
+    while True:
+        message = await _message_of(engine, await events.get(), seqs)
+        if message is not None:
+            await ws.send_json(message)
+
+
+async def _message_of(engine: Engine, event: Event, seqs: dict[str, int | None]) -> dict[str, Any] | None:
+    if event.kind == "run":
+        run = event.run
+        if run is None or run.status.is_final:
+            seqs.pop(event.run_id, None)
+        else:
+            seqs[run.id] = run.seq if run.kind is RunKind.IMAGE else None
+        return progress_message(run) if run is not None and run.kind is RunKind.IMAGE else None
+    if event.kind != "progress" or event.progress is None:
+        return None
+    if event.run_id not in seqs:
+        try:
+            run = await engine.get_run(event.run_id)
+        except RunNotFound:
+            return None
+        if run.status.is_final:
+            return None  # a late step of a run that has finished since
+        seqs[run.id] = run.seq if run.kind is RunKind.IMAGE else None
+    seq = seqs[event.run_id]
+    if seq is None:
+        return None
+    return {
+        "type": "progress",
+        "taskId": str(seq),
+        "progress": max(0, min(100, round(event.progress.fraction * 100))),
+        "status": "generating",
+    }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
