@@ -455,9 +455,13 @@ class Api:
                 *self.routes,
             ],
             exception_handlers={HTTPException: http_error},
-            middleware=self.middleware,
+            # The contract's own middleware wraps the size cap, so it sees (and may decorate) 413s too.
+            middleware=[
+                *self.middleware,
+                Middleware(BodyLimit, limit=max_body_bytes, render_error=self.render_error),
+            ],
         )
-        return BodyLimit(app, max_body_bytes, self.render_error)
+        return app
 
     def openapi(self, server_url: str = "") -> dict[str, Any]:
         """The OpenAPI 3.1 document of every declared endpoint."""
