@@ -45,6 +45,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/mcp_cold_start.py
 	$(BIN)/python bench/comfyui_keep_busy.py
+	$(BIN)/python bench/http_run_status.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

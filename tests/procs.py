@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,11 +37,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(home: Path, *, port: int | None = None, env: Mapping[str, str] | None = None) -> Iterator[Server]:
-    """`atelier serve` on a free loopback port; stopped (terminated) when the block ends."""
+def serve(
+    home: Path, *, port: int | None = None, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+) -> Iterator[Server]:
+    """`atelier serve` (with `args`) on a free loopback port; stopped (terminated) when the block ends."""
     port = port or free_port()
     process = subprocess.Popen(
-        [*atelier_command(), "serve", "--port", str(port)],
+        [*atelier_command(), "serve", "--port", str(port), *args],
         env=atelier_env(home, **dict(env or {})),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -88,3 +88,15 @@ async def test_cli_generate_runs_on_the_server_that_owns_the_data_directory(tmp_
         path = Path(cli.stdout.strip().splitlines()[-1])
         assert path.is_file() and path.is_relative_to(home)
         assert httpx.get(f"{server.url}/health").json()["runs"]["completed"] == 1
+
+
+def test_serve_mounts_every_contract_and_one_at_the_root_on_request(tmp_path: Path) -> None:
+    with serve(tmp_path / "home", args=["--root-contract", "pod"]) as server:
+        for prefix in ("adgen", "comfygen", "pod", "isengard", "desktop"):
+            response = httpx.get(f"{server.url}/{prefix}/openapi.json")
+            assert response.status_code == 200, prefix
+            assert response.json()["paths"], prefix
+        root = httpx.get(f"{server.url}/health").json()
+        assert root["status"] == "healthy" and "services" in root  # POD Engine's health, at /
+        assert httpx.get(f"{server.url}/api/info").json()["name"] == "POD Engine"
+        assert httpx.get(f"{server.url}/adgen/health").json() == {"ok": True}
