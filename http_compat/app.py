@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.engine import Engine
 from core.errors import InvalidInput
 from core.settings import Settings
-from http_compat.kit import Api
+from http_compat.kit import Api, ApiError
 
 # Contract name -> module in http_compat.contracts; each has `build(engine, settings) -> Api`.
 CONTRACTS = ("adgen", "comfygen", "pod", "isengard", "desktop")
@@ -131,7 +132,24 @@ def build_app(
         routes.append(Mount("", app=apis[root_contract].build(limit)))
     else:
         routes.append(Route("/health", health, methods=["GET"]))
+    async def unrouted(request: Request, exc: Exception) -> Response:
+        """A path no mount takes (some bytes, such as a newline, never match a prefix): answered in
+        the envelope of the contract its prefix names, or of the root contract."""
+        assert isinstance(exc, HTTPException)
+        path = request.url.path
+        owner = next((api for name, api in apis.items() if path.startswith(f"/{name}/")), None)
+        owner = owner or (apis[root_contract] if root_contract is not None else None)
+        message = f"no such endpoint: {request.method} {path[:200]!r}"
+        if owner is not None:
+            return owner.render_error(ApiError(exc.status_code, message))
+        return JSONResponse({"error": "not_found", "message": message}, status_code=exc.status_code)
+
     middleware = []
     if settings.api_token is not None:
         middleware.append(Middleware(BearerAuth, token=settings.api_token.get_secret_value()))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: unrouted},
+    )

@@ -352,6 +352,8 @@ class Api:
     description: str
     render_error: ErrorRenderer
     invalid_status: int = 422
+    # The error envelope's model, for the OpenAPI document's error responses.
+    error_model: type[BaseModel] | None = None
     routes: list[BaseRoute] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
     lifespans: list[Lifespan] = field(default_factory=list)
@@ -369,9 +371,13 @@ class Api:
         params: Iterable[Param] = (),
         description: str = "",
         example: Any = None,
+        produces: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         """Route `method path` to the handler, which is called as `handler(request)` or, with a
-        `body` model, `handler(request, body)` once the JSON body has validated."""
+        `body` model, `handler(request, body)` once the JSON body has validated.
+
+        `produces` is the media type of a success body that is not JSON (a file, a stream).
+        """
 
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> Response:
@@ -389,21 +395,42 @@ class Api:
                     return self.render_error(ApiError(500, "internal error; the server log has the details"))
 
             self.routes.append(Route(path, endpoint, methods=[method], name=handler.__name__))
+            every_param = [*_path_params(path), *params]
             self.endpoints.append(
                 Endpoint(
                     method.lower(),
                     path,
                     summary,
                     body,
-                    _normalise(responses),
-                    [*_path_params(path), *params],
+                    self._with_error_responses(_normalise(responses), body, every_param),
+                    every_param,
                     description or (handler.__doc__ or "").strip(),
                     example,
+                    produces,
                 )
             )
             return handler
 
         return register
+
+    def _with_error_responses(
+        self,
+        responses: dict[int, tuple[type[BaseModel] | None, str]],
+        body: type[BaseModel] | None,
+        params: list[Param],
+    ) -> dict[int, tuple[type[BaseModel] | None, str]]:
+        """The error answers every route of this shape can give, where the route names none."""
+        implied: dict[int, str] = {}
+        if body is not None:
+            implied |= {400: "The body is not valid JSON", 413: "The body is too large"}
+            implied[self.invalid_status] = "A field is missing, of the wrong type or out of range"
+        if any(p.where == "query" for p in params):
+            implied.setdefault(self.invalid_status, "A query parameter is out of range")
+        if any(p.where == "path" for p in params):
+            implied[404] = "No such resource (or a malformed id)"
+        for status, text in implied.items():
+            responses.setdefault(status, (self.error_model, text))
+        return responses
 
     def websocket(self, path: str, *, summary: str, description: str = "") -> Callable[[Any], Any]:
         """A WebSocket route; documented in the OpenAPI document's description of the path."""
@@ -418,7 +445,10 @@ class Api:
                     path,
                     f"WebSocket: {summary}",
                     None,
-                    {101: (None, "Switching Protocols: the WebSocket opens")},
+                    {
+                        101: (None, "Switching Protocols: the WebSocket opens"),
+                        404: (None, "A plain HTTP request (this path only speaks WebSocket)"),
+                    },
                     _path_params(path),
                     description or (handler.__doc__ or "").strip(),
                 )
@@ -485,14 +515,7 @@ class Api:
                 .replace("{", "")
                 .replace("}", ""),
                 "responses": {
-                    str(status): {
-                        "description": text,
-                        **(
-                            {"content": {"application/json": {"schema": refs[(model, "serialization")]}}}
-                            if model is not None
-                            else {}
-                        ),
-                    }
+                    str(status): {"description": text, **_content(endpoint, status, model, refs)}
                     for status, (model, text) in sorted(endpoint.responses.items())
                 },
             }
@@ -524,6 +547,17 @@ class Api:
         if server_url:
             document["servers"] = [{"url": server_url}]
         return document
+
+
+def _content(
+    endpoint: Endpoint, status: int, model: type[BaseModel] | None, refs: Mapping[Any, Any]
+) -> dict[str, Any]:
+    media_type = endpoint.media_type if 200 <= status < 300 else "application/json"
+    if model is not None:
+        return {"content": {media_type: {"schema": refs[(model, "serialization")]}}}
+    if 200 <= status < 300 and status != 204 and media_type != "application/json":
+        return {"content": {media_type: {"schema": {"type": "string"}}}}
+    return {}
 
 
 def _normalise(responses: ResponseSpec | None) -> dict[int, tuple[type[BaseModel] | None, str]]:

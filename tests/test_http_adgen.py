@@ -12,9 +12,10 @@ import re
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from core.models import RunStatus
 from tests.http_served import Served, atelier_http
@@ -256,4 +257,25 @@ async def test_with_a_token_every_route_needs_it(tmp_path: Path) -> None:
         assert (await served.http.get("/adgen/health", headers=authorized)).json() == {"ok": True}
         wrong = await served.http.get("/adgen/runs", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "s3cret" not in wrong.text
-        assert isinstance(httpx.URL(served.url), httpx.URL)
+        mcp = await served.http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert mcp.status_code == 401
+
+        # The realtime channels too: a WebSocket handshake without the token is refused.
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"{served.ws_url}/desktop/ws/generation"):
+                pass
+        assert refused.value.response.status_code == 401
+        headers = {"Authorization": "Bearer s3cret-token-value"}
+        async with connect(f"{served.ws_url}/desktop/ws/generation", additional_headers=headers) as ws:
+            assert ws.state.name == "OPEN"
+
+
+async def test_a_path_no_route_can_match_still_gets_the_contracts_envelope(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        for prefix, key in (("adgen", "detail"), ("desktop", "error"), ("pod", "error")):
+            response = await served.http.get(f"/{prefix}/runs/a%0Ab")  # a newline matches no route
+            assert response.status_code == 404
+            assert response.headers["content-type"] == "application/json"
+            assert key in response.json()
+        elsewhere = await served.http.get("/nowhere%0A")
+        assert elsewhere.status_code == 404 and elsewhere.json()["error"] == "not_found"

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -95,6 +95,9 @@ class RunSummary(BaseModel):
     created_at: str
     finished_at: str | None
     duration: int | None
+
+
+RunList = RootModel[list[RunSummary]]
 
 
 class ArtifactView(BaseModel):
@@ -198,6 +201,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         version="1.0.0",
         description="The AdGen backend's runs ledger, served by Atelier over its engine.",
         render_error=render_error,
+        error_model=Detail,
         invalid_status=422,
     )
     not_found = {404: (Detail, "No such run")}
@@ -256,7 +260,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         "GET",
         "/runs",
         summary="Runs, newest first",
-        responses={200: (RunSummary, "A JSON array of runs")},
+        responses={200: (RunList, "The runs, newest first")},
         params=[
             Param("limit", type="integer", description="At most this many (1..200, default 200)."),
             Param("offset", type="integer", description="Skip this many (default 0)."),
@@ -282,6 +286,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         "/runs/{run_id}/files/{filename}",
         summary="One of a run's files",
         responses={200: "The file's bytes", **not_found},
+        produces="image/png",
     )
     async def get_file(request: Request) -> Response:
         run = await engine.get_run(run_id_of(request))
@@ -327,7 +332,8 @@ def build(engine: Engine, settings: Settings) -> Api:
         "GET",
         "/download/{run_id}",
         summary="The run's ZIP (its images and run.json)",
-        responses={200: "application/zip", **not_found},
+        responses={200: "The ZIP archive", **not_found},
+        produces="application/zip",
     )
     async def download(request: Request) -> Response:
         run = await engine.get_run(run_id_of(request))

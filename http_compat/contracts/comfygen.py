@@ -172,6 +172,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         version=VERSION,
         description="The ComfyUI generation server's submit/poll/progress API, served by Atelier over its engine.",
         render_error=render_error,
+        error_model=Detail,
         invalid_status=422,
     )
     not_found = {404: (Detail, "No such job")}
@@ -295,6 +296,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         "/images/{id}/{filename}",
         summary="One of a job's images (what image_url points at)",
         responses={200: "The image's bytes", **not_found},
+        produces="image/png",
     )
     async def image(request: Request) -> Response:
         run = await load(job_id_of(request))

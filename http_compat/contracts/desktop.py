@@ -474,6 +474,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         description="The desktop studio's generation, history and settings API, served by Atelier "
         "over its engine.",
         render_error=render_error,
+        error_model=ErrorBody,
         invalid_status=400,
     )
     settings_lock = anyio.Lock()
@@ -731,6 +732,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         "/generated/{id}/{filename}",
         summary="A generation's image file (the url and filePath of a generation)",
         responses={200: "The image's bytes", 404: (ErrorBody, "No such file (NOT_FOUND)")},
+        produces="image/png",
     )
     async def generated_file(request: Request) -> Response:
         raw_id, filename = request.path_params["id"], request.path_params["filename"]

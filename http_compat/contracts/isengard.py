@@ -537,6 +537,7 @@ def build(engine: Engine, settings: Settings) -> Api:
             "over its engine. Characters and LoRA training answer 501 in this release."
         ),
         render_error=render_error,
+        error_model=Detail,
         invalid_status=400,
     )
     api.middleware.append(Middleware(CorrelationId))
@@ -694,6 +695,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         "/api/generation/output/{filename}",
         summary="A generated image, by a name from output_paths",
         responses={200: "The image's bytes", 404: (Detail, "No such output")},
+        produces="image/png",
     )
     async def output(request: Request) -> Response:
         filename = request.path_params["filename"]
@@ -724,6 +726,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         "/api/generation/{id}/stream",
         summary="Server-Sent Events: progress, then complete",
         responses={200: (ProgressEvent, "text/event-stream of `progress` then one `complete`"), **not_found},
+        produces="text/event-stream",
     )
     async def stream(request: Request) -> Response:
         run = await jobs.run_of(request.path_params["id"])
@@ -760,6 +763,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         "/api/jobs/{id}/logs",
         summary="A job's log as JSONL: {timestamp, level, message, job_id} per line",
         responses={200: "text/plain: one JSON object per line", 404: (Detail, "Job logs not found")},
+        produces="text/plain",
     )
     async def job_logs(request: Request) -> Response:
         try:

@@ -670,6 +670,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         description="The POD Engine's job queue, served by Atelier over its engine. Designs are "
         "generated; products, mockups and publishing are not supported yet.",
         render_error=render_error,
+        error_model=Error,
         invalid_status=400,
     )
     clock = Clock()
@@ -682,7 +683,10 @@ def build(engine: Engine, settings: Settings) -> Api:
             "/socket.io/",
             "socket.io (Engine.IO 4): job:update, job:progress, metrics and log events",
             None,
-            {101: (None, "Switching Protocols (or Engine.IO long-polling)")},
+            {
+                101: (None, "Switching Protocols (or Engine.IO long-polling)"),
+                400: (None, "Not a socket.io handshake (Engine.IO answers in its own format)"),
+            },
             [],
             "Connect with a socket.io client, path `<prefix>/socket.io`. Events: "
             "`job:update {id, status, progress}`, `job:progress {id, progress}`, "
@@ -886,6 +890,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         "/api/files/{id}/{filename}",
         summary="One of a job's generated images (the generatedImages url)",
         responses={200: "The image's bytes", **not_found},
+        produces="image/png",
     )
     async def get_file(request: Request) -> Response:
         run = await get(request.path_params["id"])
