@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hmac
 import importlib
-import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -24,19 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.engine import Engine
 from core.errors import InvalidInput
 from core.settings import Settings
-from http_compat.kit import Api, ApiError
+from http_compat.kit import Api, ApiError, is_loopback
 
 # Contract name -> module in http_compat.contracts; each has `build(engine, settings) -> Api`.
 CONTRACTS = ("adgen", "comfygen", "pod", "isengard", "desktop")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(settings: Settings) -> None:
@@ -132,6 +122,7 @@ def build_app(
         routes.append(Mount("", app=apis[root_contract].build(limit)))
     else:
         routes.append(Route("/health", health, methods=["GET"]))
+
     async def unrouted(request: Request, exc: Exception) -> Response:
         """A path no mount takes (some bytes, such as a newline, never match a prefix): answered in
         the envelope of the contract its prefix names, or of the root contract."""

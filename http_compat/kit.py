@@ -10,6 +10,7 @@ unexpected exception is logged with its trace and answered with a plain 500).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -65,6 +66,30 @@ class ApiError(Exception):
 
 
 ErrorRenderer = Callable[[ApiError], Response]
+
+
+class Detail(BaseModel):
+    """FastAPI's error body: a message, or for a body that did not validate, a list of errors."""
+
+    detail: Any
+
+
+def fastapi_error(error: ApiError) -> Response:
+    """The error envelope of the FastAPI services: `{"detail": ...}`, a list of `{loc, msg, type}`
+    for a 422 from validation."""
+    detail: Any = error.details if error.status == 422 and isinstance(error.details, list) else error.message
+    return json_response({"detail": detail}, error.status, error.headers)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine (`localhost`, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 # The contract-neutral code of each status; contracts with their own codes map these.
 CODES = {

@@ -43,8 +43,10 @@ from core.settings import Settings
 from http_compat.kit import (
     Api,
     ApiError,
+    Detail,
     Param,
     artifact_response,
+    fastapi_error,
     file_response,
     json_response,
     query_int,
@@ -59,9 +61,7 @@ STATUS = {
 }
 
 
-def render_error(error: ApiError) -> Response:
-    detail: Any = error.details if error.status == 422 and isinstance(error.details, list) else error.message
-    return json_response({"detail": detail}, error.status, error.headers)
+render_error = fastapi_error
 
 
 # --- shapes ---------------------------------------------------------------------------------
@@ -130,10 +130,6 @@ class DetailedHealth(BaseModel):
     ledger: str = Field(description="Atelier extension: the run ledger.")
     backends: dict[str, str] = Field(description="Atelier extension: each generation backend.")
     ok: bool
-
-
-class Detail(BaseModel):
-    detail: Any
 
 
 # --- mapping --------------------------------------------------------------------------------

@@ -65,15 +65,22 @@ from core.errors import InvalidInput, RunNotFound
 from core.ids import RUN_ID_RE
 from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
-from http_compat.kit import Api, ApiError, artifact_response, base_url, json_response, run_updates
+from http_compat.kit import (
+    Api,
+    ApiError,
+    Detail,
+    artifact_response,
+    base_url,
+    fastapi_error,
+    json_response,
+    run_updates,
+)
 
 VERSION = "0.1.0"
 NOT_FOUND_CLOSE = 4404
 
 
-def render_error(error: ApiError) -> Response:
-    detail: Any = error.details if error.status == 422 and isinstance(error.details, list) else error.message
-    return json_response({"detail": detail}, error.status, error.headers)
+render_error = fastapi_error
 
 
 # --- shapes ---------------------------------------------------------------------------------
@@ -111,10 +118,6 @@ class Health(BaseModel):
     status: str = Field(description="healthy | degraded")
     comfyui_available: bool
     version: str
-
-
-class Detail(BaseModel):
-    detail: Any
 
 
 # --- mapping --------------------------------------------------------------------------------

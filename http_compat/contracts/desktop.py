@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 import logging
 import re
 import sqlite3
@@ -88,6 +87,7 @@ from http_compat.kit import (
     Param,
     artifact_response,
     base_url,
+    is_loopback,
     iso,
     json_response,
     query_int,
@@ -537,7 +537,7 @@ def build(engine: Engine, settings: Settings) -> Api:
             parts = urlsplit(path)
             prefix = request.scope.get("root_path", "") + "/generated/"
             ours = parts.hostname is not None and (
-                _is_loopback(parts.hostname) or parts.hostname == request.url.hostname
+                is_loopback(parts.hostname) or parts.hostname == request.url.hostname
             )
             if not (ours and parts.path.startswith(prefix) and not parts.query):
                 return value
@@ -830,12 +830,3 @@ async def _message_of(engine: Engine, event: Event, seqs: dict[str, int | None])
         "progress": max(0, min(100, round(event.progress.fraction * 100))),
         "status": "generating",
     }
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

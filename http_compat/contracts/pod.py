@@ -73,7 +73,6 @@ configured host); clients that send no Origin (non-browser) are not restricted.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
@@ -101,6 +100,7 @@ from http_compat.kit import (
     Param,
     artifact_response,
     base_url,
+    is_loopback,
     json_response,
     query_int,
 )
@@ -508,15 +508,6 @@ async def compute_metrics(engine: Engine, clock: Clock) -> dict[str, Any]:
 # --- realtime -------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def origin_check(settings: Settings) -> Callable[[str], bool]:
     """Browsers may connect from pages on loopback or on the configured host, nowhere else
     (a same-origin rule would let a DNS-rebound page in)."""
@@ -526,7 +517,7 @@ def origin_check(settings: Settings) -> Callable[[str], bool]:
             host = urlsplit(origin).hostname or ""
         except ValueError:
             return False
-        return _is_loopback(host) or host == settings.host.strip("[]").lower()
+        return is_loopback(host) or host == settings.host.strip("[]").lower()
 
     return allowed
 
