@@ -5,7 +5,6 @@ contracts of ../shared/contracts, each at its prefix (`/adgen`, `/comfygen`, `/p
 
 from __future__ import annotations
 
-import hmac
 import importlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -18,46 +17,16 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.engine import Engine
 from core.errors import InvalidInput
 from core.settings import Settings
-from http_compat.kit import Api, ApiError, is_loopback
+from http_compat.api import Api
+from http_compat.errors import ApiError
+from http_compat.security import BearerAuth
 
 # Contract name -> module in http_compat.contracts; each has `build(engine, settings) -> Api`.
 CONTRACTS = ("adgen", "comfygen", "pod", "isengard", "desktop")
-
-
-def check_bind(settings: Settings) -> None:
-    """Refuse to listen beyond this machine without a token to guard it."""
-    if not is_loopback(settings.host) and settings.api_token is None:
-        raise InvalidInput(
-            "host",
-            f"{settings.host} is reachable from other machines; set ATELIER_API_TOKEN "
-            "(clients then send 'Authorization: Bearer <token>') or bind to 127.0.0.1",
-        )
-
-
-class BearerAuth:
-    """Every request needs `Authorization: Bearer <token>` once a token is configured."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
-                response = JSONResponse(
-                    {"error": "unauthorized", "message": "send 'Authorization: Bearer <ATELIER_API_TOKEN>'"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="atelier"'},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def build_contract(name: str, engine: Engine, settings: Settings) -> Api:

@@ -105,7 +105,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from core.engine import Engine
-    from http_compat.app import build_app, check_bind
+    from http_compat.app import build_app
+    from http_compat.security import check_bind
 
     check_bind(settings)
     _configure_logging(settings)

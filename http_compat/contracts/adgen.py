@@ -40,17 +40,10 @@ from core.engine import Engine
 from core.ids import RUN_ID_RE
 from core.models import Run, RunStatus
 from core.settings import Settings
-from http_compat.kit import (
-    Api,
-    ApiError,
-    Detail,
-    Param,
-    artifact_response,
-    fastapi_error,
-    file_response,
-    json_response,
-    query_int,
-)
+from http_compat.api import Api, Param
+from http_compat.errors import ApiError, Detail, fastapi_error
+from http_compat.inputs import query_int
+from http_compat.responses import artifact_response, file_response, json_response
 
 STATUS = {
     RunStatus.QUEUED: "PENDING",

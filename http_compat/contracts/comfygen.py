@@ -65,16 +65,10 @@ from core.errors import InvalidInput, RunNotFound
 from core.ids import RUN_ID_RE
 from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
-from http_compat.kit import (
-    Api,
-    ApiError,
-    Detail,
-    artifact_response,
-    base_url,
-    fastapi_error,
-    json_response,
-    run_updates,
-)
+from http_compat.api import Api
+from http_compat.errors import ApiError, Detail, fastapi_error
+from http_compat.realtime import run_updates
+from http_compat.responses import artifact_response, base_url, json_response
 
 VERSION = "0.1.0"
 NOT_FOUND_CLOSE = 4404

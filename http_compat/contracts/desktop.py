@@ -81,17 +81,11 @@ from core.events import Event, Subscription
 from core.ids import check_filename
 from core.models import MAX_PROMPT_CHARS, MAX_SEED, Run, RunKind, RunStatus
 from core.settings import Settings
-from http_compat.kit import (
-    Api,
-    ApiError,
-    Param,
-    artifact_response,
-    base_url,
-    is_loopback,
-    iso,
-    json_response,
-    query_int,
-)
+from http_compat.api import Api, Param
+from http_compat.errors import ApiError
+from http_compat.inputs import query_int
+from http_compat.responses import artifact_response, base_url, iso, json_response
+from http_compat.security import is_loopback
 
 log = logging.getLogger("atelier.http.desktop")
 

@@ -76,18 +76,12 @@ from core.engine import Engine
 from core.errors import RunNotFound
 from core.models import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE, Run, RunKind, RunStatus
 from core.settings import Settings
-from http_compat.kit import (
-    Api,
-    ApiError,
-    Param,
-    RateLimiter,
-    artifact_response,
-    iso,
-    json_response,
-    query_int,
-    run_updates,
-    sse_response,
-)
+from http_compat.api import Api, Param
+from http_compat.errors import ApiError
+from http_compat.inputs import query_int
+from http_compat.ratelimit import RateLimiter
+from http_compat.realtime import run_updates, sse_response
+from http_compat.responses import artifact_response, iso, json_response
 
 VERSION = "0.1.0"
 GENERATION_KINDS = (RunKind.IMAGE.value, RunKind.BATCH.value)

@@ -93,17 +93,11 @@ from core.events import Event, Subscription
 from core.ids import RUN_ID_RE
 from core.models import LogEntry, Run, RunKind, RunStatus
 from core.settings import Settings
-from http_compat.kit import (
-    Api,
-    ApiError,
-    Endpoint,
-    Param,
-    artifact_response,
-    base_url,
-    is_loopback,
-    json_response,
-    query_int,
-)
+from http_compat.api import Api, Endpoint, Param
+from http_compat.errors import ApiError
+from http_compat.inputs import query_int
+from http_compat.responses import artifact_response, base_url, json_response
+from http_compat.security import is_loopback
 
 log = logging.getLogger("atelier.http.pod")
 

@@ -1,4 +1,4 @@
-"""What every contract module shares.
+"""Declaring a contract: routes that document themselves, and the errors around every handler.
 
 A contract declares its routes on an `Api`: each declaration both routes requests and documents
 them, so `/<prefix>/openapi.json` cannot drift from what is served. Around every handler the
@@ -10,333 +10,33 @@ unexpected exception is logged with its trace and answered with a plain 500).
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
-from core.engine import Engine
-from core.errors import ArtifactNotFound, AtelierError, Conflict, HomeLocked, InvalidInput, RunNotFound
-from core.models import Artifact, Run
+from core.errors import AtelierError
+from http_compat.errors import ApiError, ErrorRenderer, from_engine
+from http_compat.inputs import BodyLimit, read_json, validate
+from http_compat.responses import base_url
 
 log = logging.getLogger("atelier.http")
 
 Handler = Callable[..., Awaitable[Response]]
 Lifespan = Callable[[], AbstractAsyncContextManager[None]]
-
-
-class ApiError(Exception):
-    """An answer other than success: `status`, a message a person can act on, and optionally the
-    contract's machine-readable `code`, structured `details` and extra `headers`."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        code: str | None = None,
-        details: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.details = details
-        self.headers = dict(headers or {})
-
-
-ErrorRenderer = Callable[[ApiError], Response]
-
-
-class Detail(BaseModel):
-    """FastAPI's error body: a message, or for a body that did not validate, a list of errors."""
-
-    detail: Any
-
-
-def fastapi_error(error: ApiError) -> Response:
-    """The error envelope of the FastAPI services: `{"detail": ...}`, a list of `{loc, msg, type}`
-    for a 422 from validation."""
-    detail: Any = error.details if error.status == 422 and isinstance(error.details, list) else error.message
-    return json_response({"detail": detail}, error.status, error.headers)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a host name or address is this machine (`localhost`, 127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-# The contract-neutral code of each status; contracts with their own codes map these.
-CODES = {
-    400: "INVALID_PARAMETERS",
-    401: "UNAUTHORIZED",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    422: "INVALID_PARAMETERS",
-    429: "RATE_LIMITED",
-    500: "INTERNAL_ERROR",
-    501: "NOT_IMPLEMENTED",
-    503: "SERVICE_UNAVAILABLE",
-}
-
-
-def from_engine(exc: AtelierError, invalid_status: int = 400) -> ApiError:
-    """The HTTP answer to an engine error."""
-    if isinstance(exc, InvalidInput):
-        return ApiError(invalid_status, str(exc), code=CODES[invalid_status], details={"field": exc.field})
-    if isinstance(exc, RunNotFound | ArtifactNotFound):
-        return ApiError(404, str(exc), code="NOT_FOUND")
-    if isinstance(exc, Conflict):
-        return ApiError(409, str(exc), code="CONFLICT")
-    if isinstance(exc, HomeLocked):
-        return ApiError(503, str(exc), code="SERVICE_UNAVAILABLE")
-    return ApiError(400, str(exc), code="INVALID_PARAMETERS")
-
-
-def describe_validation(error: ValidationError) -> str:
-    """Pydantic's errors as one line a person can act on: `width: must be >= 64; prompt: required`."""
-    parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "body"
-        message = item["msg"]
-        if item["type"] == "missing":
-            message = "is required"
-        elif item["type"] == "extra_forbidden":
-            message = "is not a field of this request"
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
-
-
-def validation_details(error: ValidationError) -> list[dict[str, Any]]:
-    """The errors as `[{"loc": [...], "msg": ..., "type": ...}]` (the FastAPI shape, without inputs)."""
-    return [
-        {"loc": ["body", *item["loc"]], "msg": item["msg"], "type": item["type"]}
-        for item in error.errors(include_url=False)
-    ]
-
-
-# --- reading requests -----------------------------------------------------------------------
-
-
-async def read_json(request: Request) -> Any:
-    """The request's JSON body (None when empty). Malformed JSON is a 400."""
-    body = await request.body()
-    if not body.strip():
-        return None
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON ({exc})", code="INVALID_JSON") from None
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def validate(model: type[M], data: Any, invalid_status: int = 422) -> M:
-    """`data` as `model`, or the contract's validation error naming each bad field."""
-    try:
-        return model.model_validate({} if data is None else data)
-    except ValidationError as exc:
-        raise ApiError(
-            invalid_status,
-            describe_validation(exc),
-            code=CODES[invalid_status],
-            details=validation_details(exc),
-        ) from None
-
-
-def query_int(
-    request: Request, name: str, default: int, *, low: int = 0, high: int = 2**31, invalid_status: int = 422
-) -> int:
-    """An integer query parameter in [low, high], or the contract's validation error."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(invalid_status, f"{name}: must be an integer (got {raw[:40]!r})") from None
-    if not low <= value <= high:
-        raise ApiError(invalid_status, f"{name}: must be between {low} and {high} (got {value})")
-    return value
-
-
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with a 413 in the contract's shape, whether the
-    client declares the length or streams the body."""
-
-    def __init__(self, app: ASGIApp, limit: int, render_error: ErrorRenderer) -> None:
-        self.app = app
-        self.limit = limit
-        self.render_error = render_error
-
-    def _too_large(self) -> ApiError:
-        return ApiError(
-            413, f"the request body is larger than {self.limit:,} bytes", code="PAYLOAD_TOO_LARGE"
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self.render_error(self._too_large())(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise self._too_large()
-            return message
-
-        await self.app(scope, limited, send)
-
-
-# --- answering ------------------------------------------------------------------------------
-
-
-def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return JSONResponse(data, status_code=status, headers=dict(headers or {}))
-
-
-def iso(ts: float | None, *, millis: bool = False, zulu: bool = True) -> str | None:
-    """Epoch seconds as ISO 8601 UTC: `2025-01-15T10:30:00Z` (`.000Z` with millis)."""
-    if ts is None:
-        return None
-    moment = datetime.fromtimestamp(ts, UTC)
-    text = moment.isoformat(timespec="milliseconds" if millis else "seconds")
-    return text.replace("+00:00", "Z") if zulu else text
-
-
-def base_url(request: HTTPConnection) -> str:
-    """This contract's absolute http(s) base URL as the client reached it, its prefix included
-    (Starlette's `request.base_url` stops at the outer app's root)."""
-    url = request.url
-    scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
-    return f"{scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
-
-
-async def artifact_response(engine: Engine, run: Run, filename: str) -> Response:
-    """One of a run's files, streamed from disk where the store keeps it there."""
-    artifact = find_artifact(run, filename)
-    path = engine.artifact_path(artifact)
-    headers = {"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{artifact.sha256}"'}
-    if path is not None and path.is_file():
-        return FileResponse(path, media_type=artifact.media_type, headers=headers)
-    _, data = await engine.read_artifact(run.id, artifact.filename)
-    return Response(data, media_type=artifact.media_type, headers=headers)
-
-
-def find_artifact(run: Run, filename: str) -> Artifact:
-    for artifact in run.artifacts:
-        if artifact.filename == filename:
-            return artifact
-    raise ArtifactNotFound(run.id, filename)
-
-
-def file_response(path: Path, media_type: str, filename: str) -> Response:
-    """A file on disk, streamed, as a download named `filename`."""
-    return FileResponse(path, media_type=media_type, filename=filename)
-
-
-# --- realtime -------------------------------------------------------------------------------
-
-
-async def run_updates(engine: Engine, run_id: str) -> AsyncIterator[Run]:
-    """The run now, then again at each change or progress step, until it is final (or deleted)."""
-    with engine.events.subscribe(run_id) as events:
-        run = await engine.get_run(run_id)
-        yield run
-        while not run.status.is_final:
-            event = await events.get()
-            if event.kind == "run" and event.run is None:
-                return  # deleted
-            if event.kind in ("run", "progress"):
-                try:
-                    run = await engine.get_run(run_id)
-                except RunNotFound:
-                    return
-                yield run
-
-
-def sse_response(events: AsyncIterator[tuple[str, Any]], *, heartbeat_s: float = 15.0) -> Response:
-    """Server-Sent Events from `(event name, JSON data)` pairs, with comment heartbeats while idle."""
-
-    async def body() -> AsyncIterator[bytes]:
-        iterator = aiter(events)
-        while True:
-            item = None
-            with anyio.move_on_after(heartbeat_s):
-                try:
-                    item = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-            if item is None:
-                yield b": keep-alive\n\n"
-                continue
-            name, data = item
-            yield f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-class RateLimiter:
-    """At most `limit` requests per `window_s` per key (a sliding window)."""
-
-    def __init__(self, limit: int, window_s: float = 60.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._hits: dict[str, deque[float]] = {}
-
-    def check(self, key: str) -> float:
-        """Record a request; returns 0, or the seconds to wait when over the limit (not recorded)."""
-        now = time.monotonic()
-        hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - self.window_s:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return max(0.0, hits[0] + self.window_s - now)
-        hits.append(now)
-        return 0.0
-
-
-# --- declaring a contract -------------------------------------------------------------------
 
 
 @dataclass(slots=True)

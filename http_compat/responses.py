@@ -1,0 +1,59 @@
+"""Answering: JSON, timestamps, the contract's own base URL, and run files streamed from disk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from core.engine import Engine
+from core.errors import ArtifactNotFound
+from core.models import Artifact, Run
+
+
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse(data, status_code=status, headers=dict(headers or {}))
+
+
+def iso(ts: float | None, *, millis: bool = False, zulu: bool = True) -> str | None:
+    """Epoch seconds as ISO 8601 UTC: `2025-01-15T10:30:00Z` (`.000Z` with millis)."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, UTC)
+    text = moment.isoformat(timespec="milliseconds" if millis else "seconds")
+    return text.replace("+00:00", "Z") if zulu else text
+
+
+def base_url(request: HTTPConnection) -> str:
+    """This contract's absolute http(s) base URL as the client reached it, its prefix included
+    (Starlette's `request.base_url` stops at the outer app's root)."""
+    url = request.url
+    scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
+    return f"{scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
+
+
+async def artifact_response(engine: Engine, run: Run, filename: str) -> Response:
+    """One of a run's files, streamed from disk where the store keeps it there."""
+    artifact = find_artifact(run, filename)
+    path = engine.artifact_path(artifact)
+    headers = {"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{artifact.sha256}"'}
+    if path is not None and path.is_file():
+        return FileResponse(path, media_type=artifact.media_type, headers=headers)
+    _, data = await engine.read_artifact(run.id, artifact.filename)
+    return Response(data, media_type=artifact.media_type, headers=headers)
+
+
+def find_artifact(run: Run, filename: str) -> Artifact:
+    for artifact in run.artifacts:
+        if artifact.filename == filename:
+            return artifact
+    raise ArtifactNotFound(run.id, filename)
+
+
+def file_response(path: Path, media_type: str, filename: str) -> Response:
+    """A file on disk, streamed, as a download named `filename`."""
+    return FileResponse(path, media_type=media_type, filename=filename)

@@ -1,0 +1,53 @@
+"""Who may reach the HTTP app: loopback by default, a bearer token beyond it."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from core.errors import InvalidInput
+from core.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine (`localhost`, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to listen beyond this machine without a token to guard it."""
+    if not is_loopback(settings.host) and settings.api_token is None:
+        raise InvalidInput(
+            "host",
+            f"{settings.host} is reachable from other machines; set ATELIER_API_TOKEN "
+            "(clients then send 'Authorization: Bearer <token>') or bind to 127.0.0.1",
+        )
+
+
+class BearerAuth:
+    """Every request needs `Authorization: Bearer <token>` once a token is configured."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                response = JSONResponse(
+                    {"error": "unauthorized", "message": "send 'Authorization: Bearer <ATELIER_API_TOKEN>'"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="atelier"'},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
