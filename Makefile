@@ -39,6 +39,7 @@ browser:
 
 test: $(VENV)/.dev browser
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.dev

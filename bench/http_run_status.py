@@ -40,7 +40,10 @@ def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
     env.update(ATELIER_HOME=str(home), ATELIER_LOG_LEVEL="warning")
     process = subprocess.Popen(
-        [*command, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*command, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -54,9 +57,9 @@ def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def make_run(base: str) -> tuple[str, int]:
-    run_id = httpx.post(f"{base}/adgen/generate", json={"prompt": "benchmark", "width": 64, "height": 64}).json()[
-        "run_id"
-    ]
+    run_id = httpx.post(
+        f"{base}/adgen/generate", json={"prompt": "benchmark", "width": 64, "height": 64}
+    ).json()["run_id"]
     detail = httpx.post(f"{base}/adgen/finalize/{run_id}", timeout=60).json()
     assert detail["status"] == "COMPLETED", detail
     seq = httpx.get(f"{base}/desktop/api/history", params={"limit": 1}).json()["data"][0]["id"]
@@ -145,7 +148,9 @@ def main(connections: int, seconds: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)

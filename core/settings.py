@@ -29,7 +29,8 @@ class Settings(BaseModel):
 
     home: Path = Field(default_factory=default_home, description="Data directory: ledger and artifacts.")
     backend: Literal["local", "comfyui"] = Field(
-        default="local", description="Backend for new runs: the built-in preview renderer, or ComfyUI servers."
+        default="local",
+        description="Backend for new runs: the built-in preview renderer, or ComfyUI servers.",
     )
     comfyui_urls: str = Field(
         default="http://127.0.0.1:8188", description="ComfyUI servers of the pool, comma-separated base URLs."
@@ -39,7 +40,8 @@ class Settings(BaseModel):
     )
     workflows_dir: Path | None = Field(default=None, description="Folder of your own ComfyUI workflows.")
     input_dirs: str = Field(
-        default="", description="Folders (path-separated) whose images tools may read, besides ATELIER_HOME/inputs."
+        default="",
+        description="Folders (path-separated) whose images tools may read, besides ATELIER_HOME/inputs.",
     )
     fetch_hosts: str = Field(
         default="", description="Hosts (comma-separated) source-image URLs may name, besides loopback."
@@ -72,7 +74,9 @@ class Settings(BaseModel):
         for name in cls.model_fields:
             raw = environ.get(ENV_PREFIX + name.upper(), "").strip()
             if raw:
-                values[name] = raw.lower() if name in ("backend", "ledger_sync", "log_level", "root_contract") else raw
+                values[name] = (
+                    raw.lower() if name in ("backend", "ledger_sync", "log_level", "root_contract") else raw
+                )
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)

@@ -920,7 +920,11 @@ async def test_batch_runs_each_item_as_a_child_and_completes_when_all_have(setti
         parent = await engine.submit_batch(
             [image("a"), image("b", count=2)], priority="high", meta={"source": "test"}
         )
-        assert (parent.kind.value, parent.status, parent.meta) == ("batch", RunStatus.QUEUED, {"source": "test"})
+        assert (parent.kind.value, parent.status, parent.meta) == (
+            "batch",
+            RunStatus.QUEUED,
+            {"source": "test"},
+        )
         children = (await engine.list_runs(parent_id=parent.id)).items
         assert sorted(c.inputs["prompt"] for c in children) == ["a", "b"]
         assert {c.priority.value for c in children} == {"high"}
@@ -961,7 +965,9 @@ async def test_batch_with_one_invalid_item_records_nothing_and_names_the_item(se
             await engine.submit_batch([])
 
 
-async def test_a_failed_item_fails_the_batch_and_retrying_the_batch_reruns_only_it(settings: Settings) -> None:
+async def test_a_failed_item_fails_the_batch_and_retrying_the_batch_reruns_only_it(
+    settings: Settings,
+) -> None:
     async with scripted(settings) as (engine, backend):
         backend.fail("broken", times=1, retryable=False)
         parent = await engine.submit_batch([image("fine"), image("broken")])

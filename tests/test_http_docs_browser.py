@@ -19,7 +19,9 @@ from tests.http_served import atelier_http
 pytestmark = pytest.mark.anyio
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs it as root)")
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None, reason="Chromium is not installed (make test installs it as root)"
+)
 
 
 async def rendered_dom(url: str, profile: Path) -> str:
@@ -56,7 +58,7 @@ async def test_docs_page_lists_every_operation_of_the_contract(tmp_path: Path, c
 
         with anyio.fail_after(60):
             dom = await rendered_dom(f"{served.url}/{contract}/docs", tmp_path / "chromium")
-        assert "<p class=\"error\">" not in dom, re.findall(r"<p class=\"error\">[^<]*", dom)
+        assert '<p class="error">' not in dom, re.findall(r"<p class=\"error\">[^<]*", dom)
         count = re.search(r'id="operations" data-count="(\d+)"', dom)
         assert count is not None, dom[:2000]
         assert int(count.group(1)) == len(operations)

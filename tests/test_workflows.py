@@ -30,7 +30,9 @@ from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = REPO / "examples" / "workflows"
-TRANSCRIPTS = Path(os.environ.get("ATELIER_COMFYUI_TRANSCRIPTS", str(REPO / "tests" / "fakes" / "transcripts")))
+TRANSCRIPTS = Path(
+    os.environ.get("ATELIER_COMFYUI_TRANSCRIPTS", str(REPO / "tests" / "fakes" / "transcripts"))
+)
 BUNDLED = {
     "flux-dev": "txt2img",
     "flux-schnell": "txt2img",

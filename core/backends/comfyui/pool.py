@@ -183,7 +183,9 @@ class ComfyUIPool(GenerationBackend):
             "queue_depth_per_server": self.depth,
         }
         if not up:
-            health["error"] = "no ComfyUI server answers: " + "; ".join(f"{s['url']}: {s['error']}" for s in servers)
+            health["error"] = "no ComfyUI server answers: " + "; ".join(
+                f"{s['url']}: {s['error']}" for s in servers
+            )
         return health
 
     async def _probe(self, server: ComfyUIServer) -> None:
@@ -408,7 +410,6 @@ def _image_output(data: bytes) -> ImageOutput:
         height=height,
         extension=_EXTENSIONS.get(media_type, "bin"),
     )
-
 
 
 @asynccontextmanager

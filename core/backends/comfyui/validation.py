@@ -167,7 +167,9 @@ def installed_models(object_info: Mapping[str, Any]) -> dict[str, list[str]]:
         ("DualCLIPLoader", "clip_name1"): "text_encoders",
     }
     for (class_type, input_name), kind in wanted.items():
-        choices = _choices(object_info.get(class_type, {}).get("input", {}).get("required", {}).get(input_name))
+        choices = _choices(
+            object_info.get(class_type, {}).get("input", {}).get("required", {}).get(input_name)
+        )
         if choices is not None:
             # Files only: VAELoader also offers built-ins such as "pixel_space".
             found.setdefault(kind, set()).update(str(c) for c in choices if "." in str(c))

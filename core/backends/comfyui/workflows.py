@@ -101,7 +101,8 @@ class Workflow:
         """Raise `InvalidInput` for a parameter that was asked for but this workflow cannot take."""
         if spec.operation != self.operation:
             raise InvalidInput(
-                "workflow", f"{self.name!r} is {_an(self.operation)} workflow; this request is {spec.operation}"
+                "workflow",
+                f"{self.name!r} is {_an(self.operation)} workflow; this request is {spec.operation}",
             )
         for name in given:
             if name in PARAMETERS and name not in _ALWAYS_SET and name not in self.parameters:
