@@ -1063,16 +1063,15 @@ class Engine:
             for child in children:
                 counts[child.status] += 1
             done = sum(counts[s] for s in RunStatus if s.is_final)
-            step = sum(c.max_steps if c.status.is_final else c.step for c in children)
-            max_steps = sum(c.max_steps for c in children) or 1
-            changes: dict[str, Any] = {
-                "step": step,
-                "max_steps": max_steps,
-                "progress": step / max_steps,
-                "message": f"{counts[RunStatus.COMPLETED]} of {len(children)} done"
-                + (f", {counts[RunStatus.FAILED]} failed" if counts[RunStatus.FAILED] else ""),
-                "attempts": max(c.attempts for c in children),
-            }
+            message = f"{counts[RunStatus.COMPLETED]} of {len(children)} done" + (
+                f", {counts[RunStatus.FAILED]} failed" if counts[RunStatus.FAILED] else ""
+            )
+            progress = Progress(
+                sum(c.max_steps if c.status.is_final else c.step for c in children),
+                sum(c.max_steps for c in children) or 1,
+                message,
+            )
+            settled: dict[str, Any] = {"attempts": max(c.attempts for c in children)}
             if done == len(children):
                 if counts[RunStatus.COMPLETED] == len(children):
                     status = RunStatus.COMPLETED
@@ -1083,7 +1082,7 @@ class Engine:
                 first_error = next(
                     (c.error for c in reversed(children) if c.status is RunStatus.FAILED), None
                 )
-                changes.update(
+                settled.update(
                     finished_at=max(c.finished_at or 0 for c in children) or time.time(),
                     result={
                         "runs": [c.id for c in reversed(children)],
@@ -1095,29 +1094,31 @@ class Engine:
                 )
             else:
                 status = RunStatus.RUNNING if done or counts[RunStatus.RUNNING] else RunStatus.QUEUED
-                changes.update(finished_at=None, result=None, error=None)
+                settled.update(finished_at=None, result=None, error=None)
             started = [c.started_at for c in children if c.started_at]
-            changes["started_at"] = min(started) if started else None
+            settled["started_at"] = min(started) if started else None
             status_changed = status is not parent.status
-            if not status_changed and all(
-                getattr(parent, name) == value for name, value in changes.items() if name != "progress"
-            ):
+            if not status_changed and all(getattr(parent, name) == value for name, value in settled.items()):
+                # Only progress moved: live, like a running run's steps (written at most once a second).
+                now = self._with_live_progress(parent)
+                if (now.step, now.max_steps, now.message) != (progress.step, progress.max_steps, message):
+                    self._on_progress(parent_id, progress)
                 return
+            self._live.pop(parent_id, None)
+            self._dirty.discard(parent_id)
             updated = await self.ledger.update_run(
                 parent_id,
                 status=status,
-                log=f"batch {status.value}: {changes['message']}" if status_changed else None,
+                step=progress.step,
+                max_steps=progress.max_steps,
+                progress=progress.fraction,
+                message=message,
+                log=f"batch {status.value}: {message}" if status_changed else None,
                 log_level="error" if status is RunStatus.FAILED else "info",
-                **changes,
+                **settled,
             )
-            if updated is None:
-                return
-            if status_changed:
+            if updated is not None:
                 self._publish_run(updated)
-            elif self.events.wants(parent_id):
-                self.events.publish(
-                    Event("progress", parent_id, progress=Progress(step, max_steps, changes["message"]))
-                )
 
 
 async def _notify(callback: Callable[[Run, Progress], Any], run: Run, progress: Progress) -> None:
