@@ -16,11 +16,11 @@ import threading
 import time
 import zipfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,7 +29,15 @@ from core import factory
 from core.artifacts import ArtifactStore, input_key, run_key, run_prefix
 from core.backends import GenerationBackend, ImageOutput, Job, Progress
 from core.backends.comfyui.workflows import OPERATIONS, WorkflowLibrary
-from core.errors import ArtifactNotFound, BackendError, Conflict, HomeLocked, InvalidInput, RunNotFound
+from core.errors import (
+    ArtifactNotFound,
+    BackendError,
+    Conflict,
+    HomeLocked,
+    InvalidInput,
+    LedgerUnavailable,
+    RunNotFound,
+)
 from core.events import Event, EventBus
 from core.homelock import HomeLock
 from core.ids import check_filename, check_idempotency_key, check_run_id, new_run_id, random_seed
@@ -60,7 +68,10 @@ MAX_BATCH = 100
 BATCH_BACKEND = "batch"
 # Largest side an upscale may produce.
 MAX_UPSCALED_SIDE = 8192
+# A storage or ledger failure keeps the health report degraded this long after it was seen.
+PROBLEM_WINDOW_S = 60.0
 Role = Literal["owner", "shared", "client"]
+T = TypeVar("T")
 
 
 @dataclass(slots=True, frozen=True)
@@ -90,7 +101,7 @@ class Engine:
         self.backends = dict(backends)
         self.workflows = workflows or factory.make_workflows(settings)
         self.events = EventBus()
-        self._scheduler = Scheduler(self._execute)
+        self._scheduler = Scheduler(self._execute_safely)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
         self._sources = SourcePolicy(
@@ -116,6 +127,10 @@ class Engine:
         self._refreshing: set[str] = set()
         self._batch_lock = anyio.Lock()
         self._completions: deque[float] = deque(maxlen=4096)
+        # The last failure of the storage or the ledger, by part: (when, what), until one succeeds.
+        self._problems: dict[str, tuple[float, str]] = {}
+        # When set, this process runs only these runs (a short-lived CLI command's own).
+        self._own: set[str] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -126,7 +141,9 @@ class Engine:
         settings: Settings,
         *,
         backends: Mapping[str, GenerationBackend] | None = None,
+        store: ArtifactStore | None = None,
         role: Role = "owner",
+        only_own_runs: bool = False,
     ) -> AsyncIterator[Engine]:
         """Open the ledger, and (as the owner of the data directory) recover unfinished runs and work.
 
@@ -134,6 +151,11 @@ class Engine:
         `owner` fails with `HomeLocked` if another process owns it; `shared` becomes its client
         and takes over when the owner exits; `client` never runs anything. A client's runs are
         queued in the ledger for the owner, and its cancels reach the owner through the ledger.
+        `only_own_runs` (for short-lived commands) makes an owner run only what it submits itself
+        and leave the rest queued for a long-lived process.
+
+        On the way out, whatever was running here is handed back as queued, without spending an
+        attempt (see `_hand_back`), so no run is left "running" by a process that has stopped.
         """
         lock: HomeLock | None = None
         if role != "client":
@@ -150,10 +172,13 @@ class Engine:
             engine = cls(
                 settings,
                 ledger,
-                factory.make_store(settings),
+                store if store is not None else factory.make_store(settings),
                 backends if backends is not None else factory.make_backends(settings, workflows),
                 workflows,
             )
+            if only_own_runs:
+                engine._own = set()
+            running_here: list[str] = []
             try:
                 async with anyio.create_task_group() as task_group:
                     engine._task_group = task_group
@@ -161,11 +186,12 @@ class Engine:
                     if lock is not None:
                         await engine._take_ownership(lock)
                     elif role == "shared":
-                        task_group.start_soon(engine._take_ownership_when_free)
+                        task_group.start_soon(engine._guarded, engine._take_ownership_when_free)
                     try:
                         yield engine
                     finally:
                         engine._shutting_down = True
+                        running_here = list(engine._active)
                         task_group.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 # The caller's own error, not a group: the task group only wrapped it.
@@ -175,6 +201,7 @@ class Engine:
         finally:
             if engine is not None:
                 with anyio.CancelScope(shield=True):
+                    await engine._hand_back(running_here)
                     for backend in engine.backends.values():
                         await backend.aclose()
             if ledger is not None:
@@ -191,7 +218,7 @@ class Engine:
             backend.start(self._task_group)
         await self._recover()
         self._scheduler.start(self._task_group)
-        self._task_group.start_soon(self._housekeeping_forever)
+        self._start(self._housekeeping_forever)
 
     async def _take_ownership_when_free(self) -> None:
         while True:
@@ -212,6 +239,8 @@ class Engine:
         backend has forgotten it.
         """
         for run in await self.ledger.runs_in(_ACTIVE):
+            if self._own is not None and run.id not in self._own:
+                continue  # a short-lived command leaves other runs to a long-lived process
             if run.kind is RunKind.BATCH:
                 self._start(self._refresh_batch, run.id)
                 continue
@@ -253,6 +282,9 @@ class Engine:
                 if recovered is None:
                     continue
                 run = recovered
+            elif run.backend_handle and run.backend in self.backends:
+                # Handed back by a process that stopped while its backend still had the work.
+                self._resume[run.id] = run.backend_handle
             self._enqueue(run)
 
     # -- submit -------------------------------------------------------------------------------
@@ -293,6 +325,8 @@ class Engine:
                 raise
             return self._same_request(existing, spec, "seed" in given)
         self._counters["submitted"] += 1
+        if self._own is not None:
+            self._own.add(run.id)
         self._publish_run(run)
         self._enqueue(run)
         return run
@@ -365,6 +399,8 @@ class Engine:
                 raise
             return existing
         self._counters["submitted"] += len(children)
+        if self._own is not None:
+            self._own.update(r.id for r in (parent, *children))
         self._publish_run(parent)
         for child in children:
             self._publish_run(child)
@@ -499,21 +535,42 @@ class Engine:
 
     # -- execute ------------------------------------------------------------------------------
 
+    async def _execute_safely(self, run_id: str, ticket: Any = None) -> None:
+        """`_execute`, with any failure it did not expect ending as the run's error, never the process's."""
+        try:
+            await self._execute(run_id, ticket)
+        except Exception as exc:
+            log.exception("run %s: unexpected error while executing it", run_id)
+            try:
+                run = await self.ledger.get_run(run_id)
+                if run is not None and run.status is RunStatus.RUNNING:
+                    await self._fail_or_retry(run, f"internal error: {type(exc).__name__}: {exc}", True)
+            except Exception:
+                log.exception("run %s: could not record its failure; recovery will pick it up", run_id)
+
     async def _execute(self, run_id: str, ticket: Any = None) -> None:
         resume_handle = self._resume.pop(run_id, None)
-        run = await self.ledger.update_run(
-            run_id,
-            expect={RunStatus.QUEUED},
-            status=RunStatus.RUNNING,
-            attempts=Increment(0 if resume_handle else 1),
-            started_at=time.time(),
-            finished_at=None,
-            progress=0.0,
-            step=0,
-            message="reconnecting" if resume_handle else "starting",
-            backend_handle=resume_handle,
-            log="reconnecting to its backend" if resume_handle else "started",
-        )
+        try:
+            run = await self.ledger.update_run(
+                run_id,
+                expect={RunStatus.QUEUED},
+                status=RunStatus.RUNNING,
+                attempts=Increment(0 if resume_handle else 1),
+                started_at=time.time(),
+                finished_at=None,
+                progress=0.0,
+                step=0,
+                message="reconnecting" if resume_handle else "starting",
+                backend_handle=resume_handle,
+                log="reconnecting to its backend" if resume_handle else "started",
+            )
+        except LedgerUnavailable as exc:
+            # Still queued in the ledger: housekeeping queues it here again once the ledger answers.
+            self._note_problem("ledger", str(exc))
+            if resume_handle:
+                self._resume[run_id] = resume_handle
+            log.warning("run %s could not start: %s", run_id, exc)
+            return
         if run is None:  # cancelled or deleted while it waited
             return
         self._publish_run(run)
@@ -530,15 +587,24 @@ class Engine:
             ticket=ticket,
             shutting_down=lambda: self._shutting_down,
         )
-        if spec.source is not None:
-            try:
+        try:
+            if spec.source is not None:
                 job.source = await self.store.read(input_key(spec.source.sha256, spec.source.media_type))
-            except OSError:
-                await self._fail_or_retry(run, "its source image is missing from the data directory", False)
-                return
-        if run.attempts > 1 and not resume_handle:
-            # Files of an interrupted attempt: this attempt writes the run's images afresh.
-            await self.store.delete_prefix(run_prefix(run.id))
+        except OSError as exc:
+            await self._fail_or_retry(
+                run, f"its source image cannot be read from the data directory ({exc})", False
+            )
+            return
+        try:
+            if run.attempts > 1 and not resume_handle:
+                # Files of an interrupted attempt: this attempt writes the run's images afresh.
+                await self.store.delete_prefix(run_prefix(run.id))
+        except OSError as exc:
+            self._note_problem("storage", f"cannot clear the files of an earlier attempt: {exc}")
+            await self._fail_or_retry(
+                run, f"storage error: cannot clear an earlier attempt's files ({exc})", True
+            )
+            return
         timeout = run.timeout_s or self.settings.run_timeout_s
         scope = anyio.CancelScope()
         self._active[run_id] = scope
@@ -556,8 +622,10 @@ class Engine:
                     log.exception("backend %s crashed on run %s", run.backend, run_id)
                     error, retryable = f"backend error: {type(exc).__name__}: {exc}", True
                 else:
-                    await self._complete(run, outputs)
-                    return
+                    unsaved = await self._complete(run, outputs)
+                    if unsaved is None:
+                        return
+                    error, retryable = unsaved, True
         finally:
             # A retry may already have started a newer attempt of this run: leave its state alone.
             if self._active.get(run_id) is scope:
@@ -570,7 +638,7 @@ class Engine:
         elif run_id not in self._active:
             # Cancelled (already recorded) perhaps while its outputs were being saved.
             with anyio.CancelScope(shield=True):
-                await self.store.delete_prefix(run_prefix(run_id))
+                await self._discard_files(run_id)
 
     async def _record_handle(self, run_id: str, handle: str) -> None:
         await self.ledger.update_run(run_id, expect={RunStatus.RUNNING}, backend_handle=handle)
@@ -584,59 +652,105 @@ class Engine:
         if parent_id is not None and self.events.wants(parent_id):
             self._refresh_batch_soon(parent_id)
 
-    async def _complete(self, run: Run, outputs: list[ImageOutput]) -> None:
-        self._bundle_path(run.id).unlink(missing_ok=True)  # a ZIP of an earlier attempt
+    async def _complete(self, run: Run, outputs: list[ImageOutput]) -> str | None:
+        """Save the outputs and record the run completed; or say why they could not be saved."""
         artifacts = []
-        for index, output in enumerate(outputs, start=1):
-            filename = f"image-{index:02d}.{output.extension}"
-            key = run_key(run.id, filename)
-            await self.store.put(key, output.data)
-            artifacts.append(
-                Artifact(
-                    run_id=run.id,
-                    filename=filename,
-                    media_type=output.media_type,
-                    size=len(output.data),
-                    sha256=hashlib.sha256(output.data).hexdigest(),
-                    storage_key=key,
-                    width=output.width,
-                    height=output.height,
+        try:
+            self._bundle_path(run.id).unlink(missing_ok=True)  # a ZIP of an earlier attempt
+            for index, output in enumerate(outputs, start=1):
+                filename = f"image-{index:02d}.{output.extension}"
+                key = run_key(run.id, filename)
+                await self.store.put(key, output.data)
+                artifacts.append(
+                    Artifact(
+                        run_id=run.id,
+                        filename=filename,
+                        media_type=output.media_type,
+                        size=len(output.data),
+                        sha256=hashlib.sha256(output.data).hexdigest(),
+                        storage_key=key,
+                        width=output.width,
+                        height=output.height,
+                    )
                 )
+        except OSError as exc:
+            problem = f"could not save the run's images: {exc.strerror or exc}" + (
+                f" ({exc.filename})" if exc.filename else ""
             )
+            self._note_problem("storage", problem)
+            log.error("run %s: %s", run.id, problem)
+            with anyio.CancelScope(shield=True):
+                await self._discard_files(run.id)
+            return f"storage error: {problem}"
+        self._problems.pop("storage", None)
         now = time.time()
-        done = await self.ledger.update_run(
-            run.id,
-            expect={RunStatus.RUNNING},
-            status=RunStatus.COMPLETED,
-            progress=1.0,
-            step=run.max_steps,
-            message="completed",
-            finished_at=now,
-            error=None,
-            result={"images": [a.filename for a in artifacts]},
-            artifacts=artifacts,
-            log=f"completed with {len(artifacts)} image(s)",
+        done = await self._recorded(
+            lambda: self.ledger.update_run(
+                run.id,
+                expect={RunStatus.RUNNING},
+                status=RunStatus.COMPLETED,
+                progress=1.0,
+                step=run.max_steps,
+                message="completed",
+                finished_at=now,
+                error=None,
+                result={"images": [a.filename for a in artifacts]},
+                artifacts=artifacts,
+                log=f"completed with {len(artifacts)} image(s)",
+            ),
+            f"run {run.id} completed",
         )
         if done is None:  # cancelled or deleted in the meantime: its files must not linger
-            await self.store.delete_prefix(run_prefix(run.id))
-            return
+            await self._discard_files(run.id)
+            return None
         self._counters["completed"] += 1
         self._latencies.append(now - done.created_at)
         self._completions.append(now)
         self._publish_run(done)
+        return None
+
+    async def _discard_files(self, run_id: str) -> None:
+        """Remove a run's files, if the storage lets us; a failure is noted, never raised."""
+        try:
+            await self.store.delete_prefix(run_prefix(run_id))
+        except OSError as exc:
+            self._note_problem("storage", f"cannot remove the files of run {run_id}: {exc}")
+
+    async def _recorded(self, write: Callable[[], Awaitable[T]], what: str) -> T:
+        """A state change a run's life depends on (it finished, failed, is retried): retried for as
+        long as the ledger refuses it, so the run never stays "running" in the ledger while this
+        process lives. The ledger's own wait for a lock comes first (see `SQLiteLedger`)."""
+        delay = 0.5
+        while True:
+            try:
+                result = await write()
+            except LedgerUnavailable as exc:
+                self._note_problem("ledger", str(exc))
+                log.warning("%s, but the ledger refused it (%s); trying again in %g s", what, exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._problems.pop("ledger", None)
+            return result
+
+    def _note_problem(self, part: str, message: str) -> None:
+        self._problems[part] = (time.time(), message)
 
     async def _fail_or_retry(self, run: Run, error: str, retryable: bool) -> None:
         if retryable and run.attempts < run.max_attempts:
             delay = self.settings.retry_backoff_s * 2 ** (run.attempts - 1)
-            queued = await self.ledger.update_run(
-                run.id,
-                expect={RunStatus.RUNNING},
-                status=RunStatus.QUEUED,
-                error=error,
-                backend_handle=None,
-                message=f"retrying in {delay:g} s",
-                log=f"attempt {run.attempts}/{run.max_attempts} failed: {error}; retrying in {delay:g} s",
-                log_level="warning",
+            queued = await self._recorded(
+                lambda: self.ledger.update_run(
+                    run.id,
+                    expect={RunStatus.RUNNING},
+                    status=RunStatus.QUEUED,
+                    error=error,
+                    backend_handle=None,
+                    message=f"retrying in {delay:g} s",
+                    log=f"attempt {run.attempts}/{run.max_attempts} failed: {error}; retrying in {delay:g} s",
+                    log_level="warning",
+                ),
+                f"run {run.id} failed an attempt",
             )
             if queued is not None:
                 self._counters["retried"] += 1
@@ -644,15 +758,18 @@ class Engine:
                 self._start(self._enqueue_later, queued, delay)
             return
         reason = error if retryable else f"{error} (not retried: trying again cannot succeed)"
-        failed = await self.ledger.update_run(
-            run.id,
-            expect={RunStatus.RUNNING},
-            status=RunStatus.FAILED,
-            error=error,
-            message="failed",
-            finished_at=time.time(),
-            log=f"failed after {run.attempts} attempt(s): {reason}",
-            log_level="error",
+        failed = await self._recorded(
+            lambda: self.ledger.update_run(
+                run.id,
+                expect={RunStatus.RUNNING},
+                status=RunStatus.FAILED,
+                error=error,
+                message="failed",
+                finished_at=time.time(),
+                log=f"failed after {run.attempts} attempt(s): {reason}",
+                log_level="error",
+            ),
+            f"run {run.id} failed",
         )
         if failed is not None:
             self._counters["failed"] += 1
@@ -672,6 +789,7 @@ class Engine:
                 run_id not in self._active
                 and run_id not in self._delayed
                 and backend in self._scheduler.lanes
+                and (self._own is None or run_id in self._own)
             ):
                 self._enqueue_ref(run_id, backend, priority, seq)
 
@@ -684,31 +802,75 @@ class Engine:
                 self._delayed.pop(run.id, None)
             self._enqueue(run)
 
-    def _start(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _start(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         if self._task_group is None:
             raise RuntimeError("the engine is not open")
-        self._task_group.start_soon(fn, *args)
+        self._task_group.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a background task whose failure is logged and noted, never the process's end."""
+        try:
+            await fn(*args)
+        except LedgerUnavailable as exc:
+            self._note_problem("ledger", str(exc))
+            log.warning("%s: %s", getattr(fn, "__name__", fn), exc)
+        except Exception:
+            log.exception("background task %s failed", getattr(fn, "__name__", fn))
 
     async def _housekeeping_forever(self) -> None:
         while True:
             await anyio.sleep(PROGRESS_FLUSH_S)
-            await self._flush_progress()
-            await self._adopt_changes_from_other_processes()
+            for chore in (self._flush_progress, self._adopt_changes_from_other_processes):
+                await self._guarded(chore)
+
+    async def _hand_back(self, run_ids: Sequence[str]) -> None:
+        """Runs this process was running when it stopped go back to the queue, their attempt not
+        spent: the next process to own the data directory runs them (or, where the backend still
+        has the work, such as a ComfyUI prompt, collects it)."""
+        for run_id in run_ids:
+            try:
+                run = await self.ledger.get_run(run_id)
+                if run is None or run.status is not RunStatus.RUNNING:
+                    continue
+                if run.backend_handle:
+                    message = f"handed back when Atelier stopped; its work continues on {run.backend}"
+                    changes: dict[str, Any] = {}
+                else:
+                    message = "handed back when Atelier stopped; it starts again, this attempt not counted"
+                    changes = {"attempts": Increment(-1), "progress": 0.0, "step": 0}
+                    await self._discard_files(run_id)
+                handed = await self.ledger.update_run(
+                    run_id,
+                    expect={RunStatus.RUNNING},
+                    status=RunStatus.QUEUED,
+                    message=message,
+                    log=message,
+                    log_level="warning",
+                    **changes,
+                )
+                if handed is not None:
+                    self._publish_run(handed)
+            except Exception:
+                log.exception("run %s could not be handed back; the next start recovers it", run_id)
 
     async def _flush_progress(self) -> None:
         """Progress goes out as events at once; to the ledger at most once a second per run."""
-        dirty, self._dirty = self._dirty, set()
-        for run_id in dirty:
+        dirty, self._dirty = list(self._dirty), set()
+        for index, run_id in enumerate(dirty):
             progress = self._live.get(run_id)
             if progress is not None:
-                await self.ledger.update_run(
-                    run_id,
-                    expect={RunStatus.RUNNING},
-                    progress=progress.fraction,
-                    step=progress.step,
-                    max_steps=progress.max_steps,
-                    message=progress.message,
-                )
+                try:
+                    await self.ledger.update_run(
+                        run_id,
+                        expect={RunStatus.RUNNING},
+                        progress=progress.fraction,
+                        step=progress.step,
+                        max_steps=progress.max_steps,
+                        message=progress.message,
+                    )
+                except LedgerUnavailable:
+                    self._dirty.update(dirty[index:])  # written at a later flush; events already went out
+                    raise
 
     # -- manage -------------------------------------------------------------------------------
 
@@ -1011,13 +1173,30 @@ class Engine:
             backends[name] = health
         now = time.time()
         latencies = sorted(self._latencies)
-        return {
-            # Healthy when the backend new runs go to is up (the preview renderer always is).
-            "healthy": bool(backends.get(self.settings.backend, {}).get("up"))
+        storage = dict(await self.store.health())
+        ledger: dict[str, Any] = {"ok": True, "error": None}
+        try:
+            runs = await self.ledger.count_by_status()
+        except Exception as exc:  # a read only fails when the file itself is in trouble
+            runs = {}
+            ledger.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+        for part, report in (("storage", storage), ("ledger", ledger)):
+            seen = self._problems.get(part)
+            if seen is not None and now - seen[0] <= PROBLEM_WINDOW_S:
+                report.update(ok=False, last_error=seen[1], last_error_at=round(seen[0], 3))
+        backend_up = (
+            bool(backends.get(self.settings.backend, {}).get("up"))
             if self.settings.backend in backends
-            else any(b.get("up") for b in backends.values()),
+            else any(b.get("up") for b in backends.values())
+        )
+        return {
+            # Healthy when the backend new runs go to is up (the preview renderer always is) and
+            # their images can be saved and recorded.
+            "healthy": backend_up and bool(storage.get("ok")) and ledger["ok"],
             "backends": backends,
-            "runs": await self.ledger.count_by_status(),
+            "storage": storage,
+            "ledger": ledger,
+            "runs": runs,
             "queue": {"queued": self._scheduler.queued(), "running": self._scheduler.running()},
             "metrics": {
                 **self._counters,

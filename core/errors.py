@@ -35,6 +35,12 @@ class HomeLocked(AtelierError):
     """Another Atelier process owns this data directory's scheduler."""
 
 
+class LedgerUnavailable(AtelierError):
+    """The ledger cannot take a change now (another process holds its write lock past the busy
+    timeout, the disk is full, the file is read-only). Nothing was changed; trying again later can
+    succeed, so front doors answer 503."""
+
+
 class BackendError(Exception):
     """A backend could not produce a run's outputs.
 

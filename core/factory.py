@@ -12,7 +12,11 @@ from core.settings import Settings
 
 
 def make_ledger(settings: Settings) -> Ledger:
-    return SQLiteLedger.open(settings.ledger_path, synchronous=settings.ledger_sync)
+    return SQLiteLedger.open(
+        settings.ledger_path,
+        synchronous=settings.ledger_sync,
+        busy_timeout_s=settings.ledger_busy_timeout_s,
+    )
 
 
 def make_store(settings: Settings) -> ArtifactStore:

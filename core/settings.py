@@ -57,6 +57,12 @@ class Settings(BaseModel):
     ledger_sync: Literal["normal", "full"] = Field(
         default="normal", description="SQLite synchronous mode: normal survives crashes, full power loss."
     )
+    ledger_busy_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long a ledger write waits for another process's write lock before it is refused.",
+    )
     thumbnail_px: int = Field(default=384, ge=64, le=1024, description="Longest side of MCP thumbnails.")
     host: str = Field(default="127.0.0.1", description="`atelier serve` bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`atelier serve` port.")

@@ -59,6 +59,8 @@ def build_app(
             {
                 "status": "ok" if status["healthy"] else "degraded",
                 "backends": status["backends"],
+                "storage": status["storage"],
+                "ledger": status["ledger"],
                 "queue": status["queue"],
                 "runs": status["runs"],
             },

@@ -10,7 +10,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
-from core.errors import ArtifactNotFound, AtelierError, Conflict, HomeLocked, InvalidInput, RunNotFound
+from core.errors import (
+    ArtifactNotFound,
+    AtelierError,
+    Conflict,
+    HomeLocked,
+    InvalidInput,
+    LedgerUnavailable,
+    RunNotFound,
+)
 
 
 class ApiError(Exception):
@@ -75,6 +83,8 @@ def from_engine(exc: AtelierError, invalid_status: int = 400) -> ApiError:
         return ApiError(409, str(exc), code="CONFLICT")
     if isinstance(exc, HomeLocked):
         return ApiError(503, str(exc), code="SERVICE_UNAVAILABLE")
+    if isinstance(exc, LedgerUnavailable):
+        return ApiError(503, str(exc), code="SERVICE_UNAVAILABLE", headers={"Retry-After": "5"})
     return ApiError(400, str(exc), code="INVALID_PARAMETERS")
 
 

@@ -763,6 +763,16 @@ async def test_status_reports_a_failing_health_check_as_down(settings: Settings)
 # --- restart and recovery -------------------------------------------------------------------
 
 
+def crashed_while_running(settings: Settings, run_id: str, attempts: int = 1) -> None:
+    """The ledger as a process killed mid-run leaves it: the run still `running`, its attempt spent."""
+    conn = sqlite3.connect(settings.ledger_path)
+    try:
+        conn.execute("UPDATE runs SET status = 'running', attempts = ? WHERE id = ?", (attempts, run_id))
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def ledger_statuses(settings: Settings) -> dict[str, tuple[str, int]]:
     conn = sqlite3.connect(settings.ledger_path)
     try:
@@ -780,12 +790,14 @@ async def test_restart_runs_again_what_was_running_and_queued(settings: Settings
             await engine.submit_image(image("waiting 1", count=1)),
             await engine.submit_image(image("waiting 2", count=3), priority="high"),
         ]
-    # Leaving the engine stops it as a crash would: nothing is marked finished.
+    # A clean stop hands the running run back, its attempt not spent.
     assert ledger_statuses(settings) == {
-        interrupted.id: ("running", 1),
+        interrupted.id: ("queued", 0),
         waiting[0].id: ("queued", 0),
         waiting[1].id: ("queued", 0),
     }
+    # A crash (kill -9, as test_crash_recovery does for real) would have left it running.
+    crashed_while_running(settings, interrupted.id)
     # A crash in the middle of writing the first attempt's files left some behind.
     folder = run_dir(settings, interrupted.id)
     folder.mkdir(parents=True)
@@ -815,7 +827,8 @@ async def test_restart_fails_a_run_interrupted_on_its_last_attempt(settings: Set
     async with Engine.open(settings, backends={"local": first_backend}) as engine:
         run = await engine.submit_image(image("last chance"), max_attempts=1)
         await first_backend.wait_started("last chance")
-    assert ledger_statuses(settings) == {run.id: ("running", 1)}
+    assert ledger_statuses(settings) == {run.id: ("queued", 0)}
+    crashed_while_running(settings, run.id)
 
     second_backend = ScriptedBackend()
     async with Engine.open(settings, backends={"local": second_backend}) as engine:
@@ -908,7 +921,8 @@ async def test_shared_engine_takes_over_the_runs_when_the_owner_exits(settings: 
                 second = await successor.wait(waiting.id, timeout_s=WAIT)
             assert successor.is_owner
             assert (first.status, second.status) == (RunStatus.COMPLETED, RunStatus.COMPLETED)
-            assert first.attempts == 2
+            # The owner handed its running run back as it exited: that attempt was not spent.
+            assert first.attempts == 1
             assert sorted(successor_backend.finished) == ["interrupted", "waiting"]
 
 

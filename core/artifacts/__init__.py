@@ -25,6 +25,10 @@ class ArtifactStore(Protocol):
 
     async def list_prefix(self, prefix: str) -> list[str]: ...
 
+    async def health(self) -> dict[str, object]:
+        """Whether files can be written now: `{"ok": bool, "error": str | None, ...}` (cheap to call)."""
+        ...
+
 
 def run_key(run_id: str, filename: str) -> str:
     return f"runs/{run_id}/{filename}"

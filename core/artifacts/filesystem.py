@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import anyio
 
 # Below this size a write is cheaper inline than the worker-thread hop it would take.
 _INLINE_BYTES = 256 * 1024
+# Health writes a probe file at most this often; monitors may poll far more often.
+_PROBE_EVERY_S = 5.0
+# Below this much free space the store reports itself unhealthy before writes start failing.
+LOW_SPACE_BYTES = 64 * 1024 * 1024
 
 
 class FilesystemStore:
@@ -18,6 +24,7 @@ class FilesystemStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._probed: tuple[float, dict[str, object]] | None = None
 
     def _path(self, key: str) -> Path:
         # Checked by its parts rather than resolved: resolving costs a stat per component on
@@ -56,10 +63,38 @@ class FilesystemStore:
             return []
         return sorted(f"{prefix.rstrip('/')}/{p.name}" for p in path.iterdir() if p.is_file())
 
+    async def health(self) -> dict[str, object]:
+        """Writes and removes a probe file (at most every few seconds) and reads the free space:
+        permission bits, a read-only mount or a full disk all show here before a run trips on them."""
+        now = time.monotonic()
+        if self._probed is None or now - self._probed[0] > _PROBE_EVERY_S:
+            self._probed = (now, _probe(self.root))
+        return self._probed[1]
+
+
+def _probe(root: Path) -> dict[str, object]:
+    report: dict[str, object] = {"ok": True, "path": str(root), "error": None}
+    try:
+        report["free_bytes"] = shutil.disk_usage(root).free
+        probe = root / f".probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        report.update(ok=False, error=f"cannot write to {root}: {exc.strerror or exc}")
+        return report
+    if report["free_bytes"] < LOW_SPACE_BYTES:  # type: ignore[operator]
+        report.update(ok=False, error=f"only {report['free_bytes']:,} bytes free under {root}")
+    return report
+
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # a full disk must not also keep half a file
+        raise

@@ -1,8 +1,16 @@
 """The embedded ledger: SQLite in WAL mode, schema versioned by `PRAGMA user_version`.
 
 Statements are short and local, so they run inline on the event loop: a thread hop per
-statement would cost more than the statement. A server-backed ledger (PostgreSQL) would
-await real I/O behind the same async port.
+statement would cost more than the statement. Two connections keep that safe when another
+process (the CLI, a second MCP host, a backup tool) shares the file:
+
+- reads use their own connection: in WAL mode a reader never waits for a writer;
+- a write is tried inline with no busy wait, so it either commits at once or finds the write
+  lock taken by another process. Then it, and every write after it, waits for the lock on a
+  worker thread (in order), up to `busy_timeout_s`, after which it fails as
+  `LedgerUnavailable`. The event loop is never blocked waiting for a lock.
+
+A server-backed ledger (PostgreSQL) would await real I/O behind the same async port.
 """
 
 from __future__ import annotations
@@ -11,13 +19,14 @@ import base64
 import json
 import sqlite3
 import time
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from core.errors import Conflict, InvalidInput
+import anyio
+
+from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ledger import Increment
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 
@@ -44,56 +53,104 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+T = TypeVar("T")
+# A read waits this long for a lock (only WAL recovery or a truncating checkpoint take one).
+_READ_BUSY_MS = 100
+
+
 class SQLiteLedger:
     """`Ledger` over one SQLite file. Open with `SQLiteLedger.open(path)`."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    def __init__(self, reader: sqlite3.Connection, writer: sqlite3.Connection, busy_timeout_s: float) -> None:
+        self._conn = reader
+        self._writer = writer
+        self._busy_timeout_s = busy_timeout_s
+        # Writes queued behind one that waits for another process's lock, on a worker thread.
+        self._waiting_writes = 0
+        self._wait_turn: anyio.Lock | None = None
         # UPDATE statements by the shape of the change: built once, not on every transition.
         self._update_sql: dict[tuple[Any, ...], str] = {}
 
     @classmethod
-    def open(cls, path: Path, *, synchronous: str = "NORMAL") -> SQLiteLedger:
+    def open(cls, path: Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0) -> SQLiteLedger:
         """Open (creating and migrating if needed) the ledger at `path`.
 
         `synchronous=NORMAL` in WAL mode keeps every committed transaction across a process
         crash; `FULL` also across power loss, at one fsync per commit.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
-        ledger = cls(conn)
-        ledger._migrate()
+        sync = "FULL" if synchronous.upper() == "FULL" else "NORMAL"
+        connections = []
+        for busy_ms in (_READ_BUSY_MS, int(busy_timeout_s * 1000)):
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            connections.append(conn)
+        reader, writer = connections
+        ledger = cls(reader, writer, busy_timeout_s)
+        _in_transaction(writer, ledger._migrate)  # start-up may wait for the lock: nothing else runs yet
+        writer.execute("PRAGMA busy_timeout=0")
         return ledger
 
-    def _migrate(self) -> None:
-        with self._transaction() as conn:
-            current = conn.execute("PRAGMA user_version").fetchone()[0]
-            for version, script in _migrations():
-                if version > current:
-                    # executescript would commit our transaction; run statement by statement instead.
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={version}")
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for version, script in _migrations():
+            if version > current:
+                # executescript would commit our transaction; run statement by statement instead.
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={version}")
 
     @property
     def schema_version(self) -> int:
         return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+    async def _write(self, change: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `change` in one write transaction; see the module docstring for how it waits."""
+        if not self._waiting_writes:
+            try:
+                return _in_transaction(self._writer, change)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise _unavailable(exc) from None
+            except sqlite3.IntegrityError:
+                raise  # a constraint the caller turns into its own error (a reused idempotency key)
+            except sqlite3.DatabaseError as exc:
+                raise _unavailable(exc) from None
+        self._waiting_writes += 1
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._wait_turn is None:
+                self._wait_turn = anyio.Lock()
+            async with self._wait_turn:
+                return await anyio.to_thread.run_sync(self._write_waiting, change)
+        finally:
+            self._waiting_writes -= 1
+
+    def _write_waiting(self, change: Callable[[sqlite3.Connection], T]) -> T:
+        self._writer.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+        try:
+            return _in_transaction(self._writer, change)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise LedgerUnavailable(
+                    f"the ledger is locked by another process and stayed locked for "
+                    f"{self._busy_timeout_s:g} s (ATELIER_LEDGER_BUSY_TIMEOUT_S); nothing was changed, "
+                    "try again"
+                ) from None
+            raise _unavailable(exc) from None
+        except sqlite3.IntegrityError:
             raise
-        self._conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise _unavailable(exc) from None
+        finally:
+            self._writer.execute("PRAGMA busy_timeout=0")
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -102,22 +159,24 @@ class SQLiteLedger:
         return inserted
 
     async def insert_runs(self, runs: Sequence[Run], log: str | None = None) -> list[Run]:
+        def insert(conn: sqlite3.Connection) -> None:
+            for run in runs:
+                values = _run_values(run)
+                values.pop("seq")
+                names = ", ".join(values)
+                marks = ", ".join("?" for _ in values)
+                row = conn.execute(
+                    f"INSERT INTO runs ({names}) VALUES ({marks}) RETURNING seq", tuple(values.values())
+                ).fetchone()
+                run.seq = row[0]
+                if log:
+                    conn.execute(
+                        "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, 'info', ?)",
+                        (run.id, run.created_at, log),
+                    )
+
         try:
-            with self._transaction() as conn:
-                for run in runs:
-                    values = _run_values(run)
-                    values.pop("seq")
-                    names = ", ".join(values)
-                    marks = ", ".join("?" for _ in values)
-                    row = conn.execute(
-                        f"INSERT INTO runs ({names}) VALUES ({marks}) RETURNING seq", tuple(values.values())
-                    ).fetchone()
-                    run.seq = row[0]
-                    if log:
-                        conn.execute(
-                            "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, 'info', ?)",
-                            (run.id, run.created_at, log),
-                        )
+            await self._write(insert)
         except sqlite3.IntegrityError as exc:
             if "idempotency_key" in str(exc):
                 keys = ", ".join(repr(r.idempotency_key) for r in runs if r.idempotency_key)
@@ -187,12 +246,14 @@ class SQLiteLedger:
         return None if row is None else json.loads(row[0])
 
     async def put_document(self, key: str, value: Any) -> None:
-        with self._transaction() as conn:
-            conn.execute(
+        text = json.dumps(value, separators=(",", ":"))
+        await self._write(
+            lambda conn: conn.execute(
                 "INSERT INTO documents (key, value, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (key, json.dumps(value, separators=(",", ":")), time.time()),
+                (key, text, time.time()),
             )
+        )
 
     async def update_run(
         self,
@@ -216,7 +277,8 @@ class SQLiteLedger:
         args.append(run_id)
         if expect is not None:
             args.extend(shape[1])
-        with self._transaction() as conn:
+
+        def update(conn: sqlite3.Connection) -> sqlite3.Row | None:
             row = conn.execute(sql, args).fetchone()
             if row is None:
                 return None
@@ -245,6 +307,11 @@ class SQLiteLedger:
                     "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, ?, ?)",
                     (run_id, time.time(), log_level, log),
                 )
+            return row
+
+        row = await self._write(update)
+        if row is None:
+            return None
         run = _run_from_row(row)
         if (
             replace_artifacts
@@ -257,11 +324,12 @@ class SQLiteLedger:
         return self._with_artifacts([run])[0]
 
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
-        with self._transaction() as conn:
-            conn.execute(
+        await self._write(
+            lambda conn: conn.execute(
                 "INSERT INTO run_logs (run_id, at, level, message) SELECT id, ?, ?, ? FROM runs WHERE id = ?",
                 (time.time(), level, message, run_id),
             )
+        )
 
     async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]:
         rows = self._conn.execute(
@@ -270,14 +338,16 @@ class SQLiteLedger:
         return [LogEntry(at=r["at"], level=r["level"], message=r["message"]) for r in rows]
 
     async def delete_run(self, run_id: str) -> list[Artifact]:
-        with self._transaction() as conn:
+        def delete(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             ids = [run_id] + [
                 r[0] for r in conn.execute("SELECT id FROM runs WHERE parent_id = ?", (run_id,)).fetchall()
             ]
             marks = ", ".join("?" for _ in ids)
             rows = conn.execute(f"SELECT * FROM artifacts WHERE run_id IN ({marks})", ids).fetchall()
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
-        return [_artifact_from_row(r) for r in rows]
+            return rows
+
+        return [_artifact_from_row(r) for r in await self._write(delete)]
 
     async def runs_in(self, statuses: Collection[RunStatus]) -> list[Run]:
         marks = ", ".join("?" for _ in statuses)
@@ -310,6 +380,7 @@ class SQLiteLedger:
 
     async def close(self) -> None:
         self._conn.close()
+        self._writer.close()
 
     def _with_artifacts(self, runs: list[Run]) -> list[Run]:
         if not runs:
@@ -322,6 +393,27 @@ class SQLiteLedger:
         for row in rows:
             by_id[row["run_id"]].artifacts.append(_artifact_from_row(row))
         return runs
+
+
+def _in_transaction(conn: sqlite3.Connection, change: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = change(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
+        "locked" in str(exc)
+    )
+
+
+def _unavailable(exc: sqlite3.DatabaseError) -> LedgerUnavailable:
+    return LedgerUnavailable(f"the ledger cannot be written now ({exc}); nothing was changed, try again")
 
 
 def _filters(
