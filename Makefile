@@ -20,8 +20,9 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@ $(VENV)/.runtime
 
+# `make run PORT=9000 HOST=127.0.0.2 ARGS="--root-contract adgen"`: the same as `atelier serve` with those flags.
 run: $(VENV)/.runtime
-	$(BIN)/atelier serve
+	$(BIN)/atelier serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT)) $(ARGS)
 
 mcp: $(VENV)/.runtime
 	$(BIN)/atelier mcp

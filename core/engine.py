@@ -101,7 +101,7 @@ class Engine:
         self.backends = dict(backends)
         self.workflows = workflows or factory.make_workflows(settings)
         self.events = EventBus()
-        self._scheduler = Scheduler(self._execute_safely)
+        self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
         self._sources = SourcePolicy(
@@ -131,6 +131,8 @@ class Engine:
         self._problems: dict[str, tuple[float, str]] = {}
         # When set, this process runs only these runs (a short-lived CLI command's own).
         self._own: set[str] | None = None
+        # Runs this process has started and not yet seen to an end: handed back when it stops.
+        self._started_here: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -178,7 +180,6 @@ class Engine:
             )
             if only_own_runs:
                 engine._own = set()
-            running_here: list[str] = []
             try:
                 async with anyio.create_task_group() as task_group:
                     engine._task_group = task_group
@@ -191,7 +192,6 @@ class Engine:
                         yield engine
                     finally:
                         engine._shutting_down = True
-                        running_here = list(engine._active)
                         task_group.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 # The caller's own error, not a group: the task group only wrapped it.
@@ -201,7 +201,7 @@ class Engine:
         finally:
             if engine is not None:
                 with anyio.CancelScope(shield=True):
-                    await engine._hand_back(running_here)
+                    await engine._hand_back(engine._started_here)
                     for backend in engine.backends.values():
                         await backend.aclose()
             if ledger is not None:
@@ -535,10 +535,14 @@ class Engine:
 
     # -- execute ------------------------------------------------------------------------------
 
-    async def _execute_safely(self, run_id: str, ticket: Any = None) -> None:
-        """`_execute`, with any failure it did not expect ending as the run's error, never the process's."""
+    async def _execute(self, run_id: str, ticket: Any = None) -> None:
+        """Run one attempt of a queued run. Whatever goes wrong ends as the run's error, never the
+        process's; only the process stopping cancels this far (a cancelled run stops inside), and
+        then the run stays in `_started_here` for `_hand_back`."""
         try:
-            await self._execute(run_id, ticket)
+            await self._execute_attempt(run_id, ticket)
+        except anyio.get_cancelled_exc_class():
+            raise
         except Exception as exc:
             log.exception("run %s: unexpected error while executing it", run_id)
             try:
@@ -547,8 +551,9 @@ class Engine:
                     await self._fail_or_retry(run, f"internal error: {type(exc).__name__}: {exc}", True)
             except Exception:
                 log.exception("run %s: could not record its failure; recovery will pick it up", run_id)
+        self._started_here.discard(run_id)
 
-    async def _execute(self, run_id: str, ticket: Any = None) -> None:
+    async def _execute_attempt(self, run_id: str, ticket: Any) -> None:
         resume_handle = self._resume.pop(run_id, None)
         try:
             run = await self.ledger.update_run(
@@ -573,6 +578,7 @@ class Engine:
             return
         if run is None:  # cancelled or deleted while it waited
             return
+        self._started_here.add(run_id)
         self._publish_run(run)
         if run.parent_id is not None:
             self._parent_of[run_id] = run.parent_id
@@ -823,11 +829,11 @@ class Engine:
             for chore in (self._flush_progress, self._adopt_changes_from_other_processes):
                 await self._guarded(chore)
 
-    async def _hand_back(self, run_ids: Sequence[str]) -> None:
+    async def _hand_back(self, run_ids: Collection[str]) -> None:
         """Runs this process was running when it stopped go back to the queue, their attempt not
         spent: the next process to own the data directory runs them (or, where the backend still
         has the work, such as a ComfyUI prompt, collects it)."""
-        for run_id in run_ids:
+        for run_id in list(run_ids):
             try:
                 run = await self.ledger.get_run(run_id)
                 if run is None or run.status is not RunStatus.RUNNING:

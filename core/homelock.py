@@ -43,3 +43,20 @@ class HomeLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def owner_pid(home: Path) -> int | None:
+    """The pid of the live process that owns `home`'s runs, if any; reading it takes no lock."""
+    try:
+        pid = int((home / "engine.lock").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, run by another user
+    return pid

@@ -3,7 +3,12 @@
   atelier serve                 MCP over Streamable HTTP at /mcp, plus /health
   atelier mcp                   MCP over stdio (for Claude Desktop and other hosts)
   atelier generate "PROMPT"     make images, with a progress bar
-  atelier runs [show|cancel ID] list and manage runs
+  atelier runs [show|cancel|retry|delete ID]   list and manage runs
+
+Only long-lived commands (`serve`, `mcp`) run other processes' queued runs. `generate` runs
+its own run when no server owns the data directory (and hands it back, queued, if stopped);
+`generate --no-wait` and `runs` never run anything. SIGTERM and SIGHUP stop a command as
+Ctrl-C does: cleanly, handing back what it was running.
 
 Start-up imports stay lean (no Pillow, uvicorn or rich until a command needs them) because
 MCP hosts spawn `atelier mcp` on every launch.
@@ -14,15 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import anyio
 
 from core.errors import AtelierError
+from core.homelock import owner_pid
 from core.settings import Settings
+
+# Exit statuses of a command stopped by a signal, as shells report them.
+_STOPPED = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             home=getattr(args, "home", None),
             root_contract=getattr(args, "root_contract", None),
         )
-        return anyio.run(args.handler, settings, args)
+        return anyio.run(_until_signalled, args.handler, settings, args)
     except AtelierError as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         return 2
@@ -46,8 +57,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+async def _until_signalled(handler: Any, settings: Settings, args: argparse.Namespace) -> int:
+    """Run a command until it ends or a signal (Ctrl-C, SIGTERM, SIGHUP) stops it.
+
+    A signal cancels the command, so its clean-up runs (the engine hands back what it was
+    running), unless the command set `args.graceful_stop` (the server: finish open requests
+    first); a second signal then cancels it.
+    """
+    stopped_by: list[int] = []
+    args.graceful_stop = None
+    try:
+        return await _run_watched(handler, settings, args, stopped_by)
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # the command's own error, only wrapped by the task group
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        if stopped_by:
+            print(f"atelier: stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)
+
+
+async def _run_watched(
+    handler: Any, settings: Settings, args: argparse.Namespace, stopped_by: list[int]
+) -> int:
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(*_STOPPED) as signals:
+                async for signum in signals:
+                    stopped_by.append(signum)
+                    if args.graceful_stop is not None and len(stopped_by) == 1:
+                        args.graceful_stop()
+                        continue
+                    group.cancel_scope.cancel()
+                    return
+
+        if sys.platform != "win32":
+            group.start_soon(watch)
+        code = await handler(settings, args)
+        group.cancel_scope.cancel()
+        return int(code)
+    # Only reached when a signal cancelled the command.
+    return _STOPPED.get(signal.Signals(stopped_by[0]), 1) if stopped_by else 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("atelier-mcp")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier: generative images over MCP.")
+    parser.add_argument("--version", action="version", version=f"atelier {_version()}")
     parser.add_argument("--home", help="data directory (default: $ATELIER_HOME or the user data dir)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -77,11 +142,19 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--checkpoint", help="model file instead of the workflow's")
     generate.add_argument("--lora", action="append", dest="loras", help="NAME[:STRENGTH]; repeat for more")
     generate.add_argument("--priority", default="normal", help="low | normal | high | urgent")
-    generate.add_argument("--no-wait", action="store_true", help="queue it and print the run id")
+    generate.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="queue it and print the run id; a running server (atelier serve / mcp) renders it",
+    )
     generate.set_defaults(handler=_generate)
 
-    runs = commands.add_parser("runs", help="list runs; `runs show ID`, `runs cancel ID`")
-    runs.add_argument("action", nargs="?", choices=["list", "show", "cancel"], default="list")
+    runs = commands.add_parser(
+        "runs", help="list runs; `runs show ID`, `runs cancel ID`, `runs retry ID`, `runs delete ID`"
+    )
+    runs.add_argument(
+        "action", nargs="?", choices=["list", "show", "cancel", "retry", "delete"], default="list"
+    )
     runs.add_argument("run_id", nargs="?")
     runs.add_argument("--status", help="only this status (queued, running, completed, failed, cancelled)")
     runs.add_argument("--limit", type=int, default=20)
@@ -121,7 +194,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             # One line per request costs a sixth of a status GET's time: only when debugging.
             access_log=settings.log_level == "debug",
         )
-        server = uvicorn.Server(config)
+        server = _uvicorn_server()(config)
+        args.graceful_stop = server.stop
         base = f"http://{settings.host}:{settings.port}"
         root = f"; {settings.root_contract} also at {base}/" if settings.root_contract else ""
         print(
@@ -131,6 +205,24 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         await server.serve()
     return 0
+
+
+def _uvicorn_server() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn without its own signal handlers: `_until_signalled` handles them for every
+        command. (uvicorn's re-raise a SIGTERM with the default handler once it has shut down,
+        which would kill the process before the engine hands its running runs back.)"""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        def stop(self) -> None:
+            self.should_exit = True
+
+    return Server
 
 
 async def _mcp_stdio(settings: Settings, args: argparse.Namespace) -> int:
@@ -161,10 +253,12 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         "checkpoint": args.checkpoint,
         "loras": args.loras,
     }
-    async with Engine.open(settings, role="shared") as engine:
+    role = "client" if args.no_wait else "shared"
+    async with Engine.open(settings, role=role, only_own_runs=True) as engine:
         run = await engine.submit_image(params, priority=args.priority)
         print(f"run {run.id} queued (seed {run.inputs['seed']})", file=sys.stderr)
         if args.no_wait:
+            print(_who_renders(settings, run.id), file=sys.stderr)
             print(run.id)
             return 0
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
@@ -178,7 +272,8 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
                         on_progress=lambda r, p: bar.update(task, completed=p.step, total=p.max_steps),
                     )
             except anyio.get_cancelled_exc_class():
-                print(f"stopped waiting; run {run.id} is kept and will finish", file=sys.stderr)
+                bar.stop()
+                print(_after_stop(settings, run.id, rendering_here=engine.is_owner), file=sys.stderr)
                 raise
         if run.status.value != "completed":
             print(f"run {run.id} {run.status.value}: {run.error or ''}", file=sys.stderr)
@@ -187,6 +282,28 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         for artifact in run.artifacts:
             print(engine.artifact_path(artifact))
     return 0
+
+
+def _who_renders(settings: Settings, run_id: str) -> str:
+    """What happens to a queued run next, said plainly."""
+    pid = owner_pid(settings.home)
+    if pid is not None:
+        return f"the Atelier server running on {settings.home} (pid {pid}) will render it"
+    return (
+        f"no Atelier server is running on {settings.home}: the run waits in the queue until one "
+        "starts (make run, atelier serve or atelier mcp), or run `atelier generate` without --no-wait; "
+        f"to drop it: atelier runs cancel {run_id}"
+    )
+
+
+def _after_stop(settings: Settings, run_id: str, *, rendering_here: bool) -> str:
+    if rendering_here:
+        return (
+            f"stopped: run {run_id} goes back to the queue (this attempt not counted) and runs when "
+            f"Atelier next starts on {settings.home} (make run, atelier serve, atelier mcp); "
+            f"to drop it: atelier runs cancel {run_id}"
+        )
+    return f"stopped waiting: {_who_renders(settings, run_id)}; follow it with `atelier runs show {run_id}`"
 
 
 async def _runs(settings: Settings, args: argparse.Namespace) -> int:
@@ -204,8 +321,21 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
             print(f"atelier: `runs {args.action}` needs a run id", file=sys.stderr)
             return 2
         if args.action == "cancel":
+            before = await engine.get_run(args.run_id)
             run = await engine.cancel(args.run_id)
-            print(f"run {run.id} {run.status.value}")
+            if before.status.is_final:
+                print(f"run {run.id} had already {_finished_word(before)}; nothing was cancelled")
+            else:
+                print(f"run {run.id} cancelled")
+            return 0
+        if args.action == "retry":
+            run = await engine.retry(args.run_id)
+            print(f"run {run.id} queued again")
+            print(_who_renders(settings, run.id), file=sys.stderr)
+            return 0
+        if args.action == "delete":
+            run = await engine.delete(args.run_id)
+            print(f"run {run.id} deleted, with its {len(run.artifacts)} file(s) and its log")
             return 0
         run = await engine.get_run(args.run_id)
         details: dict[str, Any] = run.to_dict()
@@ -215,22 +345,38 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
-def _print_table(runs: Sequence[Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _finished_word(run: Any) -> str:
+    return {"completed": "completed", "failed": "failed", "cancelled": "been cancelled"}[run.status.value]
 
-    table = Table("id", "status", "progress", "created", "prompt", "images")
-    for run in runs:
-        prompt = str(run.inputs.get("prompt", ""))
-        table.add_row(
+
+def _print_table(runs: Sequence[Any]) -> None:
+    """One line per run. Every column keeps its whole text (ids are copied into other commands);
+    only the prompt is shortened, to the terminal's width (60 characters when piped)."""
+    import shutil
+
+    header = ("id", "status", "progress", "created", "images", "prompt")
+    rows = [
+        (
             run.id,
             run.status.value,
             f"{run.progress:.0%}",
             _when(run.created_at),
-            prompt if len(prompt) <= 40 else prompt[:39] + "…",
             str(len(run.artifacts)),
+            " ".join(str(run.inputs.get("prompt", "")).split()),
         )
-    Console().print(table)
+        for run in runs
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+    fixed = sum(widths) + 2 * len(widths)
+    room = shutil.get_terminal_size((fixed + 60, 24)).columns - fixed if sys.stdout.isatty() else 60
+    room = max(room, 12)
+    for row in (header, *rows):
+        prompt = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
+        cells = [
+            cell.rjust(w) if i in (2, 4) else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))
+        ]
+        print("  ".join([*cells, prompt]).rstrip())
 
 
 def _when(timestamp: float) -> str:
