@@ -40,6 +40,8 @@ class FilesystemStore:
             _write_atomic(path, data)
         else:
             await anyio.to_thread.run_sync(_write_atomic, path, data)
+        if self._probed is not None and not self._probed[1]["ok"]:
+            self._probed = None  # a write worked: probe again rather than report the old failure
 
     async def read(self, key: str) -> bytes:
         path = self._path(key)
