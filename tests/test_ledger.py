@@ -8,9 +8,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ids import new_run_id
 from core.ledger import Increment
 from core.ledger.sqlite import SQLiteLedger, decode_cursor, encode_cursor
@@ -291,3 +292,89 @@ def test_cursor_rejects_garbage(garbage: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         decode_cursor(garbage)
     assert caught.value.field == "cursor"
+
+
+# --- another process holding the write lock ---------------------------------------------------
+
+
+class LoopWatch:
+    """The longest the event loop went without running this task: how long anything blocked it."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    async def run(self) -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.005)
+            now = time.monotonic()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection (to SQLite, another process) takes the write lock and keeps it."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+async def test_a_write_waits_for_another_writer_without_blocking_the_event_loop(tmp_path: Path) -> None:
+    ledger = SQLiteLedger.open(tmp_path / "ledger.sqlite3", busy_timeout_s=5)
+    try:
+        run = await ledger.insert_run(new_run())
+        other = hold_write_lock(tmp_path / "ledger.sqlite3")
+        watch = LoopWatch()
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch.run)
+            results: list[object] = []
+
+            async def write(message: str) -> None:
+                results.append(await ledger.update_run(run.id, message=message))
+
+            group.start_soon(write, "first")
+            group.start_soon(write, "second")
+            await anyio.sleep(0.5)
+            # Reads go on meanwhile (WAL): the old state.
+            assert (await ledger.get_run(run.id)).message == run.message  # type: ignore[union-attr]
+            assert results == []
+            other.execute("COMMIT")
+            with anyio.fail_after(5):
+                while len(results) < 2:
+                    await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+        assert watch.longest < 0.1, f"the event loop was blocked for {watch.longest * 1000:.0f} ms"
+        # Both landed, in the order they were asked for.
+        assert (await ledger.get_run(run.id)).message == "second"  # type: ignore[union-attr]
+        other.close()
+    finally:
+        await ledger.close()
+
+
+async def test_writes_give_up_after_the_busy_timeout_counted_from_their_arrival(tmp_path: Path) -> None:
+    ledger = SQLiteLedger.open(tmp_path / "ledger.sqlite3", busy_timeout_s=0.5)
+    try:
+        run = await ledger.insert_run(new_run())
+        other = hold_write_lock(tmp_path / "ledger.sqlite3")
+        errors: list[Exception] = []
+
+        async def write() -> None:
+            try:
+                await ledger.update_run(run.id, message="never")
+            except LedgerUnavailable as exc:
+                errors.append(exc)
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(write)
+        elapsed = time.monotonic() - started
+        assert len(errors) == 3
+        assert "locked by another process" in str(errors[0])
+        # Each gave up within its own timeout, not one timeout after another.
+        assert elapsed < 1.4, elapsed
+        other.execute("ROLLBACK")
+        other.close()
+        assert (await ledger.update_run(run.id, message="now")).message == "now"  # type: ignore[union-attr]
+    finally:
+        await ledger.close()

@@ -125,25 +125,32 @@ class SQLiteLedger:
             except sqlite3.DatabaseError as exc:
                 raise _unavailable(exc) from None
         self._waiting_writes += 1
+        deadline = time.monotonic() + self._busy_timeout_s  # counted from arrival, turn included
         try:
             if self._wait_turn is None:
                 self._wait_turn = anyio.Lock()
-            async with self._wait_turn:
-                return await anyio.to_thread.run_sync(self._write_waiting, change)
+            turn = False
+            with anyio.move_on_after(self._busy_timeout_s):
+                await self._wait_turn.acquire()
+                turn = True
+            if not turn:
+                raise self._still_locked()
+            try:
+                # Never cancelled midway: the transaction's outcome must be the one reported.
+                return await anyio.to_thread.run_sync(self._write_waiting, change, deadline)
+            finally:
+                self._wait_turn.release()
         finally:
             self._waiting_writes -= 1
 
-    def _write_waiting(self, change: Callable[[sqlite3.Connection], T]) -> T:
-        self._writer.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+    def _write_waiting(self, change: Callable[[sqlite3.Connection], T], deadline: float) -> T:
+        patience_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        self._writer.execute(f"PRAGMA busy_timeout={patience_ms}")
         try:
             return _in_transaction(self._writer, change)
         except sqlite3.OperationalError as exc:
             if _is_busy(exc):
-                raise LedgerUnavailable(
-                    f"the ledger is locked by another process and stayed locked for "
-                    f"{self._busy_timeout_s:g} s (ATELIER_LEDGER_BUSY_TIMEOUT_S); nothing was changed, "
-                    "try again"
-                ) from None
+                raise self._still_locked() from None
             raise _unavailable(exc) from None
         except sqlite3.IntegrityError:
             raise
@@ -151,6 +158,12 @@ class SQLiteLedger:
             raise _unavailable(exc) from None
         finally:
             self._writer.execute("PRAGMA busy_timeout=0")
+
+    def _still_locked(self) -> LedgerUnavailable:
+        return LedgerUnavailable(
+            f"the ledger is locked by another process and stayed locked for {self._busy_timeout_s:g} s "
+            "(ATELIER_LEDGER_BUSY_TIMEOUT_S); nothing was changed, try again"
+        )
 
     # -- runs ---------------------------------------------------------------------------------
 
