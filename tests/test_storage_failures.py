@@ -124,6 +124,11 @@ async def test_health_answers_throughout_while_saves_fail(settings: Settings) ->
         assert body["storage"]["ok"] is False
         assert "No space left on device" in body["storage"]["last_error"]
         assert set(answers) <= {200, 503}
+        # The contracts' own health routes say so too, each in its words.
+        detailed = (await http.get("/adgen/health/detailed")).json()
+        assert detailed["ok"] is False and "No space left on device" in detailed["storage"]
+        pod = await http.get("/pod/health")
+        assert pod.status_code == 503 and pod.json()["status"] == "unhealthy"
 
 
 def _unwritable(folder: Path) -> list[str]:

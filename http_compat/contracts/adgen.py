@@ -26,12 +26,10 @@ Decisions where the document is vague:
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 from starlette.requests import Request
 from starlette.responses import Response
@@ -211,9 +209,8 @@ def build(engine: Engine, settings: Settings) -> Api:
             name: "ok" if health.get("up") else f"error: {health.get('error') or 'down'}"
             for name, health in status["backends"].items()
         }
-        storage = await anyio.to_thread.run_sync(_storage_state, settings)
+        storage, ledger = (_state(status[part]) for part in ("storage", "ledger"))
         comfy = backends.get(settings.backend, "error: not configured")
-        ledger = "ok" if isinstance(status.get("runs"), dict) else "error: unreadable"
         return json_response(
             DetailedHealth(
                 api="ok",
@@ -334,10 +331,8 @@ def build(engine: Engine, settings: Settings) -> Api:
     return api
 
 
-def _storage_state(settings: Settings) -> str:
-    folder = settings.artifacts_dir
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"error: {exc.strerror or exc}"
-    return "ok" if os.access(folder, os.W_OK) else f"error: {folder} is not writable"
+def _state(report: dict[str, object]) -> str:
+    """The engine's report on its storage or ledger in this contract's words: `ok` or `error: ...`."""
+    if report.get("ok"):
+        return "ok"
+    return f"error: {report.get('last_error') or report.get('error') or 'unavailable'}"

@@ -727,7 +727,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         metrics = await compute_metrics(engine, clock)
         finished = metrics["completedJobs"] + metrics["failedJobs"]
         word: HealthWord = "healthy"
-        if not backend_up:
+        if not status["healthy"]:  # the backend, the storage or the ledger is in trouble
             word = "unhealthy"
         elif finished >= 10 and metrics["successRate"] < 50:
             word = "degraded"
