@@ -61,6 +61,15 @@ class Settings(BaseModel):
     host: str = Field(default="127.0.0.1", description="`atelier serve` bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`atelier serve` port.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token; required off loopback.")
+    allowed_hosts: str = Field(
+        default="",
+        description="Host names (comma-separated, optionally with :port) the Host header may name, "
+        "besides the bind address and loopback.",
+    )
+    allowed_origins: str = Field(
+        default="",
+        description="Web origins (comma-separated, like http://localhost:3000) whose pages may call the API.",
+    )
     root_contract: Literal["adgen", "comfygen", "pod", "isengard", "desktop"] | None = Field(
         default=None, description="`atelier serve` also serves this REST contract at / (besides its prefix)."
     )
@@ -96,6 +105,29 @@ class Settings(BaseModel):
             raise ValueError("name at least one ComfyUI server, e.g. http://127.0.0.1:8188")
         return value
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        for origin in _split(value, ","):
+            try:
+                parsed = urlsplit(origin)
+                parsed.port  # noqa: B018 - raises on a malformed port
+            except ValueError:
+                parsed = None
+            if (
+                parsed is None
+                or parsed.scheme not in ("http", "https")
+                or not parsed.hostname
+                or parsed.path not in ("", "/")
+                or parsed.query
+                or parsed.fragment
+                or parsed.username is not None
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin like http://localhost:3000 (scheme://host[:port])"
+                )
+        return value
+
     @property
     def comfyui_servers(self) -> list[str]:
         return [url.rstrip("/") for url in _split(self.comfyui_urls, ",")]
@@ -107,6 +139,16 @@ class Settings(BaseModel):
     @property
     def allowed_fetch_hosts(self) -> set[str]:
         return {host.lower() for host in _split(self.fetch_hosts, ",")}
+
+    @property
+    def allowed_host_names(self) -> set[str]:
+        """ATELIER_ALLOWED_HOSTS, lower-cased: `name` (any port) or `name:port`."""
+        return {host.lower().rstrip(".") for host in _split(self.allowed_hosts, ",")}
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        """ATELIER_ALLOWED_ORIGINS as browsers send them: lower-case, no trailing slash."""
+        return [origin.lower().rstrip("/") for origin in _split(self.allowed_origins, ",")]
 
     @property
     def max_request_bytes(self) -> int:
