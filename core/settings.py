@@ -58,6 +58,12 @@ class Settings(BaseModel):
         default="normal", description="SQLite synchronous mode: normal survives crashes, full power loss."
     )
     thumbnail_px: int = Field(default=384, ge=64, le=1024, description="Longest side of MCP thumbnails.")
+    sse_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Seconds of quiet after which a Server-Sent Events stream sends a keep-alive.",
+    )
     host: str = Field(default="127.0.0.1", description="`atelier serve` bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`atelier serve` port.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token; required off loopback.")
