@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from core.errors import InvalidInput
 
 ENV_PREFIX = "ATELIER_"
+# A host name or IP address as a Host header carries it, optionally with a port.
+HOST_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 
 
 def default_home() -> Path:
@@ -109,6 +112,16 @@ class Settings(BaseModel):
                 raise ValueError(f"{url!r} is not a base URL like http://127.0.0.1:8188")
         if not _split(value, ","):
             raise ValueError("name at least one ComfyUI server, e.g. http://127.0.0.1:8188")
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_are_host_names(cls, value: str) -> str:
+        for host in _split(value, ","):
+            if not HOST_NAME.fullmatch(host):
+                raise ValueError(
+                    f"{host!r} is not a host name like atelier.lan or atelier.lan:8000 (no scheme)"
+                )
         return value
 
     @field_validator("allowed_origins")

@@ -26,7 +26,9 @@ from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from core.errors import InvalidInput
 from core.models import Run
+from core.settings import Settings
 from tests.http_served import Served, atelier_http
 
 pytestmark = pytest.mark.anyio
@@ -465,3 +467,21 @@ def envelope_message_any(family: str, body: Any) -> str:
         assert body["success"] is False and body["code"] == "UNSUPPORTED_MEDIA_TYPE", body
         return body["error"]
     return envelope_message(family, body)
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ATELIER_ALLOWED_ORIGINS", "localhost:3000"),
+        ("ATELIER_ALLOWED_ORIGINS", "http://localhost:3000/app"),
+        ("ATELIER_ALLOWED_HOSTS", "http://atelier.lan"),
+        ("ATELIER_ALLOWED_HOSTS", "atelier.lan/mcp"),
+    ],
+)
+def test_a_malformed_allow_list_is_refused_at_start_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        Settings.from_env({variable: value})
+    assert variable in str(refused.value) and repr(value) in str(refused.value)
