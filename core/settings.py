@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from core.errors import InvalidInput
 
 ENV_PREFIX = "ATELIER_"
+# A host name or IP address as a Host header carries it, optionally with a port.
+HOST_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 
 
 def default_home() -> Path:
@@ -64,9 +67,24 @@ class Settings(BaseModel):
         description="How long a ledger write waits for another process's write lock before it is refused.",
     )
     thumbnail_px: int = Field(default=384, ge=64, le=1024, description="Longest side of MCP thumbnails.")
+    sse_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Seconds of quiet after which a Server-Sent Events stream sends a keep-alive.",
+    )
     host: str = Field(default="127.0.0.1", description="`atelier serve` bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`atelier serve` port.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token; required off loopback.")
+    allowed_hosts: str = Field(
+        default="",
+        description="Host names (comma-separated, optionally with :port) the Host header may name, "
+        "besides the bind address and loopback.",
+    )
+    allowed_origins: str = Field(
+        default="",
+        description="Web origins (comma-separated, like http://localhost:3000) whose pages may call the API.",
+    )
     root_contract: Literal["adgen", "comfygen", "pod", "isengard", "desktop"] | None = Field(
         default=None, description="`atelier serve` also serves this REST contract at / (besides its prefix)."
     )
@@ -102,6 +120,39 @@ class Settings(BaseModel):
             raise ValueError("name at least one ComfyUI server, e.g. http://127.0.0.1:8188")
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_are_host_names(cls, value: str) -> str:
+        for host in _split(value, ","):
+            if not HOST_NAME.fullmatch(host):
+                raise ValueError(
+                    f"{host!r} is not a host name like atelier.lan or atelier.lan:8000 (no scheme)"
+                )
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        for origin in _split(value, ","):
+            try:
+                parsed = urlsplit(origin)
+                parsed.port  # noqa: B018 - raises on a malformed port
+            except ValueError:
+                parsed = None
+            if (
+                parsed is None
+                or parsed.scheme not in ("http", "https")
+                or not parsed.hostname
+                or parsed.path not in ("", "/")
+                or parsed.query
+                or parsed.fragment
+                or parsed.username is not None
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin like http://localhost:3000 (scheme://host[:port])"
+                )
+        return value
+
     @property
     def comfyui_servers(self) -> list[str]:
         return [url.rstrip("/") for url in _split(self.comfyui_urls, ",")]
@@ -113,6 +164,16 @@ class Settings(BaseModel):
     @property
     def allowed_fetch_hosts(self) -> set[str]:
         return {host.lower() for host in _split(self.fetch_hosts, ",")}
+
+    @property
+    def allowed_host_names(self) -> set[str]:
+        """ATELIER_ALLOWED_HOSTS, lower-cased: `name` (any port) or `name:port`."""
+        return {host.lower().rstrip(".") for host in _split(self.allowed_hosts, ",")}
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        """ATELIER_ALLOWED_ORIGINS as browsers send them: lower-case, no trailing slash."""
+        return [origin.lower().rstrip("/") for origin in _split(self.allowed_origins, ",")]
 
     @property
     def max_request_bytes(self) -> int:

@@ -4,7 +4,8 @@ A contract declares its routes on an `Api`: each declaration both routes request
 them, so `/<prefix>/openapi.json` cannot drift from what is served. Around every handler the
 `Api` reads JSON bodies within the size cap and validates them, and turns every failure into
 the contract's own error envelope with the right status: bad JSON 400, invalid fields 400 or
-422 (the contract's choice), unknown ids 404, too large 413, and never a stack trace (an
+422 (the contract's choice), unknown ids 404, too large 413, a body not labelled JSON 415, and
+never a stack trace (an
 unexpected exception is logged with its trace and answered with a plain 500).
 """
 
@@ -147,7 +148,11 @@ class Api:
         """The error answers every route of this shape can give, where the route names none."""
         implied: dict[int, str] = {}
         if body is not None:
-            implied |= {400: "The body is not valid JSON", 413: "The body is too large"}
+            implied |= {
+                400: "The body is not valid JSON",
+                413: "The body is too large",
+                415: "The body is not labelled JSON (send Content-Type: application/json)",
+            }
             implied[self.invalid_status] = "A field is missing, of the wrong type or out of range"
         if any(p.where == "query" for p in params):
             implied.setdefault(self.invalid_status, "A query parameter is out of range")

@@ -1,12 +1,16 @@
 """The HTTP front door: `/health`, MCP over Streamable HTTP at `/mcp`, and the five REST
 contracts of ../shared/contracts, each at its prefix (`/adgen`, `/comfygen`, `/pod`,
 `/isengard`, `/desktop`) and optionally one of them at `/` as well (`root_contract`).
+
+Around all of it, outermost first: the Host/Origin guard (`origins`), CORS answers for the
+origins in ATELIER_ALLOWED_ORIGINS (none otherwise), and the bearer token when one is set.
+Every refusal comes in the envelope of the contract the path belongs to (`error_renderer_for`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from mcp.server.mcpserver import MCPServer
@@ -14,6 +18,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -22,7 +27,9 @@ from core.engine import Engine
 from core.errors import InvalidInput
 from core.settings import Settings
 from http_compat.api import Api
-from http_compat.errors import ApiError
+from http_compat.errors import ApiError, ErrorRenderer, atelier_error, jsonrpc_error
+from http_compat.inputs import BodyLimit
+from http_compat.origins import EXPOSED_HEADERS, HostOriginGuard, OriginPolicy
 from http_compat.security import BearerAuth
 
 # Contract name -> module in http_compat.contracts; each has `build(engine, settings) -> Api`.
@@ -34,6 +41,21 @@ def build_contract(name: str, engine: Engine, settings: Settings) -> Api:
         raise InvalidInput("root_contract", f"must be one of {', '.join(CONTRACTS)} (got {name!r})")
     module = importlib.import_module(f"http_compat.contracts.{name}")
     return module.build(engine, settings)
+
+
+def error_renderer_for(prefixed: Mapping[str, Api], root: Api | None) -> Callable[[str], ErrorRenderer]:
+    """For a path, the envelope its errors come in: JSON-RPC for `/mcp`, else the contract its
+    prefix names, else the root contract, else Atelier's own."""
+
+    def renderer(path: str) -> ErrorRenderer:
+        if path == "/mcp" or path.startswith("/mcp/"):
+            return jsonrpc_error
+        for name, api in prefixed.items():
+            if path == f"/{name}" or path.startswith(f"/{name}/"):
+                return api.render_error
+        return root.render_error if root is not None else atelier_error
+
+    return renderer
 
 
 def build_app(
@@ -76,17 +98,27 @@ def build_app(
                     await stack.enter_async_context(contract_lifespan())
             yield
 
-    hosts = {settings.host, "127.0.0.1", "localhost", "[::1]"}
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{h}:*" for h in hosts] + list(hosts),
-        allowed_origins=[f"http://{h}:*" for h in hosts],
-    )
-    mcp_app = mcp.streamable_http_app(
-        streamable_http_path="/mcp", transport_security=security, host=settings.host
-    )
+    # The SDK's own DNS-rebinding check is off: HostOriginGuard applies the same policy to /mcp as to
+    # every other route, from the same settings. Kept on, the SDK's check would be a second list to
+    # keep in step, and it cannot express ours (it lets any loopback port in as an origin, and knows
+    # neither same-origin nor Sec-Fetch-Site): one of the two would always refuse what the other
+    # allows. The SDK still insists on a JSON Content-Type for POST /mcp.
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     limit = settings.max_request_bytes
-    routes: list[BaseRoute] = [*mcp_app.routes]
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        transport_security=security,
+        host=settings.host,
+        # The SDK caps bodies at 4 MiB by default; a source image may be ATELIER_MAX_INPUT_BYTES.
+        max_request_body_size=limit,
+    )
+    # Our BodyLimit in front of the SDK's (same cap): a 413 that names the setting to change.
+    routes: list[BaseRoute] = [
+        Route(route.path, endpoint=BodyLimit(route.endpoint, limit=limit, render_error=jsonrpc_error))
+        if isinstance(route, Route)
+        else route
+        for route in mcp_app.routes
+    ]
     routes += [Mount(f"/{name}", app=api.build(limit)) for name, api in apis.items() if name in contracts]
     if root_contract is not None:
         # The root contract answers everything else, its own /health included.
@@ -94,19 +126,31 @@ def build_app(
     else:
         routes.append(Route("/health", health, methods=["GET"]))
 
+    prefixed = {name: api for name, api in apis.items() if name in contracts}
+    renderer_for = error_renderer_for(prefixed, apis[root_contract] if root_contract is not None else None)
+
     async def unrouted(request: Request, exc: Exception) -> Response:
         """A path no mount takes (some bytes, such as a newline, never match a prefix): answered in
         the envelope of the contract its prefix names, or of the root contract."""
         assert isinstance(exc, HTTPException)
         path = request.url.path
-        owner = next((api for name, api in apis.items() if path.startswith(f"/{name}/")), None)
-        owner = owner or (apis[root_contract] if root_contract is not None else None)
         message = f"no such endpoint: {request.method} {path[:200]!r}"
-        if owner is not None:
-            return owner.render_error(ApiError(exc.status_code, message))
-        return JSONResponse({"error": "not_found", "message": message}, status_code=exc.status_code)
+        return renderer_for(path)(ApiError(exc.status_code, message))
 
-    middleware = []
+    policy = OriginPolicy.from_settings(settings)
+    middleware = [Middleware(HostOriginGuard, policy=policy, renderer_for=renderer_for)]
+    if policy.allowed_origins:
+        # Outside the token check: browsers send preflights without Authorization.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=policy.cors_origins,
+                allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=EXPOSED_HEADERS,
+                max_age=600,
+            )
+        )
     if settings.api_token is not None:
         middleware.append(Middleware(BearerAuth, token=settings.api_token.get_secret_value()))
     return Starlette(

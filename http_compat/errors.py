@@ -58,13 +58,32 @@ def fastapi_error(error: ApiError) -> Response:
     return JSONResponse({"detail": detail}, status_code=error.status, headers=error.headers)
 
 
+def atelier_error(error: ApiError) -> Response:
+    """Atelier's own envelope, for paths no contract owns (`/health` without a root contract):
+    `{"error": "not_found", "message": ...}`."""
+    code = (error.code or CODES.get(error.status, "error")).lower()
+    return JSONResponse(
+        {"error": code, "message": error.message}, status_code=error.status, headers=error.headers
+    )
+
+
+def jsonrpc_error(error: ApiError) -> Response:
+    """MCP's envelope, for `/mcp`: a JSON-RPC error (Invalid Request), which MCP clients show to
+    their user as is; a bare status would reach them as "Server returned an error response"."""
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": error.message}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
 CODES = {
     400: "INVALID_PARAMETERS",
     401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    421: "MISDIRECTED_REQUEST",
     422: "INVALID_PARAMETERS",
     429: "RATE_LIMITED",
     500: "INTERNAL_ERROR",

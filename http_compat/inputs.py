@@ -1,10 +1,15 @@
 """Reading requests: JSON bodies within a size cap, validated into pydantic models, and query
 parameters in range; every failure an `ApiError` the contract renders in its envelope.
+
+A body is read as JSON only when its Content-Type says JSON: a web page can send `text/plain`
+(or form) bodies to any address without a CORS preflight, so accepting them would let any page
+drive the API whatever the origin check.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,11 +19,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from http_compat.errors import CODES, ApiError, ErrorRenderer, describe_validation, validation_details
 
 
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON: `application/json` or `application/*+json`, any parameters."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 async def read_json(request: Request) -> Any:
-    """The request's JSON body (None when empty). Malformed JSON is a 400."""
+    """The request's JSON body (None when empty). A body not labelled JSON is a 415, malformed JSON
+    a 400."""
     body = await request.body()
     if not body.strip():
         return None
+    content_type = request.headers.get("content-type")
+    if not is_json(content_type):
+        raise ApiError(
+            415,
+            f"send the body as JSON with 'Content-Type: application/json' "
+            f"(got {repr(content_type[:100]) if content_type else 'no Content-Type'})",
+            code="UNSUPPORTED_MEDIA_TYPE",
+        )
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -59,7 +79,12 @@ def query_int(
 
 class BodyLimit:
     """Refuse request bodies over `limit` bytes with a 413 in the contract's shape, whether the
-    client declares the length or streams the body."""
+    client declares the length or streams the body.
+
+    The body is read (up to the cap) before the app runs, then handed on: handlers read whole
+    bodies anyway, and so a streamed body over the cap is answered here, in the right envelope,
+    rather than failing half-way through a handler (or an SDK's transport).
+    """
 
     def __init__(self, app: ASGIApp, limit: int, render_error: ErrorRenderer) -> None:
         self.app = app
@@ -68,7 +93,10 @@ class BodyLimit:
 
     def _too_large(self) -> ApiError:
         return ApiError(
-            413, f"the request body is larger than {self.limit:,} bytes", code="PAYLOAD_TOO_LARGE"
+            413,
+            f"the request body is larger than {self.limit:,} bytes (the cap follows "
+            "ATELIER_MAX_INPUT_BYTES: a source image of that size, base64-encoded, plus 1 MB)",
+            code="PAYLOAD_TOO_LARGE",
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,15 +107,22 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self.render_error(self._too_large())(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        body = bytearray()
+        read: deque[Message] = deque()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise self._too_large()
-            return message
+            if message["type"] != "http.request":
+                read.append(message)  # the client left
+                break
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self.render_error(self._too_large())(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                read.appendleft({"type": "http.request", "body": bytes(body), "more_body": False})
+                break
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            return read.popleft() if read else await receive()
+
+        await self.app(scope, replay, send)

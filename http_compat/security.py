@@ -32,17 +32,27 @@ def check_bind(settings: Settings) -> None:
         )
 
 
+def bearer_token(authorization: bytes) -> bytes:
+    """The token of an `Authorization: Bearer <token>` header (b"" if it is not one). The scheme is
+    case-insensitive (RFC 7235) and spaces around the token are tolerated."""
+    parts = authorization.strip().split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != b"bearer":
+        return b""
+    return parts[1].strip()
+
+
 class BearerAuth:
     """Every request needs `Authorization: Bearer <token>` once a token is configured."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
+            given = bearer_token(dict(scope["headers"]).get(b"authorization", b""))
+            # Constant time, and a missing token compares like a wrong one.
+            if not hmac.compare_digest(given, self._expected) or not given:
                 response = JSONResponse(
                     {"error": "unauthorized", "message": "send 'Authorization: Bearer <ATELIER_API_TOKEN>'"},
                     status_code=401,

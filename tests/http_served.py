@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import anyio
 import httpx
 import uvicorn
 
+from core.backends import GenerationBackend
 from core.engine import Engine
 from core.models import Run
 from core.settings import Settings
@@ -85,14 +86,17 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def atelier_http(tmp_path: Path, **overrides: Any) -> AsyncIterator[Served]:
-    """Atelier's whole HTTP app (MCP and every contract) over a fresh engine on `tmp_path/home`."""
+async def atelier_http(
+    tmp_path: Path, *, backends: Mapping[str, GenerationBackend] | None = None, **overrides: Any
+) -> AsyncIterator[Served]:
+    """Atelier's whole HTTP app (MCP and every contract) over a fresh engine on `tmp_path/home`
+    (with the given backends instead of the settings' ones, e.g. a scripted backend)."""
     options: dict[str, Any] = {"home": tmp_path / "home", "local_step_ms": 0, "retry_backoff_s": 0.01}
     options.update(overrides)
     settings = Settings.from_env({}, **options)
     try:
         async with (
-            Engine.open(settings) as engine,
+            Engine.open(settings, backends=backends) as engine,
             serve_app(build_app(engine, settings)) as url,
             httpx.AsyncClient(base_url=url, timeout=30) as http,
         ):

@@ -61,6 +61,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any, Literal
 
 import anyio
@@ -727,16 +728,18 @@ def build(engine: Engine, settings: Settings) -> Api:
 
         async def events() -> AsyncIterator[tuple[str, dict[str, Any]]]:
             last: dict[str, Any] | None = None
-            async for now in run_updates(engine, run.id):
-                name, data = await jobs.event(now)
-                if name == "complete":
-                    yield name, data
-                    return
-                if data != last:
-                    last = data
-                    yield name, data
+            # aclosing: the event subscription ends with the stream, not when the generator is collected.
+            async with aclosing(run_updates(engine, run.id)) as updates:
+                async for now in updates:
+                    name, data = await jobs.event(now)
+                    if name == "complete":
+                        yield name, data
+                        return
+                    if data != last:
+                        last = data
+                        yield name, data
 
-        return sse_response(events())
+        return sse_response(events(), keepalive_s=settings.sse_keepalive_s)
 
     @api.route(
         "POST",

@@ -67,8 +67,9 @@ reaches the mount is Engine.IO traffic, whichever prefix it came through. Events
 {id, progress}` when a top-level job's whole percent changes (a batch: its combined progress);
 `log {message, type, timestamp}` for submitted / started / retrying / completed (SUCCESS) /
 failed (ERROR) / cancelled; `metrics` (the `/api/metrics` object) on connect and every
-3 s while anyone is connected. Browsers may connect only from pages on loopback (or on the
-configured host); clients that send no Origin (non-browser) are not restricted.
+3 s while anyone is connected. Which browsers may connect is decided in front of the app, as for
+every route (`http_compat.origins`): Engine.IO's own origin check and CORS headers are turned
+off (`cors_allowed_origins=[]`) so that one policy, and one allow list, governs the channel.
 """
 
 from __future__ import annotations
@@ -76,10 +77,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import anyio
 import socketio
@@ -97,7 +97,6 @@ from http_compat.api import Api, Endpoint, Param
 from http_compat.errors import ApiError
 from http_compat.inputs import query_int
 from http_compat.responses import artifact_response, base_url, json_response
-from http_compat.security import is_loopback
 
 log = logging.getLogger("atelier.http.pod")
 
@@ -502,29 +501,15 @@ async def compute_metrics(engine: Engine, clock: Clock) -> dict[str, Any]:
 # --- realtime -------------------------------------------------------------------------------
 
 
-def origin_check(settings: Settings) -> Callable[[str], bool]:
-    """Browsers may connect from pages on loopback or on the configured host, nowhere else
-    (a same-origin rule would let a DNS-rebound page in)."""
-
-    def allowed(origin: str) -> bool:
-        try:
-            host = urlsplit(origin).hostname or ""
-        except ValueError:
-            return False
-        return is_loopback(host) or host == settings.host.strip("[]").lower()
-
-    return allowed
-
-
 class Realtime:
     """The socket.io channel: engine events in, the document's events out."""
 
-    def __init__(self, engine: Engine, settings: Settings, clock: Clock) -> None:
+    def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
-            cors_allowed_origins=origin_check(settings),
+            cors_allowed_origins=[],  # checked in front of the app (http_compat.origins)
             logger=False,
             engineio_logger=False,
         )
@@ -659,7 +644,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         invalid_status=400,
     )
     clock = Clock()
-    realtime = Realtime(engine, settings, clock)
+    realtime = Realtime(engine, clock)
     api.mount("/socket.io", realtime.app())
     api.lifespans.append(realtime.running)
     api.endpoints.append(
