@@ -230,8 +230,18 @@ async def _mcp_stdio(settings: Settings, args: argparse.Namespace) -> int:
     from mcp_server.server import build_mcp
 
     _configure_logging(settings)
-    async with Engine.open(settings, role="shared") as engine:
-        await build_mcp(engine, expose_paths=True).run_stdio_async()
+    if sys.platform == "win32":
+        async with Engine.open(settings, role="shared") as engine:
+            await build_mcp(engine, expose_paths=True).run_stdio_async()
+        return 0
+    from mcp_server.closable_stdin import closable_stdin
+
+    with closable_stdin() as end_input:
+        # A signal ends the session as the host closing stdin would: the engine then closes
+        # cleanly and hands back what it was running.
+        args.graceful_stop = end_input
+        async with Engine.open(settings, role="shared") as engine:
+            await build_mcp(engine, expose_paths=True).run_stdio_async()
     return 0
 
 

@@ -232,3 +232,46 @@ def test_make_run_takes_port_and_host(tmp_path: Path) -> None:
         process.wait(15)
         if process.stdout:
             process.stdout.close()
+
+
+def test_mcp_over_stdio_stopped_by_sigterm_with_stdin_open_hands_back_its_runs(tmp_path: Path) -> None:
+    """Hosts close stdin, then send SIGTERM if the server lingers: a SIGTERM alone must be enough."""
+    home = tmp_path / "home"
+    process = subprocess.Popen(
+        [*atelier_command(), "mcp"],
+        env=atelier_env(home, ATELIER_LOCAL_STEP_MS="100"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (home / "engine.lock").exists() or not (home / "engine.lock").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        queued = atelier(
+            home,
+            "generate",
+            "a night train",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "100",
+            "--no-wait",
+        )
+        run_id = queued.stdout.strip()
+        assert "will render it" in queued.stderr
+        while ledger_row(home, run_id)[0] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream:
+                stream.close()
+    assert ledger_row(home, run_id) == ("queued", 0)
