@@ -24,6 +24,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from core.backends import GenerationBackend, ImageOutput, Job, Progress, ProgressCallback
+from core.backends.samplers import check_sampler_and_scheduler
 from core.errors import BackendError
 from core.memory import MemoryBudget, release_free_heap
 from core.models import ImageSpec
@@ -108,6 +109,11 @@ class LocalPreviewBackend(GenerationBackend):
         self.concurrency = concurrency
         # Renders wait for each other rather than add up past this (see `working_set`).
         self.memory = MemoryBudget(memory_bytes)
+
+    def check(self, spec: ImageSpec) -> None:
+        """Refuse sampler and scheduler names that ComfyUI's KSampler would refuse."""
+        if spec.operation != "upscale":
+            check_sampler_and_scheduler(spec.sampler, spec.scheduler)
 
     async def run(self, job: Job, on_progress: ProgressCallback) -> list[ImageOutput]:
         """Report the steps, then render `count` PNGs (image i uses seed + i).
