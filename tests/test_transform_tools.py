@@ -225,6 +225,9 @@ BAD_SOURCES = [
     pytest.param(_gif(), "PNG, JPEG or WebP expected", id="gif"),
     pytest.param(base64.b64encode(png(8, 8)).decode(), "8x8", id="too-small"),
     pytest.param("/etc/hostname", "ATELIER_INPUT_DIRS", id="outside-input-dirs"),
+    pytest.param("../ledger.sqlite3", "outside the folders tools may read", id="relative-escaping"),
+    pytest.param("fox\0.png", "NUL byte", id="nul-byte"),
+    pytest.param("~nosuchuser/x.png", "home folder of 'nosuchuser'", id="unknown-user"),
     pytest.param("http://example.com/x.png", "ATELIER_FETCH_HOSTS", id="non-loopback-url"),
     pytest.param("0" * 26, "does not exist", id="unknown-run"),
     pytest.param("   ", "is required", id="blank"),
@@ -245,6 +248,19 @@ async def test_bad_sources_are_tool_errors_naming_source_and_record_nothing(
     assert said in text
     assert await run_ids(client) == before
     assert not (settings.artifacts_dir / "inputs").exists()
+
+
+async def test_transform_reads_a_path_relative_to_the_inputs_folder(
+    client: Client, settings: Settings
+) -> None:
+    (settings.inputs_dir / "harbour").mkdir(parents=True)
+    (settings.inputs_dir / "harbour" / "dusk.png").write_bytes(png(40, 24))
+    run = await ok(client, "transform_image", source="harbour/dusk.png", prompt=OCEAN, seed=3)
+    assert run["status"] == "completed"
+    assert (run["images"][0]["width"], run["images"][0]["height"]) == (40, 24)
+    text = await failing(client, "upscale_image", source="../harbour/dusk.png")
+    assert f"outside the folders tools may read: {settings.inputs_dir.resolve()}" in text
+    assert "a relative path starts at" in text
 
 
 async def test_a_truncated_jpeg_source_is_refused_up_front(client: Client) -> None:
@@ -458,6 +474,30 @@ async def test_engine_reads_sources_from_the_inputs_folder_and_input_dirs(tmp_pa
     assert from_extra.inputs["source"]["media_type"] == "image/jpeg"
     sha = from_extra.inputs["source"]["sha256"]
     assert (settings.artifacts_dir / "inputs" / f"{sha}.jpg").read_bytes() == in_extra.read_bytes()
+
+
+async def test_engine_resolves_relative_sources_in_the_inputs_folder_and_names_bad_paths(
+    engine: Engine, settings: Settings
+) -> None:
+    settings.inputs_dir.mkdir(parents=True)
+    (settings.inputs_dir / "harbour.png").write_bytes(png(40, 24))
+    (settings.home / "stray.png").write_bytes(png(40, 24))
+    done = await finished(
+        engine, await engine.submit_image({"operation": "upscale", "source": "harbour.png"})
+    )
+    assert done.status is RunStatus.COMPLETED
+    assert (done.artifacts[0].width, done.artifacts[0].height) == (80, 48)
+    assert done.inputs["source"]["origin"] == "harbour.png"
+    for source, said in (
+        ("../stray.png", "outside the folders"),
+        ("harbour\0.png", "NUL byte"),
+        ("~nosuchuser/harbour.png", "unknown"),
+    ):
+        with pytest.raises(InvalidInput) as raised:
+            await engine.submit_image({"operation": "upscale", "source": source})
+        assert raised.value.field == "source"
+        assert said in raised.value.problem
+    assert [run.id for run in (await engine.list_runs()).items] == [done.id]
 
 
 async def test_engine_refuses_workflow_mismatches_naming_the_field(engine: Engine) -> None:
