@@ -4,7 +4,8 @@ A source is named by one string, in one of four forms:
 - a run's image: `atelier://runs/<run_id>/images/<file>`, `<run_id>/<file>`, or `<run_id>` (its first image);
 - a file path inside an allowed folder (`ATELIER_HOME/inputs` plus `ATELIER_INPUT_DIRS`); a
   relative path starts at the first folder (`ATELIER_HOME/inputs`);
-- an http(s) URL on loopback or on a host listed in `ATELIER_FETCH_HOSTS` (no redirects);
+- an http(s) URL on loopback or on a host listed in `ATELIER_FETCH_HOSTS` (no redirects), read
+  in full within `ATELIER_FETCH_TIMEOUT_S`;
 - base64 image data, bare or as a `data:image/...;base64,` URL.
 Whatever the form, the bytes must decode as a PNG, JPEG or WebP no larger than the caps.
 Every refusal is an `InvalidInput` on `source` that says what is wrong, whatever the path or
@@ -62,6 +63,7 @@ class SourcePolicy:
     input_dirs: tuple[Path, ...]
     fetch_hosts: frozenset[str]
     max_bytes: int
+    fetch_timeout_s: float = 30.0
     # Big sources decode one at a time, so concurrent requests cannot add up their pixels.
     decoding: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(1))
 
@@ -233,20 +235,28 @@ async def _fetch(url: str, policy: SourcePolicy) -> bytes:
         raise InvalidInput(
             FIELD, f"URL host {host!r} is not allowed: only loopback, or hosts listed in ATELIER_FETCH_HOSTS"
         )
+    # One deadline for the whole fetch, body included: httpx's timeouts are per read, so a
+    # server trickling a byte at a time would otherwise hold the request for ever.
+    limit = policy.fetch_timeout_s
     try:
-        async with (
-            httpx.AsyncClient(timeout=15, follow_redirects=False, trust_env=False) as client,
-            client.stream("GET", url) as response,
-        ):
-            if response.status_code != 200:
-                raise InvalidInput(FIELD, f"GET {url} answered {response.status_code}, not an image")
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > policy.max_bytes:
-                    raise InvalidInput(FIELD, f"{url} is larger than the {policy.max_bytes:,}-byte limit")
-                chunks.append(chunk)
-            return b"".join(chunks)
+        with anyio.fail_after(limit):
+            async with (
+                httpx.AsyncClient(timeout=min(15, limit), follow_redirects=False, trust_env=False) as client,
+                client.stream("GET", url) as response,
+            ):
+                if response.status_code != 200:
+                    raise InvalidInput(FIELD, f"GET {url} answered {response.status_code}, not an image")
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > policy.max_bytes:
+                        raise InvalidInput(FIELD, f"{url} is larger than the {policy.max_bytes:,}-byte limit")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+    except TimeoutError:
+        raise InvalidInput(
+            FIELD, f"the URL {url} did not answer in full within {limit:g} s (ATELIER_FETCH_TIMEOUT_S)"
+        ) from None
     except httpx.HTTPError as exc:
         raise InvalidInput(FIELD, f"could not fetch {url}: {type(exc).__name__}: {exc}") from None
     except (httpx.InvalidURL, ValueError, RuntimeError, OSError):

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from core.errors import InvalidInput
 from core.ids import new_run_id
 from core.sources import LoadedImage, SourcePolicy, host_is_allowed, inspect_image, load_source
+from tests.slow_http import trickling_server
 
 pytestmark = pytest.mark.anyio
 
@@ -440,6 +441,21 @@ async def test_an_endless_body_is_cut_off_at_the_limit(allowed: Path, image_serv
     with anyio.fail_after(5):
         problem = await refused(f"{image_server}/endless.png", small)
     assert "100,000" in problem
+
+
+async def test_a_url_that_trickles_fails_at_the_fetch_deadline_naming_it(allowed: Path) -> None:
+    # Each byte comes well within httpx's per-read timeout: only a deadline on the whole fetch stops it.
+    hurried = SourcePolicy(
+        input_dirs=(allowed,), fetch_hosts=frozenset(), max_bytes=MAX_BYTES, fetch_timeout_s=1.5
+    )
+    with trickling_server(interval=0.2) as trickle:
+        started = anyio.current_time()
+        with anyio.fail_after(10):
+            problem = await refused(trickle.url, hurried)
+        took = anyio.current_time() - started
+        assert trickle.closed.acquire(timeout=5)  # the connection was let go
+    assert problem == f"the URL {trickle.url} did not answer in full within 1.5 s (ATELIER_FETCH_TIMEOUT_S)"
+    assert 1.4 < took < 5
 
 
 async def test_a_closed_loopback_port_is_reported_as_unreachable(policy: SourcePolicy) -> None:

@@ -24,6 +24,7 @@ from core.errors import InvalidInput
 from core.models import Run, RunStatus
 from core.settings import Settings
 from mcp_server.server import build_mcp
+from tests.slow_http import trickling_server
 from tests.test_mcp_tools import call, error_text, failing, ok, read_bytes, run_ids
 
 pytestmark = pytest.mark.anyio
@@ -261,6 +262,15 @@ async def test_transform_reads_a_path_relative_to_the_inputs_folder(
     text = await failing(client, "upscale_image", source="../harbour/dusk.png")
     assert f"outside the folders tools may read: {settings.inputs_dir.resolve()}" in text
     assert "a relative path starts at" in text
+
+
+async def test_a_source_url_that_trickles_is_refused_at_the_fetch_deadline(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ATELIER_FETCH_TIMEOUT_S": "1"}, home=tmp_path / "home", local_step_ms=0)
+    async with Engine.open(settings) as engine, Client(build_mcp(engine)) as client:
+        with trickling_server(interval=0.2) as trickle, anyio.fail_after(10):
+            text = await failing(client, "transform_image", source=trickle.url, prompt=OCEAN)
+        assert f"source: the URL {trickle.url} did not answer in full within 1 s" in text
+        assert await run_ids(client) == []
 
 
 async def test_a_truncated_jpeg_source_is_refused_up_front(client: Client) -> None:
