@@ -13,47 +13,22 @@ pixels (8192 x 8192 x 3 bytes = 192 MiB), what any renderer must at least produc
 
 from __future__ import annotations
 
-import struct
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.big_images import sixteen_bit_png
 from tests.procs import serve
 
 SIDE = 4096
 REFERENCE = (2 * SIDE) ** 2 * 3
 MIB = 1024 * 1024
-
-
-def sixteen_bit_png(side: int) -> bytes:
-    """A 16-bit RGB PNG of `side` x `side`: ramps in every channel, ~130 KB for 4096."""
-    rows = zlib.compressobj(9)
-    pieces = []
-    step = bytes((0, 16, 1, 8, 0, 4))  # the Sub filter's per-pixel difference, byte by byte
-    for y in range(side):
-        first = struct.pack(">HHH", y * 16, 65535 - y * 16, (y * 7) % 65536)
-        pieces.append(rows.compress(b"\x01" + first + step * (side - 1)))
-    pieces.append(rows.flush())
-    header = struct.pack(">IIBBBBB", side, side, 16, 2, 0, 0, 0)
-    return b"".join(
-        (
-            b"\x89PNG\r\n\x1a\n",
-            _chunk(b"IHDR", header),
-            _chunk(b"IDAT", b"".join(pieces)),
-            _chunk(b"IEND", b""),
-        )
-    )
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def status(pid: int) -> dict[str, int]:
