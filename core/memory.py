@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-__all__ = ["MemoryBudget", "release_free_heap"]
+__all__ = ["MemoryBudget", "map_big_allocations", "release_free_heap"]
 
 
 class MemoryBudget:
@@ -60,20 +60,31 @@ class MemoryBudget:
             event.set()
 
 
-def _load_malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    return libc
 
 
-_MALLOC_TRIM = _load_malloc_trim()
+_GLIBC = _glibc()
+_M_MMAP_THRESHOLD = -3
+
+
+def map_big_allocations(threshold: int = 8 * 1024 * 1024) -> None:
+    """Have glibc serve allocations from `threshold` bytes up by their own mappings; a no-op elsewhere.
+
+    Freed, such a block goes straight back to the OS. By default glibc raises the threshold
+    to the size of the largest block freed (up to 32 MiB), after which big image buffers and
+    PNGs come from the heap and stay with the process when freed.
+    """
+    if _GLIBC is not None:
+        _GLIBC.mallopt(_M_MMAP_THRESHOLD, threshold)
 
 
 def release_free_heap() -> None:
@@ -82,5 +93,5 @@ def release_free_heap() -> None:
     Big images are freed into glibc's arenas, which keep the pages: without this, one large
     upscale leaves the process hundreds of MB bigger for good.
     """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    if _GLIBC is not None:
+        _GLIBC.malloc_trim(0)

@@ -29,11 +29,11 @@ TRANSFORM = "/desktop/api/generate/image-to-image"
 UPSCALE = "/desktop/api/generate/upscale"
 GENERATE = "/desktop/api/generate/text-to-image"
 
-# The bound the README documents for the default ATELIER_RENDER_MEMORY_MB (256): the idle server,
-# plus the render budget, plus one source being checked (at most 4096 x 4096 x 4 bytes).
+# The bound the README documents for the default ATELIER_RENDER_MEMORY_MB (256): the idle server
+# (~90 MiB), plus the render budget, plus one source being checked (at most 4096 x 4096 x 4 bytes).
 PEAK_BOUND = 450 * MIB
-# Once the runs are done, the server gives the big images' memory back.
-SETTLED_BOUND = 200 * MIB
+# Once the runs are done, the server gives the big images' memory back: it is within this of idle.
+SETTLED_ABOVE_IDLE = 32 * MIB
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
 
@@ -96,13 +96,13 @@ def test_a_hundred_mixed_runs_with_the_largest_upscale_stay_within_the_memory_bo
         assert statuses == [200] * len(requests)
 
         deadline = time.monotonic() + 10
-        while (figures := memory(pid))["VmRSS"] > SETTLED_BOUND and time.monotonic() < deadline:
+        while (figures := memory(pid))["VmRSS"] > idle + SETTLED_ABOVE_IDLE and time.monotonic() < deadline:
             time.sleep(0.2)
 
     shown = {name: f"{value / MIB:.0f} MiB" for name, value in figures.items()}
     print(f"idle {idle / MIB:.0f} MiB, after 100 runs in {took:.1f} s: {shown}")
     assert figures["VmHWM"] < PEAK_BOUND, shown
-    assert figures["VmRSS"] < SETTLED_BOUND, shown
+    assert figures["VmRSS"] < idle + SETTLED_ABOVE_IDLE, shown
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
