@@ -110,8 +110,8 @@ def _pixels(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.width * image.height
-    except Exception:  # inspect_image says what is wrong with it
-        return 0
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0  # inspect_image says what is wrong with it
 
 
 def _inspect_and_trim(data: bytes, max_bytes: int, origin: str) -> LoadedImage:
