@@ -108,6 +108,7 @@ class Engine:
             input_dirs=tuple(settings.allowed_input_dirs),
             fetch_hosts=frozenset(settings.allowed_fetch_hosts),
             max_bytes=settings.max_input_bytes,
+            fetch_timeout_s=settings.fetch_timeout_s,
         )
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
         self._resume: dict[str, str] = {}

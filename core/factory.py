@@ -32,7 +32,11 @@ def make_backends(settings: Settings, workflows: WorkflowLibrary) -> dict[str, G
     from core.backends.local import LocalPreviewBackend
 
     backends: dict[str, GenerationBackend] = {
-        "local": LocalPreviewBackend(step_ms=settings.local_step_ms, concurrency=settings.local_concurrency)
+        "local": LocalPreviewBackend(
+            step_ms=settings.local_step_ms,
+            concurrency=settings.local_concurrency,
+            memory_bytes=settings.render_memory_mb * 1024 * 1024,
+        )
     }
     if settings.backend == "comfyui":
         from core.backends.comfyui.pool import ComfyUIPool

@@ -52,8 +52,17 @@ class Settings(BaseModel):
     max_input_bytes: int = Field(
         default=25_000_000, ge=1_000, le=500_000_000, description="Largest source image accepted."
     )
+    fetch_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="Time limit of fetching one source URL, body included."
+    )
     local_step_ms: float = Field(default=25.0, ge=0, le=60_000, description="Preview renderer time per step.")
     local_concurrency: int = Field(default=2, ge=1, le=64, description="Preview runs at once.")
+    render_memory_mb: int = Field(
+        default=256,
+        ge=64,
+        le=1_048_576,
+        description="Memory the preview renders in flight may hold together.",
+    )
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per run before it fails.")
     run_timeout_s: float = Field(default=900.0, gt=0, description="Per-attempt time limit of a run.")
     retry_backoff_s: float = Field(default=1.0, ge=0, le=600, description="First retry delay; doubles.")

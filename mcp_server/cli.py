@@ -193,6 +193,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             lifespan="on",
             # One line per request costs a sixth of a status GET's time: only when debugging.
             access_log=settings.log_level == "debug",
+            # A request stuck on something slow (a source URL trickling bytes) cannot hold shutdown.
+            timeout_graceful_shutdown=3,
         )
         server = _uvicorn_server()(config)
         args.graceful_stop = server.stop

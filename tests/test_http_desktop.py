@@ -471,6 +471,27 @@ async def test_bad_seed_images_and_upscale_requests_are_400_naming_the_field(tmp
         assert (await served.http.get("/desktop/api/history")).json()["total"] == 1
 
 
+async def test_source_paths_are_relative_to_the_inputs_folder_and_odd_ones_are_400(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        inputs = served.settings.inputs_dir
+        (inputs / "harbour").mkdir(parents=True)
+        Image.new("RGB", (40, 24), (20, 90, 200)).save(inputs / "harbour" / "dusk.png")
+        upscaled = await served.http.post(UPSCALE, json={"imagePath": "harbour/dusk.png", "scale": 2})
+        assert upscaled.status_code == 200, upscaled.text
+        assert await png_size(served, upscaled.json()["data"]["url"]) == (80, 48)
+        for path, said in (
+            ("harbour/dusk\0.png", "NUL byte"),
+            ("~nosuchuser/x.png", "home folder of 'nosuchuser'"),
+            ("../harbour/dusk.png", "outside the folders tools may read: ATELIER_HOME/inputs"),
+        ):
+            response = await served.http.post(TRANSFORM, json={"seedImage": path, "prompt": "ink"})
+            body = assert_error(response, 400, "INVALID_PARAMETERS", said)
+            assert body["error"].startswith("seedImage: "), body
+            assert body["details"]["field"] == "seedImage"
+            assert str(served.settings.home.resolve()) not in body["error"]  # no server paths
+        assert (await served.http.get("/desktop/api/history")).json()["total"] == 1
+
+
 async def test_ids_unknown_is_404_and_non_integer_is_400(tmp_path: Path) -> None:
     async with atelier_http(tmp_path) as served:
         for method in ("GET", "DELETE"):

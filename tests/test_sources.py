@@ -26,6 +26,7 @@ from starlette.routing import Route
 from core.errors import InvalidInput
 from core.ids import new_run_id
 from core.sources import LoadedImage, SourcePolicy, host_is_allowed, inspect_image, load_source
+from tests.slow_http import trickling_server
 
 pytestmark = pytest.mark.anyio
 
@@ -233,8 +234,87 @@ async def test_dot_dot_out_of_the_allowed_folder_is_refused(
 ) -> None:
     (tmp_path / "escaped.png").write_bytes(encoded(32, 32))
     assert "ATELIER_INPUT_DIRS" in await refused(f"{allowed}/../escaped.png", policy)
-    relative = os.path.relpath(tmp_path / "escaped.png")
-    assert "ATELIER_INPUT_DIRS" in await refused(relative, policy)
+    assert "ATELIER_INPUT_DIRS" in await refused("../escaped.png", policy)
+    assert "ATELIER_INPUT_DIRS" in await refused("nested/../../escaped.png", policy)
+
+
+async def test_a_relative_path_starts_at_the_first_allowed_folder(
+    policy: SourcePolicy, allowed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (allowed / "harbour").mkdir()
+    (allowed / "harbour" / "dusk.png").write_bytes(encoded(40, 24))
+    (allowed / "fox.png").write_bytes(encoded(32, 48))
+    # The process's working directory plays no part, even when it holds a file of that name.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fox.png").write_bytes(encoded(64, 64))
+    for value, size in (("harbour/dusk.png", (40, 24)), ("fox.png", (32, 48)), ("./fox.png", (32, 48))):
+        loaded = await load(value, policy)
+        assert ((loaded.width, loaded.height), loaded.origin) == (size, value)
+
+
+async def test_a_path_really_outside_is_refused_listing_every_allowed_folder(
+    allowed: Path, tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    both = SourcePolicy(input_dirs=(allowed, photos), fetch_hosts=frozenset(), max_bytes=MAX_BYTES)
+    (tmp_path / "stray.png").write_bytes(encoded(32, 32))
+    for value in ("../stray.png", str(tmp_path / "stray.png")):
+        problem = await refused(value, both)
+        assert f"outside the folders tools may read: {allowed}, {photos}" in problem
+        assert f"a relative path starts at {allowed}" in problem
+        assert "ATELIER_INPUT_DIRS" in problem
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        pytest.param("fox\0.png", "NUL byte", id="nul-relative"),
+        pytest.param("/tmp/fox\0.png", "NUL byte", id="nul-absolute"),
+        pytest.param("~nosuchuser/x.png", "home folder of 'nosuchuser', which is unknown", id="unknown-user"),
+        pytest.param("~nosuchuser", "", id="unknown-user-bare"),
+        pytest.param("~atelier-nobody-9f3/inputs/x.png", "'atelier-nobody-9f3'", id="unknown-user-deep"),
+        pytest.param("deep.dir/" * 600 + "fox.png", "", id="path-too-long"),
+        pytest.param("a/" + "b" * 300 + ".png", "", id="name-too-long"),
+    ],
+)
+async def test_paths_the_system_cannot_take_are_named_input_errors(
+    policy: SourcePolicy, value: str, said: str
+) -> None:
+    problem = await refused(value, policy)
+    assert said in problem
+    assert problem.strip() and "Traceback" not in problem
+
+
+async def test_home_folder_paths_expand_for_a_known_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "fox.png").write_bytes(encoded(32, 32))
+    home_policy = SourcePolicy(
+        input_dirs=(tmp_path / "inputs",), fetch_hosts=frozenset(), max_bytes=MAX_BYTES
+    )
+    assert (await load("~/inputs/fox.png", home_policy)).width == 32
+    assert "outside the folders" in await refused("~/elsewhere.png", home_policy)
+
+
+async def test_a_symlink_loop_in_the_allowed_folder_is_a_named_error(
+    policy: SourcePolicy, allowed: Path
+) -> None:
+    (allowed / "loop.png").symlink_to(allowed / "loop.png")
+    assert "loop.png" in await refused(str(allowed / "loop.png"), policy)
+    assert "loop.png" in await refused("loop.png", policy)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file whatever its mode")
+async def test_an_unreadable_file_in_the_allowed_folder_is_a_named_error(
+    policy: SourcePolicy, allowed: Path
+) -> None:
+    locked = allowed / "locked.png"
+    locked.write_bytes(encoded(32, 32))
+    locked.chmod(0)
+    assert "Permission denied" in await refused(str(locked), policy)
 
 
 async def test_a_missing_file_in_the_allowed_folder_is_reported(policy: SourcePolicy, allowed: Path) -> None:
@@ -361,6 +441,21 @@ async def test_an_endless_body_is_cut_off_at_the_limit(allowed: Path, image_serv
     with anyio.fail_after(5):
         problem = await refused(f"{image_server}/endless.png", small)
     assert "100,000" in problem
+
+
+async def test_a_url_that_trickles_fails_at_the_fetch_deadline_naming_it(allowed: Path) -> None:
+    # Each byte comes well within httpx's per-read timeout: only a deadline on the whole fetch stops it.
+    hurried = SourcePolicy(
+        input_dirs=(allowed,), fetch_hosts=frozenset(), max_bytes=MAX_BYTES, fetch_timeout_s=1.5
+    )
+    with trickling_server(interval=0.2) as trickle:
+        started = anyio.current_time()
+        with anyio.fail_after(10):
+            problem = await refused(trickle.url, hurried)
+        took = anyio.current_time() - started
+        assert trickle.closed.acquire(timeout=5)  # the connection was let go
+    assert problem == f"the URL {trickle.url} did not answer in full within 1.5 s (ATELIER_FETCH_TIMEOUT_S)"
+    assert 1.4 < took < 5
 
 
 async def test_a_closed_loopback_port_is_reported_as_unreachable(policy: SourcePolicy) -> None:

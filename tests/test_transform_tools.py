@@ -24,6 +24,7 @@ from core.errors import InvalidInput
 from core.models import Run, RunStatus
 from core.settings import Settings
 from mcp_server.server import build_mcp
+from tests.slow_http import trickling_server
 from tests.test_mcp_tools import call, error_text, failing, ok, read_bytes, run_ids
 
 pytestmark = pytest.mark.anyio
@@ -207,6 +208,65 @@ async def test_upscale_past_8192_pixels_is_refused_naming_scale(client: Client) 
     assert (run["images"][0]["width"], run["images"][0]["height"]) == (6000, 32)
 
 
+# --- big and deep images: rendered a strip at a time ----------------------------------------
+
+
+def noise_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((width, height), 70).convert("RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+async def test_a_multi_strip_upscale_is_a_lanczos_resize_of_the_whole_image(
+    engine: Engine, settings: Settings
+) -> None:
+    # 2048 px wide output: 512-row strips, so 1200 rows take three of them.
+    settings.inputs_dir.mkdir(parents=True)
+    source = noise_png(1024, 600)
+    (settings.inputs_dir / "noise.png").write_bytes(source)
+    run = await finished(engine, await engine.submit_image({"operation": "upscale", "source": "noise.png"}))
+    assert run.status is RunStatus.COMPLETED
+    result = pixels(await image_of(engine, run))
+    whole = pixels(source).resize((2048, 1200), Image.Resampling.LANCZOS)
+    assert largest_difference(result, whole) <= 1
+
+
+async def test_img2img_of_a_multi_strip_image_keeps_or_replaces_it_exactly(
+    engine: Engine, settings: Settings
+) -> None:
+    settings.inputs_dir.mkdir(parents=True)
+    source = noise_png(1104, 1000)  # 949-row strips at this width: two of them
+    (settings.inputs_dir / "noise.png").write_bytes(source)
+    kept = await finished(
+        engine,
+        await engine.submit_image(
+            {"operation": "img2img", "source": "noise.png", "prompt": OCEAN, "denoise": 0, "seed": 5}
+        ),
+    )
+    assert largest_difference(pixels(await image_of(engine, kept)), pixels(source)) == 0
+    replaced = await finished(
+        engine,
+        await engine.submit_image(
+            {"operation": "img2img", "source": "noise.png", "prompt": OCEAN, "denoise": 1, "seed": 5}
+        ),
+    )
+    painted = await finished(
+        engine, await engine.submit_image({"prompt": OCEAN, "width": 1104, "height": 1000, "seed": 5})
+    )
+    assert await image_of(engine, replaced) == await image_of(engine, painted)
+
+
+async def test_a_16_bit_grey_source_keeps_its_tones(client: Client) -> None:
+    grey = Image.new("I;16", (64, 48), 0x8000)
+    grey.paste(0xFFFF, (0, 0, 32, 48))
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    run = await ok(client, "upscale_image", source=base64.b64encode(buffer.getvalue()).decode(), scale=2)
+    result = pixels(await read_bytes(client, run["images"][0]["uri"]))
+    assert result.getpixel((8, 8)) == (255, 255, 255)
+    assert result.getpixel((120, 80)) == (128, 128, 128)  # mid-grey, not clipped to white
+
+
 # --- bad sources ----------------------------------------------------------------------------
 
 
@@ -225,6 +285,9 @@ BAD_SOURCES = [
     pytest.param(_gif(), "PNG, JPEG or WebP expected", id="gif"),
     pytest.param(base64.b64encode(png(8, 8)).decode(), "8x8", id="too-small"),
     pytest.param("/etc/hostname", "ATELIER_INPUT_DIRS", id="outside-input-dirs"),
+    pytest.param("../ledger.sqlite3", "outside the folders tools may read", id="relative-escaping"),
+    pytest.param("fox\0.png", "NUL byte", id="nul-byte"),
+    pytest.param("~nosuchuser/x.png", "home folder of 'nosuchuser'", id="unknown-user"),
     pytest.param("http://example.com/x.png", "ATELIER_FETCH_HOSTS", id="non-loopback-url"),
     pytest.param("0" * 26, "does not exist", id="unknown-run"),
     pytest.param("   ", "is required", id="blank"),
@@ -247,6 +310,28 @@ async def test_bad_sources_are_tool_errors_naming_source_and_record_nothing(
     assert not (settings.artifacts_dir / "inputs").exists()
 
 
+async def test_transform_reads_a_path_relative_to_the_inputs_folder(
+    client: Client, settings: Settings
+) -> None:
+    (settings.inputs_dir / "harbour").mkdir(parents=True)
+    (settings.inputs_dir / "harbour" / "dusk.png").write_bytes(png(40, 24))
+    run = await ok(client, "transform_image", source="harbour/dusk.png", prompt=OCEAN, seed=3)
+    assert run["status"] == "completed"
+    assert (run["images"][0]["width"], run["images"][0]["height"]) == (40, 24)
+    text = await failing(client, "upscale_image", source="../harbour/dusk.png")
+    assert f"outside the folders tools may read: {settings.inputs_dir.resolve()}" in text
+    assert "a relative path starts at" in text
+
+
+async def test_a_source_url_that_trickles_is_refused_at_the_fetch_deadline(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ATELIER_FETCH_TIMEOUT_S": "1"}, home=tmp_path / "home", local_step_ms=0)
+    async with Engine.open(settings) as engine, Client(build_mcp(engine)) as client:
+        with trickling_server(interval=0.2) as trickle, anyio.fail_after(10):
+            text = await failing(client, "transform_image", source=trickle.url, prompt=OCEAN)
+        assert f"source: the URL {trickle.url} did not answer in full within 1 s" in text
+        assert await run_ids(client) == []
+
+
 async def test_a_truncated_jpeg_source_is_refused_up_front(client: Client) -> None:
     buffer = io.BytesIO()
     Image.effect_noise((64, 64), 60).convert("RGB").save(buffer, format="JPEG")
@@ -255,6 +340,45 @@ async def test_a_truncated_jpeg_source_is_refused_up_front(client: Client) -> No
     text = await failing(client, "transform_image", source=source, prompt=OCEAN, wait_seconds=0)
     assert "source:" in text
     assert await run_ids(client) == []
+
+
+# --- samplers and schedulers on the preview backend ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "listed"),
+    [("sampler", "euler_magic", "dpmpp_2m_sde_gpu"), ("scheduler", "cosine_dream", "kl_optimal")],
+)
+async def test_an_unknown_sampler_or_scheduler_is_refused_listing_comfyui_s_names(
+    client: Client, field: str, value: str, listed: str
+) -> None:
+    for tool, arguments in (
+        ("generate_image", {"prompt": FOX, "width": 64, "height": 64}),
+        ("transform_image", {"prompt": OCEAN, "source": base64.b64encode(png(32, 32)).decode()}),
+    ):
+        text = await failing(client, tool, **arguments, **{field: value})
+        assert f"{field}: {value!r} is not a {field}; one of: " in text
+        assert listed in text
+    assert await run_ids(client) == []
+
+
+async def test_comfyui_s_sampler_and_scheduler_names_are_taken_and_recorded(client: Client) -> None:
+    run = await ok(
+        client, "generate_image", prompt=FOX, width=64, height=64, sampler="dpmpp_2m", scheduler="karras"
+    )
+    assert run["status"] == "completed"
+    assert (run["inputs"]["sampler"], run["inputs"]["scheduler"]) == ("dpmpp_2m", "karras")
+
+
+async def test_engine_refuses_an_unknown_sampler_naming_the_field(engine: Engine) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        await engine.submit_image({"prompt": FOX, "width": 64, "height": 64, "sampler": "euler_a"})
+    assert raised.value.field == "sampler"
+    assert "euler_ancestral" in raised.value.problem
+    with pytest.raises(InvalidInput) as raised:
+        await engine.submit_image({"prompt": FOX, "width": 64, "height": 64, "scheduler": "Karras"})
+    assert raised.value.field == "scheduler"
+    assert (await engine.list_runs()).items == []
 
 
 # --- workflows, checkpoints and LoRAs on generate_image -------------------------------------
@@ -458,6 +582,30 @@ async def test_engine_reads_sources_from_the_inputs_folder_and_input_dirs(tmp_pa
     assert from_extra.inputs["source"]["media_type"] == "image/jpeg"
     sha = from_extra.inputs["source"]["sha256"]
     assert (settings.artifacts_dir / "inputs" / f"{sha}.jpg").read_bytes() == in_extra.read_bytes()
+
+
+async def test_engine_resolves_relative_sources_in_the_inputs_folder_and_names_bad_paths(
+    engine: Engine, settings: Settings
+) -> None:
+    settings.inputs_dir.mkdir(parents=True)
+    (settings.inputs_dir / "harbour.png").write_bytes(png(40, 24))
+    (settings.home / "stray.png").write_bytes(png(40, 24))
+    done = await finished(
+        engine, await engine.submit_image({"operation": "upscale", "source": "harbour.png"})
+    )
+    assert done.status is RunStatus.COMPLETED
+    assert (done.artifacts[0].width, done.artifacts[0].height) == (80, 48)
+    assert done.inputs["source"]["origin"] == "harbour.png"
+    for source, said in (
+        ("../stray.png", "outside the folders"),
+        ("harbour\0.png", "NUL byte"),
+        ("~nosuchuser/harbour.png", "unknown"),
+    ):
+        with pytest.raises(InvalidInput) as raised:
+            await engine.submit_image({"operation": "upscale", "source": source})
+        assert raised.value.field == "source"
+        assert said in raised.value.problem
+    assert [run.id for run in (await engine.list_runs()).items] == [done.id]
 
 
 async def test_engine_refuses_workflow_mismatches_naming_the_field(engine: Engine) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import io
 import itertools
 import math
 import random
@@ -23,11 +24,13 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from core.backends import GenerationBackend, ImageOutput, Job, Progress, ProgressCallback
+from core.backends.samplers import check_sampler_and_scheduler
 from core.errors import BackendError
+from core.memory import MemoryBudget, map_big_allocations, release_free_heap
 from core.models import ImageSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from PIL import Image, ImageDraw
 
@@ -36,6 +39,18 @@ __all__ = ["LocalPreviewBackend", "render_png"]
 # Above this many pixels a render (mostly PNG encoding) takes milliseconds, so it goes to a
 # worker thread; below it the ~100 us thread hop would cost more than the render itself.
 INLINE_MAX_PIXELS = 128 * 128
+
+# Images are filtered and compressed a strip of rows at a time (about this many bytes of pixels:
+# Pillow keeps RGB as 4 bytes a pixel), so the raw output never exists whole: an 8192x8192
+# upscale holds 128-row strips of 4 MiB, never its 256 MiB of pixels.
+STRIP_BYTES = 4 * 1024 * 1024
+# What encoding holds at once besides the picture: the strip, the row above each row, their
+# difference, its bytes, and the scanlines; about six strips.
+_STRIP_WORK = 6 * STRIP_BYTES
+_PNG_BYTES_PER_PIXEL = 2
+# After a run estimated above this, freed heap goes back to the OS (see core.memory).
+TRIM_ABOVE_BYTES = 32 * 1024 * 1024
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 
 # Bound the drawing work whatever the prompt length (prompts may be 4,000 characters).
 _MAX_WORDS = 12
@@ -84,13 +99,23 @@ class LocalPreviewBackend(GenerationBackend):
 
     name = "local"
 
-    def __init__(self, *, step_ms: float = 25.0, concurrency: int = 2) -> None:
+    def __init__(
+        self, *, step_ms: float = 25.0, concurrency: int = 2, memory_bytes: int = DEFAULT_MEMORY_BUDGET
+    ) -> None:
         if step_ms < 0:
             raise ValueError(f"step_ms must be >= 0 (got {step_ms})")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1 (got {concurrency})")
         self.step_ms = step_ms
         self.concurrency = concurrency
+        # Renders wait for each other rather than add up past this (see `working_set`).
+        self.memory = MemoryBudget(memory_bytes)
+        map_big_allocations()
+
+    def check(self, spec: ImageSpec) -> None:
+        """Refuse sampler and scheduler names that ComfyUI's KSampler would refuse."""
+        if spec.operation != "upscale":
+            check_sampler_and_scheduler(spec.sampler, spec.scheduler)
 
     async def run(self, job: Job, on_progress: ProgressCallback) -> list[ImageOutput]:
         """Report the steps, then render `count` PNGs (image i uses seed + i).
@@ -112,16 +137,29 @@ class LocalPreviewBackend(GenerationBackend):
         if spec.operation != "txt2img":
             if job.source is None:
                 raise BackendError(f"the source image of run {job.run_id} is missing", retryable=False)
-            return [
-                await anyio.to_thread.run_sync(_from_source, spec, job.source, index)
-                for index in range(spec.count)
-            ]
+            source, need = job.source, working_set(spec)
+            outputs = []
+            for index in range(spec.count):
+                async with self.memory.reserve(need):
+                    outputs.append(
+                        await anyio.to_thread.run_sync(
+                            _in_worker, need > TRIM_ABOVE_BYTES, _from_source, spec, source, index
+                        )
+                    )
+            return outputs
         in_thread = spec.width * spec.height > INLINE_MAX_PIXELS
-        outputs: list[ImageOutput] = []
+        outputs = []
         for index in range(spec.count):
             seed = (spec.seed + index) % 2**32
             args = (spec.prompt, spec.negative_prompt, seed, spec.width, spec.height)
-            data = await anyio.to_thread.run_sync(render_png, *args) if in_thread else render_png(*args)
+            if in_thread:
+                need = working_set(spec)
+                async with self.memory.reserve(need):
+                    data = await anyio.to_thread.run_sync(
+                        _in_worker, need > TRIM_ABOVE_BYTES, render_png, *args
+                    )
+            else:
+                data = render_png(*args)
             outputs.append(
                 ImageOutput(
                     data=data, media_type="image/png", width=spec.width, height=spec.height, extension="png"
@@ -134,29 +172,82 @@ class LocalPreviewBackend(GenerationBackend):
         return {"up": True, "kind": "preview", "step_ms": self.step_ms, "concurrency": self.concurrency}
 
 
-def _from_source(spec: ImageSpec, source: bytes, index: int) -> ImageOutput:
-    """Image-to-image or upscale of `source` by the preview renderer."""
-    import io
+def working_set(spec: ImageSpec) -> int:
+    """Bytes one image of `spec` holds at its peak, as reserved from the memory budget.
 
+    The decoded source (4 bytes a pixel), the preview layer for image-to-image or the canvas
+    for text-to-image (4 bytes a pixel), the encoding strips, and the PNG being written,
+    counted at 2 bytes an output pixel (an upscaled photo of pure noise measured 1.5).
+    """
+    if spec.operation == "txt2img":
+        return spec.width * spec.height * (4 + _PNG_BYTES_PER_PIXEL) + _STRIP_WORK
+    assert spec.source is not None
+    pixels = spec.source.width * spec.source.height
+    if spec.operation == "upscale":
+        scale = spec.effective_scale
+        out = round(spec.source.width * scale) * round(spec.source.height * scale)
+        return pixels * 4 + _STRIP_WORK + out * _PNG_BYTES_PER_PIXEL
+    return pixels * (4 + 4 + _PNG_BYTES_PER_PIXEL) + _STRIP_WORK
+
+
+def _in_worker(trim: bool, work: Callable[..., Any], *args: Any) -> Any:
+    """Run `work` (in a worker thread); then, if `trim`, give the heap it freed back to the OS."""
+    result = work(*args)
+    if trim:
+        release_free_heap()
+    return result
+
+
+def _from_source(spec: ImageSpec, source: bytes, index: int) -> ImageOutput:
+    """Image-to-image or upscale of `source` by the preview renderer, as a PNG written strip by strip."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(source)) as opened:
-        image = opened.convert("RGB")
+    image = _decode_rgb(source)
+    width, height = image.size
     if spec.operation == "upscale":
-        size = (round(image.width * spec.effective_scale), round(image.height * spec.effective_scale))
-        result = image.resize(size, Image.Resampling.LANCZOS)
-    else:
-        seed = (spec.seed + index) % 2**32
-        painted = render_png(spec.prompt, spec.negative_prompt, seed, image.width, image.height)
-        with Image.open(io.BytesIO(painted)) as layer:
-            result = Image.blend(image, layer.convert("RGB"), spec.effective_denoise)
-    return ImageOutput(
-        data=_encode_png(result), media_type="image/png", width=result.width, height=result.height
-    )
+        size = (round(width * spec.effective_scale), round(height * spec.effective_scale))
+        writer = _PngWriter(*size)
+        # Each strip is resized from the source rows under it (Pillow reads the filter's
+        # margin beyond the box), so the full-size result never exists.
+        rows, ratio = _strip_rows(size[0]), height / size[1]
+        for top in range(0, size[1], rows):
+            bottom = min(size[1], top + rows)
+            box = (0, top * ratio, width, bottom * ratio)
+            writer.add(image.resize((size[0], bottom - top), Image.Resampling.LANCZOS, box=box))
+        return ImageOutput(data=writer.finish(), media_type="image/png", width=size[0], height=size[1])
+    seed = (spec.seed + index) % 2**32
+    layer = _paint(spec.prompt, spec.negative_prompt, seed, width, height)
+    writer = _PngWriter(width, height)
+    rows = _strip_rows(width)
+    for top in range(0, height, rows):
+        box = (0, top, width, min(height, top + rows))
+        writer.add(Image.blend(image.crop(box), layer.crop(box), spec.effective_denoise))
+    return ImageOutput(data=writer.finish(), media_type="image/png", width=width, height=height)
+
+
+def _decode_rgb(source: bytes) -> Image.Image:
+    """The source as 8-bit RGB, converted once, whatever its mode (16-bit, palette, alpha, CMYK)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(source))
+    image.load()
+    if image.mode.startswith("I"):
+        # 16-bit grey: scale to 8 bits; convert() would clip every value above 255 to white.
+        wide = image if image.mode == "I" else image.convert("I")
+        image = wide.point(lambda value: value / 256, "L")
+        del wide
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # the old image is freed as soon as the name moves on
+    return image
 
 
 def render_png(prompt: str, negative_prompt: str, seed: int, width: int, height: int) -> bytes:
-    """Draw the deterministic preview for these inputs and return it PNG-encoded.
+    """Draw the deterministic preview for these inputs and return it PNG-encoded."""
+    return _encode_png(_paint(prompt, negative_prompt, seed, width, height))
+
+
+def _paint(prompt: str, negative_prompt: str, seed: int, width: int, height: int) -> Image.Image:
+    """Draw the deterministic preview for these inputs, as an RGB image.
 
     Each prompt word is hashed (blake2b, stable across processes, unlike `hash()`) into a
     colour, a shape kind and a size; the seed drives placement. Words also in the negative
@@ -200,36 +291,83 @@ def render_png(prompt: str, negative_prompt: str, seed: int, width: int, height:
     budget = _MAX_SHAPES
     for digest, colour in zip(digests, colours, strict=True):
         budget -= _draw_word(draw, rng, digest, colour, width, height, budget)
-
-    return _encode_png(image)
+    return image
 
 
 def _encode_png(image: Image.Image) -> bytes:
-    """Encode an RGB image as a minimal PNG: IHDR, one IDAT, IEND; no metadata chunks.
+    """Encode an RGB image as a minimal PNG (see `_PngWriter`), a strip of rows at a time."""
+    width, height = image.size
+    writer = _PngWriter(width, height)
+    rows = _strip_rows(width)
+    if rows >= height:
+        writer.add(image)
+    else:
+        for top in range(0, height, rows):
+            writer.add(image.crop((0, top, width, min(height, top + rows))))
+    return writer.finish()
+
+
+def _strip_rows(width: int) -> int:
+    return max(1, STRIP_BYTES // (4 * width))
+
+
+class _PngWriter:
+    """A minimal 8-bit RGB PNG (IHDR, one IDAT, IEND; no metadata), fed strips of rows top down.
 
     Pillow's own PNG writer tries every filter on every row: ~1 ms at 64x64 by default and
     still ~0.45 ms at its fastest level, too much for 1,000 runs/s. Here the "Up" filter is
-    applied to the whole image by one C-level subtraction and zlib level 1 compresses it:
+    applied to a strip by one C-level subtraction and zlib level 1 compresses it as it comes:
     ~0.2 ms at 64x64, 2-3x faster at 512x512, files within ~1.4x of Pillow's default size.
-    Pixels alone decide the bytes.
+    Pixels alone decide the bytes. Only one strip's raw pixels exist at a time.
     """
-    from PIL import ImageChops
 
-    width, height = image.size
-    above = ImageChops.offset(image, 0, 1)  # each row sees the one above it
-    above.paste((0, 0, 0), (0, 0, width, 1))  # the first row has nothing above: Up == None
-    filtered = ImageChops.subtract_modulo(image, above).tobytes()
-    stride = width * 3
-    scanlines = b"".join(b"\x02" + filtered[i : i + stride] for i in range(0, len(filtered), stride))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return b"".join(
-        (
-            b"\x89PNG\r\n\x1a\n",
-            _chunk(b"IHDR", header),
-            _chunk(b"IDAT", zlib.compress(scanlines, 1)),
-            _chunk(b"IEND", b""),
-        )
-    )
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self._out = io.BytesIO()
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+        self._out.write(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header))
+        self._idat_at = self._out.tell()
+        self._out.write(b"\0\0\0\0IDAT")  # the length is filled in by finish()
+        self._idat_size = 0
+        self._crc = zlib.crc32(b"IDAT")
+        self._deflate = zlib.compressobj(1)
+        self._last_row: Image.Image | None = None
+        self._rows = 0
+
+    def add(self, strip: Image.Image) -> None:
+        """Append the next rows (an RGB image as wide as the PNG)."""
+        from PIL import ImageChops
+
+        width, rows = strip.size
+        above = ImageChops.offset(strip, 0, 1)  # each row sees the one above it
+        if self._last_row is None:
+            above.paste((0, 0, 0), (0, 0, width, 1))  # the first row has nothing above: Up == None
+        else:
+            above.paste(self._last_row, (0, 0))
+        filtered = ImageChops.subtract_modulo(strip, above).tobytes()
+        del above
+        self._last_row = strip.crop((0, rows - 1, width, rows))
+        stride = width * 3
+        scanlines = b"".join(b"\x02" + filtered[i : i + stride] for i in range(0, len(filtered), stride))
+        del filtered
+        self._write(self._deflate.compress(scanlines))
+        self._rows += rows
+
+    def finish(self) -> bytes:
+        """The PNG's bytes; every row must have been added."""
+        if self._rows != self.height:
+            raise ValueError(f"{self._rows} rows were added to a PNG of {self.height}")
+        self._write(self._deflate.flush())
+        self._out.write(struct.pack(">I", self._crc) + _chunk(b"IEND", b""))
+        self._out.seek(self._idat_at)
+        self._out.write(struct.pack(">I", self._idat_size))
+        return self._out.getvalue()
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self._out.write(data)
+            self._idat_size += len(data)
+            self._crc = zlib.crc32(data, self._crc)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
