@@ -13,16 +13,42 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from http_compat.errors import CODES, ApiError, ErrorRenderer, describe_validation, validation_details
 
+# No contract's body is more than a few levels deep; deeper JSON would only exhaust the stack of
+# the parser, the validators or the encoders after them (a RecursionError, answered as a 500).
+MAX_JSON_DEPTH = 64
+
 
 async def read_json(request: Request) -> Any:
-    """The request's JSON body (None when empty). Malformed JSON is a 400."""
+    """The request's JSON body (None when empty). Malformed or too deeply nested JSON is a 400."""
     body = await request.body()
     if not body.strip():
         return None
+    too_deep = ApiError(
+        400, f"the JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels)", code="INVALID_JSON"
+    )
     try:
-        return json.loads(body)
+        data = json.loads(body)
+    except RecursionError:
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON ({exc})", code="INVALID_JSON") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
+    return data
+
+
+def json_depth(value: Any) -> int:
+    """How many arrays and objects deep `value` nests (0 for a scalar), without recursing."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 M = TypeVar("M", bound=BaseModel)
