@@ -295,7 +295,9 @@ class Api:
                 content: dict[str, Any] = {"schema": refs[(endpoint.body, "validation")]}
                 if endpoint.example is not None:
                     content["example"] = endpoint.example
-                operation["requestBody"] = {"required": True, "content": {"application/json": content}}
+                # An empty body is read as `{}`: it is only missing if the model requires a field.
+                required = bool(endpoint.body.model_json_schema().get("required"))
+                operation["requestBody"] = {"required": required, "content": {"application/json": content}}
             paths.setdefault(endpoint.path, {})[endpoint.method] = operation
         document: dict[str, Any] = {
             "openapi": "3.1.0",
