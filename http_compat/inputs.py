@@ -23,18 +23,21 @@ async def read_json(request: Request) -> Any:
     body = await request.body()
     if not body.strip():
         return None
-    too_deep = ApiError(
-        400, f"the JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels)", code="INVALID_JSON"
-    )
     try:
         data = json.loads(body)
-    except RecursionError:
-        raise too_deep from None
+    except RecursionError:  # nested past the parser's own stack
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON ({exc})", code="INVALID_JSON") from None
     if json_depth(data) > MAX_JSON_DEPTH:
-        raise too_deep
+        raise _too_deep()
     return data
+
+
+def _too_deep() -> ApiError:
+    return ApiError(
+        400, f"the JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels)", code="INVALID_JSON"
+    )
 
 
 def json_depth(value: Any) -> int:
