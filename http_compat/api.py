@@ -3,10 +3,11 @@
 A contract declares its routes on an `Api`: each declaration both routes requests and documents
 them, so `/<prefix>/openapi.json` cannot drift from what is served. Around every handler the
 `Api` reads JSON bodies within the size cap and validates them, and turns every failure into
-the contract's own error envelope with the right status: bad JSON 400, invalid fields 400 or
-422 (the contract's choice), unknown ids 404, too large 413, a body not labelled JSON 415, and
-never a stack trace (an
-unexpected exception is logged with its trace and answered with a plain 500).
+the contract's own error envelope with the right status: bad (or too deeply nested) JSON 400,
+invalid fields 400 or 422 (the contract's choice), unknown ids 404, a method the path does not
+take 405 (its `Allow` naming every method the path does), too large 413, a body not labelled
+JSON 415, and never a stack
+trace (an unexpected exception is logged with its trace and answered with a plain 500).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class Api:
     lifespans: list[Lifespan] = field(default_factory=list)
     # Starlette middleware around the contract's routes (e.g. a correlation-id header).
     middleware: list[Middleware] = field(default_factory=list)
+    # Each declared path's handlers by method, and where its one route is in `routes`.
+    _methods: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = field(default_factory=dict)
+    _route_index: dict[str, int] = field(default_factory=dict)
 
     def route(
         self,
@@ -120,7 +124,7 @@ class Api:
                     log.exception("%s %s failed", request.method, request.url.path)
                     return self.render_error(ApiError(500, "internal error; the server log has the details"))
 
-            self.routes.append(Route(path, endpoint, methods=[method], name=handler.__name__))
+            self._route_method(method, path, endpoint)
             every_param = [*_path_params(path), *params]
             self.endpoints.append(
                 Endpoint(
@@ -139,6 +143,31 @@ class Api:
 
         return register
 
+    def _route_method(
+        self, method: str, path: str, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> None:
+        """One Starlette route per path that dispatches on the method: for a method no route takes,
+        Starlette answers 405 with the `Allow` of the first route matching the path, so a route per
+        method would leave the path's other methods out of `Allow`."""
+        methods = self._methods.setdefault(path, {})
+        methods[method] = endpoint
+
+        async def dispatch(request: Request) -> Response:
+            # Starlette lets HEAD into any route that takes GET.
+            return await methods["GET" if request.method == "HEAD" else request.method](request)
+
+        route = Route(path, dispatch, methods=list(methods))
+        where = self._route_index.setdefault(path, len(self.routes))
+        if where == len(self.routes):
+            self.routes.append(route)
+        else:
+            self.routes[where] = route
+
+    async def _websocket_only(self, request: Request) -> Response:
+        return self.render_error(
+            ApiError(404, f"{request.url.path} only speaks WebSocket: open a WebSocket connection to it")
+        )
+
     def _with_error_responses(
         self,
         responses: dict[int, tuple[type[BaseModel] | None, str]],
@@ -149,9 +178,9 @@ class Api:
         implied: dict[int, str] = {}
         if body is not None:
             implied |= {
-                400: "The body is not valid JSON",
+                400: "The body is not valid JSON (or nested too deeply)",
                 413: "The body is too large",
-                415: "The body is not labelled JSON (send Content-Type: application/json)",
+                415: "The body is not sent as `Content-Type: application/json`",
             }
             implied[self.invalid_status] = "A field is missing, of the wrong type or out of range"
         if any(p.where == "query" for p in params):
@@ -169,6 +198,8 @@ class Api:
             handler: Callable[[WebSocket], Awaitable[None]],
         ) -> Callable[[WebSocket], Awaitable[None]]:
             self.routes.append(WebSocketRoute(path, handler))
+            # A plain HTTP request: GET is told to open a WebSocket, any other method is a 405.
+            self._route_method("GET", path, self._websocket_only)
             self.endpoints.append(
                 Endpoint(
                     "get",
@@ -177,7 +208,7 @@ class Api:
                     None,
                     {
                         101: (None, "Switching Protocols: the WebSocket opens"),
-                        404: (None, "A plain HTTP request (this path only speaks WebSocket)"),
+                        404: (self.error_model, "A plain HTTP request (this path only speaks WebSocket)"),
                     },
                     _path_params(path),
                     description or (handler.__doc__ or "").strip(),
@@ -266,7 +297,9 @@ class Api:
                 content: dict[str, Any] = {"schema": refs[(endpoint.body, "validation")]}
                 if endpoint.example is not None:
                     content["example"] = endpoint.example
-                operation["requestBody"] = {"required": True, "content": {"application/json": content}}
+                # An empty body is read as `{}`: it is only missing if the model requires a field.
+                required = bool(endpoint.body.model_json_schema().get("required"))
+                operation["requestBody"] = {"required": required, "content": {"application/json": content}}
             paths.setdefault(endpoint.path, {})[endpoint.method] = operation
         document: dict[str, Any] = {
             "openapi": "3.1.0",
@@ -283,6 +316,21 @@ def _content(
     endpoint: Endpoint, status: int, model: type[BaseModel] | None, refs: Mapping[Any, Any]
 ) -> dict[str, Any]:
     media_type = endpoint.media_type if 200 <= status < 300 else "application/json"
+    if model is not None and media_type == "text/event-stream":
+        # An event stream's schema describes each event: its name, and `data` holding the model as JSON.
+        event = {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "event": {"type": "string"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": refs[(model, "serialization")],
+                },
+            },
+        }
+        return {"content": {media_type: {"schema": event}}}
     if model is not None:
         return {"content": {media_type: {"schema": refs[(model, "serialization")]}}}
     if 200 <= status < 300 and status != 204 and media_type != "application/json":

@@ -18,6 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from http_compat.errors import CODES, ApiError, ErrorRenderer, describe_validation, validation_details
 
+# No contract's body is more than a few levels deep; deeper JSON would only exhaust the stack of
+# the parser, the validators or the encoders after them (a RecursionError, answered as a 500).
+MAX_JSON_DEPTH = 64
+
 
 def is_json(content_type: str | None) -> bool:
     """Whether a Content-Type names JSON: `application/json` or `application/*+json`, any parameters."""
@@ -26,8 +30,8 @@ def is_json(content_type: str | None) -> bool:
 
 
 async def read_json(request: Request) -> Any:
-    """The request's JSON body (None when empty). A body not labelled JSON is a 415, malformed JSON
-    a 400."""
+    """The request's JSON body (None when empty). A body not labelled JSON is a 415; malformed or
+    too deeply nested JSON a 400."""
     body = await request.body()
     if not body.strip():
         return None
@@ -40,9 +44,34 @@ async def read_json(request: Request) -> Any:
             code="UNSUPPORTED_MEDIA_TYPE",
         )
     try:
-        return json.loads(body)
+        data = json.loads(body)
+    except RecursionError:  # nested past the parser's own stack
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON ({exc})", code="INVALID_JSON") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise _too_deep()
+    return data
+
+
+def _too_deep() -> ApiError:
+    return ApiError(
+        400, f"the JSON is nested too deeply (at most {MAX_JSON_DEPTH} levels)", code="INVALID_JSON"
+    )
+
+
+def json_depth(value: Any) -> int:
+    """How many arrays and objects deep `value` nests (0 for a scalar), without recursing."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -382,12 +382,33 @@ async def test_a_failed_generation_is_500_api_error(tmp_path: Path) -> None:
         assert detail["status"] == "failed" and detail["filePath"] is None and detail["url"] is None
 
 
+async def test_wait_0_answers_at_once_202_with_the_generation_as_it_stands(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path, local_step_ms=200) as served:
+        with anyio.fail_after(5):
+            response = await served.http.post(
+                GENERATE, params={"wait": 0}, json={**EXAMPLE, **SMALL, "steps": 10}
+            )
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert set(body) == {"success", "data"} and body["success"] is True
+        data = body["data"]
+        assert set(data) == {"id", "prompt", "filePath", "url", "seed", "created_at", "status"}
+        assert data["status"] in ("queued", "generating")
+        assert data["filePath"] is None and data["url"] is None
+        assert data["prompt"] == EXAMPLE["prompt"] and data["seed"] == 42
+        # The id follows it to completion, in history as on the socket.
+        await served.finished((await served.engine.get_run_by_seq(data["id"])).id)
+        detail = (await served.http.get(f"/desktop/api/history/{data['id']}")).json()["data"]
+        assert detail["status"] == "completed"
+        assert await png_size(served, detail["url"]) == (64, 64)
+
+
 async def test_a_generation_still_running_at_the_deadline_is_504_and_shows_in_history(tmp_path: Path) -> None:
     async with atelier_http(tmp_path, local_step_ms=200) as served:
         response = await served.http.post(
-            GENERATE, params={"wait": 0}, json={**EXAMPLE, **SMALL, "steps": 50}
+            GENERATE, params={"wait": 1}, json={**EXAMPLE, **SMALL, "steps": 50}
         )
-        body = assert_error(response, 504, "API_TIMEOUT")
+        body = assert_error(response, 504, "API_TIMEOUT", "within 1 s")
         run_id = body["details"]["id"]
         listed = (await served.http.get("/desktop/api/history")).json()["data"]
         assert [(row["id"], row["filePath"]) for row in listed] == [(run_id, None)]

@@ -24,6 +24,12 @@ Decisions where the document is vague:
   Atelier extension `?wait=<seconds>` (0..3600) changes it) answers 504 API_TIMEOUT with
   `details: {id, status}`: the run goes on and shows in history. A client that hangs up
   mid-wait does not stop its run either.
+- `?wait=0` is a client asking not to wait, so it never gets the timeout error: the document's
+  clients treat API_TIMEOUT as a failure of the generation service, which it is not. It answers
+  the run as it stands: 200 as above if it is already done, 500 API_ERROR if it already failed,
+  else 202 `{success: true, data}` with the same fields (`filePath` and `url` null) plus the
+  extension `status`, queued or generating; `/ws/generation` (`taskId` is the `id`) or
+  `GET /api/history/{id}` follow it from there.
 - Missing width/height/steps/cfgScale take the persisted settings' defaults (defaultWidth,
   defaultHeight, defaultSteps, defaultCfgScale), which start at the document's 512, 512, 25, 7.5.
   Unknown request fields are a 400 (a typo such as `cfg_scale` must not be ignored silently).
@@ -216,6 +222,15 @@ class Generation(BaseModel):
 class GenerationResponse(BaseModel):
     success: Literal[True]
     data: Generation
+
+
+class PendingGeneration(Generation):
+    status: Literal["queued", "generating"] = Field(description="Atelier extension.")
+
+
+class PendingResponse(BaseModel):
+    success: Literal[True]
+    data: PendingGeneration
 
 
 class HistoryItem(BaseModel):
@@ -478,6 +493,11 @@ def build(engine: Engine, settings: Settings) -> Api:
     bad_request = {400: (ErrorBody, "Invalid request (INVALID_PROMPT or INVALID_PARAMETERS)")}
     not_found = {404: (ErrorBody, "Generation not found (NOT_FOUND)")}
     generated = {
+        202: (
+            PendingResponse,
+            "With ?wait=0 only: accepted, still queued or generating (filePath and url null); "
+            "/ws/generation and /api/history/{id} follow it",
+        ),
         **bad_request,
         500: (ErrorBody, "Generation failed (API_ERROR)"),
         504: (ErrorBody, "Generation did not finish in time (API_TIMEOUT); details.id finds it in history"),
@@ -485,7 +505,8 @@ def build(engine: Engine, settings: Settings) -> Api:
     wait_param = Param(
         "wait",
         type="integer",
-        description=f"Atelier extension: seconds to wait (0..3600, default {DEFAULT_WAIT_S}).",
+        description=f"Atelier extension: seconds to wait (0..3600, default {DEFAULT_WAIT_S}); 0 answers "
+        "at once, 202 if the generation is not done yet.",
     )
 
     def route(method: str, path: str, **options: Any) -> Callable[[Any], Any]:
@@ -583,6 +604,9 @@ def build(engine: Engine, settings: Settings) -> Api:
         if run.status.is_final:
             reason = run.error or ("cancelled" if run.status is RunStatus.CANCELLED else "unknown error")
             raise ApiError(500, f"Generation failed: {reason}", code="API_ERROR", details={"id": run.seq})
+        if wait_s == 0:
+            pending = {**generation(request, run), "status": STATUS[run.status]}
+            return json_response({"success": True, "data": pending}, 202)
         raise ApiError(
             504,
             f"Generation did not finish within {wait_s} s; it is still {STATUS[run.status]} "
