@@ -6,8 +6,8 @@ them, so `/<prefix>/openapi.json` cannot drift from what is served. Around every
 the contract's own error envelope with the right status: bad (or too deeply nested) JSON 400,
 invalid fields 400 or 422 (the contract's choice), unknown ids 404, a method the path does not
 take 405 (its `Allow` naming every method the path does), too large 413, a body not labelled
-JSON 415, and never a stack
-trace (an unexpected exception is logged with its trace and answered with a plain 500).
+JSON 415, and never a stack trace (an unexpected exception is logged with its trace and
+answered with a plain 500).
 """
 
 from __future__ import annotations
