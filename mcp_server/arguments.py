@@ -45,8 +45,12 @@ def argument_problems(
 ) -> list[FieldProblem]:
     """What is wrong with `arguments` for a tool with input `schema`: unknown names, then bad values."""
     properties: Mapping[str, Any] = schema.get("properties", {})
+    takes = f"it takes {', '.join(properties)}" if properties else "it takes no arguments"
     problems = [
-        FieldProblem(name, f"is not a parameter of this tool (it takes {', '.join(properties)})")
+        # A name that is not a plain word ("prompt ", "", "../x") is quoted, or it could not be seen.
+        FieldProblem(
+            name if name.isidentifier() else repr(name), f"is not a parameter of this tool ({takes})"
+        )
         for name in arguments
         if name not in properties
     ]

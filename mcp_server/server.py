@@ -35,7 +35,7 @@ from core.backends import Progress
 from core.engine import Engine
 from core.errors import ArtifactNotFound, AtelierError, Conflict, InvalidInput, RunNotFound
 from core.ids import check_filename, check_run_id
-from core.models import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE, Run
+from core.models import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE, WORKFLOW_NAME_PATTERN, Run
 from mcp_server import views
 from mcp_server.arguments import CheckedTool, lines
 from mcp_server.views import BundleView, Cancelled, Deleted, RunList, RunView
@@ -89,7 +89,11 @@ Sampler = Annotated[str | None, Field(description="Sampler name, e.g. euler, dpm
 Scheduler = Annotated[str | None, Field(description="Noise schedule, e.g. normal, karras, simple.")]
 Count = Annotated[int | None, Field(description="Images in this run (a batch). Default 1.", ge=1, le=16)]
 WorkflowName = Annotated[
-    str | None, Field(description="A workflow from list_workflows. Default: sd15 / img2img / upscale.")
+    str | None,
+    Field(
+        description="A workflow from list_workflows. Default: sd15 / img2img / upscale.",
+        pattern=WORKFLOW_NAME_PATTERN,
+    ),
 ]
 Checkpoint = Annotated[
     str | None, Field(description="Model file to use instead of the workflow's, from list_models.")

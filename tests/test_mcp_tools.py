@@ -798,6 +798,21 @@ async def test_an_unknown_argument_is_refused_naming_it_and_the_known_ones(clien
     assert await run_ids(client_both) == []
 
 
+async def test_an_unknown_argument_that_is_not_a_plain_word_is_quoted(client: Client) -> None:
+    text = await failing(client, "generate_image", prompt=FOX, **{"prompt ": "a fox"})
+    assert text.startswith("Error executing tool generate_image: 'prompt ': is not a parameter of this tool")
+    text = await failing(client, "get_status", verbose=True)
+    assert text == (
+        "Error executing tool get_status: verbose: is not a parameter of this tool (it takes no arguments)"
+    )
+
+
+async def test_a_workflow_name_that_cannot_be_one_is_refused_without_echoing_it(client: Client) -> None:
+    text = await failing(client, "generate_image", prompt=FOX, workflow="x" * 10_000)
+    assert text.startswith("Error executing tool generate_image: workflow: must be a workflow name")
+    assert len(text) < 300
+
+
 async def test_a_missing_argument_is_named(client_both: Client) -> None:
     text = await failing(client_both, "transform_image", prompt=FOX)
     assert text == "Error executing tool transform_image: source: is required"
