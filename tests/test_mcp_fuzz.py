@@ -6,7 +6,9 @@ type, a number out of range, an odd string, an unknown or a missing argument). E
 through a real in-process MCP client, and whatever comes back must be something a model can act
 on: a tool error whose every line names a field (or the run) and what is wrong with it, with no
 traceback or "internal error", and nothing recorded; or a success whose structured content is
-what the tool's output schema documents.
+what the tool's output schema documents. Resource URIs get the same treatment: any run id and
+file name (percent-encoded) is read, or refused as not found or invalid params, never as an
+internal error.
 
 The schemas are listed once, over a real client, when the module is collected: Hypothesis draws
 the arguments outside the test's event loop (a draw that runs out of data stops the whole
@@ -27,13 +29,14 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from mcp import Client
+from mcp import Client, MCPError
 from mcp_types import CallToolResult, Tool
 from PIL import Image
 
@@ -352,3 +355,37 @@ async def call_and_check(engine: Engine, client: Client, tool: Tool, args: dict[
 for _name in TOOLS:
     _test = fuzzing(_name)
     globals()[_test.__name__] = _test
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+RESOURCE_TEMPLATES = [
+    "atelier://runs/{run_id}",
+    "atelier://runs/{run_id}/images/{filename}",
+    "atelier://runs/{run_id}/bundle.zip",
+]
+PART = st.one_of(
+    st.sampled_from([RUN_ID, UNKNOWN_ID, "image-01.png", "image-99.png", *ODD_STRINGS]),
+    st.text(max_size=30),
+)
+
+
+@FUZZ
+@given(template=st.sampled_from(RESOURCE_TEMPLATES), run_id=PART, filename=PART)
+async def test_any_resource_uri_is_read_or_refused_as_not_found_or_invalid_params(
+    client: Client, known: Known, template: str, run_id: str, filename: str
+) -> None:
+    parts = known.fill({"run_id": run_id, "filename": filename})
+    uri = template.format(**{name: quote(value, safe="") for name, value in parts.items()})
+    event(template)
+    try:
+        with anyio.fail_after(30):
+            result = await client.read_resource(uri)
+    except MCPError as exc:
+        # -32002 (2025 protocols) or -32602 (2026-07-28): never -32603, the "internal error".
+        assert exc.code in (-32002, -32602), (uri, exc.error)
+        assert exc.message and "Traceback" not in exc.message and len(exc.message) < 1_000
+        event("refused")
+    else:
+        assert len(result.contents) == 1
+        event("read")
