@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -148,7 +149,8 @@ def _tool_errors() -> Iterator[None]:
 @contextmanager
 def _resource_errors(uri: str, ctx: Context | None) -> Iterator[None]:
     """Engine errors become JSON-RPC errors: "resource not found" for what does not exist (or has no
-    file yet), invalid params for a malformed id or name. The message is the engine's sentence."""
+    file yet), invalid params for a malformed id or name. The message is the engine's sentence;
+    `uri` (rebuilt from the template's values, percent-encoded again) goes in `data`."""
     try:
         yield
     except (RunNotFound, ArtifactNotFound, Conflict) as exc:
@@ -451,7 +453,7 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
 
     @mcp.resource("atelier://runs/{run_id}", mime_type="application/json", description="A run, as JSON.")
     async def run_resource(run_id: str, ctx: Context) -> str:
-        with _resource_errors(views.run_uri(run_id), ctx):
+        with _resource_errors(views.run_uri(quote(run_id, safe="")), ctx):
             run = await engine.get_run(check_run_id(run_id))
             return json.dumps(run.to_dict())
 
@@ -461,7 +463,7 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         description="A full-size image of a run.",
     )
     async def image_resource(run_id: str, filename: str, ctx: Context) -> bytes:
-        with _resource_errors(views.image_uri(run_id, filename), ctx):
+        with _resource_errors(views.image_uri(quote(run_id, safe=""), quote(filename, safe="")), ctx):
             _, data = await engine.read_artifact(check_run_id(run_id), check_filename(filename))
             return data
 
@@ -471,7 +473,7 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         description="A run's images as a ZIP.",
     )
     async def bundle_resource(run_id: str, ctx: Context) -> bytes:
-        with _resource_errors(f"{views.run_uri(run_id)}/bundle.zip", ctx):
+        with _resource_errors(f"{views.run_uri(quote(run_id, safe=''))}/bundle.zip", ctx):
             bundle = await engine.bundle(check_run_id(run_id))
             return await anyio.Path(bundle.path).read_bytes()
 
