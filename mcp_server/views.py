@@ -167,7 +167,8 @@ def delete_result(before: Run) -> CallToolResult:
     stopped = not before.status.is_final
     files = f"its {len(before.artifacts)} image(s) and its log" if before.artifacts else "its log"
     if stopped:
-        text = f"Run {before.id} was {before.status.value}: stopped it, then deleted it and {files}."
+        verb = "stopped" if before.status is RunStatus.RUNNING else "cancelled"
+        text = f"Run {before.id} was {before.status.value}: {verb} it, then deleted it and {files}."
     else:
         text = f"Deleted run {before.id} ({before.status.value}) with {files}."
     view = Deleted(run_id=before.id, deleted=True, status_before=before.status.value, stopped=stopped)
