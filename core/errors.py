@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import NamedTuple
+
 
 class AtelierError(Exception):
     """Base of every error the engine raises on purpose; its text is safe to show a user."""
 
 
-class InvalidInput(AtelierError):
-    """A request field is out of range or malformed. Nothing was recorded."""
+class FieldProblem(NamedTuple):
+    """One bad field of a request and what is wrong with it, e.g. ("width", "must be ... (got 100)")."""
 
-    def __init__(self, field: str, problem: str) -> None:
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}"
+
+
+class InvalidInput(AtelierError):
+    """One or more request fields are out of range or malformed. Nothing was recorded.
+
+    `field` and `problem` are the first bad field's; `problems` lists every one, and the text
+    names them all on one line ("width: ...; steps: ...").
+    """
+
+    def __init__(self, field: str, problem: str, *, more: Iterable[FieldProblem] = ()) -> None:
         self.field = field
         self.problem = problem
-        super().__init__(f"{field}: {problem}")
+        self.problems = (FieldProblem(field, problem), *more)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    @classmethod
+    def of(cls, problems: Iterable[FieldProblem]) -> InvalidInput:
+        """All of `problems` (at least one) in one error."""
+        first, *more = problems
+        return cls(first.field, first.problem, more=more)
 
 
 class RunNotFound(AtelierError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -20,8 +21,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
-from core.errors import InvalidInput
+from core.errors import FieldProblem, InvalidInput
 
 MIN_SIDE, MAX_SIDE = 64, 4096
 MAX_PROMPT_CHARS = 4000
@@ -222,26 +224,49 @@ FIELD_RULES: dict[str, str] = {
 }
 
 
-def invalid_input_from(exc: ValidationError) -> InvalidInput:
-    """Turn pydantic's first error into one sentence naming the field and the allowed range."""
-    error = exc.errors()[0]
-    name = ".".join(str(part) for part in error["loc"]) or "input"
-    if error["type"] == "value_error" and not error["loc"]:
+def invalid_input_from(exc: ValidationError, rules: Mapping[str, str] = FIELD_RULES) -> InvalidInput:
+    """Turn pydantic's errors into one `InvalidInput` naming every bad field and its allowed values.
+
+    `rules` says, per field, what a person is told instead of pydantic's own wording.
+    """
+    problems: dict[str, FieldProblem] = {}
+    for error in exc.errors():
+        problem = field_problem(error, rules)
+        problems.setdefault(problem.field, problem)  # a field's first error is the one to fix first
+    return InvalidInput.of(problems.values())
+
+
+def field_problem(error: ErrorDetails, rules: Mapping[str, str]) -> FieldProblem:
+    """One pydantic error as "field: rule (got value)", without pydantic's type codes and links."""
+    loc = error["loc"]
+    if error["type"] == "value_error" and not loc:
         # Our own cross-field checks say "field: problem".
-        field, _, problem = str(error["ctx"]["error"]).partition(": ")
-        return InvalidInput(field, problem)
-    if name.startswith("loras."):
-        name = "loras"
+        field, _, problem = str(error.get("ctx", {}).get("error", error["msg"])).partition(": ")
+        return FieldProblem(field, problem)
+    name = str(loc[0]) if loc else "input"
     if error["type"] == "extra_forbidden":
-        return InvalidInput(name, "is not a known parameter")
+        return FieldProblem(".".join(str(part) for part in loc), "is not a known parameter")
     if error["type"] == "missing":
-        return InvalidInput(name, "is required")
-    rule = FIELD_RULES.get(name, error["msg"])
-    got = error.get("input")
-    shown = repr(got if not isinstance(got, str) or len(got) <= 40 else got[:40] + "...")
-    if isinstance(got, str) and name in ("prompt", "negative_prompt"):
-        shown = f"{len(got)} characters"
-    return InvalidInput(name, f"{rule} (got {shown})")
+        return FieldProblem(".".join(str(part) for part in loc), "is required")
+    rule = rules.get(name) or _plain(error["msg"])
+    return FieldProblem(name, f"{rule} (got {shown_value(name, error.get('input'))})")
+
+
+def shown_value(field: str, value: object) -> str:
+    """A rejected value as an error shows it: short, on one line, and never a whole prompt."""
+    if isinstance(value, str) and "prompt" in field:
+        return f"{len(value)} characters"
+    if isinstance(value, list | tuple) and len(value) > 3:
+        return f"{len(value)} items"
+    text = repr(value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "...")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain(message: str) -> str:
+    """pydantic's "Input should be ..." as "must be ..."."""
+    for said, meant in (("Input should be", "must be"), ("Value error, ", ""), ("String should", "must")):
+        message = message.replace(said, meant)
+    return message
 
 
 @dataclass(slots=True)

@@ -1,29 +1,45 @@
 """Atelier's MCP tools and resources, over one engine.
 
-Tools validate through the engine (so every front door gives the same errors), never hold
-state of their own, and never block past the caller's wait budget: a run keeps going when a
-call stops waiting for it.
+Tools never hold state of their own and never block past the caller's wait budget: a run keeps
+going when a call stops waiting for it.
+
+Errors, decided once here:
+- A tool's arguments are checked against its advertised schema (types, ranges, allowed words)
+  before it runs, and every bad or unknown one is named on its own line, `field: problem (got
+  value)`, in the engine's words for the same field (see `arguments.py`). What only the engine
+  can judge (a blank prompt, an unknown workflow, a source image) comes back the same way.
+- A tool's failure is an `isError` result; a resource's is a JSON-RPC error: a run, image or
+  bundle that does not exist is "resource not found" (-32002 for clients of the 2025 protocols,
+  -32602 from 2026-07-28 on, where the spec moved it), a malformed run id or file name is
+  -32602 invalid params. Both carry the URI in `data`.
+- Tools that change a run say in words what they did: `cancel_run` tells a run it stopped from
+  one that had already finished (`cancelled: false`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp_types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
 from core.backends import Progress
 from core.engine import Engine
-from core.errors import AtelierError
+from core.errors import ArtifactNotFound, AtelierError, Conflict, InvalidInput, RunNotFound
 from core.ids import check_filename, check_run_id
-from core.models import MAX_PROMPT_CHARS, MAX_SEED, Run
+from core.models import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE, WORKFLOW_NAME_PATTERN, Run
 from mcp_server import views
-from mcp_server.views import BundleView, Deleted, RunList, RunView
+from mcp_server.arguments import CheckedTool, lines
+from mcp_server.views import BundleView, Cancelled, Deleted, RunList, RunView
 
 INSTRUCTIONS = """\
 Atelier makes images and keeps a durable record of every run.
@@ -46,36 +62,39 @@ STOPS = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
 )
 MAX_WAIT_S = 120
-
-
-def _ranged(description: str, **bounds: Any) -> Any:
-    """A parameter whose range the schema advertises; the engine enforces it with a clear message."""
-    return Field(description=description, json_schema_extra=bounds)
-
+# The resource-not-found code of the 2025 protocols; 2026-07-28 answers INVALID_PARAMS instead (SEP-2164).
+RESOURCE_NOT_FOUND_2025 = -32002
+FIRST_PROTOCOL_WITH_INVALID_PARAMS_FOR_NOT_FOUND = "2026-07-28"
 
 RunId = Annotated[str, Field(description="The run's id, as returned by generate_image or list_runs.")]
-NegativePrompt = Annotated[str | None, _ranged("What to keep out of the image.", maxLength=MAX_PROMPT_CHARS)]
+NegativePrompt = Annotated[
+    str | None, Field(description="What to keep out of the image.", max_length=MAX_PROMPT_CHARS)
+]
 Side = Annotated[
     int | None,
-    _ranged(
-        "Pixels, a multiple of 8. Default: the workflow's (512 for sd15).",
-        minimum=64,
-        maximum=4096,
-        multipleOf=8,
+    Field(
+        description="Pixels, a multiple of 8. Default: the workflow's (512 for sd15).",
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        multiple_of=8,
     ),
 ]
-Steps = Annotated[int | None, _ranged("Sampling steps. Default: the workflow's.", minimum=1, maximum=150)]
+Steps = Annotated[int | None, Field(description="Sampling steps. Default: the workflow's.", ge=1, le=150)]
 Cfg = Annotated[
-    float | None, _ranged("Prompt guidance strength. Default: the workflow's.", minimum=0, maximum=30)
+    float | None, Field(description="Prompt guidance strength. Default: the workflow's.", ge=0, le=30)
 ]
 Seed = Annotated[
-    int | None, _ranged("Same seed + inputs = same image. Random if omitted.", minimum=0, maximum=MAX_SEED)
+    int | None, Field(description="Same seed + inputs = same image. Random if omitted.", ge=0, le=MAX_SEED)
 ]
 Sampler = Annotated[str | None, Field(description="Sampler name, e.g. euler, dpmpp_2m.")]
 Scheduler = Annotated[str | None, Field(description="Noise schedule, e.g. normal, karras, simple.")]
-Count = Annotated[int | None, _ranged("Images in this run (a batch). Default 1.", minimum=1, maximum=16)]
+Count = Annotated[int | None, Field(description="Images in this run (a batch). Default 1.", ge=1, le=16)]
 WorkflowName = Annotated[
-    str | None, Field(description="A workflow from list_workflows. Default: sd15 / img2img / upscale.")
+    str | None,
+    Field(
+        description="A workflow from list_workflows. Default: sd15 / img2img / upscale.",
+        pattern=WORKFLOW_NAME_PATTERN,
+    ),
 ]
 Checkpoint = Annotated[
     str | None, Field(description="Model file to use instead of the workflow's, from list_models.")
@@ -88,10 +107,10 @@ Loras = Annotated[
     ),
 ]
 Denoise = Annotated[
-    float | None, _ranged("Denoising strength 0..1 (text-to-image uses 1).", minimum=0, maximum=1)
+    float | None, Field(description="Denoising strength 0..1 (text-to-image uses 1).", ge=0, le=1)
 ]
 PriorityName = Annotated[
-    str, Field(description="low | normal | high | urgent: higher priorities start first.")
+    Literal["low", "normal", "high", "urgent"], Field(description="Higher priorities start first.")
 ]
 IdempotencyKey = Annotated[
     str | None, Field(description="Calling again with the same key returns the same run, not a new one.")
@@ -109,39 +128,55 @@ Source = Annotated[
 ]
 WaitSeconds = Annotated[
     float,
-    _ranged(f"How long to wait for the run to finish, 0..{MAX_WAIT_S} s.", minimum=0, maximum=MAX_WAIT_S),
+    Field(description=f"How long to wait for the run to finish, 0..{MAX_WAIT_S} s.", ge=0, le=MAX_WAIT_S),
 ]
+StatusName = Literal["queued", "running", "completed", "failed", "cancelled"]
+KindName = Literal["image", "batch", "training", "publish", "pod"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextmanager
-def _reported_as(error: type[ToolError] | type[ResourceError]) -> Iterator[None]:
-    """Engine errors become MCP errors (a tool's isError result) carrying the engine's own sentence."""
+def _tool_errors() -> Iterator[None]:
+    """Engine errors become a tool's isError result carrying the engine's own sentence(s)."""
     try:
         yield
+    except InvalidInput as exc:
+        raise ToolError(lines(exc)) from None
     except AtelierError as exc:
-        raise error(str(exc)) from None
+        raise ToolError(str(exc)) from None
 
 
-def _tool_errors() -> AbstractContextManager[None]:
-    return _reported_as(ToolError)
-
-
-def _resource_errors() -> AbstractContextManager[None]:
-    return _reported_as(ResourceError)
-
-
-def _check_wait(seconds: float, field: str) -> float:
-    if not 0 <= seconds <= MAX_WAIT_S:
-        raise ToolError(f"{field}: must be a number of seconds in 0..{MAX_WAIT_S} (got {seconds!r})")
-    return seconds
+@contextmanager
+def _resource_errors(uri: str, ctx: Context | None) -> Iterator[None]:
+    """Engine errors become JSON-RPC errors: "resource not found" for what does not exist (or has no
+    file yet), invalid params for a malformed id or name. The message is the engine's sentence;
+    `uri` (rebuilt from the template's values, percent-encoded again) goes in `data`."""
+    try:
+        yield
+    except (RunNotFound, ArtifactNotFound, Conflict) as exc:
+        version = ctx.protocol_version if ctx is not None else None
+        modern = version is not None and version >= FIRST_PROTOCOL_WITH_INVALID_PARAMS_FOR_NOT_FOUND
+        code = INVALID_PARAMS if modern else RESOURCE_NOT_FOUND_2025
+        raise MCPError(code, f"Resource not found: {exc}", {"uri": uri}) from None
+    except AtelierError as exc:
+        raise MCPError(INVALID_PARAMS, str(exc), {"uri": uri}) from None
 
 
 def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
     """An MCP server over `engine`. `expose_paths` adds server-side file paths to results (stdio)."""
-    mcp = MCPServer(
-        "atelier", instructions=INSTRUCTIONS, version=_version(), log_level=engine.settings.log_level.upper()
-    )
     thumb_px = engine.settings.thumbnail_px
+    tools: list[Tool] = []
+
+    def tool(annotations: ToolAnnotations, *, structured_output: bool | None = None) -> Callable[[F], F]:
+        """Register a function as a tool that checks its arguments in Atelier's words."""
+
+        def register(fn: F) -> F:
+            tools.append(
+                CheckedTool.from_function(fn, annotations=annotations, structured_output=structured_output)
+            )
+            return fn
+
+        return register
 
     async def result_for(run: Run) -> CallToolResult:
         return await views.run_result(engine, run, expose_paths=expose_paths, thumbnail_px=thumb_px)
@@ -169,14 +204,13 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         ctx: Context | None,
     ) -> CallToolResult:
         with _tool_errors():
-            _check_wait(wait_seconds, "wait_seconds")
             run = await engine.submit_image(params, priority=priority, idempotency_key=idempotency_key)
             run = await wait_reporting(run, wait_seconds, ctx)
             return await result_for(run)
 
-    @mcp.tool(annotations=CREATES, structured_output=True)
+    @tool(CREATES, structured_output=True)
     async def generate_image(
-        prompt: Annotated[str, _ranged("What to draw.", minLength=1, maxLength=MAX_PROMPT_CHARS)],
+        prompt: Annotated[str, Field(description="What to draw.", min_length=1, max_length=MAX_PROMPT_CHARS)],
         negative_prompt: NegativePrompt = None,
         width: Side = None,
         height: Side = None,
@@ -220,16 +254,16 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         }
         return await submit_and_wait(params, priority, idempotency_key, wait_seconds, ctx)
 
-    @mcp.tool(annotations=CREATES, structured_output=True)
+    @tool(CREATES, structured_output=True)
     async def transform_image(
         source: Source,
         prompt: Annotated[
-            str, _ranged("What the result should show.", minLength=1, maxLength=MAX_PROMPT_CHARS)
+            str, Field(description="What the result should show.", min_length=1, max_length=MAX_PROMPT_CHARS)
         ],
         denoise: Annotated[
             float | None,
-            _ranged(
-                "How much to repaint: 0 keeps the source, 1 ignores it. Default 0.6.", minimum=0, maximum=1
+            Field(
+                description="How much to repaint: 0 keeps the source, 1 ignores it. Default 0.6.", ge=0, le=1
             ),
         ] = None,
         negative_prompt: NegativePrompt = None,
@@ -270,11 +304,11 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         }
         return await submit_and_wait(params, priority, idempotency_key, wait_seconds, ctx)
 
-    @mcp.tool(annotations=CREATES, structured_output=True)
+    @tool(CREATES, structured_output=True)
     async def upscale_image(
         source: Source,
         scale: Annotated[
-            float | None, _ranged("Enlargement factor, 1..8. Default 2.", minimum=1, maximum=8)
+            float | None, Field(description="Enlargement factor, 1..8. Default 2.", ge=1, le=8)
         ] = None,
         workflow: WorkflowName = None,
         priority: PriorityName = "normal",
@@ -289,7 +323,7 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         params = {"operation": "upscale", "source": source, "scale": scale, "workflow": workflow}
         return await submit_and_wait(params, priority, idempotency_key, wait_seconds, ctx)
 
-    @mcp.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def list_workflows() -> dict[str, Any]:
         """The workflows generate_image, transform_image and upscale_image can use.
 
@@ -299,7 +333,7 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         """
         return engine.list_workflows()
 
-    @mcp.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def list_models() -> dict[str, Any]:
         """Model files installed on the ComfyUI servers, by kind: checkpoints, loras, diffusion_models, vae, upscale_models.
 
@@ -308,7 +342,7 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         with _tool_errors():
             return await engine.list_models()
 
-    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    @tool(READ_ONLY, structured_output=True)
     async def wait_for_run(
         run_id: RunId, timeout_seconds: WaitSeconds = 30, ctx: Context | None = None
     ) -> Annotated[CallToolResult, RunView]:
@@ -318,12 +352,11 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         the wait (or cancelling this call) never stops the run: use cancel_run for that.
         """
         with _tool_errors():
-            _check_wait(timeout_seconds, "timeout_seconds")
             run = await engine.get_run(run_id)
             run = await wait_reporting(run, timeout_seconds, ctx)
             return await result_for(run)
 
-    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    @tool(READ_ONLY, structured_output=True)
     async def get_run(
         run_id: RunId,
         include_logs: Annotated[bool, Field(description="Add the run's log lines.")] = False,
@@ -336,14 +369,11 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
                 logs = [f"{entry.level}: {entry.message}" for entry in await engine.logs(run_id)]
             return views.run_view(engine, run, expose_paths=expose_paths, logs=logs)
 
-    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    @tool(READ_ONLY, structured_output=True)
     async def list_runs(
-        status: Annotated[
-            str | None,
-            Field(description="Only runs in this status (queued, running, completed, failed, cancelled)."),
-        ] = None,
-        kind: Annotated[str | None, Field(description="Only runs of this kind (image, batch, ...).")] = None,
-        limit: Annotated[int, _ranged("Runs per page, 1..200.", minimum=1, maximum=200)] = 20,
+        status: Annotated[StatusName | None, Field(description="Only runs in this status.")] = None,
+        kind: Annotated[KindName | None, Field(description="Only runs of this kind.")] = None,
+        limit: Annotated[int, Field(description="Runs per page, 1..200.", ge=1, le=200)] = 20,
         cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page.")] = None,
     ) -> RunList:
         """Runs, newest first, optionally filtered by status and kind. Page with `cursor`."""
@@ -351,26 +381,40 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
             page = await engine.list_runs(status=status, kind=kind, limit=limit, cursor=cursor)
             return views.page_view(engine, page, expose_paths=expose_paths)
 
-    @mcp.tool(annotations=STOPS, structured_output=True)
-    async def cancel_run(run_id: RunId) -> RunView:
-        """Cancel a queued or running run; a running one is stopped. A finished run is left as it is."""
-        with _tool_errors():
-            return views.run_view(engine, await engine.cancel(run_id), expose_paths=expose_paths)
+    @tool(STOPS, structured_output=True)
+    async def cancel_run(run_id: RunId) -> Annotated[CallToolResult, Cancelled]:
+        """Cancel a queued or running run; a running one is stopped.
 
-    @mcp.tool(annotations=CREATES, structured_output=True)
-    async def retry_run(run_id: RunId) -> RunView:
-        """Queue a failed or cancelled run again with the same inputs (same seed, same images)."""
+        A run that had already finished is left as it is: the result then says `cancelled: false`
+        and which state it had finished in.
+        """
         with _tool_errors():
-            return views.run_view(engine, await engine.retry(run_id), expose_paths=expose_paths)
+            before = await engine.get_run(run_id)
+            after = await engine.cancel(run_id)
+            return views.cancel_result(engine, before, after, expose_paths=expose_paths)
 
-    @mcp.tool(annotations=STOPS, structured_output=True)
-    async def delete_run(run_id: RunId) -> Deleted:
-        """Delete a run, its images and its log for good (stopping it first if needed)."""
+    @tool(CREATES, structured_output=True)
+    async def retry_run(run_id: RunId) -> Annotated[CallToolResult, RunView]:
+        """Queue a failed or cancelled run again with the same inputs (same seed, same images).
+
+        A queued, running or completed run is refused, saying why.
+        """
         with _tool_errors():
-            run = await engine.delete(run_id)
-            return Deleted(run_id=run.id, deleted=True, status_before=run.status.value)
+            run = await engine.retry(run_id)
+            return views.said(
+                f"Run {run.id} is queued again with the same inputs. {views.next_step(run)}",
+                views.run_view(engine, run, expose_paths=expose_paths),
+            )
 
-    @mcp.tool(annotations=READ_ONLY, structured_output=True)
+    @tool(STOPS, structured_output=True)
+    async def delete_run(run_id: RunId) -> Annotated[CallToolResult, Deleted]:
+        """Delete a run, its images and its log for good (stopping it first if it is queued or running)."""
+        with _tool_errors():
+            before = await engine.get_run(run_id)
+            await engine.delete(run_id)
+            return views.delete_result(before)
+
+    @tool(READ_ONLY, structured_output=True)
     async def bundle_run(run_id: RunId) -> Annotated[CallToolResult, BundleView]:
         """Pack a run's images and its run.json (inputs, seed, timings) into one ZIP; returns a link to it."""
         with _tool_errors():
@@ -394,14 +438,22 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
             )
             return CallToolResult(content=[text, link], structured_content=view.model_dump(mode="json"))
 
-    @mcp.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def get_status() -> dict[str, Any]:
         """Health of each backend, how many runs are queued and running, and throughput/latency figures."""
         return await engine.status()
 
+    mcp = MCPServer(
+        "atelier",
+        instructions=INSTRUCTIONS,
+        version=_version(),
+        log_level=engine.settings.log_level.upper(),
+        tools=tools,
+    )
+
     @mcp.resource("atelier://runs/{run_id}", mime_type="application/json", description="A run, as JSON.")
-    async def run_resource(run_id: str) -> str:
-        with _resource_errors():
+    async def run_resource(run_id: str, ctx: Context) -> str:
+        with _resource_errors(views.run_uri(quote(run_id, safe="")), ctx):
             run = await engine.get_run(check_run_id(run_id))
             return json.dumps(run.to_dict())
 
@@ -410,8 +462,8 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         mime_type="image/png",
         description="A full-size image of a run.",
     )
-    async def image_resource(run_id: str, filename: str) -> bytes:
-        with _resource_errors():
+    async def image_resource(run_id: str, filename: str, ctx: Context) -> bytes:
+        with _resource_errors(views.image_uri(quote(run_id, safe=""), quote(filename, safe="")), ctx):
             _, data = await engine.read_artifact(check_run_id(run_id), check_filename(filename))
             return data
 
@@ -420,10 +472,10 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         mime_type="application/zip",
         description="A run's images as a ZIP.",
     )
-    async def bundle_resource(run_id: str) -> bytes:
-        with _resource_errors():
+    async def bundle_resource(run_id: str, ctx: Context) -> bytes:
+        with _resource_errors(f"{views.run_uri(quote(run_id, safe=''))}/bundle.zip", ctx):
             bundle = await engine.bundle(check_run_id(run_id))
-            return bundle.path.read_bytes()
+            return await anyio.Path(bundle.path).read_bytes()
 
     return mcp
 

@@ -11,7 +11,7 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from pydantic import BaseModel, Field
 
 from core.engine import Engine
-from core.models import Artifact, Page, Run
+from core.models import Artifact, Page, Run, RunStatus
 
 # All inline images of one result together stay under this many base64 bytes (1 MB with headroom
 # for the JSON around them), so chat clients accept the result.
@@ -67,10 +67,19 @@ class RunList(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
 
 
+class Cancelled(RunView):
+    """The run after a cancel_run, and whether that call is what stopped it."""
+
+    cancelled: bool = Field(
+        description="True if this call cancelled the run; false if it had already finished (see `status`)."
+    )
+
+
 class Deleted(BaseModel):
     run_id: str
     deleted: bool
-    status_before: str
+    status_before: str = Field(description="The run's status when it was deleted.")
+    stopped: bool = Field(description="True if the run was queued or running and was stopped first.")
 
 
 class BundleView(BaseModel):
@@ -102,7 +111,7 @@ def run_view(engine: Engine, run: Run, *, expose_paths: bool, logs: list[str] | 
         finished_at=run.finished_at,
         images=[_image_ref(engine, a, expose_paths) for a in run.artifacts],
         logs=logs,
-        next=_next_step(run),
+        next=next_step(run),
     )
 
 
@@ -120,7 +129,8 @@ def _image_ref(engine: Engine, artifact: Artifact, expose_paths: bool) -> ImageR
     )
 
 
-def _next_step(run: Run) -> str:
+def next_step(run: Run) -> str:
+    """What a model can do next with `run`, in one sentence."""
     match run.status.value:
         case "queued" | "running":
             return f"Still {run.status.value}. Call wait_for_run with run_id={run.id!r} to wait for it."
@@ -130,6 +140,39 @@ def _next_step(run: Run) -> str:
             return f"Failed: {run.error}. retry_run queues it again."
         case _:
             return "Cancelled. retry_run queues it again."
+
+
+def said(text: str, view: BaseModel) -> CallToolResult:
+    """A tool result that says `text` in words and carries `view` as its structured content."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=view.model_dump(mode="json")
+    )
+
+
+def cancel_result(engine: Engine, before: Run, after: Run, *, expose_paths: bool) -> CallToolResult:
+    """cancel_run's answer: whether this call stopped the run (`before` and `after` the cancel)."""
+    stopped = not before.status.is_final and after.status is RunStatus.CANCELLED
+    view = Cancelled(**run_view(engine, after, expose_paths=expose_paths).model_dump(), cancelled=stopped)
+    if stopped:
+        text = f"Run {after.id} was {before.status.value} and is now cancelled. retry_run queues it again."
+    elif after.status is RunStatus.CANCELLED:
+        text = f"Run {after.id} was already cancelled; nothing was cancelled."
+    else:
+        text = f"Run {after.id} had already {after.status.value}; nothing was cancelled."
+    return said(text, view)
+
+
+def delete_result(before: Run) -> CallToolResult:
+    """delete_run's answer for the run as it was (`before`) when it was deleted."""
+    stopped = not before.status.is_final
+    files = f"its {len(before.artifacts)} image(s) and its log" if before.artifacts else "its log"
+    if stopped:
+        verb = "stopped" if before.status is RunStatus.RUNNING else "cancelled"
+        text = f"Run {before.id} was {before.status.value}: {verb} it, then deleted it and {files}."
+    else:
+        text = f"Deleted run {before.id} ({before.status.value}) with {files}."
+    view = Deleted(run_id=before.id, deleted=True, status_before=before.status.value, stopped=stopped)
+    return said(text, view)
 
 
 def page_view(engine: Engine, page: Page, *, expose_paths: bool) -> RunList:

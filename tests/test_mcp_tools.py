@@ -194,14 +194,23 @@ async def test_generate_image_schema_advertises_the_allowed_ranges(client: Clien
     tool = next(t for t in await list_tools(client) if t.name == "generate_image")
     props = tool.input_schema["properties"]
     assert tool.input_schema["required"] == ["prompt"]
+
+    def given(name: str) -> dict[str, Any]:
+        """The schema of a value given (not left out, which takes the workflow's default)."""
+        branches = [b for b in props[name].get("anyOf", [props[name]]) if b.get("type") != "null"]
+        assert len(branches) == 1, props[name]
+        return branches[0]
+
     for side in ("width", "height"):
-        # Optional: left out, the workflow's default applies.
-        assert {"type": "integer"} in props[side]["anyOf"]
-        assert (props[side]["minimum"], props[side]["maximum"], props[side]["multipleOf"]) == (64, 4096, 8)
-    assert (props["steps"]["minimum"], props["steps"]["maximum"]) == (1, 150)
-    assert (props["count"]["minimum"], props["count"]["maximum"]) == (1, 16)
-    assert (props["prompt"]["minLength"], props["prompt"]["maxLength"]) == (1, 4000)
-    assert (props["wait_seconds"]["minimum"], props["wait_seconds"]["maximum"]) == (0, 120)
+        assert {"type": "null"} in props[side]["anyOf"]
+        integer = given(side)
+        assert integer["type"] == "integer"
+        assert (integer["minimum"], integer["maximum"], integer["multipleOf"]) == (64, 4096, 8)
+    assert (given("steps")["minimum"], given("steps")["maximum"]) == (1, 150)
+    assert (given("count")["minimum"], given("count")["maximum"]) == (1, 16)
+    assert (given("prompt")["minLength"], given("prompt")["maxLength"]) == (1, 4000)
+    assert (given("wait_seconds")["minimum"], given("wait_seconds")["maximum"]) == (0, 120)
+    assert given("priority")["enum"] == ["low", "normal", "high", "urgent"]
 
 
 # --- generating -----------------------------------------------------------------------------
@@ -364,22 +373,61 @@ async def test_cancel_run_stops_a_running_run_for_good_and_retry_runs_it_again(s
     run_id = await start_slow_run(slow_client, steps=steps)
     await until_status(slow_client, run_id, {"running"})
 
-    cancelled = await ok(slow_client, "cancel_run", run_id=run_id)
-    assert cancelled["status"] == "cancelled"
+    result = await call(slow_client, "cancel_run", run_id=run_id)
+    assert result.structured_content is not None
+    assert (result.structured_content["status"], result.structured_content["cancelled"]) == (
+        "cancelled",
+        True,
+    )
+    assert error_text(result).startswith(f"Run {run_id} was running and is now cancelled.")
     await anyio.sleep(steps * STEP_MS / 1000 + 0.2)  # past the time it would have finished
     later = await ok(slow_client, "get_run", run_id=run_id)
     assert later["status"] == "cancelled"
     assert later["images"] == []
     assert "retry_run" in later["next"]
-    again = await ok(slow_client, "cancel_run", run_id=run_id)
-    assert again["status"] == "cancelled"
+    again = await call(slow_client, "cancel_run", run_id=run_id)
+    assert again.structured_content is not None
+    assert (again.structured_content["status"], again.structured_content["cancelled"]) == ("cancelled", False)
+    assert error_text(again) == f"Run {run_id} was already cancelled; nothing was cancelled."
 
-    retried = await ok(slow_client, "retry_run", run_id=run_id)
+    result = await call(slow_client, "retry_run", run_id=run_id)
+    retried = result.structured_content
+    assert retried is not None
     assert retried["run_id"] == run_id
     assert retried["status"] == "queued"
+    assert error_text(result).startswith(f"Run {run_id} is queued again with the same inputs.")
     done = await ok(slow_client, "wait_for_run", run_id=run_id, timeout_seconds=10)
     assert done["status"] == "completed"
     assert len(done["images"]) == 1
+
+
+async def test_cancel_run_of_a_queued_run_says_it_was_cancelled(
+    slow_engine: Engine, slow_client_both: Client
+) -> None:
+    # Every runner busy: the next run waits in the queue.
+    busy = [
+        await start_slow_run(slow_client_both, steps=150)
+        for _ in range(slow_engine.settings.local_concurrency)
+    ]
+    queued = await start_slow_run(slow_client_both, steps=150)
+    assert (await ok(slow_client_both, "get_run", run_id=queued))["status"] == "queued"
+    result = await call(slow_client_both, "cancel_run", run_id=queued)
+    assert result.structured_content is not None
+    assert result.structured_content["cancelled"] is True
+    assert error_text(result).startswith(f"Run {queued} was queued and is now cancelled.")
+    for run_id in busy:
+        await ok(slow_client_both, "cancel_run", run_id=run_id)
+
+
+async def test_cancel_run_of_a_finished_run_says_nothing_was_cancelled(client_both: Client) -> None:
+    run = await ok(client_both, "generate_image", prompt=FOX, seed=1, steps=1, width=64, height=64)
+    result = await call(client_both, "cancel_run", run_id=run["run_id"])
+    assert not result.is_error, error_text(result)
+    assert result.structured_content is not None
+    assert result.structured_content["status"] == "completed"
+    assert result.structured_content["cancelled"] is False
+    assert error_text(result) == f"Run {run['run_id']} had already completed; nothing was cancelled."
+    assert (await ok(client_both, "get_run", run_id=run["run_id"]))["status"] == "completed"
 
 
 async def test_retry_of_a_completed_run_is_refused(client: Client) -> None:
@@ -394,8 +442,15 @@ async def test_delete_run_removes_the_run_and_its_images(client: Client, setting
     run_id, image_uri = run["run_id"], run["images"][0]["uri"]
     assert (await read_bytes(client, image_uri)).startswith(PNG_SIGNATURE)
 
-    deleted = await ok(client, "delete_run", run_id=run_id)
-    assert deleted == {"run_id": run_id, "deleted": True, "status_before": "completed"}
+    result = await call(client, "delete_run", run_id=run_id)
+    assert not result.is_error, error_text(result)
+    assert result.structured_content == {
+        "run_id": run_id,
+        "deleted": True,
+        "status_before": "completed",
+        "stopped": False,
+    }
+    assert error_text(result) == f"Deleted run {run_id} (completed) with its 1 image(s) and its log."
 
     text = await failing(client, "get_run", run_id=run_id)
     assert run_id in text and "does not exist" in text
@@ -411,8 +466,12 @@ async def test_delete_run_removes_the_run_and_its_images(client: Client, setting
 async def test_delete_run_stops_a_running_run(slow_client: Client) -> None:
     run_id = await start_slow_run(slow_client)
     await until_status(slow_client, run_id, {"running"})
-    deleted = await ok(slow_client, "delete_run", run_id=run_id)
-    assert deleted["status_before"] == "cancelled"
+    result = await call(slow_client, "delete_run", run_id=run_id)
+    assert not result.is_error, error_text(result)
+    assert result.structured_content is not None
+    assert result.structured_content["status_before"] == "running"
+    assert result.structured_content["stopped"] is True
+    assert error_text(result) == f"Run {run_id} was running: stopped it, then deleted it and its log."
     await anyio.sleep(0.1)
     assert "does not exist" in await failing(slow_client, "get_run", run_id=run_id)
     assert await run_ids(slow_client) == []
@@ -584,6 +643,52 @@ async def test_bad_resource_uris_fail_without_leaking_anything(
     assert "Traceback" not in shown
 
 
+@pytest.mark.parametrize(
+    ("path", "missing"),
+    [
+        ("{unknown}", "run '{unknown}' does not exist"),
+        ("{unknown}/images/image-01.png", "run '{unknown}' does not exist"),
+        ("{run}/images/image-99.png", "run '{run}' has no file 'image-99.png'"),
+        ("{unknown}/bundle.zip", "run '{unknown}' does not exist"),
+        ("{busy}/bundle.zip", "run {busy} is running and has no outputs to bundle"),
+    ],
+)
+async def test_a_missing_resource_is_resource_not_found_naming_what_is_missing(
+    slow_client_both: Client, mode: str, path: str, missing: str
+) -> None:
+    run = await ok(slow_client_both, "generate_image", prompt=FOX, seed=1, steps=1, width=64, height=64)
+    busy = await start_slow_run(slow_client_both, steps=150)
+    await until_status(slow_client_both, busy, {"running"})
+    ids = {"unknown": UNKNOWN_ID, "run": run["run_id"], "busy": busy}
+    uri = "atelier://runs/" + path.format(**ids)
+    with pytest.raises(MCPError) as raised:
+        await read(slow_client_both, uri)
+    # The code of the protocol the client speaks: -32002 until 2025-11-25; SEP-2164 moved it to
+    # -32602 (invalid params) in 2026-07-28, which the default connection negotiates.
+    assert raised.value.code == (-32002 if mode == "legacy" else -32602)
+    assert raised.value.message.startswith("Resource not found: ")
+    assert missing.format(**ids) in raised.value.message
+    assert raised.value.data == {"uri": uri}
+    await ok(slow_client_both, "cancel_run", run_id=busy)
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("not-a-run-id", "run_id: is not a valid run id (26 characters of 0-9 a-z, got 'not-a-run-id')"),
+        ("{run}/images/-x.png", "filename: is not a valid file name (got '-x.png')"),
+    ],
+)
+async def test_a_malformed_resource_uri_is_invalid_params(client_both: Client, path: str, said: str) -> None:
+    run = await ok(client_both, "generate_image", prompt=FOX, seed=1, steps=1, width=64, height=64)
+    uri = "atelier://runs/" + path.format(run=run["run_id"])
+    with pytest.raises(MCPError) as raised:
+        await read(client_both, uri)
+    assert raised.value.code == -32602
+    assert raised.value.message == said
+    assert raised.value.data == {"uri": uri}
+
+
 async def test_resource_templates_cover_runs_images_and_bundles(client: Client) -> None:
     with anyio.fail_after(10):
         templates = (await client.list_resource_templates()).resource_templates
@@ -626,6 +731,91 @@ async def test_bad_generate_input_is_an_error_naming_the_field_and_creates_no_ru
     assert allowed in text
     assert len(text) < 300, "the error should be a sentence, not a dump of the prompt"
     assert await run_ids(client_both) == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "said"),
+    [
+        ("generate_image", {"width": "abc"}, "width: must be a multiple of 8 in 64..4096 (got 'abc')"),
+        ("generate_image", {"steps": 2.5}, "steps: must be an integer in 1..150 (got 2.5)"),
+        ("generate_image", {"seed": "lucky"}, "seed: must be an integer in 0..4294967295 (got 'lucky')"),
+        ("generate_image", {"loras": "x" * 100}, "loras: must be at most 8 LoRAs"),
+        (
+            "generate_image",
+            {"priority": "ASAP"},
+            "priority: must be one of low, normal, high, urgent (got 'ASAP')",
+        ),
+        (
+            "generate_image",
+            {"prompt": None},
+            "prompt: must be non-blank text of 1..4000 characters (got None)",
+        ),
+        ("generate_image", {"wait_seconds": "soon"}, "wait_seconds: must be a number in 0..120 (got 'soon')"),
+        ("list_runs", {"limit": "all"}, "limit: must be an integer in 1..200 (got 'all')"),
+        ("get_run", {"include_logs": "maybe"}, "include_logs: must be true or false (got 'maybe')"),
+        ("get_run", {"run_id": 42}, "run_id: must be text (got 42)"),
+    ],
+    ids=lambda value: repr(value)[:30] if isinstance(value, dict) else None,
+)
+async def test_an_argument_of_the_wrong_type_is_named_with_its_allowed_values(
+    client_both: Client, tool: str, arguments: dict[str, Any], said: str
+) -> None:
+    base = {"generate_image": {"prompt": FOX}, "get_run": {"run_id": UNKNOWN_ID}}.get(tool, {})
+    text = await failing(client_both, tool, **{**base, **arguments})
+    assert text.startswith(f"Error executing tool {tool}: {said}")
+    assert "\n" not in text, "one bad field, one line"
+    for noise in ("validation error", "input_value", "type=", "https://", "Arguments"):
+        assert noise not in text
+    assert await run_ids(client_both) == []
+
+
+async def test_every_bad_argument_is_named_on_its_own_line(client_both: Client) -> None:
+    text = await failing(client_both, "generate_image", prompt=FOX, width="abc", steps=0, count=99, cfg=-1)
+    assert text.splitlines() == [
+        "Error executing tool generate_image: width: must be a multiple of 8 in 64..4096 (got 'abc')",
+        "steps: must be an integer in 1..150 (got 0)",
+        "cfg: must be a number in 0..30 (got -1)",
+        "count: must be an integer in 1..16 (got 99)",
+    ]
+    assert await run_ids(client_both) == []
+
+
+async def test_every_bad_field_the_engine_judges_is_named_on_its_own_line(client_both: Client) -> None:
+    # Names only the engine checks (their patterns are not in the tool's schema).
+    text = await failing(client_both, "generate_image", prompt=FOX, sampler="no such!", scheduler="Bad Name")
+    assert text.splitlines() == [
+        "Error executing tool generate_image: sampler: must be a sampler name (letters, digits, _ . + -)"
+        " (got 'no such!')",
+        "scheduler: must be a scheduler name (letters, digits, _ . + -) (got 'Bad Name')",
+    ]
+    assert await run_ids(client_both) == []
+
+
+async def test_an_unknown_argument_is_refused_naming_it_and_the_known_ones(client_both: Client) -> None:
+    text = await failing(client_both, "generate_image", prompt=FOX, size="512x512")
+    assert text.startswith("Error executing tool generate_image: size: is not a parameter of this tool")
+    assert "it takes prompt, negative_prompt, width, height," in text
+    assert await run_ids(client_both) == []
+
+
+async def test_an_unknown_argument_that_is_not_a_plain_word_is_quoted(client: Client) -> None:
+    text = await failing(client, "generate_image", prompt=FOX, **{"prompt ": "a fox"})
+    assert text.startswith("Error executing tool generate_image: 'prompt ': is not a parameter of this tool")
+    text = await failing(client, "get_status", verbose=True)
+    assert text == (
+        "Error executing tool get_status: verbose: is not a parameter of this tool (it takes no arguments)"
+    )
+
+
+async def test_a_workflow_name_that_cannot_be_one_is_refused_without_echoing_it(client: Client) -> None:
+    text = await failing(client, "generate_image", prompt=FOX, workflow="x" * 10_000)
+    assert text.startswith("Error executing tool generate_image: workflow: must be a workflow name")
+    assert len(text) < 300
+
+
+async def test_a_missing_argument_is_named(client_both: Client) -> None:
+    text = await failing(client_both, "transform_image", prompt=FOX)
+    assert text == "Error executing tool transform_image: source: is required"
 
 
 @pytest.mark.parametrize("timeout", [-1, 1000])
