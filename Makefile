@@ -48,6 +48,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/mcp_cold_start.py
 	$(BIN)/python bench/comfyui_keep_busy.py
 	$(BIN)/python bench/http_run_status.py
+	$(BIN)/python bench/upscale_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
