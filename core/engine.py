@@ -33,6 +33,7 @@ from core.errors import (
     ArtifactNotFound,
     BackendError,
     Conflict,
+    FieldProblem,
     HomeLocked,
     InvalidInput,
     LedgerUnavailable,
@@ -365,7 +366,9 @@ class Engine:
             try:
                 specs.append(await self._image_spec({k: v for k, v in params.items() if v is not None}))
             except InvalidInput as exc:
-                raise InvalidInput(f"items[{index}].{exc.field}", exc.problem) from None
+                raise InvalidInput.of(
+                    FieldProblem(f"items[{index}].{p.field}", p.problem) for p in exc.problems
+                ) from None
         parent = Run(
             id=new_run_id(),
             seq=0,

@@ -352,3 +352,14 @@ async def test_openapi_lists_every_endpoint(tmp_path: Path) -> None:
         assert "202" in document["paths"]["/generate"]["post"]["responses"]
         docs = await served.http.get("/comfygen/docs")
         assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+
+
+async def test_every_bad_field_is_listed_in_the_422_detail(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        answer = await served.http.post(
+            "/comfygen/generate", json={"prompt": "a fox", "width": 100, "height": 64, "steps": 0}
+        )
+        assert answer.status_code == 422
+        fields = [item["loc"][-1] for item in answer.json()["detail"]]
+        assert fields == ["width", "steps"]
+        assert await served.engine.count_runs() == 0

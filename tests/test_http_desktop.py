@@ -612,3 +612,14 @@ async def test_as_the_root_contract_the_document_urls_work_at_the_root(tmp_path:
         assert await png_size(served, made["url"]) == (64, 64)
         upscaled = await served.http.post("/api/generate/upscale", json={"imagePath": made["url"]})
         assert await png_size(served, upscaled.json()["data"]["url"]) == (128, 128)
+
+
+async def test_every_bad_field_is_named_in_one_message(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        answer = await served.http.post(
+            "/desktop/api/generate/text-to-image", json={"prompt": "a fox", "width": 100, "steps": 0}
+        )
+        assert answer.status_code == 400
+        message = answer.json()["error"]
+        assert "width: must be a multiple of 8" in message and "steps: must be an integer" in message
+        assert await served.engine.count_runs() == 0

@@ -42,3 +42,10 @@ async def test_a_long_list_is_shown_by_its_length(engine: Engine) -> None:
         await engine.submit_image({"prompt": "ok", "loras": [f"l{i}.safetensors" for i in range(9)]})
     assert caught.value.field == "loras"
     assert caught.value.problem.endswith("(got 9 items)")
+
+
+async def test_a_batch_names_every_bad_field_of_an_item(engine: Engine) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await engine.submit_batch([{"prompt": "fine"}, {"prompt": "bad", "width": 100, "steps": 0}])
+    assert [p.field for p in caught.value.problems] == ["items[1].width", "items[1].steps"]
+    assert (await engine.list_runs()).items == []

@@ -148,7 +148,10 @@ def invalid_body(exc: InvalidInput) -> ApiError:
     return ApiError(
         422,
         str(exc),
-        details=[{"loc": ["body", *exc.field.split(".")], "msg": exc.problem, "type": "value_error"}],
+        details=[
+            {"loc": ["body", *p.field.split(".")], "msg": p.problem, "type": "value_error"}
+            for p in exc.problems
+        ],
     )
 
 

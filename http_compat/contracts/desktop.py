@@ -82,7 +82,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from core.engine import Engine
-from core.errors import InvalidInput, RunNotFound
+from core.errors import FieldProblem, InvalidInput, RunNotFound
 from core.events import Event, Subscription
 from core.ids import check_filename
 from core.models import MAX_PROMPT_CHARS, MAX_SEED, Run, RunKind, RunStatus
@@ -446,12 +446,17 @@ def check_prompt(prompt: str | None) -> str:
 
 
 def renamed(exc: InvalidInput, source_field: str) -> ApiError:
-    """The engine's refusal, naming the contract's field instead of the engine's."""
-    head, _, rest = exc.field.partition(".")
-    name = source_field if head == "source" else _FIELD_NAMES.get(head, head)
-    name += f".{rest}" if rest else ""
-    code = "INVALID_PROMPT" if name == "prompt" else "INVALID_PARAMETERS"
-    return ApiError(400, f"{name}: {exc.problem}", code=code, details={"field": name})
+    """The engine's refusal (every bad field), naming the contract's fields instead of the engine's."""
+
+    def contract_name(field: str) -> str:
+        head, _, rest = field.partition(".")
+        name = source_field if head == "source" else _FIELD_NAMES.get(head, head)
+        return name + (f".{rest}" if rest else "")
+
+    first = contract_name(exc.field)
+    message = "; ".join(f"{contract_name(p.field)}: {p.problem}" for p in exc.problems)
+    code = "INVALID_PROMPT" if first == "prompt" else "INVALID_PARAMETERS"
+    return ApiError(400, message, code=code, details={"field": first})
 
 
 def guarded(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
@@ -591,7 +596,8 @@ def build(engine: Engine, settings: Settings) -> Api:
         try:
             run = await engine.submit_image(params, meta={"door": "desktop"})
         except InvalidInput as exc:
-            raise renamed(InvalidInput(exc.field, hide_folders(exc.problem)), source_field) from None
+            hidden = InvalidInput.of(FieldProblem(p.field, hide_folders(p.problem)) for p in exc.problems)
+            raise renamed(hidden, source_field) from None
         try:
             run = await engine.wait(run.id, wait_s)
         except RunNotFound:

@@ -215,7 +215,9 @@ class WorkflowLibrary:
         workflow = self._workflows.get(name)
         if workflow is None:
             raise InvalidInput(
-                "workflow", f"unknown workflow {name!r}; available: {', '.join(self._workflows)}"
+                "workflow",
+                f"unknown workflow {name[:60]!r}{'...' if len(name) > 60 else ''}; "
+                f"available: {', '.join(self._workflows)}",
             )
         return workflow
 
