@@ -621,5 +621,6 @@ async def test_every_bad_field_is_named_in_one_message(tmp_path: Path) -> None:
         )
         assert answer.status_code == 400
         message = answer.json()["error"]
-        assert "width: must be a multiple of 8" in message and "steps: must be an integer" in message
+        assert "width: " in message and "multiple of 8" in message
+        assert "steps: " in message
         assert await served.engine.count_runs() == 0
