@@ -231,8 +231,12 @@ def _encode_thumbnails(sources: list[bytes], max_px: int) -> list[str]:
     share = INLINE_IMAGE_BUDGET // len(sources)
     out, used = [], 0
     for data in sources:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.draft("RGB", (max_px, max_px))  # JPEG: decode at a fraction of the size
+            # Shrink by whole factors first (cheap, and never a second full-size copy), then
+            # work on the small image only: an 8192x8192 result never exists twice in memory.
+            factor = max(1, min(opened.size) // (2 * max_px))
+            image = (opened.reduce(factor) if factor > 1 else opened).convert("RGB")
             side = max_px
             while True:
                 thumb = image.copy()
