@@ -27,7 +27,8 @@ run: $(VENV)/.runtime
 mcp: $(VENV)/.runtime
 	$(BIN)/atelier mcp
 
-# The docs pages are tested in a real headless Chromium: install Debian's where we can (CI runs as root).
+# The web pages are tested in a real headless Chromium, driven by Playwright (a dev extra) through
+# executable_path: install Debian's where we can (CI runs as root). Never `playwright install`.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
