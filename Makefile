@@ -27,16 +27,24 @@ run: $(VENV)/.runtime
 mcp: $(VENV)/.runtime
 	$(BIN)/atelier mcp
 
-# The docs pages are tested in a real headless Chromium: install Debian's where we can (CI runs as root).
+# The web pages are tested in a real headless Chromium that Playwright (a dev extra) drives through
+# executable_path, never `playwright install`: Debian's chromium, plus libatomic1, which the Node.js
+# inside Playwright's wheel links against and chromium does not pull in. Installed where we can (CI
+# runs as root); with no Chromium the browser tests are skipped.
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing=" chromium"; \
+	if command -v dpkg-query >/dev/null 2>&1 && ! dpkg-query -W -f='$${Status}' libatomic1 2>/dev/null | grep -q "ok installed"; then \
+	  missing="$$missing libatomic1"; fi; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Chromium for the browser tests (apt-get)"; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	      || echo "could not install Chromium: the browser tests will be skipped" >&2; \
+	    echo "installing$$missing for the browser tests (apt-get)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+	      || echo "could not install$$missing: the browser tests will be skipped or fail" >&2; \
 	  else \
-	    echo "Chromium is not installed and cannot be installed here: the browser tests will be skipped" >&2; \
-	  fi; }
+	    echo "not installed, and cannot be installed here:$$missing; the browser tests will be skipped or fail" >&2; \
+	  fi; \
+	fi
 
 test: $(VENV)/.dev browser
 	$(BIN)/ruff check .

@@ -1,67 +1,41 @@
 """Each contract's docs page, rendered by a real headless Chromium from its own openapi.json.
 
 The page is offline (no CDN): its script fetches `openapi.json` next to it and lists every
-operation. Chromium's `--dump-dom` gives the DOM after the script ran.
+operation, then sets `data-count` on the list (or writes a `<p class="error">`). The test waits
+for either (Playwright) and reads the rendered page.
 """
 
 from __future__ import annotations
 
-import re
-import shutil
 from pathlib import Path
 
-import anyio
 import pytest
 
 from http_compat.app import CONTRACTS
+from tests.browser import chromium_page, needs_browser
 from tests.http_served import atelier_http
 
-pytestmark = pytest.mark.anyio
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_browser = pytest.mark.skipif(
-    CHROMIUM is None, reason="Chromium is not installed (make test installs it as root)"
-)
+pytestmark = [pytest.mark.anyio, needs_browser]
 
 
-async def rendered_dom(url: str, profile: Path) -> str:
-    assert CHROMIUM is not None
-    result = await anyio.run_process(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            url,
-        ],
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
-    return result.stdout.decode()
-
-
-@needs_browser
 @pytest.mark.parametrize("contract", CONTRACTS)
 async def test_docs_page_lists_every_operation_of_the_contract(tmp_path: Path, contract: str) -> None:
-    async with atelier_http(tmp_path) as served:
+    async with atelier_http(tmp_path) as served, chromium_page() as page:
         document = (await served.http.get(f"/{contract}/openapi.json")).json()
         operations = [(method, path) for path, item in document["paths"].items() for method in item]
         assert operations, f"{contract} documents no endpoint"
 
-        with anyio.fail_after(60):
-            dom = await rendered_dom(f"{served.url}/{contract}/docs", tmp_path / "chromium")
-        assert '<p class="error">' not in dom, re.findall(r"<p class=\"error\">[^<]*", dom)
-        count = re.search(r'id="operations" data-count="(\d+)"', dom)
-        assert count is not None, dom[:2000]
-        assert int(count.group(1)) == len(operations)
+        await page.goto(f"{served.url}/{contract}/docs")
+        await page.wait_for_selector("#operations[data-count], p.error", state="attached")
+        assert await page.locator("p.error").all_text_contents() == []
+        assert await page.get_attribute("#operations", "data-count") == str(len(operations))
+        listed = await page.eval_on_selector_all(
+            "details.op > summary",
+            "summaries => summaries.map(s => [s.querySelector('.method').textContent,"
+            " s.querySelector('.path').textContent])",
+        )
+        assert sorted(map(tuple, listed)) == sorted(operations)
+        dom = await page.content()
         for method, path in operations:
             assert f'<span class="method {method}">{method}</span><span class="path">{path}</span>' in dom
-        assert document["info"]["title"] in dom
+        assert document["info"]["title"] in (await page.text_content("#title") or "")

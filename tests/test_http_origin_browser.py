@@ -1,27 +1,26 @@
 """The Host/Origin policy against a real browser: headless Chromium runs a page from another origin
 (another port of 127.0.0.1: same-site, not same-origin) that tries what the issue describes.
 
-The page's script writes what it managed to do into the DOM, which `--dump-dom` returns. The
-ledger is then checked: nothing a refused page asked for happened. With the page's origin in
-ATELIER_ALLOWED_ORIGINS the same script really works (CORS preflight, JSON POST, WebSocket).
-DNS rebinding is played with Chromium's resolver rules: `attacker.example` resolves to 127.0.0.1.
+The page's script writes what it managed to do into `<pre id="out">`; the test waits until it
+has (Playwright), then reads it. The ledger is then checked: nothing a refused page asked for
+happened. With the page's origin in ATELIER_ALLOWED_ORIGINS the same script really works (CORS
+preflight, JSON POST, WebSocket). DNS rebinding is played with Chromium's resolver rules:
+`attacker.example` resolves to 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-import anyio
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from tests.browser import chromium_page, needs_browser
 from tests.http_served import Served, atelier_http, serve_app
-from tests.test_http_docs_browser import CHROMIUM, needs_browser
 
 pytestmark = [pytest.mark.anyio, needs_browser]
 
@@ -70,37 +69,13 @@ def page_app(atelier: dict[str, str]) -> Starlette:
     return Starlette(routes=[Route("/", page)])
 
 
-async def chromium_dom(url: str, profile: Path, *extra: str) -> str:
-    assert CHROMIUM is not None
-    with anyio.fail_after(60):
-        result = await anyio.run_process(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=10000",
-                *extra,
-                "--dump-dom",
-                url,
-            ],
-            check=False,
-        )
-    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
-    return result.stdout.decode()
-
-
-async def what_the_page_did(page_url: str, profile: Path) -> dict[str, str]:
-    dom = await chromium_dom(page_url, profile)
-    found = re.search(r'<pre id="out">(.*?)</pre>', dom, re.S)
-    assert found is not None and found.group(1) != "pending", dom[:2000]
-    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+async def what_the_page_did(page_url: str) -> dict[str, str]:
+    async with chromium_page() as page:
+        await page.goto(page_url)
+        await page.wait_for_function("document.getElementById('out').textContent !== 'pending'")
+        out = await page.text_content("#out")
+    assert out is not None
+    return json.loads(out)
 
 
 async def run_ids(served: Served) -> set[str]:
@@ -114,7 +89,7 @@ async def test_a_page_on_another_port_of_loopback_can_do_nothing(tmp_path: Path)
         run = await served.engine.submit_image(SMALL)
         await served.finished(run.id)
 
-        did = await what_the_page_did(page_url, tmp_path / "chromium")
+        did = await what_the_page_did(page_url)
 
         assert did["cleanup"] == "sent"  # the browser sent it (no-cors needs no preflight) ...
         assert await run_ids(served) == {run.id}  # ... and nothing was erased
@@ -134,7 +109,7 @@ async def test_a_page_whose_origin_is_allowed_calls_the_api_and_the_websocket(tm
         run = await served.engine.submit_image(SMALL)
         await served.finished(run.id)
 
-        did = await what_the_page_did(page_url, tmp_path / "chromium")
+        did = await what_the_page_did(page_url)
 
         # Even an allowed page's text/plain body is not read as JSON (415): the run is still listed.
         assert did["cleanup"] == "sent"
@@ -145,15 +120,16 @@ async def test_a_page_whose_origin_is_allowed_calls_the_api_and_the_websocket(tm
 
 
 async def test_a_rebound_name_is_refused_in_the_browser(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path) as served:
+    async with (
+        atelier_http(tmp_path) as served,
+        chromium_page("--host-resolver-rules=MAP attacker.example 127.0.0.1") as page,
+    ):
         port = served.url.rsplit(":", 1)[1]
-        dom = await chromium_dom(
-            f"http://attacker.example:{port}/adgen/runs",
-            tmp_path / "chromium",
-            "--host-resolver-rules=MAP attacker.example 127.0.0.1",
-        )
-        assert "ATELIER_ALLOWED_HOSTS" in dom, dom[:2000]
+        rebound = await page.goto(f"http://attacker.example:{port}/adgen/runs")
+        assert rebound is not None and rebound.status == 421
+        assert "ATELIER_ALLOWED_HOSTS" in await page.content()
         # The same browser reaching it by its own address sees the list.
-        assert "ATELIER_ALLOWED_HOSTS" not in await chromium_dom(
-            f"{served.url}/adgen/runs", tmp_path / "chromium"
-        )
+        own = await page.goto(f"{served.url}/adgen/runs")
+        assert own is not None and own.status == 200
+        assert "ATELIER_ALLOWED_HOSTS" not in await page.content()
+        assert await own.json() == []
