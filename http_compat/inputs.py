@@ -132,7 +132,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is None and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body (a GET): nothing to count
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self.render_error(self._too_large())(scope, receive, send)
             return

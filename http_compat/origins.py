@@ -127,6 +127,8 @@ class OriginPolicy:
         """Why this browser request is refused as cross-origin, or None when it may pass."""
         origin = headers.get("origin")
         site = headers.get("sec-fetch-site")
+        if origin is None and site is None:
+            return None  # not a browser's cross-origin request (curl, SDKs, MCP hosts)
         if origin is not None and self.origin_allowed(origin):
             return None
         if site in ("same-origin", "none"):  # set by the browser itself, never by the page
@@ -173,13 +175,22 @@ class HostOriginGuard:
         self.app = app
         self.policy = policy
         self.renderer_for = renderer_for
+        # Host header -> refusal: a server sees a handful of Host values, and this is on every request.
+        self._hosts: dict[str | None, str | None] = {}
+
+    def _host_refusal(self, host: str | None) -> str | None:
+        if host not in self._hosts:
+            if len(self._hosts) >= 256:  # someone is sending many names: do not grow without bound
+                self._hosts.clear()
+            self._hosts[host] = self.policy.host_refusal(host)
+        return self._hosts[host]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        status, problem = 421, self.policy.host_refusal(headers.get("host"))
+        status, problem = 421, self._host_refusal(headers.get("host"))
         if problem is None:
             method = scope.get("method", "GET")
             status, problem = 403, self.policy.origin_refusal(method, scope.get("scheme", "http"), headers)
