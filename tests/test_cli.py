@@ -143,7 +143,7 @@ def test_stopping_generate_hands_its_run_back_without_spending_an_attempt(
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.1)
         process.send_signal(signum)
-        _, stderr = process.communicate(timeout=15)
+        _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
