@@ -152,7 +152,9 @@ def build_app(
             )
         )
     if settings.api_token is not None:
-        middleware.append(Middleware(BearerAuth, token=settings.api_token.get_secret_value()))
+        middleware.append(
+            Middleware(BearerAuth, token=settings.api_token.get_secret_value(), renderer_for=renderer_for)
+        )
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import InvalidInput
 from core.settings import Settings
+from http_compat.errors import ApiError, ErrorRenderer
 
 
 def is_loopback(host: str) -> bool:
@@ -42,22 +43,25 @@ def bearer_token(authorization: bytes) -> bytes:
 
 
 class BearerAuth:
-    """Every request needs `Authorization: Bearer <token>` once a token is configured."""
+    """Every request needs `Authorization: Bearer <token>` once a token is configured; a refusal
+    is a 401 in the envelope of the contract the path belongs to (`renderer_for`)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, renderer_for: Callable[[str], ErrorRenderer]) -> None:
         self.app = app
         self._expected = token.encode()
+        self.renderer_for = renderer_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             given = bearer_token(dict(scope["headers"]).get(b"authorization", b""))
             # Constant time, and a missing token compares like a wrong one.
             if not hmac.compare_digest(given, self._expected) or not given:
-                response = JSONResponse(
-                    {"error": "unauthorized", "message": "send 'Authorization: Bearer <ATELIER_API_TOKEN>'"},
-                    status_code=401,
+                refusal = ApiError(
+                    401,
+                    "this Atelier server needs a token: send 'Authorization: Bearer <ATELIER_API_TOKEN>'",
+                    code="UNAUTHORIZED",
                     headers={"WWW-Authenticate": 'Bearer realm="atelier"'},
                 )
-                await response(scope, receive, send)
+                await self.renderer_for(scope.get("path", "/"))(refusal)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

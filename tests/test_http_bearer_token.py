@@ -90,3 +90,16 @@ async def test_an_mcp_client_sending_a_lowercase_scheme_works(tmp_path: Path) ->
         Client(streamable_http_client(f"{served.url}/mcp", http_client=http)) as client,
     ):
         assert "generate_image" in {tool.name for tool in (await client.list_tools()).tools}
+
+
+async def test_a_refusal_comes_in_the_envelope_of_the_path_s_contract(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path, api_token=TOKEN) as served:
+        adgen = await served.http.get("/adgen/runs")
+        assert adgen.status_code == 401 and "Bearer" in adgen.json()["detail"]
+        desktop = (await served.http.get("/desktop/api/history")).json()
+        assert desktop["success"] is False and desktop["code"] == "UNAUTHORIZED"
+        pod = (await served.http.get("/pod/api/jobs")).json()
+        assert "Bearer" in pod["error"]
+        mcp = await served.http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert mcp.status_code == 401 and "Bearer" in mcp.json()["error"]["message"]
+        assert TOKEN not in adgen.text + mcp.text
