@@ -11,11 +11,9 @@ import hashlib
 import json
 import logging
 import os
-import statistics
 import threading
 import time
 import zipfile
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -25,7 +23,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from core import factory
+from core import factory, health
 from core.artifacts import ArtifactStore, input_key, run_key, run_prefix
 from core.backends import GenerationBackend, ImageOutput, Job, Progress
 from core.backends.comfyui.workflows import OPERATIONS, WorkflowLibrary
@@ -69,8 +67,6 @@ MAX_BATCH = 100
 BATCH_BACKEND = "batch"
 # Largest side an upscale may produce.
 MAX_UPSCALED_SIDE = 8192
-# A storage or ledger failure keeps the health report degraded this long after it was seen.
-PROBLEM_WINDOW_S = 60.0
 Role = Literal["owner", "shared", "client"]
 T = TypeVar("T")
 
@@ -121,16 +117,12 @@ class Engine:
         self._delayed: dict[str, anyio.CancelScope] = {}
         self._live: dict[str, Progress] = {}
         self._dirty: set[str] = set()
-        self._started_at = time.time()
-        self._counters = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0, "retried": 0}
-        self._latencies: deque[float] = deque(maxlen=2048)
+        self._metrics = health.Metrics()
         # Batch children running here -> their parent; parents with a refresh pending.
         self._parent_of: dict[str, str] = {}
         self._refreshing: set[str] = set()
         self._batch_lock = anyio.Lock()
-        self._completions: deque[float] = deque(maxlen=4096)
-        # The last failure of the storage or the ledger, by part: (when, what), until one succeeds.
-        self._problems: dict[str, tuple[float, str]] = {}
+        self._problems = health.Problems()
         # When set, this process runs only these runs (a short-lived CLI command's own).
         self._own: set[str] | None = None
         # Runs this process has started and not yet seen to an end: handed back when it stops.
@@ -326,7 +318,7 @@ class Engine:
             if existing is None:
                 raise
             return self._same_request(existing, spec, "seed" in given)
-        self._counters["submitted"] += 1
+        self._metrics.counters["submitted"] += 1
         if self._own is not None:
             self._own.add(run.id)
         self._publish_run(run)
@@ -402,7 +394,7 @@ class Engine:
             if existing is None:
                 raise
             return existing
-        self._counters["submitted"] += len(children)
+        self._metrics.counters["submitted"] += len(children)
         if self._own is not None:
             self._own.update(r.id for r in (parent, *children))
         self._publish_run(parent)
@@ -575,7 +567,7 @@ class Engine:
             )
         except LedgerUnavailable as exc:
             # Still queued in the ledger: housekeeping queues it here again once the ledger answers.
-            self._note_problem("ledger", str(exc))
+            self._problems.note("ledger", str(exc))
             if resume_handle:
                 self._resume[run_id] = resume_handle
             log.warning("run %s could not start: %s", run_id, exc)
@@ -610,7 +602,7 @@ class Engine:
                 # Files of an interrupted attempt: this attempt writes the run's images afresh.
                 await self.store.delete_prefix(run_prefix(run.id))
         except OSError as exc:
-            self._note_problem("storage", f"cannot clear the files of an earlier attempt: {exc}")
+            self._problems.note("storage", f"cannot clear the files of an earlier attempt: {exc}")
             await self._fail_or_retry(
                 run, f"storage error: cannot clear an earlier attempt's files ({exc})", True
             )
@@ -687,12 +679,12 @@ class Engine:
             problem = f"could not save the run's images: {exc.strerror or exc}" + (
                 f" ({exc.filename})" if exc.filename else ""
             )
-            self._note_problem("storage", problem)
+            self._problems.note("storage", problem)
             log.error("run %s: %s", run.id, problem)
             with anyio.CancelScope(shield=True):
                 await self._discard_files(run.id)
             return f"storage error: {problem}"
-        self._problems.pop("storage", None)
+        self._problems.clear("storage")
         now = time.time()
         done = await self._recorded(
             lambda: self.ledger.update_run(
@@ -713,9 +705,7 @@ class Engine:
         if done is None:  # cancelled or deleted in the meantime: its files must not linger
             await self._discard_files(run.id)
             return None
-        self._counters["completed"] += 1
-        self._latencies.append(now - done.created_at)
-        self._completions.append(now)
+        self._metrics.completed(now, now - done.created_at)
         self._publish_run(done)
         return None
 
@@ -724,7 +714,7 @@ class Engine:
         try:
             await self.store.delete_prefix(run_prefix(run_id))
         except OSError as exc:
-            self._note_problem("storage", f"cannot remove the files of run {run_id}: {exc}")
+            self._problems.note("storage", f"cannot remove the files of run {run_id}: {exc}")
 
     async def _recorded(self, write: Callable[[], Awaitable[T]], what: str) -> T:
         """A state change a run's life depends on (it finished, failed, is retried): retried for as
@@ -735,16 +725,13 @@ class Engine:
             try:
                 result = await write()
             except LedgerUnavailable as exc:
-                self._note_problem("ledger", str(exc))
+                self._problems.note("ledger", str(exc))
                 log.warning("%s, but the ledger refused it (%s); trying again in %g s", what, exc, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            self._problems.pop("ledger", None)
+            self._problems.clear("ledger")
             return result
-
-    def _note_problem(self, part: str, message: str) -> None:
-        self._problems[part] = (time.time(), message)
 
     async def _fail_or_retry(self, run: Run, error: str, retryable: bool) -> None:
         if retryable and run.attempts < run.max_attempts:
@@ -763,7 +750,7 @@ class Engine:
                 f"run {run.id} failed an attempt",
             )
             if queued is not None:
-                self._counters["retried"] += 1
+                self._metrics.counters["retried"] += 1
                 self._publish_run(queued)
                 self._start(self._enqueue_later, queued, delay)
             return
@@ -782,7 +769,7 @@ class Engine:
             f"run {run.id} failed",
         )
         if failed is not None:
-            self._counters["failed"] += 1
+            self._metrics.counters["failed"] += 1
             self._publish_run(failed)
 
     async def _adopt_changes_from_other_processes(self) -> None:
@@ -822,7 +809,7 @@ class Engine:
         try:
             await fn(*args)
         except LedgerUnavailable as exc:
-            self._note_problem("ledger", str(exc))
+            self._problems.note("ledger", str(exc))
             log.warning("%s: %s", getattr(fn, "__name__", fn), exc)
         except Exception:
             log.exception("background task %s failed", getattr(fn, "__name__", fn))
@@ -992,7 +979,7 @@ class Engine:
             scope = scopes.get(run_id)
             if scope is not None:
                 scope.cancel()
-        self._counters["cancelled"] += 1
+        self._metrics.counters["cancelled"] += 1
         self._publish_run(run)
         return run
 
@@ -1168,54 +1155,16 @@ class Engine:
     # -- status -------------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """Health of each backend, the queue, and throughput/latency since start."""
-        backends = {}
-        for name, backend in self.backends.items():
-            health: dict[str, Any] = {"up": False, "error": "health check timed out"}
-            with anyio.move_on_after(2.0):
-                try:
-                    health = dict(await backend.health())
-                except Exception as exc:
-                    health = {"up": False, "error": f"{type(exc).__name__}: {exc}"}
-            lane = self._scheduler.lanes.get(name)
-            if lane is not None:
-                health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
-            backends[name] = health
-        now = time.time()
-        latencies = sorted(self._latencies)
-        storage = dict(await self.store.health())
-        ledger: dict[str, Any] = {"ok": True, "error": None}
-        try:
-            runs = await self.ledger.count_by_status()
-        except Exception as exc:  # a read only fails when the file itself is in trouble
-            runs = {}
-            ledger.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-        for part, report in (("storage", storage), ("ledger", ledger)):
-            seen = self._problems.get(part)
-            if seen is not None and now - seen[0] <= PROBLEM_WINDOW_S:
-                report.update(ok=False, last_error=seen[1], last_error_at=round(seen[0], 3))
-        backend_up = (
-            bool(backends.get(self.settings.backend, {}).get("up"))
-            if self.settings.backend in backends
-            else any(b.get("up") for b in backends.values())
+        """Health of each backend, the queue, and throughput/latency since start (see `core.health`)."""
+        return await health.report(
+            backends=self.backends,
+            default_backend=self.settings.backend,
+            scheduler=self._scheduler,
+            store=self.store,
+            ledger=self.ledger,
+            problems=self._problems,
+            metrics=self._metrics,
         )
-        return {
-            # Healthy when the backend new runs go to is up (the preview renderer always is) and
-            # their images can be saved and recorded.
-            "healthy": backend_up and bool(storage.get("ok")) and ledger["ok"],
-            "backends": backends,
-            "storage": storage,
-            "ledger": ledger,
-            "runs": runs,
-            "queue": {"queued": self._scheduler.queued(), "running": self._scheduler.running()},
-            "metrics": {
-                **self._counters,
-                "uptime_s": round(now - self._started_at, 3),
-                "completed_last_minute": sum(1 for t in self._completions if now - t <= 60),
-                "latency_p50_s": round(statistics.median(latencies), 4) if latencies else None,
-                "latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4) if latencies else None,
-            },
-        }
 
     def _publish_run(self, run: Run) -> None:
         if self.events.wants(run.id):
