@@ -23,15 +23,15 @@ from typing import Any, Literal, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from core import factory, health
+from core import batches, factory, health
 from core.artifacts import ArtifactStore, input_key, run_key, run_prefix
 from core.backends import GenerationBackend, ImageOutput, Job, Progress
 from core.backends.comfyui.workflows import OPERATIONS, WorkflowLibrary
+from core.batches import MAX_BATCH
 from core.errors import (
     ArtifactNotFound,
     BackendError,
     Conflict,
-    FieldProblem,
     HomeLocked,
     InvalidInput,
     LedgerUnavailable,
@@ -62,9 +62,6 @@ _ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 _RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 PROGRESS_FLUSH_S = 1.0
 MAX_PAGE = 200
-MAX_BATCH = 100
-# A batch parent runs nowhere itself: its children do the work.
-BATCH_BACKEND = "batch"
 # Largest side an upscale may produce.
 MAX_UPSCALED_SIDE = 8192
 Role = Literal["owner", "shared", "client"]
@@ -118,10 +115,15 @@ class Engine:
         self._live: dict[str, Progress] = {}
         self._dirty: set[str] = set()
         self._metrics = health.Metrics()
-        # Batch children running here -> their parent; parents with a refresh pending.
+        # Batch children running here -> their parent.
         self._parent_of: dict[str, str] = {}
-        self._refreshing: set[str] = set()
-        self._batch_lock = anyio.Lock()
+        self._batches = batches.BatchRefresher(
+            ledger,
+            live=self._with_live_progress,
+            on_progress=self._on_progress,
+            forget_progress=self._forget_progress,
+            publish=self._publish_run,
+        )
         self._problems = health.Problems()
         # When set, this process runs only these runs (a short-lived CLI command's own).
         self._own: set[str] | None = None
@@ -236,7 +238,7 @@ class Engine:
             if self._own is not None and run.id not in self._own:
                 continue  # a short-lived command leaves other runs to a long-lived process
             if run.kind is RunKind.BATCH:
-                self._start(self._refresh_batch, run.id)
+                self._start(self._batches.refresh, run.id)
                 continue
             if run.status is RunStatus.RUNNING:
                 if run.backend_handle and run.backend in self.backends:
@@ -339,42 +341,23 @@ class Engine:
         """Queue one image run per item under a parent `batch` run, all or nothing.
 
         Every item is validated before anything is recorded; an invalid one names its index.
-        The parent's status, progress and result follow its children (see `_refresh_batch`);
+        The parent's status, progress and result follow its children (see `core.batches`);
         cancelling or retrying the parent does so to its children.
         """
         rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
-        if not items:
-            raise InvalidInput("items", "must list at least one image to make")
-        if len(items) > MAX_BATCH:
-            raise InvalidInput("items", f"may list at most {MAX_BATCH} images (got {len(items)})")
-        if item_meta is not None and len(item_meta) != len(items):
-            raise ValueError("item_meta must have one entry per item")
+        batches.check_items(items, item_meta)
         if key is not None:
             existing = await self.ledger.find_by_idempotency_key(key)
             if existing is not None:
                 return existing
-        specs = []
-        for index, params in enumerate(items):
-            try:
-                specs.append(await self._image_spec({k: v for k, v in params.items() if v is not None}))
-            except InvalidInput as exc:
-                raise InvalidInput.of(
-                    FieldProblem(f"items[{index}].{p.field}", p.problem) for p in exc.problems
-                ) from None
-        parent = Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.BATCH,
-            status=RunStatus.QUEUED,
+        specs = await batches.validate_items(items, self._image_spec)
+        parent = batches.new_parent(
+            len(specs),
             priority=rank,
-            inputs={"items": len(specs)},
-            backend=BATCH_BACKEND,
-            created_at=time.time(),
-            max_steps=0,
             max_attempts=max_attempts or self.settings.max_attempts,
             timeout_s=timeout_s,
             idempotency_key=key,
-            meta=dict(meta) if meta else None,
+            meta=meta,
         )
         children = []
         for index, (spec, source) in enumerate(specs):
@@ -382,8 +365,7 @@ class Engine:
             child = self._image_run(
                 spec, rank, max_attempts, timeout_s, None, (item_meta or [None] * len(specs))[index]
             )
-            child.parent_id = parent.id
-            parent.max_steps += child.max_steps
+            batches.attach(parent, child)
             children.append(child)
         try:
             parent, *children = await self.ledger.insert_runs(
@@ -960,7 +942,7 @@ class Engine:
             return await self._cancel_one(run_id)
         for child in (await self.ledger.list_runs(parent_id=run_id, statuses=_ACTIVE, limit=MAX_BATCH)).items:
             await self._cancel_one(child.id)
-        await self._refresh_batch(run_id)
+        await self._batches.refresh(run_id)
         return await self.get_run(run_id)
 
     async def _cancel_one(self, run_id: str) -> Run:
@@ -998,7 +980,7 @@ class Engine:
             for child in children.items:
                 await self._retry_one(child.id)
             await self.ledger.add_log(run_id, f"retry requested for {len(children.items)} item(s)")
-            await self._refresh_batch(run_id)
+            await self._batches.refresh(run_id)
             return await self.get_run(run_id)
         return await self._retry_one(run_id)
 
@@ -1172,91 +1154,15 @@ class Engine:
         if run.parent_id is not None and self._task_group is not None:
             self._refresh_batch_soon(run.parent_id)
 
-    # -- batches ------------------------------------------------------------------------------
-
     def _refresh_batch_soon(self, parent_id: str) -> None:
         """Bring a batch up to date with its children; refreshes asked for meanwhile coalesce."""
-        if parent_id not in self._refreshing and self._task_group is not None:
-            self._refreshing.add(parent_id)
-            self._start(self._refresh_batch, parent_id)
+        if self._task_group is not None and self._batches.claim(parent_id):
+            self._start(self._batches.refresh, parent_id)
 
-    async def _refresh_batch(self, parent_id: str) -> None:
-        """A batch's status, progress and result, derived from its children.
-
-        Running while any child is active; when all are final: completed if all completed,
-        failed if any failed, else cancelled. Progress is the children's steps over their total.
-        """
-        async with self._batch_lock:
-            self._refreshing.discard(parent_id)
-            parent = await self.ledger.get_run(parent_id)
-            if parent is None or parent.kind is not RunKind.BATCH:
-                return
-            children = [
-                self._with_live_progress(c)
-                for c in (await self.ledger.list_runs(parent_id=parent_id, limit=MAX_BATCH)).items
-            ]
-            if not children:
-                return
-            counts = {status: 0 for status in RunStatus}
-            for child in children:
-                counts[child.status] += 1
-            done = sum(counts[s] for s in RunStatus if s.is_final)
-            message = f"{counts[RunStatus.COMPLETED]} of {len(children)} done" + (
-                f", {counts[RunStatus.FAILED]} failed" if counts[RunStatus.FAILED] else ""
-            )
-            progress = Progress(
-                sum(c.max_steps if c.status.is_final else c.step for c in children),
-                sum(c.max_steps for c in children) or 1,
-                message,
-            )
-            settled: dict[str, Any] = {"attempts": max(c.attempts for c in children)}
-            if done == len(children):
-                if counts[RunStatus.COMPLETED] == len(children):
-                    status = RunStatus.COMPLETED
-                elif counts[RunStatus.FAILED]:
-                    status = RunStatus.FAILED
-                else:
-                    status = RunStatus.CANCELLED
-                first_error = next(
-                    (c.error for c in reversed(children) if c.status is RunStatus.FAILED), None
-                )
-                settled.update(
-                    finished_at=max(c.finished_at or 0 for c in children) or time.time(),
-                    result={
-                        "runs": [c.id for c in reversed(children)],
-                        **{s.value: counts[s] for s in RunStatus if s.is_final},
-                    },
-                    error=f"{counts[RunStatus.FAILED]} of {len(children)} failed; first: {first_error}"
-                    if status is RunStatus.FAILED
-                    else None,
-                )
-            else:
-                status = RunStatus.RUNNING if done or counts[RunStatus.RUNNING] else RunStatus.QUEUED
-                settled.update(finished_at=None, result=None, error=None)
-            started = [c.started_at for c in children if c.started_at]
-            settled["started_at"] = min(started) if started else None
-            status_changed = status is not parent.status
-            if not status_changed and all(getattr(parent, name) == value for name, value in settled.items()):
-                # Only progress moved: live, like a running run's steps (written at most once a second).
-                now = self._with_live_progress(parent)
-                if (now.step, now.max_steps, now.message) != (progress.step, progress.max_steps, message):
-                    self._on_progress(parent_id, progress)
-                return
-            self._live.pop(parent_id, None)
-            self._dirty.discard(parent_id)
-            updated = await self.ledger.update_run(
-                parent_id,
-                status=status,
-                step=progress.step,
-                max_steps=progress.max_steps,
-                progress=progress.fraction,
-                message=message,
-                log=f"batch {status.value}: {message}" if status_changed else None,
-                log_level="error" if status is RunStatus.FAILED else "info",
-                **settled,
-            )
-            if updated is not None:
-                self._publish_run(updated)
+    def _forget_progress(self, run_id: str) -> None:
+        """Drop a run's in-memory progress: what the ledger is about to record replaces it."""
+        self._live.pop(run_id, None)
+        self._dirty.discard(run_id)
 
 
 async def _notify(callback: Callable[[Run, Progress], Any], run: Run, progress: Progress) -> None:
