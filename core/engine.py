@@ -1,13 +1,17 @@
-"""The engine facade: every use case of Atelier, whichever front door asks.
+"""The engine facade: every use case of Atelier, whichever front door asks, and the run lifecycle.
 
 Every state change is one ledger transaction followed by one event. Runs execute in the
 engine's own task group, so a caller that stops waiting (a cancelled MCP call, a closed
 socket) never stops the run.
+
+This module keeps what every run shares: accepting it, queueing it in its lane, attempts and
+backoff, the timeout, cancelling, handing back on stop, recovery after a crash, events. What a
+run does is its kind's (`core.kinds` says what a kind provides): `core.images` for image runs;
+`core.batches` derives a batch from its children; `core.health` makes the status report.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,9 +28,9 @@ import anyio
 from anyio.abc import TaskGroup
 
 from core import batches, factory, health
-from core.artifacts import ArtifactStore, input_key, run_key, run_prefix
-from core.backends import GenerationBackend, ImageOutput, Job, Progress
-from core.backends.comfyui.workflows import OPERATIONS, WorkflowLibrary
+from core.artifacts import ArtifactStore, run_prefix
+from core.backends import GenerationBackend, Progress
+from core.backends.comfyui.workflows import WorkflowLibrary
 from core.batches import MAX_BATCH
 from core.errors import (
     ArtifactNotFound,
@@ -39,22 +43,13 @@ from core.errors import (
 )
 from core.events import Event, EventBus
 from core.homelock import HomeLock
-from core.ids import check_filename, check_idempotency_key, check_run_id, new_run_id, random_seed
+from core.ids import check_filename, check_idempotency_key, check_run_id
+from core.images import ImageKind
+from core.kinds import Attempt, AttemptFailed, RunHandler
 from core.ledger import Increment, Ledger
-from core.models import (
-    Artifact,
-    ImageSpec,
-    LogEntry,
-    Page,
-    Priority,
-    Run,
-    RunKind,
-    RunStatus,
-    SourceImage,
-)
+from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 from core.scheduler import Scheduler
 from core.settings import Settings
-from core.sources import SourcePolicy, load_source
 
 log = logging.getLogger("atelier.engine")
 
@@ -62,8 +57,6 @@ _ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 _RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 PROGRESS_FLUSH_S = 1.0
 MAX_PAGE = 200
-# Largest side an upscale may produce.
-MAX_UPSCALED_SIDE = 8192
 Role = Literal["owner", "shared", "client"]
 T = TypeVar("T")
 
@@ -98,12 +91,9 @@ class Engine:
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
-        self._sources = SourcePolicy(
-            input_dirs=tuple(settings.allowed_input_dirs),
-            fetch_hosts=frozenset(settings.allowed_fetch_hosts),
-            max_bytes=settings.max_input_bytes,
-            fetch_timeout_s=settings.fetch_timeout_s,
-        )
+        self._images = ImageKind(settings, store, self.backends, self.workflows, self.get_run)
+        # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
+        self._kinds: dict[RunKind, RunHandler] = {RunKind.IMAGE: self._images}
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
         self._resume: dict[str, str] = {}
         self._shutting_down = False
@@ -303,13 +293,13 @@ class Engine:
         """
         rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
         given = {k: v for k, v in params.items() if v is not None}
-        spec, source = await self._image_spec(given)
+        spec, source = await self._images.validate(given)
         if key is not None:
             existing = await self.ledger.find_by_idempotency_key(key)
             if existing is not None:
-                return self._same_request(existing, spec, "seed" in given)
-        await self._keep_source(spec, source)
-        run = self._image_run(spec, rank, max_attempts, timeout_s, key, meta)
+                return self._images.same_request(existing, spec, "seed" in given)
+        await self._images.keep_source(spec, source)
+        run = self._images.new_run(spec, rank, max_attempts, timeout_s, key, meta)
         try:
             [run] = await self.ledger.insert_runs(
                 [run], log=f"queued ({rank.value} priority, backend {run.backend})"
@@ -319,7 +309,7 @@ class Engine:
             existing = await self.ledger.find_by_idempotency_key(key or "")
             if existing is None:
                 raise
-            return self._same_request(existing, spec, "seed" in given)
+            return self._images.same_request(existing, spec, "seed" in given)
         self._metrics.counters["submitted"] += 1
         if self._own is not None:
             self._own.add(run.id)
@@ -350,7 +340,7 @@ class Engine:
             existing = await self.ledger.find_by_idempotency_key(key)
             if existing is not None:
                 return existing
-        specs = await batches.validate_items(items, self._image_spec)
+        specs = await batches.validate_items(items, self._images.validate)
         parent = batches.new_parent(
             len(specs),
             priority=rank,
@@ -361,8 +351,8 @@ class Engine:
         )
         children = []
         for index, (spec, source) in enumerate(specs):
-            await self._keep_source(spec, source)
-            child = self._image_run(
+            await self._images.keep_source(spec, source)
+            child = self._images.new_run(
                 spec, rank, max_attempts, timeout_s, None, (item_meta or [None] * len(specs))[index]
             )
             batches.attach(parent, child)
@@ -399,107 +389,6 @@ class Engine:
         if timeout_s is not None and not 0 < timeout_s <= 86_400:
             raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
         return rank, key
-
-    async def _keep_source(self, spec: ImageSpec, source: bytes | None) -> None:
-        if source is not None and spec.source is not None:
-            await self.store.put(input_key(spec.source.sha256, spec.source.media_type), source)
-
-    def _image_run(
-        self,
-        spec: ImageSpec,
-        rank: Priority,
-        max_attempts: int | None,
-        timeout_s: float | None,
-        key: str | None,
-        meta: Mapping[str, Any] | None,
-    ) -> Run:
-        return Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.IMAGE,
-            status=RunStatus.QUEUED,
-            priority=rank,
-            inputs=spec.stored(),
-            backend=self.settings.backend,
-            created_at=time.time(),
-            max_steps=1 if spec.operation == "upscale" else spec.steps,
-            max_attempts=max_attempts or self.settings.max_attempts,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-            meta=dict(meta) if meta else None,
-        )
-
-    async def _image_spec(self, given: dict[str, Any]) -> tuple[ImageSpec, bytes | None]:
-        """The validated spec (workflow defaults filled in, source fetched) and the source's bytes."""
-        operation = given.get("operation", "txt2img")
-        if operation not in OPERATIONS:
-            raise InvalidInput("operation", f"must be one of {', '.join(OPERATIONS)} (got {operation!r})")
-        asked = set(given)
-        workflow = None
-        if self.settings.backend == "comfyui" or given.get("workflow"):
-            workflow = self.workflows.for_request(operation, given.get("workflow"))
-            given = {**workflow.defaults, **given, "workflow": workflow.name}
-        raw_source = given.pop("source", None)
-        loaded = None
-        if operation == "txt2img":
-            if raw_source is not None:
-                raise InvalidInput(
-                    "source", "is only for image-to-image and upscale (transform_image, upscale_image)"
-                )
-        else:
-            if raw_source is None:
-                raise InvalidInput(
-                    "source", f"is required for {operation}: a run's image, a file path, a URL or base64"
-                )
-            if isinstance(raw_source, Mapping):  # already stored (a retry of a stored spec)
-                given["source"] = raw_source
-            else:
-                loaded = await load_source(raw_source, self._sources, self._read_run_image)
-                given["source"] = SourceImage(
-                    sha256=hashlib.sha256(loaded.data).hexdigest(),
-                    media_type=loaded.media_type,
-                    width=loaded.width,
-                    height=loaded.height,
-                    origin=loaded.origin,
-                ).model_dump()
-        spec = ImageSpec.parse({**given, "seed": given.get("seed", random_seed())})
-        if workflow is not None:
-            workflow.check(spec, asked)
-        if spec.operation == "upscale" and spec.source is not None:
-            side = max(spec.source.width, spec.source.height) * spec.effective_scale
-            if side > MAX_UPSCALED_SIDE:
-                raise InvalidInput(
-                    "scale",
-                    f"would make a {side:.0f}-pixel side; the largest is {MAX_UPSCALED_SIDE} (use a smaller scale)",
-                )
-        backend = self.backends.get(self.settings.backend)
-        if backend is not None:
-            backend.check(spec)
-        return spec, loaded.data if loaded else None
-
-    async def _read_run_image(self, run_id: str, filename: str | None) -> bytes:
-        """A run's image as a source: the named file, or its first one."""
-        try:
-            run = await self.get_run(run_id)
-            artifacts = [a for a in run.artifacts if filename in (None, a.filename)]
-            if not artifacts:
-                raise ArtifactNotFound(run_id, filename or "(any image)")
-            return await self.store.read(artifacts[0].storage_key)
-        except (RunNotFound, ArtifactNotFound) as exc:
-            raise InvalidInput("source", str(exc)) from None
-
-    @staticmethod
-    def _same_request(existing: Run, asked: ImageSpec, seed_given: bool) -> Run:
-        wanted = asked.stored()
-        if not seed_given:
-            # A request without a seed matches whatever seed the first one was given.
-            wanted["seed"] = existing.inputs.get("seed")
-        if wanted != existing.inputs:
-            raise Conflict(
-                f"idempotency key {existing.idempotency_key!r} was used for a different request "
-                f"(run {existing.id}); use a new key for new parameters"
-            )
-        return existing
 
     def _enqueue(self, run: Run) -> None:
         self._enqueue_ref(run.id, run.backend, run.priority, run.seq)
@@ -560,24 +449,18 @@ class Engine:
         self._publish_run(run)
         if run.parent_id is not None:
             self._parent_of[run_id] = run.parent_id
-        backend = self.backends[run.backend]
-        spec = ImageSpec.model_validate(run.inputs)
-        job = Job(
-            run_id=run_id,
-            attempt=run.attempts,
-            spec=spec,
+        handler = self._kinds[run.kind]
+        attempt = Attempt(
+            number=run.attempts,
             resume_handle=resume_handle,
             record_handle=lambda handle: self._record_handle(run_id, handle),
             ticket=ticket,
             shutting_down=lambda: self._shutting_down,
         )
         try:
-            if spec.source is not None:
-                job.source = await self.store.read(input_key(spec.source.sha256, spec.source.media_type))
-        except OSError as exc:
-            await self._fail_or_retry(
-                run, f"its source image cannot be read from the data directory ({exc})", False
-            )
+            work = await handler.prepare(run, attempt)
+        except AttemptFailed as exc:
+            await self._fail_or_retry(run, str(exc), exc.retryable)
             return
         try:
             if run.attempts > 1 and not resume_handle:
@@ -597,7 +480,7 @@ class Engine:
             with scope:
                 try:
                     with anyio.fail_after(timeout):
-                        outputs = await backend.run(job, lambda p: self._on_progress(run_id, p))
+                        outputs = await handler.execute(work, lambda p: self._on_progress(run_id, p))
                 except TimeoutError:
                     error, retryable = f"timed out after {timeout:g} s", True
                 except BackendError as exc:
@@ -606,7 +489,7 @@ class Engine:
                     log.exception("backend %s crashed on run %s", run.backend, run_id)
                     error, retryable = f"backend error: {type(exc).__name__}: {exc}", True
                 else:
-                    unsaved = await self._complete(run, outputs)
+                    unsaved = await self._complete(run, handler, outputs)
                     if unsaved is None:
                         return
                     error, retryable = unsaved, True
@@ -636,27 +519,12 @@ class Engine:
         if parent_id is not None and self.events.wants(parent_id):
             self._refresh_batch_soon(parent_id)
 
-    async def _complete(self, run: Run, outputs: list[ImageOutput]) -> str | None:
-        """Save the outputs and record the run completed; or say why they could not be saved."""
-        artifacts = []
+    async def _complete(self, run: Run, handler: RunHandler, outputs: Any) -> str | None:
+        """Keep the outputs (the kind's part) and record the run completed; or say why they could
+        not be saved."""
         try:
             self._bundle_path(run.id).unlink(missing_ok=True)  # a ZIP of an earlier attempt
-            for index, output in enumerate(outputs, start=1):
-                filename = f"image-{index:02d}.{output.extension}"
-                key = run_key(run.id, filename)
-                await self.store.put(key, output.data)
-                artifacts.append(
-                    Artifact(
-                        run_id=run.id,
-                        filename=filename,
-                        media_type=output.media_type,
-                        size=len(output.data),
-                        sha256=hashlib.sha256(output.data).hexdigest(),
-                        storage_key=key,
-                        width=output.width,
-                        height=output.height,
-                    )
-                )
+            completion = await handler.complete(run, outputs)
         except OSError as exc:
             problem = f"could not save the run's images: {exc.strerror or exc}" + (
                 f" ({exc.filename})" if exc.filename else ""
@@ -678,9 +546,9 @@ class Engine:
                 message="completed",
                 finished_at=now,
                 error=None,
-                result={"images": [a.filename for a in artifacts]},
-                artifacts=artifacts,
-                log=f"completed with {len(artifacts)} image(s)",
+                result=completion.result,
+                artifacts=completion.artifacts,
+                log=completion.log,
             ),
             f"run {run.id} completed",
         )
