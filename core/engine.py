@@ -29,8 +29,7 @@ from anyio.abc import TaskGroup
 
 from core import batches, factory, health
 from core.artifacts import ArtifactStore, run_prefix
-from core.backends import GenerationBackend, Progress
-from core.backends.comfyui.workflows import WorkflowLibrary
+from core.backends import GenerationBackend, Progress, WorkflowCatalog
 from core.batches import MAX_BATCH
 from core.errors import (
     ArtifactNotFound,
@@ -80,7 +79,7 @@ class Engine:
         ledger: Ledger,
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
-        workflows: WorkflowLibrary | None = None,
+        workflows: WorkflowCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.artifacts import ArtifactStore, input_key, run_key
-from core.backends import GenerationBackend, ImageOutput, Job, ProgressCallback
-from core.backends.comfyui.workflows import OPERATIONS, WorkflowLibrary
+from core.backends import GenerationBackend, ImageOutput, Job, ProgressCallback, WorkflowCatalog
 from core.errors import ArtifactNotFound, Conflict, InvalidInput, RunNotFound
 from core.ids import new_run_id, random_seed
 from core.kinds import Attempt, AttemptFailed, Completion
-from core.models import Artifact, ImageSpec, Priority, Run, RunKind, RunStatus, SourceImage
+from core.models import OPERATIONS, Artifact, ImageSpec, Priority, Run, RunKind, RunStatus, SourceImage
 from core.settings import Settings
 from core.sources import SourcePolicy, load_source
 
@@ -53,7 +52,7 @@ class ImageKind:
         settings: Settings,
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
-        workflows: WorkflowLibrary,
+        workflows: WorkflowCatalog,
         find_run: Callable[[str], Awaitable[Run]],
     ) -> None:
         self._settings = settings
