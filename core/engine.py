@@ -1,21 +1,23 @@
-"""The engine facade: every use case of Atelier, whichever front door asks.
+"""The engine facade: every use case of Atelier, whichever front door asks, and the run lifecycle.
 
 Every state change is one ledger transaction followed by one event. Runs execute in the
 engine's own task group, so a caller that stops waiting (a cancelled MCP call, a closed
 socket) never stops the run.
+
+This module keeps what every run shares: accepting it, queueing it in its lane, attempts and
+backoff, the timeout, cancelling, handing back on stop, recovery after a crash, events. What a
+run does is its kind's (`core.kinds` says what a kind provides): `core.images` for image runs;
+`core.batches` derives a batch from its children; `core.health` makes the status report.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import statistics
 import threading
 import time
 import zipfile
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -25,15 +27,14 @@ from typing import Any, Literal, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from core import factory
-from core.artifacts import ArtifactStore, input_key, run_key, run_prefix
-from core.backends import GenerationBackend, ImageOutput, Job, Progress
-from core.backends.comfyui.workflows import OPERATIONS, WorkflowLibrary
+from core import batches, factory, health
+from core.artifacts import ArtifactStore, run_prefix
+from core.backends import GenerationBackend, Progress, WorkflowCatalog
+from core.batches import MAX_BATCH
 from core.errors import (
     ArtifactNotFound,
     BackendError,
     Conflict,
-    FieldProblem,
     HomeLocked,
     InvalidInput,
     LedgerUnavailable,
@@ -41,22 +42,13 @@ from core.errors import (
 )
 from core.events import Event, EventBus
 from core.homelock import HomeLock
-from core.ids import check_filename, check_idempotency_key, check_run_id, new_run_id, random_seed
+from core.ids import check_filename, check_idempotency_key, check_run_id
+from core.images import ImageKind
+from core.kinds import Attempt, AttemptFailed, RunHandler
 from core.ledger import Increment, Ledger
-from core.models import (
-    Artifact,
-    ImageSpec,
-    LogEntry,
-    Page,
-    Priority,
-    Run,
-    RunKind,
-    RunStatus,
-    SourceImage,
-)
+from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 from core.scheduler import Scheduler
 from core.settings import Settings
-from core.sources import SourcePolicy, load_source
 
 log = logging.getLogger("atelier.engine")
 
@@ -64,13 +56,6 @@ _ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 _RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 PROGRESS_FLUSH_S = 1.0
 MAX_PAGE = 200
-MAX_BATCH = 100
-# A batch parent runs nowhere itself: its children do the work.
-BATCH_BACKEND = "batch"
-# Largest side an upscale may produce.
-MAX_UPSCALED_SIDE = 8192
-# A storage or ledger failure keeps the health report degraded this long after it was seen.
-PROBLEM_WINDOW_S = 60.0
 Role = Literal["owner", "shared", "client"]
 T = TypeVar("T")
 
@@ -94,7 +79,7 @@ class Engine:
         ledger: Ledger,
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
-        workflows: WorkflowLibrary | None = None,
+        workflows: WorkflowCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -105,12 +90,9 @@ class Engine:
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
-        self._sources = SourcePolicy(
-            input_dirs=tuple(settings.allowed_input_dirs),
-            fetch_hosts=frozenset(settings.allowed_fetch_hosts),
-            max_bytes=settings.max_input_bytes,
-            fetch_timeout_s=settings.fetch_timeout_s,
-        )
+        self._images = ImageKind(settings, store, self.backends, self.workflows, self.get_run)
+        # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
+        self._kinds: dict[RunKind, RunHandler] = {RunKind.IMAGE: self._images}
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
         self._resume: dict[str, str] = {}
         self._shutting_down = False
@@ -121,16 +103,17 @@ class Engine:
         self._delayed: dict[str, anyio.CancelScope] = {}
         self._live: dict[str, Progress] = {}
         self._dirty: set[str] = set()
-        self._started_at = time.time()
-        self._counters = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0, "retried": 0}
-        self._latencies: deque[float] = deque(maxlen=2048)
-        # Batch children running here -> their parent; parents with a refresh pending.
+        self._metrics = health.Metrics()
+        # Batch children running here -> their parent.
         self._parent_of: dict[str, str] = {}
-        self._refreshing: set[str] = set()
-        self._batch_lock = anyio.Lock()
-        self._completions: deque[float] = deque(maxlen=4096)
-        # The last failure of the storage or the ledger, by part: (when, what), until one succeeds.
-        self._problems: dict[str, tuple[float, str]] = {}
+        self._batches = batches.BatchRefresher(
+            ledger,
+            live=self._with_live_progress,
+            on_progress=self._on_progress,
+            forget_progress=self._forget_progress,
+            publish=self._publish_run,
+        )
+        self._problems = health.Problems()
         # When set, this process runs only these runs (a short-lived CLI command's own).
         self._own: set[str] | None = None
         # Runs this process has started and not yet seen to an end: handed back when it stops.
@@ -244,7 +227,7 @@ class Engine:
             if self._own is not None and run.id not in self._own:
                 continue  # a short-lived command leaves other runs to a long-lived process
             if run.kind is RunKind.BATCH:
-                self._start(self._refresh_batch, run.id)
+                self._start(self._batches.refresh, run.id)
                 continue
             if run.status is RunStatus.RUNNING:
                 if run.backend_handle and run.backend in self.backends:
@@ -309,13 +292,13 @@ class Engine:
         """
         rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
         given = {k: v for k, v in params.items() if v is not None}
-        spec, source = await self._image_spec(given)
+        spec, source = await self._images.validate(given)
         if key is not None:
             existing = await self.ledger.find_by_idempotency_key(key)
             if existing is not None:
-                return self._same_request(existing, spec, "seed" in given)
-        await self._keep_source(spec, source)
-        run = self._image_run(spec, rank, max_attempts, timeout_s, key, meta)
+                return self._images.same_request(existing, spec, "seed" in given)
+        await self._images.keep_source(spec, source)
+        run = self._images.new_run(spec, rank, max_attempts, timeout_s, key, meta)
         try:
             [run] = await self.ledger.insert_runs(
                 [run], log=f"queued ({rank.value} priority, backend {run.backend})"
@@ -325,8 +308,8 @@ class Engine:
             existing = await self.ledger.find_by_idempotency_key(key or "")
             if existing is None:
                 raise
-            return self._same_request(existing, spec, "seed" in given)
-        self._counters["submitted"] += 1
+            return self._images.same_request(existing, spec, "seed" in given)
+        self._metrics.counters["submitted"] += 1
         if self._own is not None:
             self._own.add(run.id)
         self._publish_run(run)
@@ -347,51 +330,31 @@ class Engine:
         """Queue one image run per item under a parent `batch` run, all or nothing.
 
         Every item is validated before anything is recorded; an invalid one names its index.
-        The parent's status, progress and result follow its children (see `_refresh_batch`);
+        The parent's status, progress and result follow its children (see `core.batches`);
         cancelling or retrying the parent does so to its children.
         """
         rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
-        if not items:
-            raise InvalidInput("items", "must list at least one image to make")
-        if len(items) > MAX_BATCH:
-            raise InvalidInput("items", f"may list at most {MAX_BATCH} images (got {len(items)})")
-        if item_meta is not None and len(item_meta) != len(items):
-            raise ValueError("item_meta must have one entry per item")
+        batches.check_items(items, item_meta)
         if key is not None:
             existing = await self.ledger.find_by_idempotency_key(key)
             if existing is not None:
                 return existing
-        specs = []
-        for index, params in enumerate(items):
-            try:
-                specs.append(await self._image_spec({k: v for k, v in params.items() if v is not None}))
-            except InvalidInput as exc:
-                raise InvalidInput.of(
-                    FieldProblem(f"items[{index}].{p.field}", p.problem) for p in exc.problems
-                ) from None
-        parent = Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.BATCH,
-            status=RunStatus.QUEUED,
+        specs = await batches.validate_items(items, self._images.validate)
+        parent = batches.new_parent(
+            len(specs),
             priority=rank,
-            inputs={"items": len(specs)},
-            backend=BATCH_BACKEND,
-            created_at=time.time(),
-            max_steps=0,
             max_attempts=max_attempts or self.settings.max_attempts,
             timeout_s=timeout_s,
             idempotency_key=key,
-            meta=dict(meta) if meta else None,
+            meta=meta,
         )
         children = []
         for index, (spec, source) in enumerate(specs):
-            await self._keep_source(spec, source)
-            child = self._image_run(
+            await self._images.keep_source(spec, source)
+            child = self._images.new_run(
                 spec, rank, max_attempts, timeout_s, None, (item_meta or [None] * len(specs))[index]
             )
-            child.parent_id = parent.id
-            parent.max_steps += child.max_steps
+            batches.attach(parent, child)
             children.append(child)
         try:
             parent, *children = await self.ledger.insert_runs(
@@ -402,7 +365,7 @@ class Engine:
             if existing is None:
                 raise
             return existing
-        self._counters["submitted"] += len(children)
+        self._metrics.counters["submitted"] += len(children)
         if self._own is not None:
             self._own.update(r.id for r in (parent, *children))
         self._publish_run(parent)
@@ -425,107 +388,6 @@ class Engine:
         if timeout_s is not None and not 0 < timeout_s <= 86_400:
             raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
         return rank, key
-
-    async def _keep_source(self, spec: ImageSpec, source: bytes | None) -> None:
-        if source is not None and spec.source is not None:
-            await self.store.put(input_key(spec.source.sha256, spec.source.media_type), source)
-
-    def _image_run(
-        self,
-        spec: ImageSpec,
-        rank: Priority,
-        max_attempts: int | None,
-        timeout_s: float | None,
-        key: str | None,
-        meta: Mapping[str, Any] | None,
-    ) -> Run:
-        return Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.IMAGE,
-            status=RunStatus.QUEUED,
-            priority=rank,
-            inputs=spec.stored(),
-            backend=self.settings.backend,
-            created_at=time.time(),
-            max_steps=1 if spec.operation == "upscale" else spec.steps,
-            max_attempts=max_attempts or self.settings.max_attempts,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-            meta=dict(meta) if meta else None,
-        )
-
-    async def _image_spec(self, given: dict[str, Any]) -> tuple[ImageSpec, bytes | None]:
-        """The validated spec (workflow defaults filled in, source fetched) and the source's bytes."""
-        operation = given.get("operation", "txt2img")
-        if operation not in OPERATIONS:
-            raise InvalidInput("operation", f"must be one of {', '.join(OPERATIONS)} (got {operation!r})")
-        asked = set(given)
-        workflow = None
-        if self.settings.backend == "comfyui" or given.get("workflow"):
-            workflow = self.workflows.for_request(operation, given.get("workflow"))
-            given = {**workflow.defaults, **given, "workflow": workflow.name}
-        raw_source = given.pop("source", None)
-        loaded = None
-        if operation == "txt2img":
-            if raw_source is not None:
-                raise InvalidInput(
-                    "source", "is only for image-to-image and upscale (transform_image, upscale_image)"
-                )
-        else:
-            if raw_source is None:
-                raise InvalidInput(
-                    "source", f"is required for {operation}: a run's image, a file path, a URL or base64"
-                )
-            if isinstance(raw_source, Mapping):  # already stored (a retry of a stored spec)
-                given["source"] = raw_source
-            else:
-                loaded = await load_source(raw_source, self._sources, self._read_run_image)
-                given["source"] = SourceImage(
-                    sha256=hashlib.sha256(loaded.data).hexdigest(),
-                    media_type=loaded.media_type,
-                    width=loaded.width,
-                    height=loaded.height,
-                    origin=loaded.origin,
-                ).model_dump()
-        spec = ImageSpec.parse({**given, "seed": given.get("seed", random_seed())})
-        if workflow is not None:
-            workflow.check(spec, asked)
-        if spec.operation == "upscale" and spec.source is not None:
-            side = max(spec.source.width, spec.source.height) * spec.effective_scale
-            if side > MAX_UPSCALED_SIDE:
-                raise InvalidInput(
-                    "scale",
-                    f"would make a {side:.0f}-pixel side; the largest is {MAX_UPSCALED_SIDE} (use a smaller scale)",
-                )
-        backend = self.backends.get(self.settings.backend)
-        if backend is not None:
-            backend.check(spec)
-        return spec, loaded.data if loaded else None
-
-    async def _read_run_image(self, run_id: str, filename: str | None) -> bytes:
-        """A run's image as a source: the named file, or its first one."""
-        try:
-            run = await self.get_run(run_id)
-            artifacts = [a for a in run.artifacts if filename in (None, a.filename)]
-            if not artifacts:
-                raise ArtifactNotFound(run_id, filename or "(any image)")
-            return await self.store.read(artifacts[0].storage_key)
-        except (RunNotFound, ArtifactNotFound) as exc:
-            raise InvalidInput("source", str(exc)) from None
-
-    @staticmethod
-    def _same_request(existing: Run, asked: ImageSpec, seed_given: bool) -> Run:
-        wanted = asked.stored()
-        if not seed_given:
-            # A request without a seed matches whatever seed the first one was given.
-            wanted["seed"] = existing.inputs.get("seed")
-        if wanted != existing.inputs:
-            raise Conflict(
-                f"idempotency key {existing.idempotency_key!r} was used for a different request "
-                f"(run {existing.id}); use a new key for new parameters"
-            )
-        return existing
 
     def _enqueue(self, run: Run) -> None:
         self._enqueue_ref(run.id, run.backend, run.priority, run.seq)
@@ -575,7 +437,7 @@ class Engine:
             )
         except LedgerUnavailable as exc:
             # Still queued in the ledger: housekeeping queues it here again once the ledger answers.
-            self._note_problem("ledger", str(exc))
+            self._problems.note("ledger", str(exc))
             if resume_handle:
                 self._resume[run_id] = resume_handle
             log.warning("run %s could not start: %s", run_id, exc)
@@ -586,31 +448,25 @@ class Engine:
         self._publish_run(run)
         if run.parent_id is not None:
             self._parent_of[run_id] = run.parent_id
-        backend = self.backends[run.backend]
-        spec = ImageSpec.model_validate(run.inputs)
-        job = Job(
-            run_id=run_id,
-            attempt=run.attempts,
-            spec=spec,
+        handler = self._kinds[run.kind]
+        attempt = Attempt(
+            number=run.attempts,
             resume_handle=resume_handle,
             record_handle=lambda handle: self._record_handle(run_id, handle),
             ticket=ticket,
             shutting_down=lambda: self._shutting_down,
         )
         try:
-            if spec.source is not None:
-                job.source = await self.store.read(input_key(spec.source.sha256, spec.source.media_type))
-        except OSError as exc:
-            await self._fail_or_retry(
-                run, f"its source image cannot be read from the data directory ({exc})", False
-            )
+            work = await handler.prepare(run, attempt)
+        except AttemptFailed as exc:
+            await self._fail_or_retry(run, str(exc), exc.retryable)
             return
         try:
             if run.attempts > 1 and not resume_handle:
                 # Files of an interrupted attempt: this attempt writes the run's images afresh.
                 await self.store.delete_prefix(run_prefix(run.id))
         except OSError as exc:
-            self._note_problem("storage", f"cannot clear the files of an earlier attempt: {exc}")
+            self._problems.note("storage", f"cannot clear the files of an earlier attempt: {exc}")
             await self._fail_or_retry(
                 run, f"storage error: cannot clear an earlier attempt's files ({exc})", True
             )
@@ -623,7 +479,7 @@ class Engine:
             with scope:
                 try:
                     with anyio.fail_after(timeout):
-                        outputs = await backend.run(job, lambda p: self._on_progress(run_id, p))
+                        outputs = await handler.execute(work, lambda p: self._on_progress(run_id, p))
                 except TimeoutError:
                     error, retryable = f"timed out after {timeout:g} s", True
                 except BackendError as exc:
@@ -632,7 +488,7 @@ class Engine:
                     log.exception("backend %s crashed on run %s", run.backend, run_id)
                     error, retryable = f"backend error: {type(exc).__name__}: {exc}", True
                 else:
-                    unsaved = await self._complete(run, outputs)
+                    unsaved = await self._complete(run, handler, outputs)
                     if unsaved is None:
                         return
                     error, retryable = unsaved, True
@@ -662,37 +518,22 @@ class Engine:
         if parent_id is not None and self.events.wants(parent_id):
             self._refresh_batch_soon(parent_id)
 
-    async def _complete(self, run: Run, outputs: list[ImageOutput]) -> str | None:
-        """Save the outputs and record the run completed; or say why they could not be saved."""
-        artifacts = []
+    async def _complete(self, run: Run, handler: RunHandler, outputs: Any) -> str | None:
+        """Keep the outputs (the kind's part) and record the run completed; or say why they could
+        not be saved."""
         try:
             self._bundle_path(run.id).unlink(missing_ok=True)  # a ZIP of an earlier attempt
-            for index, output in enumerate(outputs, start=1):
-                filename = f"image-{index:02d}.{output.extension}"
-                key = run_key(run.id, filename)
-                await self.store.put(key, output.data)
-                artifacts.append(
-                    Artifact(
-                        run_id=run.id,
-                        filename=filename,
-                        media_type=output.media_type,
-                        size=len(output.data),
-                        sha256=hashlib.sha256(output.data).hexdigest(),
-                        storage_key=key,
-                        width=output.width,
-                        height=output.height,
-                    )
-                )
+            completion = await handler.complete(run, outputs)
         except OSError as exc:
             problem = f"could not save the run's images: {exc.strerror or exc}" + (
                 f" ({exc.filename})" if exc.filename else ""
             )
-            self._note_problem("storage", problem)
+            self._problems.note("storage", problem)
             log.error("run %s: %s", run.id, problem)
             with anyio.CancelScope(shield=True):
                 await self._discard_files(run.id)
             return f"storage error: {problem}"
-        self._problems.pop("storage", None)
+        self._problems.clear("storage")
         now = time.time()
         done = await self._recorded(
             lambda: self.ledger.update_run(
@@ -704,18 +545,16 @@ class Engine:
                 message="completed",
                 finished_at=now,
                 error=None,
-                result={"images": [a.filename for a in artifacts]},
-                artifacts=artifacts,
-                log=f"completed with {len(artifacts)} image(s)",
+                result=completion.result,
+                artifacts=completion.artifacts,
+                log=completion.log,
             ),
             f"run {run.id} completed",
         )
         if done is None:  # cancelled or deleted in the meantime: its files must not linger
             await self._discard_files(run.id)
             return None
-        self._counters["completed"] += 1
-        self._latencies.append(now - done.created_at)
-        self._completions.append(now)
+        self._metrics.completed(now, now - done.created_at)
         self._publish_run(done)
         return None
 
@@ -724,7 +563,7 @@ class Engine:
         try:
             await self.store.delete_prefix(run_prefix(run_id))
         except OSError as exc:
-            self._note_problem("storage", f"cannot remove the files of run {run_id}: {exc}")
+            self._problems.note("storage", f"cannot remove the files of run {run_id}: {exc}")
 
     async def _recorded(self, write: Callable[[], Awaitable[T]], what: str) -> T:
         """A state change a run's life depends on (it finished, failed, is retried): retried for as
@@ -735,16 +574,13 @@ class Engine:
             try:
                 result = await write()
             except LedgerUnavailable as exc:
-                self._note_problem("ledger", str(exc))
+                self._problems.note("ledger", str(exc))
                 log.warning("%s, but the ledger refused it (%s); trying again in %g s", what, exc, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            self._problems.pop("ledger", None)
+            self._problems.clear("ledger")
             return result
-
-    def _note_problem(self, part: str, message: str) -> None:
-        self._problems[part] = (time.time(), message)
 
     async def _fail_or_retry(self, run: Run, error: str, retryable: bool) -> None:
         if retryable and run.attempts < run.max_attempts:
@@ -763,7 +599,7 @@ class Engine:
                 f"run {run.id} failed an attempt",
             )
             if queued is not None:
-                self._counters["retried"] += 1
+                self._metrics.counters["retried"] += 1
                 self._publish_run(queued)
                 self._start(self._enqueue_later, queued, delay)
             return
@@ -782,7 +618,7 @@ class Engine:
             f"run {run.id} failed",
         )
         if failed is not None:
-            self._counters["failed"] += 1
+            self._metrics.counters["failed"] += 1
             self._publish_run(failed)
 
     async def _adopt_changes_from_other_processes(self) -> None:
@@ -822,7 +658,7 @@ class Engine:
         try:
             await fn(*args)
         except LedgerUnavailable as exc:
-            self._note_problem("ledger", str(exc))
+            self._problems.note("ledger", str(exc))
             log.warning("%s: %s", getattr(fn, "__name__", fn), exc)
         except Exception:
             log.exception("background task %s failed", getattr(fn, "__name__", fn))
@@ -973,7 +809,7 @@ class Engine:
             return await self._cancel_one(run_id)
         for child in (await self.ledger.list_runs(parent_id=run_id, statuses=_ACTIVE, limit=MAX_BATCH)).items:
             await self._cancel_one(child.id)
-        await self._refresh_batch(run_id)
+        await self._batches.refresh(run_id)
         return await self.get_run(run_id)
 
     async def _cancel_one(self, run_id: str) -> Run:
@@ -992,7 +828,7 @@ class Engine:
             scope = scopes.get(run_id)
             if scope is not None:
                 scope.cancel()
-        self._counters["cancelled"] += 1
+        self._metrics.counters["cancelled"] += 1
         self._publish_run(run)
         return run
 
@@ -1011,7 +847,7 @@ class Engine:
             for child in children.items:
                 await self._retry_one(child.id)
             await self.ledger.add_log(run_id, f"retry requested for {len(children.items)} item(s)")
-            await self._refresh_batch(run_id)
+            await self._batches.refresh(run_id)
             return await self.get_run(run_id)
         return await self._retry_one(run_id)
 
@@ -1168,54 +1004,16 @@ class Engine:
     # -- status -------------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """Health of each backend, the queue, and throughput/latency since start."""
-        backends = {}
-        for name, backend in self.backends.items():
-            health: dict[str, Any] = {"up": False, "error": "health check timed out"}
-            with anyio.move_on_after(2.0):
-                try:
-                    health = dict(await backend.health())
-                except Exception as exc:
-                    health = {"up": False, "error": f"{type(exc).__name__}: {exc}"}
-            lane = self._scheduler.lanes.get(name)
-            if lane is not None:
-                health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
-            backends[name] = health
-        now = time.time()
-        latencies = sorted(self._latencies)
-        storage = dict(await self.store.health())
-        ledger: dict[str, Any] = {"ok": True, "error": None}
-        try:
-            runs = await self.ledger.count_by_status()
-        except Exception as exc:  # a read only fails when the file itself is in trouble
-            runs = {}
-            ledger.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-        for part, report in (("storage", storage), ("ledger", ledger)):
-            seen = self._problems.get(part)
-            if seen is not None and now - seen[0] <= PROBLEM_WINDOW_S:
-                report.update(ok=False, last_error=seen[1], last_error_at=round(seen[0], 3))
-        backend_up = (
-            bool(backends.get(self.settings.backend, {}).get("up"))
-            if self.settings.backend in backends
-            else any(b.get("up") for b in backends.values())
+        """Health of each backend, the queue, and throughput/latency since start (see `core.health`)."""
+        return await health.report(
+            backends=self.backends,
+            default_backend=self.settings.backend,
+            scheduler=self._scheduler,
+            store=self.store,
+            ledger=self.ledger,
+            problems=self._problems,
+            metrics=self._metrics,
         )
-        return {
-            # Healthy when the backend new runs go to is up (the preview renderer always is) and
-            # their images can be saved and recorded.
-            "healthy": backend_up and bool(storage.get("ok")) and ledger["ok"],
-            "backends": backends,
-            "storage": storage,
-            "ledger": ledger,
-            "runs": runs,
-            "queue": {"queued": self._scheduler.queued(), "running": self._scheduler.running()},
-            "metrics": {
-                **self._counters,
-                "uptime_s": round(now - self._started_at, 3),
-                "completed_last_minute": sum(1 for t in self._completions if now - t <= 60),
-                "latency_p50_s": round(statistics.median(latencies), 4) if latencies else None,
-                "latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4) if latencies else None,
-            },
-        }
 
     def _publish_run(self, run: Run) -> None:
         if self.events.wants(run.id):
@@ -1223,91 +1021,15 @@ class Engine:
         if run.parent_id is not None and self._task_group is not None:
             self._refresh_batch_soon(run.parent_id)
 
-    # -- batches ------------------------------------------------------------------------------
-
     def _refresh_batch_soon(self, parent_id: str) -> None:
         """Bring a batch up to date with its children; refreshes asked for meanwhile coalesce."""
-        if parent_id not in self._refreshing and self._task_group is not None:
-            self._refreshing.add(parent_id)
-            self._start(self._refresh_batch, parent_id)
+        if self._task_group is not None and self._batches.claim(parent_id):
+            self._start(self._batches.refresh, parent_id)
 
-    async def _refresh_batch(self, parent_id: str) -> None:
-        """A batch's status, progress and result, derived from its children.
-
-        Running while any child is active; when all are final: completed if all completed,
-        failed if any failed, else cancelled. Progress is the children's steps over their total.
-        """
-        async with self._batch_lock:
-            self._refreshing.discard(parent_id)
-            parent = await self.ledger.get_run(parent_id)
-            if parent is None or parent.kind is not RunKind.BATCH:
-                return
-            children = [
-                self._with_live_progress(c)
-                for c in (await self.ledger.list_runs(parent_id=parent_id, limit=MAX_BATCH)).items
-            ]
-            if not children:
-                return
-            counts = {status: 0 for status in RunStatus}
-            for child in children:
-                counts[child.status] += 1
-            done = sum(counts[s] for s in RunStatus if s.is_final)
-            message = f"{counts[RunStatus.COMPLETED]} of {len(children)} done" + (
-                f", {counts[RunStatus.FAILED]} failed" if counts[RunStatus.FAILED] else ""
-            )
-            progress = Progress(
-                sum(c.max_steps if c.status.is_final else c.step for c in children),
-                sum(c.max_steps for c in children) or 1,
-                message,
-            )
-            settled: dict[str, Any] = {"attempts": max(c.attempts for c in children)}
-            if done == len(children):
-                if counts[RunStatus.COMPLETED] == len(children):
-                    status = RunStatus.COMPLETED
-                elif counts[RunStatus.FAILED]:
-                    status = RunStatus.FAILED
-                else:
-                    status = RunStatus.CANCELLED
-                first_error = next(
-                    (c.error for c in reversed(children) if c.status is RunStatus.FAILED), None
-                )
-                settled.update(
-                    finished_at=max(c.finished_at or 0 for c in children) or time.time(),
-                    result={
-                        "runs": [c.id for c in reversed(children)],
-                        **{s.value: counts[s] for s in RunStatus if s.is_final},
-                    },
-                    error=f"{counts[RunStatus.FAILED]} of {len(children)} failed; first: {first_error}"
-                    if status is RunStatus.FAILED
-                    else None,
-                )
-            else:
-                status = RunStatus.RUNNING if done or counts[RunStatus.RUNNING] else RunStatus.QUEUED
-                settled.update(finished_at=None, result=None, error=None)
-            started = [c.started_at for c in children if c.started_at]
-            settled["started_at"] = min(started) if started else None
-            status_changed = status is not parent.status
-            if not status_changed and all(getattr(parent, name) == value for name, value in settled.items()):
-                # Only progress moved: live, like a running run's steps (written at most once a second).
-                now = self._with_live_progress(parent)
-                if (now.step, now.max_steps, now.message) != (progress.step, progress.max_steps, message):
-                    self._on_progress(parent_id, progress)
-                return
-            self._live.pop(parent_id, None)
-            self._dirty.discard(parent_id)
-            updated = await self.ledger.update_run(
-                parent_id,
-                status=status,
-                step=progress.step,
-                max_steps=progress.max_steps,
-                progress=progress.fraction,
-                message=message,
-                log=f"batch {status.value}: {message}" if status_changed else None,
-                log_level="error" if status is RunStatus.FAILED else "info",
-                **settled,
-            )
-            if updated is not None:
-                self._publish_run(updated)
+    def _forget_progress(self, run_id: str) -> None:
+        """Drop a run's in-memory progress: what the ledger is about to record replaces it."""
+        self._live.pop(run_id, None)
+        self._dirty.discard(run_id)
 
 
 async def _notify(callback: Callable[[Run, Progress], Any], run: Run, progress: Progress) -> None:

@@ -10,7 +10,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -33,6 +33,7 @@ MAX_LORAS = 8
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 _.+()\[\]-]*(/[A-Za-z0-9_][A-Za-z0-9 _.+()\[\]-]*)*$")
 WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Operation = Literal["txt2img", "img2img", "upscale"]
+OPERATIONS: tuple[str, ...] = get_args(Operation)
 
 
 def _check_model_name(value: str) -> str:

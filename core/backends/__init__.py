@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -101,3 +101,32 @@ class GenerationBackend(Protocol):
 
     async def aclose(self) -> None:
         return None
+
+
+class WorkflowTemplate(Protocol):
+    """A named recipe a run can ask for: its defaults, and what requests it can take."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def defaults(self) -> dict[str, Any]: ...
+
+    def check(self, spec: ImageSpec, given: Iterable[str]) -> None:
+        """Raise `InvalidInput` for a parameter that was asked for but this workflow cannot take."""
+        ...
+
+
+class WorkflowCatalog(Protocol):
+    """The workflows runs can name (the ComfyUI adapter's `WorkflowLibrary` is one)."""
+
+    @property
+    def problems(self) -> list[str]:
+        """Workflow files that could not be loaded, shown rather than failing start-up."""
+        ...
+
+    def for_request(self, operation: str, name: str | None) -> WorkflowTemplate:
+        """The named workflow, or the default one for the operation; `InvalidInput` if unknown."""
+        ...
+
+    def describe(self) -> list[dict[str, Any]]: ...

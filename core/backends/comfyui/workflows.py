@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
-from core.models import WORKFLOW_NAME_PATTERN, ImageSpec
+from core.models import OPERATIONS, WORKFLOW_NAME_PATTERN, ImageSpec
 
 BUNDLED_DIR = Path(__file__).with_name("workflows")
 SIDECAR_SUFFIX = ".atelier.json"
-OPERATIONS = ("txt2img", "img2img", "upscale")
 DEFAULT_WORKFLOWS = {"txt2img": "sd15", "img2img": "img2img", "upscale": "upscale"}
 
 # Parameters a map may name, and the ImageSpec field each takes its value from.

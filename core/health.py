@@ -1,0 +1,122 @@
+"""The health report: is each part of the engine working, and how much work has it done.
+
+Kept apart from the run lifecycle because it only reads: the engine counts what happens
+(`Metrics`) and notes what failed (`Problems`); `report` turns those, the backends' own health
+checks, the queue and the ledger's counts into the document `Engine.status()` returns.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from core.artifacts import ArtifactStore
+from core.backends import GenerationBackend
+from core.ledger import Ledger
+from core.scheduler import Scheduler
+
+# A storage or ledger failure keeps the health report degraded this long after it was seen.
+PROBLEM_WINDOW_S = 60.0
+# How long one backend's health check may take before it is reported down.
+HEALTH_CHECK_S = 2.0
+
+
+class Problems:
+    """The last failure of each part (`storage`, `ledger`): when and what, until one succeeds."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, str]] = {}
+
+    def note(self, part: str, message: str) -> None:
+        self._seen[part] = (time.time(), message)
+
+    def clear(self, part: str) -> None:
+        self._seen.pop(part, None)
+
+    def recent(self, part: str, now: float) -> tuple[float, str] | None:
+        """The part's last failure if it was seen within `PROBLEM_WINDOW_S` of `now`."""
+        seen = self._seen.get(part)
+        return seen if seen is not None and now - seen[0] <= PROBLEM_WINDOW_S else None
+
+
+class Metrics:
+    """Counts of what runs did since the engine started, and their latencies."""
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.counters = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0, "retried": 0}
+        self.latencies: deque[float] = deque(maxlen=2048)
+        self.completions: deque[float] = deque(maxlen=4096)
+
+    def completed(self, now: float, latency: float) -> None:
+        self.counters["completed"] += 1
+        self.latencies.append(latency)
+        self.completions.append(now)
+
+    def summary(self, now: float) -> dict[str, Any]:
+        latencies = sorted(self.latencies)
+        return {
+            **self.counters,
+            "uptime_s": round(now - self.started_at, 3),
+            "completed_last_minute": sum(1 for t in self.completions if now - t <= 60),
+            "latency_p50_s": round(statistics.median(latencies), 4) if latencies else None,
+            "latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 4) if latencies else None,
+        }
+
+
+async def report(
+    *,
+    backends: Mapping[str, GenerationBackend],
+    default_backend: str,
+    scheduler: Scheduler,
+    store: ArtifactStore,
+    ledger: Ledger,
+    problems: Problems,
+    metrics: Metrics,
+) -> dict[str, Any]:
+    """Health of each backend, the storage and the ledger, the queue, and throughput/latency since start."""
+    backend_health = {}
+    for name, backend in backends.items():
+        health: dict[str, Any] = {"up": False, "error": "health check timed out"}
+        with anyio.move_on_after(HEALTH_CHECK_S):
+            try:
+                health = dict(await backend.health())
+            except Exception as exc:
+                health = {"up": False, "error": f"{type(exc).__name__}: {exc}"}
+        lane = scheduler.lanes.get(name)
+        if lane is not None:
+            health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
+        backend_health[name] = health
+    now = time.time()
+    storage = dict(await store.health())
+    ledger_health: dict[str, Any] = {"ok": True, "error": None}
+    try:
+        runs = await ledger.count_by_status()
+    except Exception as exc:  # a read only fails when the file itself is in trouble
+        runs = {}
+        ledger_health.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+    for part, part_report in (("storage", storage), ("ledger", ledger_health)):
+        seen = problems.recent(part, now)
+        if seen is not None:
+            part_report.update(ok=False, last_error=seen[1], last_error_at=round(seen[0], 3))
+    backend_up = (
+        bool(backend_health.get(default_backend, {}).get("up"))
+        if default_backend in backend_health
+        else any(b.get("up") for b in backend_health.values())
+    )
+    return {
+        # Healthy when the backend new runs go to is up (the preview renderer always is) and
+        # their images can be saved and recorded.
+        "healthy": backend_up and bool(storage.get("ok")) and ledger_health["ok"],
+        "backends": backend_health,
+        "storage": storage,
+        "ledger": ledger_health,
+        "runs": runs,
+        "queue": {"queued": scheduler.queued(), "running": scheduler.running()},
+        "metrics": metrics.summary(now),
+    }

@@ -1,0 +1,224 @@
+"""The image kind: what an `image` run asks for, and how it is made and kept.
+
+Accepting a request: `validate` fills in the workflow's defaults, fetches and checks the
+source of an image-to-image or upscale run (`core.sources`), parses the `ImageSpec` and asks the
+backend new runs go to whether it can succeed; `keep_source` stores the source's bytes so every
+attempt (and a retry after a restart) reads the same image; `new_run` makes the queued run,
+in the lane of the configured backend; `same_request` answers a repeated idempotency key.
+
+Executing it, as the `RunHandler` of `core.kinds`: `prepare` builds the backend's `Job` (the
+source read back from storage), `execute` runs it on the run's backend, `complete` saves each
+image as an artifact `image-NN.<ext>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core.artifacts import ArtifactStore, input_key, run_key
+from core.backends import GenerationBackend, ImageOutput, Job, ProgressCallback, WorkflowCatalog
+from core.errors import ArtifactNotFound, Conflict, InvalidInput, RunNotFound
+from core.ids import new_run_id, random_seed
+from core.kinds import Attempt, AttemptFailed, Completion
+from core.models import OPERATIONS, Artifact, ImageSpec, Priority, Run, RunKind, RunStatus, SourceImage
+from core.settings import Settings
+from core.sources import SourcePolicy, load_source
+
+# Largest side an upscale may produce.
+MAX_UPSCALED_SIDE = 8192
+
+
+@dataclass(slots=True, frozen=True)
+class ImageWork:
+    """One attempt of an image run, ready to hand to its backend."""
+
+    backend: GenerationBackend
+    job: Job
+
+
+class ImageKind:
+    """Image generation, image-to-image and upscaling on the configured backends.
+
+    `find_run` looks a run up the way the engine's `get_run` does (a source may be another
+    run's image).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ArtifactStore,
+        backends: Mapping[str, GenerationBackend],
+        workflows: WorkflowCatalog,
+        find_run: Callable[[str], Awaitable[Run]],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._backends = backends
+        self._workflows = workflows
+        self._find_run = find_run
+        self._sources = SourcePolicy(
+            input_dirs=tuple(settings.allowed_input_dirs),
+            fetch_hosts=frozenset(settings.allowed_fetch_hosts),
+            max_bytes=settings.max_input_bytes,
+            fetch_timeout_s=settings.fetch_timeout_s,
+        )
+
+    # -- accepting a request ------------------------------------------------------------------
+
+    async def validate(self, given: dict[str, Any]) -> tuple[ImageSpec, bytes | None]:
+        """The validated spec (workflow defaults filled in, source fetched) and the source's bytes."""
+        operation = given.get("operation", "txt2img")
+        if operation not in OPERATIONS:
+            raise InvalidInput("operation", f"must be one of {', '.join(OPERATIONS)} (got {operation!r})")
+        asked = set(given)
+        workflow = None
+        if self._settings.backend == "comfyui" or given.get("workflow"):
+            workflow = self._workflows.for_request(operation, given.get("workflow"))
+            given = {**workflow.defaults, **given, "workflow": workflow.name}
+        raw_source = given.pop("source", None)
+        loaded = None
+        if operation == "txt2img":
+            if raw_source is not None:
+                raise InvalidInput(
+                    "source", "is only for image-to-image and upscale (transform_image, upscale_image)"
+                )
+        else:
+            if raw_source is None:
+                raise InvalidInput(
+                    "source", f"is required for {operation}: a run's image, a file path, a URL or base64"
+                )
+            if isinstance(raw_source, Mapping):  # already stored (a retry of a stored spec)
+                given["source"] = raw_source
+            else:
+                loaded = await load_source(raw_source, self._sources, self._read_run_image)
+                given["source"] = SourceImage(
+                    sha256=hashlib.sha256(loaded.data).hexdigest(),
+                    media_type=loaded.media_type,
+                    width=loaded.width,
+                    height=loaded.height,
+                    origin=loaded.origin,
+                ).model_dump()
+        spec = ImageSpec.parse({**given, "seed": given.get("seed", random_seed())})
+        if workflow is not None:
+            workflow.check(spec, asked)
+        if spec.operation == "upscale" and spec.source is not None:
+            side = max(spec.source.width, spec.source.height) * spec.effective_scale
+            if side > MAX_UPSCALED_SIDE:
+                raise InvalidInput(
+                    "scale",
+                    f"would make a {side:.0f}-pixel side; the largest is {MAX_UPSCALED_SIDE} (use a smaller scale)",
+                )
+        backend = self._backends.get(self._settings.backend)
+        if backend is not None:
+            backend.check(spec)
+        return spec, loaded.data if loaded else None
+
+    async def _read_run_image(self, run_id: str, filename: str | None) -> bytes:
+        """A run's image as a source: the named file, or its first one."""
+        try:
+            run = await self._find_run(run_id)
+            artifacts = [a for a in run.artifacts if filename in (None, a.filename)]
+            if not artifacts:
+                raise ArtifactNotFound(run_id, filename or "(any image)")
+            return await self._store.read(artifacts[0].storage_key)
+        except (RunNotFound, ArtifactNotFound) as exc:
+            raise InvalidInput("source", str(exc)) from None
+
+    async def keep_source(self, spec: ImageSpec, source: bytes | None) -> None:
+        """Store a fetched source's bytes where every attempt of the run reads them."""
+        if source is not None and spec.source is not None:
+            await self._store.put(input_key(spec.source.sha256, spec.source.media_type), source)
+
+    def new_run(
+        self,
+        spec: ImageSpec,
+        rank: Priority,
+        max_attempts: int | None,
+        timeout_s: float | None,
+        key: str | None,
+        meta: Mapping[str, Any] | None,
+    ) -> Run:
+        """A queued image run for `spec`, in the configured backend's lane."""
+        return Run(
+            id=new_run_id(),
+            seq=0,
+            kind=RunKind.IMAGE,
+            status=RunStatus.QUEUED,
+            priority=rank,
+            inputs=spec.stored(),
+            backend=self._settings.backend,
+            created_at=time.time(),
+            max_steps=1 if spec.operation == "upscale" else spec.steps,
+            max_attempts=max_attempts or self._settings.max_attempts,
+            timeout_s=timeout_s,
+            idempotency_key=key,
+            meta=dict(meta) if meta else None,
+        )
+
+    @staticmethod
+    def same_request(existing: Run, asked: ImageSpec, seed_given: bool) -> Run:
+        """`existing` if it was made by the same request; else `Conflict` (the key was reused)."""
+        wanted = asked.stored()
+        if not seed_given:
+            # A request without a seed matches whatever seed the first one was given.
+            wanted["seed"] = existing.inputs.get("seed")
+        if wanted != existing.inputs:
+            raise Conflict(
+                f"idempotency key {existing.idempotency_key!r} was used for a different request "
+                f"(run {existing.id}); use a new key for new parameters"
+            )
+        return existing
+
+    # -- executing it (RunHandler) ------------------------------------------------------------
+
+    async def prepare(self, run: Run, attempt: Attempt) -> ImageWork:
+        backend = self._backends[run.backend]
+        spec = ImageSpec.model_validate(run.inputs)
+        job = Job(
+            run_id=run.id,
+            attempt=attempt.number,
+            spec=spec,
+            resume_handle=attempt.resume_handle,
+            record_handle=attempt.record_handle,
+            ticket=attempt.ticket,
+            shutting_down=attempt.shutting_down,
+        )
+        try:
+            if spec.source is not None:
+                job.source = await self._store.read(input_key(spec.source.sha256, spec.source.media_type))
+        except OSError as exc:
+            raise AttemptFailed(
+                f"its source image cannot be read from the data directory ({exc})", retryable=False
+            ) from exc
+        return ImageWork(backend, job)
+
+    async def execute(self, work: ImageWork, on_progress: ProgressCallback) -> list[ImageOutput]:
+        return await work.backend.run(work.job, on_progress)
+
+    async def complete(self, run: Run, outputs: list[ImageOutput]) -> Completion:
+        artifacts = []
+        for index, output in enumerate(outputs, start=1):
+            filename = f"image-{index:02d}.{output.extension}"
+            key = run_key(run.id, filename)
+            await self._store.put(key, output.data)
+            artifacts.append(
+                Artifact(
+                    run_id=run.id,
+                    filename=filename,
+                    media_type=output.media_type,
+                    size=len(output.data),
+                    sha256=hashlib.sha256(output.data).hexdigest(),
+                    storage_key=key,
+                    width=output.width,
+                    height=output.height,
+                )
+            )
+        return Completion(
+            result={"images": [a.filename for a in artifacts]},
+            artifacts=artifacts,
+            log=f"completed with {len(artifacts)} image(s)",
+        )

@@ -1,0 +1,74 @@
+"""What a kind of run provides to the run lifecycle: the `RunHandler` protocol.
+
+The engine (`core/engine.py`) owns what every run shares: accepting it into the ledger,
+queueing it by priority in its lane (`run.backend` names the lane), attempts and backoff, the
+timeout, cancellation, handing runs back when the process stops, recovery after a crash, and
+events. What a run *does* belongs to its kind's handler, one module per kind (`core/images.py`
+for `image`; a `training` handler would be its sibling, with its own lane). For each attempt
+of a queued run of its kind, the engine calls:
+
+1. `prepare(run, attempt)` once the run is recorded as running: gather what the work needs
+   (the spec parsed, inputs read) and return it. Raise `AttemptFailed` when the attempt cannot
+   start; `retryable` says whether another attempt could succeed.
+2. `execute(work, on_progress)` under the run's timeout and cancel scope: do the work,
+   reporting `Progress` as it goes, and return its outputs. Raise `core.errors.BackendError`
+   when it fails (its `retryable` decides a retry); anything else is retried as a crash. A
+   cancelled run is stopped by anyio cancellation of this call.
+3. `complete(run, outputs)` to keep the outputs: store their files and say what the ledger
+   records (`Completion`). An `OSError` is a storage failure: the run's files are discarded and
+   the attempt is retried. The engine then records the run completed and publishes it.
+
+A handler keeps no state of a run between those calls beyond what it returns, so the engine
+can run any number of attempts of any number of runs through one handler at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from core.backends import ProgressCallback
+from core.models import Artifact, Run
+
+
+class AttemptFailed(Exception):
+    """An attempt could not start; `retryable` says whether another attempt could succeed."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+@dataclass(slots=True, frozen=True)
+class Attempt:
+    """What the lifecycle knows about one attempt of a run, for the handler to pass on to its backend."""
+
+    number: int
+    # Set after a restart: where the backend put this run's work before the process stopped.
+    resume_handle: str | None
+    # Saves where this attempt's work lives (e.g. a ComfyUI prompt id), for recovery.
+    record_handle: Callable[[str], Awaitable[None]]
+    # What the lane's `admit()` handed out for this attempt, if anything.
+    ticket: Any
+    # True once the process is stopping (a cancellation then is not the user's).
+    shutting_down: Callable[[], bool]
+
+
+@dataclass(slots=True)
+class Completion:
+    """What the ledger records when a run completes: its result, its files and a log line."""
+
+    result: dict[str, Any]
+    artifacts: list[Artifact] = field(default_factory=list)
+    log: str = "completed"
+
+
+class RunHandler(Protocol):
+    """One kind of run's part of executing it (see the module docstring for when each is called)."""
+
+    async def prepare(self, run: Run, attempt: Attempt) -> Any: ...
+
+    async def execute(self, work: Any, on_progress: ProgressCallback) -> Any: ...
+
+    async def complete(self, run: Run, outputs: Any) -> Completion: ...
