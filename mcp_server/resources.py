@@ -1,0 +1,87 @@
+"""Atelier's MCP resources: runs, their full-size images and their ZIP bundles, by atelier:// URI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+from mcp.server.mcpserver import Context
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+
+from core.engine import Engine
+from core.errors import ArtifactNotFound, AtelierError, Conflict, RunNotFound
+from core.ids import check_filename, check_run_id
+from mcp_server import views
+
+# The resource-not-found code of the 2025 protocols; 2026-07-28 answers INVALID_PARAMS instead (SEP-2164).
+RESOURCE_NOT_FOUND_2025 = -32002
+FIRST_PROTOCOL_WITH_INVALID_PARAMS_FOR_NOT_FOUND = "2026-07-28"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A resource template for `MCPServer.resource`: its URI, what it serves, and the function reading it.
+
+    The function's parameters are the URI's variables (plus the context); its name is the resource's."""
+
+    uri: str
+    mime_type: str
+    description: str
+    read: Callable[..., Awaitable[Any]]
+
+
+@contextmanager
+def resource_errors(uri: str, ctx: Context | None) -> Iterator[None]:
+    """Engine errors become JSON-RPC errors: "resource not found" for what does not exist (or has no
+    file yet), invalid params for a malformed id or name. The message is the engine's sentence;
+    `uri` (rebuilt from the template's values, percent-encoded again) goes in `data`."""
+    try:
+        yield
+    except (RunNotFound, ArtifactNotFound, Conflict) as exc:
+        version = ctx.protocol_version if ctx is not None else None
+        modern = version is not None and version >= FIRST_PROTOCOL_WITH_INVALID_PARAMS_FOR_NOT_FOUND
+        code = INVALID_PARAMS if modern else RESOURCE_NOT_FOUND_2025
+        raise MCPError(code, f"Resource not found: {exc}", {"uri": uri}) from None
+    except AtelierError as exc:
+        raise MCPError(INVALID_PARAMS, str(exc), {"uri": uri}) from None
+
+
+def templates(engine: Engine) -> list[Template]:
+    """atelier://runs/{run_id}, .../images/{filename} and .../bundle.zip over `engine`."""
+
+    async def run_resource(run_id: str, ctx: Context) -> str:
+        with resource_errors(views.run_uri(quote(run_id, safe="")), ctx):
+            run = await engine.get_run(check_run_id(run_id))
+            return json.dumps(run.to_dict())
+
+    async def image_resource(run_id: str, filename: str, ctx: Context) -> bytes:
+        with resource_errors(views.image_uri(quote(run_id, safe=""), quote(filename, safe="")), ctx):
+            _, data = await engine.read_artifact(check_run_id(run_id), check_filename(filename))
+            return data
+
+    async def bundle_resource(run_id: str, ctx: Context) -> bytes:
+        with resource_errors(f"{views.run_uri(quote(run_id, safe=''))}/bundle.zip", ctx):
+            bundle = await engine.bundle(check_run_id(run_id))
+            return await anyio.Path(bundle.path).read_bytes()
+
+    return [
+        Template("atelier://runs/{run_id}", "application/json", "A run, as JSON.", run_resource),
+        Template(
+            "atelier://runs/{run_id}/images/{filename}",
+            "image/png",
+            "A full-size image of a run.",
+            image_resource,
+        ),
+        Template(
+            "atelier://runs/{run_id}/bundle.zip",
+            "application/zip",
+            "A run's images as a ZIP.",
+            bundle_resource,
+        ),
+    ]

@@ -1,0 +1,93 @@
+"""What every tool module shares: annotation presets, the tool collector, error translation, waiting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, ToolAnnotations
+from pydantic import Field
+
+from core.backends import Progress
+from core.engine import Engine
+from core.errors import AtelierError, InvalidInput
+from core.models import Run
+from mcp_server import views
+from mcp_server.arguments import CheckedTool, lines
+
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+CREATES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+STOPS = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+)
+MAX_WAIT_S = 120
+
+RunId = Annotated[str, Field(description="The run's id, as returned by generate_image or list_runs.")]
+WaitSeconds = Annotated[
+    float,
+    Field(description=f"How long to wait for the run to finish, 0..{MAX_WAIT_S} s.", ge=0, le=MAX_WAIT_S),
+]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ToolList:
+    """Tools collected in the order they are declared, for `MCPServer(tools=[...])`."""
+
+    def __init__(self) -> None:
+        self.tools: list[Tool] = []
+
+    def tool(
+        self, annotations: ToolAnnotations, *, structured_output: bool | None = None
+    ) -> Callable[[F], F]:
+        """Collect a function as a tool that checks its arguments in Atelier's words."""
+
+        def collect(fn: F) -> F:
+            self.tools.append(
+                CheckedTool.from_function(fn, annotations=annotations, structured_output=structured_output)
+            )
+            return fn
+
+        return collect
+
+
+@contextmanager
+def tool_errors() -> Iterator[None]:
+    """Engine errors become a tool's isError result carrying the engine's own sentence(s)."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise ToolError(lines(exc)) from None
+    except AtelierError as exc:
+        raise ToolError(str(exc)) from None
+
+
+async def run_result(engine: Engine, run: Run, *, expose_paths: bool) -> CallToolResult:
+    """A run as a tool result: its view, and thumbnails plus links once it has images."""
+    return await views.run_result(
+        engine, run, expose_paths=expose_paths, thumbnail_px=engine.settings.thumbnail_px
+    )
+
+
+async def wait_reporting(engine: Engine, run: Run, seconds: float, ctx: Context | None) -> Run:
+    """The run after waiting up to `seconds` for it to finish, its progress reported to `ctx`."""
+    if run.status.is_final or seconds <= 0:
+        return run
+    best = 0.0
+
+    async def report(current: Run, progress: Progress) -> None:
+        nonlocal best
+        # MCP progress must only grow; a retried attempt starts its steps again.
+        value = max(best, round(progress.fraction * 100, 2))
+        if ctx is not None and value > best:
+            best = value
+            await ctx.report_progress(value, 100, f"step {progress.step}/{progress.max_steps}")
+
+    return await engine.wait(run.id, seconds, on_progress=report)
