@@ -140,7 +140,9 @@ def test_stopping_generate_hands_its_run_back_without_spending_an_attempt(
             runs = json.loads(atelier(home, "runs", "--json").stdout or "[]")
             if runs and runs[0]["status"] == "running" and runs[0]["step"] > 0:
                 break
-            assert time.monotonic() < deadline and process.poll() is None
+            if process.poll() is not None:
+                pytest.fail(f"generate exited early ({process.returncode}):\n{process.communicate()[1]}")
+            assert time.monotonic() < deadline
             time.sleep(0.1)
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=30)

@@ -4,7 +4,9 @@ Statements are short and local, so they run inline on the event loop: a thread h
 statement would cost more than the statement. Two connections keep that safe when another
 process (the CLI, a second MCP host, a backup tool) shares the file:
 
-- reads use their own connection: in WAL mode a reader never waits for a writer;
+- reads use their own connection: in WAL mode a reader never waits for a writer (only another
+  process's crash recovery or truncating checkpoint can lock one out; such a read then waits on
+  a worker thread, on a connection of its own, like a write);
 - a write is tried inline with no busy wait, so it either commits at once or finds the write
   lock taken by another process. Then it, and every write after it, waits for the lock on a
   worker thread (in order), up to `busy_timeout_s`, after which it fails as
@@ -18,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from importlib import resources
@@ -61,10 +64,15 @@ _READ_BUSY_MS = 100
 class SQLiteLedger:
     """`Ledger` over one SQLite file. Open with `SQLiteLedger.open(path)`."""
 
-    def __init__(self, reader: sqlite3.Connection, writer: sqlite3.Connection, busy_timeout_s: float) -> None:
-        self._conn = reader
-        self._writer = writer
+    def __init__(self, path: Path, *, synchronous: str, busy_timeout_s: float) -> None:
+        self._path = path
+        self._sync = synchronous
         self._busy_timeout_s = busy_timeout_s
+        self._conn = _connect(path, _READ_BUSY_MS, synchronous)
+        self._writer = _connect(path, int(busy_timeout_s * 1000), synchronous)
+        # Reads that found a lock wait for it on a worker thread, on a connection of their own.
+        self._patient: sqlite3.Connection | None = None
+        self._patient_lock = threading.Lock()
         # Writes queued behind one that waits for another process's lock, on a worker thread.
         self._waiting_writes = 0
         self._wait_turn: anyio.Lock | None = None
@@ -80,21 +88,11 @@ class SQLiteLedger:
         """
         path.parent.mkdir(parents=True, exist_ok=True)
         sync = "FULL" if synchronous.upper() == "FULL" else "NORMAL"
-        connections = []
-        for busy_ms in (_READ_BUSY_MS, int(busy_timeout_s * 1000)):
-            conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={sync}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            connections.append(conn)
-        reader, writer = connections
-        ledger = cls(reader, writer, busy_timeout_s)
-        _in_transaction(writer, ledger._migrate)  # start-up may wait for the lock: nothing else runs yet
-        writer.execute("PRAGMA busy_timeout=0")
+        ledger = cls(path, synchronous=sync, busy_timeout_s=busy_timeout_s)
+        _in_transaction(
+            ledger._writer, ledger._migrate
+        )  # start-up may wait for the lock: nothing else runs yet
+        ledger._writer.execute("PRAGMA busy_timeout=0")
         return ledger
 
     @staticmethod
@@ -159,6 +157,29 @@ class SQLiteLedger:
         finally:
             self._writer.execute("PRAGMA busy_timeout=0")
 
+    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A query's rows, read inline. Only a lock held by another process's recovery or
+        truncating checkpoint can stop a WAL read; then it waits on a worker thread instead."""
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise _unavailable(exc) from None
+        return await anyio.to_thread.run_sync(self._rows_waiting, sql, args)
+
+    async def _one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._rows(sql, args)
+        return rows[0] if rows else None
+
+    def _rows_waiting(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+        with self._patient_lock:
+            if self._patient is None:
+                self._patient = _connect(self._path, int(self._busy_timeout_s * 1000), self._sync)
+            try:
+                return self._patient.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise self._still_locked() if _is_busy(exc) else _unavailable(exc) from None
+
     def _still_locked(self) -> LedgerUnavailable:
         return LedgerUnavailable(
             f"the ledger is locked by another process and stayed locked for {self._busy_timeout_s:g} s "
@@ -198,14 +219,12 @@ class SQLiteLedger:
         return list(runs)
 
     async def get_run(self, run_id: str) -> Run | None:
-        row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return self._with_artifacts([_run_from_row(row)])[0] if row else None
+        rows = await self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return (await self._with_artifacts([_run_from_row(rows[0])]))[0] if rows else None
 
     async def find_by_idempotency_key(self, key: str) -> Run | None:
-        row = self._conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,)
-        ).fetchone()
-        return self._with_artifacts([_run_from_row(row)])[0] if row else None
+        row = await self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
+        return (await self._with_artifacts([_run_from_row(row)]))[0] if row else None
 
     async def list_runs(
         self,
@@ -222,11 +241,11 @@ class SQLiteLedger:
         if cursor:
             clause += (" AND " if clause else "WHERE ") + "seq < ?"
             args.append(decode_cursor(cursor))
-        rows = self._conn.execute(
+        rows = await self._rows(
             f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
             (*args, limit + 1, offset),
-        ).fetchall()
-        runs = self._with_artifacts([_run_from_row(r) for r in rows[:limit]])
+        )
+        runs = await self._with_artifacts([_run_from_row(r) for r in rows[:limit]])
         next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
         return Page(items=runs, next_cursor=next_cursor)
 
@@ -239,23 +258,23 @@ class SQLiteLedger:
         top_level: bool = False,
     ) -> int:
         clause, args = _filters(statuses, kinds, parent_id, top_level)
-        return self._conn.execute(f"SELECT COUNT(*) FROM runs {clause}", args).fetchone()[0]
+        return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
 
     async def get_run_by_seq(self, seq: int) -> Run | None:
-        row = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq = ?", (seq,)).fetchone()
-        return self._with_artifacts([_run_from_row(row)])[0] if row else None
+        rows = await self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq = ?", (seq,))
+        return (await self._with_artifacts([_run_from_row(rows[0])]))[0] if rows else None
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
-        rows = self._conn.execute(
+        rows = await self._rows(
             f"SELECT id FROM runs WHERE parent_id IS NULL AND finished_at < ? AND status IN ({marks}) "
             "ORDER BY seq",
             (cutoff, *(s.value for s in statuses)),
-        ).fetchall()
+        )
         return [r[0] for r in rows]
 
     async def get_document(self, key: str) -> Any:
-        row = self._conn.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
+        row = await self._one("SELECT value FROM documents WHERE key = ?", (key,))
         return None if row is None else json.loads(row[0])
 
     async def put_document(self, key: str, value: Any) -> None:
@@ -334,7 +353,7 @@ class SQLiteLedger:
             # Just written, or none recorded yet (files are recorded when a run completes).
             run.artifacts = list(artifacts)
             return run
-        return self._with_artifacts([run])[0]
+        return (await self._with_artifacts([run]))[0]
 
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
         await self._write(
@@ -345,9 +364,9 @@ class SQLiteLedger:
         )
 
     async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]:
-        rows = self._conn.execute(
+        rows = await self._rows(
             "SELECT at, level, message FROM run_logs WHERE run_id = ? ORDER BY id LIMIT ?", (run_id, limit)
-        ).fetchall()
+        )
         return [LogEntry(at=r["at"], level=r["level"], message=r["message"]) for r in rows]
 
     async def delete_run(self, run_id: str) -> list[Artifact]:
@@ -364,29 +383,27 @@ class SQLiteLedger:
 
     async def runs_in(self, statuses: Collection[RunStatus]) -> list[Run]:
         marks = ", ".join("?" for _ in statuses)
-        rows = self._conn.execute(
+        rows = await self._rows(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ({marks}) ORDER BY seq",
             [s.value for s in statuses],
-        ).fetchall()
+        )
         return [_run_from_row(r) for r in rows]
 
     async def statuses_of(self, run_ids: Collection[str]) -> dict[str, RunStatus]:
         if not run_ids:
             return {}
         marks = ", ".join("?" for _ in run_ids)
-        rows = self._conn.execute(
-            f"SELECT id, status FROM runs WHERE id IN ({marks})", list(run_ids)
-        ).fetchall()
+        rows = await self._rows(f"SELECT id, status FROM runs WHERE id IN ({marks})", list(run_ids))
         return {r[0]: RunStatus(r[1]) for r in rows}
 
     async def queued_refs(self) -> list[tuple[str, str, Priority, int]]:
-        rows = self._conn.execute(
+        rows = await self._rows(
             "SELECT id, backend, priority, seq FROM runs WHERE status = 'queued' ORDER BY seq"
-        ).fetchall()
+        )
         return [(r[0], r[1], Priority(r[2]), r[3]) for r in rows]
 
     async def count_by_status(self) -> dict[str, int]:
-        rows = self._conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+        rows = await self._rows("SELECT status, COUNT(*) FROM runs GROUP BY status")
         counts = {s.value: 0 for s in RunStatus}
         counts.update({r[0]: r[1] for r in rows})
         return counts
@@ -394,18 +411,31 @@ class SQLiteLedger:
     async def close(self) -> None:
         self._conn.close()
         self._writer.close()
+        with self._patient_lock:
+            if self._patient is not None:
+                self._patient.close()
 
-    def _with_artifacts(self, runs: list[Run]) -> list[Run]:
+    async def _with_artifacts(self, runs: list[Run]) -> list[Run]:
         if not runs:
             return runs
         by_id = {run.id: run for run in runs}
         marks = ", ".join("?" for _ in by_id)
-        rows = self._conn.execute(
+        rows = await self._rows(
             f"SELECT * FROM artifacts WHERE run_id IN ({marks}) ORDER BY run_id, filename", list(by_id)
-        ).fetchall()
+        )
         for row in rows:
             by_id[row["run_id"]].artifacts.append(_artifact_from_row(row))
         return runs
+
+
+def _connect(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
 
 
 def _in_transaction(conn: sqlite3.Connection, change: Callable[[sqlite3.Connection], T]) -> T:
