@@ -442,10 +442,11 @@ def _in_transaction(conn: sqlite3.Connection, change: Callable[[sqlite3.Connecti
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = change(conn)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # never leave the connection inside a transaction that failed
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
 
 
