@@ -378,3 +378,38 @@ async def test_writes_give_up_after_the_busy_timeout_counted_from_their_arrival(
         assert (await ledger.update_run(run.id, message="now")).message == "now"  # type: ignore[union-attr]
     finally:
         await ledger.close()
+
+
+OPENER = """
+import sys, time
+from pathlib import Path
+from core.ledger.sqlite import SQLiteLedger
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+SQLiteLedger.open(Path(sys.argv[1]))
+print("opened")
+"""
+
+
+def test_processes_opening_a_new_ledger_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
+    """The CLI and a server started together: the first to open switches the new file to WAL under
+    an exclusive lock, which the others must wait out rather than fail on."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    for attempt in range(3):
+        path = tmp_path / f"ledger-{attempt}.sqlite3"
+        start = time.time() + 1.0
+        openers = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(path), str(start)],
+                cwd=root,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        for opener in openers:
+            out, err = opener.communicate(timeout=60)
+            assert opener.returncode == 0 and out.strip() == "opened", err

@@ -68,8 +68,12 @@ class SQLiteLedger:
         self._path = path
         self._sync = synchronous
         self._busy_timeout_s = busy_timeout_s
-        self._conn = _connect(path, _READ_BUSY_MS, synchronous)
-        self._writer = _connect(path, int(busy_timeout_s * 1000), synchronous)
+        # Opening may wait the whole busy timeout: another process may be creating the file and
+        # switching it to WAL at this very moment (an exclusive lock), which a read cannot wait out.
+        patience_ms = int(busy_timeout_s * 1000)
+        self._writer = _connect(path, patience_ms, synchronous)
+        self._conn = _connect(path, patience_ms, synchronous)
+        self._conn.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
         # Reads that found a lock wait for it on a worker thread, on a connection of their own.
         self._patient: sqlite3.Connection | None = None
         self._patient_lock = threading.Lock()
@@ -432,7 +436,18 @@ def _connect(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once, without
+    # its busy handler, while another process is doing the same: try again until the busy timeout.
+    deadline = time.monotonic() + busy_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                conn.close()
+                raise
+            time.sleep(0.01)
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
