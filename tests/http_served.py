@@ -32,6 +32,19 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+# A raw MCP `initialize` request, for tests that speak to /mcp without a client library.
+MCP_INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "atelier-tests", "version": "1"},
+    },
+}
+
+
 @dataclass
 class Served:
     url: str  # http://127.0.0.1:PORT, no trailing slash

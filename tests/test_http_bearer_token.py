@@ -13,7 +13,7 @@ from mcp.client.streamable_http import streamable_http_client
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.http_served import Served, atelier_http
+from tests.http_served import MCP_INIT, Served, atelier_http
 
 pytestmark = pytest.mark.anyio
 
@@ -31,16 +31,6 @@ REFUSED = [
     "bearer wrong",
 ]
 MCP_PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-MCP_INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
 
 
 async def ws_status(served: Served, authorization: str) -> int:

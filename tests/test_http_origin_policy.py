@@ -29,21 +29,11 @@ from websockets.exceptions import InvalidStatus
 from core.errors import InvalidInput
 from core.models import Run
 from core.settings import Settings
-from tests.http_served import Served, atelier_http
+from tests.http_served import MCP_INIT, Served, atelier_http
 
 pytestmark = pytest.mark.anyio
 
 SMALL = {"prompt": "paper lanterns", "width": 64, "height": 64, "steps": 2, "seed": 1}
-MCP_INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "origin-test", "version": "1"},
-    },
-}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 

@@ -43,24 +43,12 @@ from PIL import Image
 from core.engine import Engine
 from core.settings import Settings
 from mcp_server.server import build_mcp
+from tests.test_mcp_tools import TOOLS as EXPECTED_TOOLS
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = [
-    "generate_image",
-    "transform_image",
-    "upscale_image",
-    "list_workflows",
-    "list_models",
-    "wait_for_run",
-    "get_run",
-    "list_runs",
-    "cancel_run",
-    "retry_run",
-    "delete_run",
-    "bundle_run",
-    "get_status",
-]
+# The one list of tools the tests expect, in a fixed order (test ids must not depend on hashing).
+TOOLS = sorted(EXPECTED_TOOLS)
 UNKNOWN_ID = "0" * 26
 FUZZ = settings(
     max_examples=25,
