@@ -63,6 +63,57 @@ class Settings(BaseModel):
         le=1_048_576,
         description="Memory the preview renders in flight may hold together.",
     )
+    trainer: Literal["preview", "aitoolkit"] = Field(
+        default="preview",
+        description="LoRA trainer: the embedded preview trainer, or ai-toolkit (GPU) in ATELIER_AITOOLKIT_DIR.",
+    )
+    aitoolkit_dir: Path | None = Field(
+        default=None, description="ai-toolkit's checkout (the folder of run.py)."
+    )
+    aitoolkit_python: str = Field(
+        default="python3", min_length=1, description="The Python that runs ai-toolkit (its venv's python)."
+    )
+    aitoolkit_base_model: str = Field(
+        default="black-forest-labs/FLUX.1-dev",
+        min_length=1,
+        max_length=300,
+        description="ai-toolkit's model.name_or_path: the base model LoRAs are trained for.",
+    )
+    aitoolkit_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="After a cancel, seconds ai-toolkit gets to exit before SIGKILL.",
+    )
+    preview_train_step_ms: float = Field(
+        default=2.0, ge=0, le=60_000, description="Preview trainer time per step (1,000 steps: 2 s)."
+    )
+    training_concurrency: int = Field(default=1, ge=1, le=16, description="Training runs at once.")
+    training_timeout_s: float = Field(
+        default=172_800.0, gt=0, description="Per-attempt time limit of a training run (48 h)."
+    )
+    comfyui_loras_dir: Path | None = Field(
+        default=None,
+        description="Where the ComfyUI servers load LoRAs (shared folder); trained LoRAs are installed there.",
+    )
+    training_min_side: int = Field(
+        default=256, ge=16, le=4096, description="Smallest side a training image may have, in pixels."
+    )
+    training_max_pixels: int = Field(
+        default=50_000_000,
+        ge=1_000_000,
+        le=500_000_000,
+        description="Most pixels a training image may have (checked before decoding: no decompression bombs).",
+    )
+    max_character_images: int = Field(
+        default=200, ge=1, le=10_000, description="Training images per character."
+    )
+    max_upload_bytes: int = Field(
+        default=300_000_000,
+        ge=1_000_000,
+        le=10_000_000_000,
+        description="Largest multipart upload (several training images in one request).",
+    )
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per run before it fails.")
     run_timeout_s: float = Field(default=900.0, gt=0, description="Per-attempt time limit of a run.")
     retry_backoff_s: float = Field(default=1.0, ge=0, le=600, description="First retry delay; doubles.")
@@ -108,7 +159,9 @@ class Settings(BaseModel):
             raw = environ.get(ENV_PREFIX + name.upper(), "").strip()
             if raw:
                 values[name] = (
-                    raw.lower() if name in ("backend", "ledger_sync", "log_level", "root_contract") else raw
+                    raw.lower()
+                    if name in ("backend", "ledger_sync", "log_level", "root_contract", "trainer")
+                    else raw
                 )
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
@@ -204,6 +257,15 @@ class Settings(BaseModel):
     @property
     def bundles_dir(self) -> Path:
         return self.home / "bundles"
+
+    @property
+    def characters_dir(self) -> Path:
+        return self.home / "characters"
+
+    @property
+    def training_dir(self) -> Path:
+        """Each training run's working folder (`<run id>/`): its dataset, checkpoints and log."""
+        return self.home / "training"
 
 
 def _split(value: str, separator: str) -> list[str]:

@@ -19,6 +19,9 @@ class Progress:
     step: int
     max_steps: int
     message: str = ""
+    # A trainer's loss at this step and its estimate of the time left, when it reports them.
+    loss: float | None = None
+    eta_s: float | None = None
 
     @property
     def fraction(self) -> float:
