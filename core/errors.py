@@ -51,6 +51,12 @@ class ArtifactNotFound(AtelierError):
         super().__init__(f"run {run_id!r} has no file {filename!r}")
 
 
+class CharacterNotFound(AtelierError):
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"Character {ref} not found (list_characters shows the ones that exist)")
+
+
 class Conflict(AtelierError):
     """The request is valid but the run's state does not allow it (e.g. retry a running run)."""
 

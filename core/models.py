@@ -125,6 +125,21 @@ class SourceImage(BaseModel):
     origin: str = Field(default="", max_length=300, description="Where it came from, for the record.")
 
 
+class CharacterUse(BaseModel):
+    """The character a run was made with, as it was then: retraining later does not change it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^char-[0-9a-z]{12}$")
+    name: str = Field(max_length=80)
+    version: int = Field(ge=1)
+    trigger_word: str = Field(pattern=r"^[a-z0-9_]{2,48}$")
+    strength: float = Field(ge=0.0, le=2.0)
+    trainer: str = Field(max_length=32)
+    # The version's file in the character's folder (the preview renderer reads its style from it).
+    lora_file: str = Field(max_length=200)
+
+
 # Fields an operation has no use for, left out of the run's record (the source sets the size).
 _NOT_USED_BY: dict[str, set[str]] = {
     "txt2img": set(),
@@ -155,6 +170,7 @@ class ImageSpec(BaseModel):
     denoise: float | None = Field(default=None, ge=0.0, le=1.0)
     scale: float | None = Field(default=None, ge=1.0, le=8.0)
     source: SourceImage | None = None
+    character: CharacterUse | None = None
 
     @field_validator("loras", mode="before")
     @classmethod

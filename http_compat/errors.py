@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from core.errors import (
     ArtifactNotFound,
     AtelierError,
+    CharacterNotFound,
     Conflict,
     HomeLocked,
     InvalidInput,
@@ -96,7 +97,7 @@ def from_engine(exc: AtelierError, invalid_status: int = 400) -> ApiError:
     """The HTTP answer to an engine error."""
     if isinstance(exc, InvalidInput):
         return ApiError(invalid_status, str(exc), code=CODES[invalid_status], details={"field": exc.field})
-    if isinstance(exc, RunNotFound | ArtifactNotFound):
+    if isinstance(exc, RunNotFound | ArtifactNotFound | CharacterNotFound):
         return ApiError(404, str(exc), code="NOT_FOUND")
     if isinstance(exc, Conflict):
         return ApiError(409, str(exc), code="CONFLICT")

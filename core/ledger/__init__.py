@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
+from core.characters.models import Character, CharacterImage, LoraVersion
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 
 
@@ -12,7 +13,43 @@ class Increment(int):
     """An `update_run` value that adds to the column instead of replacing it."""
 
 
-class Ledger(Protocol):
+class CharacterLedger(Protocol):
+    """Characters, their training images and LoRA versions; each call one transaction."""
+
+    async def insert_character(self, character: Character) -> Character:
+        """Store a new character. `Conflict` names the taken name or trigger word."""
+        ...
+
+    async def get_character(self, character_id: str) -> Character | None: ...
+
+    async def find_character_by_name(self, name: str) -> Character | None:
+        """The character with this name, whatever its case."""
+        ...
+
+    async def list_characters(self) -> list[Character]:
+        """Every character, oldest first, with its images and versions."""
+        ...
+
+    async def update_character(self, character_id: str, **changes: Any) -> Character | None:
+        """Change name, description, trigger_word or active_version; None if it does not exist."""
+        ...
+
+    async def delete_character(self, character_id: str) -> bool: ...
+
+    async def add_character_images(
+        self, character_id: str, images: Sequence[CharacterImage], max_images: int
+    ) -> tuple[list[CharacterImage], list[tuple[str, str]]]:
+        """Add what fits (no duplicate content or name, at most `max_images`): (added, [(filename, reason)])."""
+        ...
+
+    async def remove_character_image(self, character_id: str, filename: str) -> CharacterImage | None: ...
+
+    async def add_lora_version(self, character_id: str, version: LoraVersion) -> None:
+        """Record a trained LoRA version and make it active."""
+        ...
+
+
+class Ledger(CharacterLedger, Protocol):
     """Every state change is one call, and each call is one transaction."""
 
     async def insert_run(self, run: Run, log: str | None = None) -> Run:
