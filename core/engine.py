@@ -31,6 +31,7 @@ from core import batches, factory, health
 from core.artifacts import ArtifactStore, run_prefix
 from core.backends import GenerationBackend, Progress, WorkflowCatalog
 from core.batches import MAX_BATCH
+from core.characters.catalog import Characters
 from core.errors import (
     ArtifactNotFound,
     BackendError,
@@ -49,6 +50,9 @@ from core.ledger import Increment, Ledger
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 from core.scheduler import Scheduler
 from core.settings import Settings
+from core.training import Trainer
+from core.training.kind import LANE as TRAINING_LANE
+from core.training.kind import TrainingKind
 
 log = logging.getLogger("atelier.engine")
 
@@ -80,6 +84,7 @@ class Engine:
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
         workflows: WorkflowCatalog | None = None,
+        trainer: Trainer | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -90,9 +95,19 @@ class Engine:
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
-        self._images = ImageKind(settings, store, self.backends, self.workflows, self.get_run)
+        self.characters = Characters(settings, ledger)
+        self._images = ImageKind(
+            settings, store, self.backends, self.workflows, self.get_run, self.characters
+        )
+        self._training = TrainingKind(
+            settings, self.characters, trainer or factory.make_trainer(settings), self._refresh_models
+        )
+        self._scheduler.add_lane(TRAINING_LANE, settings.training_concurrency)
         # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
-        self._kinds: dict[RunKind, RunHandler] = {RunKind.IMAGE: self._images}
+        self._kinds: dict[RunKind, RunHandler] = {
+            RunKind.IMAGE: self._images,
+            RunKind.TRAINING: self._training,
+        }
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
         self._resume: dict[str, str] = {}
         self._shutting_down = False
@@ -230,7 +245,7 @@ class Engine:
                 self._start(self._batches.refresh, run.id)
                 continue
             if run.status is RunStatus.RUNNING:
-                if run.backend_handle and run.backend in self.backends:
+                if run.backend_handle and run.backend in self._scheduler.lanes:
                     reconnecting = await self.ledger.update_run(
                         run.id,
                         expect={RunStatus.RUNNING},
@@ -267,7 +282,7 @@ class Engine:
                 if recovered is None:
                     continue
                 run = recovered
-            elif run.backend_handle and run.backend in self.backends:
+            elif run.backend_handle and run.backend in self._scheduler.lanes:
                 # Handed back by a process that stopped while its backend still had the work.
                 self._resume[run.id] = run.backend_handle
             self._enqueue(run)
@@ -373,6 +388,90 @@ class Engine:
             self._publish_run(child)
             self._enqueue(child)
         return parent
+
+    async def submit_training(
+        self,
+        character: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        priority: str | Priority = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Queue a training run of `character` (id or name) with the trainer's `params`.
+
+        Refused (`Conflict`) while the same character has a training queued or running: its next
+        version would race the other. The run lives in the `training` lane (see `core.training.kind`).
+        """
+        rank, key = self._check_submit(priority, idempotency_key, max_attempts, None)
+        found, checked = await self._training.validate(character, params or {})
+        if key is not None:
+            existing = await self.ledger.find_by_idempotency_key(key)
+            if existing is not None:
+                return self._training.same_request(existing, found, checked)
+        busy = await self.training_of(found.id, active_only=True)
+        if busy:
+            raise Conflict(
+                f"{found.name} is already being trained (run {busy[0].id}, {busy[0].status.value}); "
+                "wait for it or cancel it first"
+            )
+        run = self._training.new_run(found, checked, rank, max_attempts, key, meta)
+        [run] = await self.ledger.insert_runs(
+            [run],
+            log=f"queued: train {found.name} with {self._training.trainer.name} ({checked['steps']} steps)",
+        )
+        self._metrics.counters["submitted"] += 1
+        if self._own is not None:
+            self._own.add(run.id)
+        self._publish_run(run)
+        self._enqueue(run)
+        return run
+
+    async def training_of(self, character_id: str, *, active_only: bool = False) -> list[Run]:
+        """A character's training runs, newest first (only queued and running ones if `active_only`)."""
+        runs: list[Run] = []
+        cursor = None
+        while True:
+            page = await self.ledger.list_runs(
+                kinds={RunKind.TRAINING},
+                statuses=_ACTIVE if active_only else None,
+                limit=MAX_PAGE,
+                cursor=cursor,
+            )
+            runs += [r for r in page.items if r.inputs.get("character_id") == character_id]
+            if page.next_cursor is None:
+                return [self._with_live_progress(r) for r in runs]
+            cursor = page.next_cursor
+
+    async def delete_character(self, ref: str) -> None:
+        """Delete a character with its images and LoRA files; refused (`Conflict`) while it trains.
+
+        Finished runs that used it keep their images and their record of which version they used.
+        """
+        character = await self.characters.get(ref)
+        busy = await self.training_of(character.id, active_only=True)
+        if busy:
+            raise Conflict(
+                f"{character.name} is being trained (run {busy[0].id}); cancel that run first, then delete it"
+            )
+        await self.characters.delete(character.id)
+
+    def trainer_parameters(self) -> dict[str, Any]:
+        """The configured trainer: its name, base model and parameters (the MCP schema and Isengard's `/info`)."""
+        trainer = self._training.trainer
+        return {
+            "trainer": trainer.name,
+            "base_model": trainer.base_model,
+            "parameters": {name: p.to_dict() for name, p in trainer.parameters().items()},
+        }
+
+    async def _refresh_models(self) -> None:
+        """A LoRA was installed: backends re-read their model lists so it validates at once."""
+        for backend in self.backends.values():
+            refresh = getattr(backend, "refresh_models", None)
+            if refresh is not None:
+                await refresh()
 
     def _check_submit(
         self,
@@ -679,7 +778,11 @@ class Engine:
                 if run is None or run.status is not RunStatus.RUNNING:
                     continue
                 if run.backend_handle:
-                    message = f"handed back when Atelier stopped; its work continues on {run.backend}"
+                    message = (
+                        "handed back when Atelier stopped; it resumes from its last checkpoint"
+                        if run.kind is RunKind.TRAINING
+                        else f"handed back when Atelier stopped; its work continues on {run.backend}"
+                    )
                     changes: dict[str, Any] = {}
                 else:
                     message = "handed back when Atelier stopped; it starts again, this attempt not counted"
@@ -883,6 +986,9 @@ class Engine:
         for gone in (run, *children):
             await self.store.delete_prefix(run_prefix(gone.id))
             self._bundle_path(gone.id).unlink(missing_ok=True)
+            handler = self._kinds.get(gone.kind)
+            if handler is not None:
+                await handler.forget(gone)
         self.events.publish(Event("run", run_id, run=None, message="deleted"))
         if run.parent_id is not None:
             self._refresh_batch_soon(run.parent_id)

@@ -9,6 +9,7 @@ from core.backends.comfyui.workflows import WorkflowLibrary
 from core.ledger import Ledger
 from core.ledger.sqlite import SQLiteLedger
 from core.settings import Settings
+from core.training import Trainer
 
 
 def make_ledger(settings: Settings) -> Ledger:
@@ -45,3 +46,19 @@ def make_backends(settings: Settings, workflows: WorkflowLibrary) -> dict[str, G
             settings.comfyui_servers, workflows, depth=settings.comfyui_queue_depth
         )
     return backends
+
+
+def make_trainer(settings: Settings) -> Trainer:
+    """The LoRA trainer ATELIER_TRAINER names: the embedded preview trainer, or ai-toolkit."""
+    if settings.trainer == "aitoolkit":
+        from core.training.aitoolkit import AIToolkitTrainer
+
+        return AIToolkitTrainer(
+            settings.aitoolkit_dir,
+            python=settings.aitoolkit_python,
+            base_model=settings.aitoolkit_base_model,
+            grace_s=settings.aitoolkit_grace_s,
+        )
+    from core.training.preview import PreviewTrainer
+
+    return PreviewTrainer(step_ms=settings.preview_train_step_ms)

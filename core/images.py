@@ -19,9 +19,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from core.artifacts import ArtifactStore, input_key, run_key
 from core.backends import GenerationBackend, ImageOutput, Job, ProgressCallback, WorkflowCatalog
-from core.errors import ArtifactNotFound, Conflict, InvalidInput, RunNotFound
+from core.characters.catalog import Characters
+from core.characters.generation import with_character
+from core.errors import ArtifactNotFound, CharacterNotFound, Conflict, InvalidInput, RunNotFound
 from core.ids import new_run_id, random_seed
 from core.kinds import Attempt, AttemptFailed, Completion
 from core.models import OPERATIONS, Artifact, ImageSpec, Priority, Run, RunKind, RunStatus, SourceImage
@@ -54,12 +58,14 @@ class ImageKind:
         backends: Mapping[str, GenerationBackend],
         workflows: WorkflowCatalog,
         find_run: Callable[[str], Awaitable[Run]],
+        characters: Characters,
     ) -> None:
         self._settings = settings
         self._store = store
         self._backends = backends
         self._workflows = workflows
         self._find_run = find_run
+        self._characters = characters
         self._sources = SourcePolicy(
             input_dirs=tuple(settings.allowed_input_dirs),
             fetch_hosts=frozenset(settings.allowed_fetch_hosts),
@@ -71,6 +77,7 @@ class ImageKind:
 
     async def validate(self, given: dict[str, Any]) -> tuple[ImageSpec, bytes | None]:
         """The validated spec (workflow defaults filled in, source fetched) and the source's bytes."""
+        given = await with_character(given, self._characters, self._settings.backend)
         operation = given.get("operation", "txt2img")
         if operation not in OPERATIONS:
             raise InvalidInput("operation", f"must be one of {', '.join(OPERATIONS)} (got {operation!r})")
@@ -194,7 +201,28 @@ class ImageKind:
             raise AttemptFailed(
                 f"its source image cannot be read from the data directory ({exc})", retryable=False
             ) from exc
+        # The preview renderer applies preview styles; a diffusion LoRA is for ComfyUI only.
+        if spec.character is not None and spec.character.trainer == "preview" and run.backend == "local":
+            job.styles = (await self._character_style(spec),)
         return ImageWork(backend, job)
+
+    async def _character_style(self, spec: ImageSpec) -> tuple[bytes, float]:
+        """The preview style of the character version the run names: its file's bytes and strength."""
+        use = spec.character
+        assert use is not None
+        try:
+            character = await self._characters.get(use.id)
+            version = next(v for v in character.versions if v.version == use.version)
+            data = await anyio.Path(self._characters.lora_path(character, version)).read_bytes()
+        except (CharacterNotFound, StopIteration, OSError) as exc:
+            raise AttemptFailed(
+                f"character {use.name!r} LoRA v{use.version} is gone (deleted since the run was made): {exc}",
+                retryable=False,
+            ) from None
+        return data, use.strength
+
+    async def forget(self, run: Run) -> None:
+        return None  # an image run keeps nothing beyond its files
 
     async def execute(self, work: ImageWork, on_progress: ProgressCallback) -> list[ImageOutput]:
         return await work.backend.run(work.job, on_progress)

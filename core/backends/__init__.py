@@ -66,6 +66,8 @@ class Job:
     # cancelling, so work a backend holds elsewhere (a queued ComfyUI prompt) should be left
     # to finish; the run resumes from its recorded handle on the next start.
     shutting_down: Callable[[], bool] = field(default=lambda: False)
+    # Preview styles a character's run applies: each one's safetensors bytes and strength (0..2).
+    styles: tuple[tuple[bytes, float], ...] = ()
 
 
 class GenerationBackend(Protocol):
