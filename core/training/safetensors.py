@@ -35,7 +35,9 @@ def write(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]
     for name, (dtype, shape, data) in tensors.items():
         expected = DTYPE_SIZES[dtype] * _count(shape)
         if len(data) != expected:
-            raise ValueError(f"tensor {name!r}: {len(data)} bytes for {dtype}{list(shape)} ({expected} expected)")
+            raise ValueError(
+                f"tensor {name!r}: {len(data)} bytes for {dtype}{list(shape)} ({expected} expected)"
+            )
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
     encoded = json.dumps(header, separators=(",", ":")).encode()
