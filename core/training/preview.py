@@ -116,9 +116,11 @@ class PreviewTrainer:
         while fit.step < steps:
             until_save = self.checkpoint_every - fit.step % self.checkpoint_every
             count = min(1 if delay else _CHUNK_STEPS, steps - fit.step, until_save)
+            began = time.monotonic()
             losses = await anyio.to_thread.run_sync(fit.advance, count)
             if delay:
-                await anyio.sleep(delay * count)
+                # A step takes `step_ms` in all, the maths included, as the setting promises.
+                await anyio.sleep(max(0.0, delay * count - (time.monotonic() - began)))
             rate = (fit.step - first) / max(1e-9, time.monotonic() - started)
             for offset, loss in enumerate(losses):
                 step = fit.step - count + 1 + offset
@@ -137,7 +139,7 @@ class PreviewTrainer:
             "images": str(len(images)),
         }
         path = job.workdir / f"{job.name}.safetensors"
-        await anyio.to_thread.run_sync(safetensors.write, path, fit.style_tensors(), metadata)
+        await anyio.to_thread.run_sync(_save_style, fit, path, metadata)
         return TrainedLora(path, steps, KIND, resumed_from_step=resumed, metadata=metadata)
 
 
@@ -182,6 +184,11 @@ def _resume(fit: StyleFit, checkpoint: Path, fingerprint: str) -> int:
         # Writes are atomic, so a damaged checkpoint is rare; it costs only the steps it held.
         return 0
     return fit.step
+
+
+def _save_style(fit: StyleFit, path: Path, metadata: dict[str, str]) -> None:
+    # In a worker thread: the mean and spread go over every sampled pixel (tens of ms).
+    safetensors.write(path, fit.style_tensors(), metadata)
 
 
 def _save_checkpoint(fit: StyleFit, checkpoint: Path, fingerprint: str) -> None:
