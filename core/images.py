@@ -219,7 +219,7 @@ class ImageKind:
                 f"character {use.name!r} LoRA v{use.version} is gone (deleted since the run was made): {exc}",
                 retryable=False,
             ) from None
-        return data, use.strength
+        return data, min(use.strength, 1.0)  # a style is fully applied at 1
 
     async def forget(self, run: Run) -> None:
         return None  # an image run keeps nothing beyond its files

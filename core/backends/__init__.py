@@ -66,7 +66,8 @@ class Job:
     # cancelling, so work a backend holds elsewhere (a queued ComfyUI prompt) should be left
     # to finish; the run resumes from its recorded handle on the next start.
     shutting_down: Callable[[], bool] = field(default=lambda: False)
-    # Preview styles a character's run applies: each one's safetensors bytes and strength (0..2).
+    # Preview styles to apply (the preview renderer's stand-in for LoRAs): each a preview
+    # trainer's `.safetensors` bytes and its strength, 0..1. Other backends ignore them.
     styles: tuple[tuple[bytes, float], ...] = ()
 
 

@@ -4,6 +4,10 @@ It is a preview renderer and never pretends to be a diffusion model. It walks th
 requested steps (optionally sleeping per step, so queueing, progress and cancellation behave
 like a real backend) and then draws a deterministic procedural picture from the prompt's
 words: same prompt, negative prompt, seed and size give byte-identical PNGs in any process.
+
+A job's preview styles (a character's colours, learnt by the preview trainer) are applied to
+what it draws, strip by strip as the PNG is written (`core.backends.preview_style`); without
+styles not one byte changes.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from core.memory import MemoryBudget, map_big_allocations, release_free_heap
 from core.models import ImageSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from PIL import Image, ImageDraw
 
-__all__ = ["LocalPreviewBackend", "render_png"]
+__all__ = ["LocalPreviewBackend", "render_png", "render_styled_png"]
 
 # Above this many pixels a render (mostly PNG encoding) takes milliseconds, so it goes to a
 # worker thread; below it the ~100 us thread hop would cost more than the render itself.
@@ -48,6 +52,8 @@ STRIP_BYTES = 4 * 1024 * 1024
 # difference, its bytes, and the scanlines; about six strips.
 _STRIP_WORK = 6 * STRIP_BYTES
 _PNG_BYTES_PER_PIXEL = 2
+# A style adds, per strip: the toned strip, its palette indices, their colours and the blend.
+_STYLE_WORK = 4 * STRIP_BYTES
 # After a run estimated above this, freed heap goes back to the OS (see core.memory).
 TRIM_ABOVE_BYTES = 32 * 1024 * 1024
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
@@ -137,13 +143,13 @@ class LocalPreviewBackend(GenerationBackend):
         if spec.operation != "txt2img":
             if job.source is None:
                 raise BackendError(f"the source image of run {job.run_id} is missing", retryable=False)
-            source, need = job.source, working_set(spec)
+            source, need = job.source, working_set(spec, styled=bool(job.styles))
             outputs = []
             for index in range(spec.count):
                 async with self.memory.reserve(need):
                     outputs.append(
                         await anyio.to_thread.run_sync(
-                            _in_worker, need > TRIM_ABOVE_BYTES, _from_source, spec, source, index
+                            _in_worker, need > TRIM_ABOVE_BYTES, _from_source, spec, source, index, job.styles
                         )
                     )
             return outputs
@@ -151,15 +157,16 @@ class LocalPreviewBackend(GenerationBackend):
         outputs = []
         for index in range(spec.count):
             seed = (spec.seed + index) % 2**32
-            args = (spec.prompt, spec.negative_prompt, seed, spec.width, spec.height)
+            args: tuple[Any, ...] = (spec.prompt, spec.negative_prompt, seed, spec.width, spec.height)
+            render: Callable[..., bytes] = render_png
+            if job.styles:
+                render, args = render_styled_png, (*args, job.styles)
             if in_thread:
-                need = working_set(spec)
+                need = working_set(spec, styled=bool(job.styles))
                 async with self.memory.reserve(need):
-                    data = await anyio.to_thread.run_sync(
-                        _in_worker, need > TRIM_ABOVE_BYTES, render_png, *args
-                    )
+                    data = await anyio.to_thread.run_sync(_in_worker, need > TRIM_ABOVE_BYTES, render, *args)
             else:
-                data = render_png(*args)
+                data = render(*args)
             outputs.append(
                 ImageOutput(
                     data=data, media_type="image/png", width=spec.width, height=spec.height, extension="png"
@@ -172,13 +179,16 @@ class LocalPreviewBackend(GenerationBackend):
         return {"up": True, "kind": "preview", "step_ms": self.step_ms, "concurrency": self.concurrency}
 
 
-def working_set(spec: ImageSpec) -> int:
+def working_set(spec: ImageSpec, *, styled: bool = False) -> int:
     """Bytes one image of `spec` holds at its peak, as reserved from the memory budget.
 
     The decoded source (4 bytes a pixel), the preview layer for image-to-image or the canvas
-    for text-to-image (4 bytes a pixel), the encoding strips, and the PNG being written,
-    counted at 2 bytes an output pixel (an upscaled photo of pure noise measured 1.5).
+    for text-to-image (4 bytes a pixel), the encoding strips (and a style's, if `styled`),
+    and the PNG being written, counted at 2 bytes an output pixel (an upscaled photo of pure
+    noise measured 1.5).
     """
+    if styled:
+        return working_set(spec) + _STYLE_WORK
     if spec.operation == "txt2img":
         return spec.width * spec.height * (4 + _PNG_BYTES_PER_PIXEL) + _STRIP_WORK
     assert spec.source is not None
@@ -198,13 +208,20 @@ def _in_worker(trim: bool, work: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def _from_source(spec: ImageSpec, source: bytes, index: int) -> ImageOutput:
-    """Image-to-image or upscale of `source` by the preview renderer, as a PNG written strip by strip."""
+def _from_source(
+    spec: ImageSpec, source: bytes, index: int, styles: Sequence[tuple[bytes, float]] = ()
+) -> ImageOutput:
+    """Image-to-image or upscale of `source` by the preview renderer, as a PNG written strip by strip.
+
+    Styles colour what the renderer draws: the preview layer that image-to-image blends in (so
+    `denoise` also decides how much of the style shows) and the whole of an upscale.
+    """
     from PIL import Image
 
     image = _decode_rgb(source)
     width, height = image.size
     if spec.operation == "upscale":
+        style = _style_for(styles, image)
         size = (round(width * spec.effective_scale), round(height * spec.effective_scale))
         writer = _PngWriter(*size)
         # Each strip is resized from the source rows under it (Pillow reads the filter's
@@ -213,15 +230,16 @@ def _from_source(spec: ImageSpec, source: bytes, index: int) -> ImageOutput:
         for top in range(0, size[1], rows):
             bottom = min(size[1], top + rows)
             box = (0, top * ratio, width, bottom * ratio)
-            writer.add(image.resize((size[0], bottom - top), Image.Resampling.LANCZOS, box=box))
+            writer.add(style(image.resize((size[0], bottom - top), Image.Resampling.LANCZOS, box=box)))
         return ImageOutput(data=writer.finish(), media_type="image/png", width=size[0], height=size[1])
     seed = (spec.seed + index) % 2**32
     layer = _paint(spec.prompt, spec.negative_prompt, seed, width, height)
+    style = _style_for(styles, layer)
     writer = _PngWriter(width, height)
     rows = _strip_rows(width)
     for top in range(0, height, rows):
         box = (0, top, width, min(height, top + rows))
-        writer.add(Image.blend(image.crop(box), layer.crop(box), spec.effective_denoise))
+        writer.add(Image.blend(image.crop(box), style(layer.crop(box)), spec.effective_denoise))
     return ImageOutput(data=writer.finish(), media_type="image/png", width=width, height=height)
 
 
@@ -244,6 +262,34 @@ def _decode_rgb(source: bytes) -> Image.Image:
 def render_png(prompt: str, negative_prompt: str, seed: int, width: int, height: int) -> bytes:
     """Draw the deterministic preview for these inputs and return it PNG-encoded."""
     return _encode_png(_paint(prompt, negative_prompt, seed, width, height))
+
+
+def render_styled_png(
+    prompt: str,
+    negative_prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    styles: Sequence[tuple[bytes, float]],
+) -> bytes:
+    """`render_png`'s picture with preview `styles` (style file bytes, strength 0..1) applied."""
+    picture = _paint(prompt, negative_prompt, seed, width, height)
+    return _encode_png(picture, _style_for(styles, picture))
+
+
+def _style_for(
+    styles: Sequence[tuple[bytes, float]], picture: Image.Image
+) -> Callable[[Image.Image], Image.Image]:
+    """The filter applying `styles` to `picture`'s strips (fitted to its histogram), or no-op."""
+    if not styles:
+        return _unchanged
+    from core.backends.preview_style import style_filter
+
+    return style_filter(styles, picture)
+
+
+def _unchanged(picture: Image.Image) -> Image.Image:
+    return picture
 
 
 def _paint(prompt: str, negative_prompt: str, seed: int, width: int, height: int) -> Image.Image:
@@ -294,16 +340,16 @@ def _paint(prompt: str, negative_prompt: str, seed: int, width: int, height: int
     return image
 
 
-def _encode_png(image: Image.Image) -> bytes:
-    """Encode an RGB image as a minimal PNG (see `_PngWriter`), a strip of rows at a time."""
+def _encode_png(image: Image.Image, style: Callable[[Image.Image], Image.Image] = _unchanged) -> bytes:
+    """Encode an RGB image as a minimal PNG (see `_PngWriter`), a strip of rows at a time, styled."""
     width, height = image.size
     writer = _PngWriter(width, height)
     rows = _strip_rows(width)
     if rows >= height:
-        writer.add(image)
+        writer.add(style(image))
     else:
         for top in range(0, height, rows):
-            writer.add(image.crop((0, top, width, min(height, top + rows))))
+            writer.add(style(image.crop((0, top, width, min(height, top + rows)))))
     return writer.finish()
 
 
