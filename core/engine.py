@@ -12,15 +12,11 @@ run does is its kind's (`core.kinds` says what a kind provides): `core.images` f
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 import time
-import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -31,6 +27,7 @@ from core import batches, factory, health
 from core.artifacts import ArtifactStore, run_prefix
 from core.backends import GenerationBackend, Progress, WorkflowCatalog
 from core.batches import MAX_BATCH
+from core.bundles import Bundle, Bundles
 from core.errors import (
     ArtifactNotFound,
     BackendError,
@@ -60,16 +57,6 @@ Role = Literal["owner", "shared", "client"]
 T = TypeVar("T")
 
 
-@dataclass(slots=True, frozen=True)
-class Bundle:
-    """A ZIP of a run's outputs (and its `run.json`), written to the data directory."""
-
-    run_id: str
-    path: Path
-    size: int
-    files: list[str]
-
-
 class Engine:
     """Open with `async with Engine.open(settings) as engine:`; every method is safe to call concurrently."""
 
@@ -87,6 +74,7 @@ class Engine:
         self.backends = dict(backends)
         self.workflows = workflows or factory.make_workflows(settings)
         self.events = EventBus()
+        self._bundles = Bundles(settings.bundles_dir, store)
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
@@ -522,7 +510,7 @@ class Engine:
         """Keep the outputs (the kind's part) and record the run completed; or say why they could
         not be saved."""
         try:
-            self._bundle_path(run.id).unlink(missing_ok=True)  # a ZIP of an earlier attempt
+            self._bundles.discard(run.id)  # a ZIP of an earlier attempt
             completion = await handler.complete(run, outputs)
         except OSError as exc:
             problem = f"could not save the run's images: {exc.strerror or exc}" + (
@@ -882,7 +870,7 @@ class Engine:
         await self.ledger.delete_run(run_id)
         for gone in (run, *children):
             await self.store.delete_prefix(run_prefix(gone.id))
-            self._bundle_path(gone.id).unlink(missing_ok=True)
+            self._bundles.discard(gone.id)
         self.events.publish(Event("run", run_id, run=None, message="deleted"))
         if run.parent_id is not None:
             self._refresh_batch_soon(run.parent_id)
@@ -965,29 +953,10 @@ class Engine:
     def artifact_path(self, artifact: Artifact) -> Path | None:
         return self.store.local_path(artifact.storage_key)
 
-    def _bundle_path(self, run_id: str) -> Path:
-        return self.settings.bundles_dir / f"{run_id}.zip"
-
     async def bundle(self, run_id: str, *, reuse: bool = False) -> Bundle:
-        """Write a ZIP of the run's images plus `run.json` (inputs, seeds, timings); with `reuse`,
-        return the one already written if there is one.
-
-        Files are copied into the archive from disk one by one, never all held in memory.
-        """
-        run = await self.get_run(run_id)
-        if not run.artifacts:
-            raise Conflict(f"run {run_id} is {run.status.value} and has no outputs to bundle yet")
-        path = self._bundle_path(run_id)
-        if reuse and run.status is RunStatus.COMPLETED and path.is_file():
-            names = [a.filename for a in run.artifacts] + ["run.json"]
-            return Bundle(run_id, path, path.stat().st_size, names)
-        files: list[tuple[str, Path | bytes]] = []
-        for artifact in run.artifacts:
-            local = self.store.local_path(artifact.storage_key)
-            files.append((artifact.filename, local or await self.store.read(artifact.storage_key)))
-        manifest = json.dumps(run.to_dict(), indent=2).encode()
-        await anyio.to_thread.run_sync(_write_zip, path, [*files, ("run.json", manifest)])
-        return Bundle(run_id, path, path.stat().st_size, [name for name, _ in files] + ["run.json"])
+        """A ZIP of the run's images plus `run.json`; with `reuse`, the one already written if
+        there is one (see `core.bundles`)."""
+        return await self._bundles.write(await self.get_run(run_id), reuse=reuse)
 
     # -- what is available --------------------------------------------------------------------
 
@@ -1052,20 +1021,6 @@ def _parse_enum(enum_type: Any, field: str, value: str | Collection[str] | None)
                 allowed = ", ".join(e.value for e in enum_type)
                 raise InvalidInput(field, f"must be one of {allowed} (got {part!r})") from None
     return parsed
-
-
-def _write_zip(path: Path, files: list[tuple[str, Path | bytes]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    # PNGs are already compressed; storing them keeps bundling as fast as copying.
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, content in files:
-            method = zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
-            if isinstance(content, Path):
-                archive.write(content, name, compress_type=method)
-            else:
-                archive.writestr(name, content, compress_type=method)
-    tmp.replace(path)
 
 
 __all__ = ["Bundle", "Engine"]
