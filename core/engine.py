@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 
 from core import batches, factory, health
 from core.artifacts import ArtifactStore, run_prefix
-from core.backends import GenerationBackend, Progress, WorkflowCatalog
+from core.backends import GenerationBackend, Progress
 from core.batches import MAX_BATCH
 from core.bundles import Bundle, Bundles
 from core.errors import (
@@ -66,19 +66,17 @@ class Engine:
         ledger: Ledger,
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
-        workflows: WorkflowCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.store = store
         self.backends = dict(backends)
-        self.workflows = workflows or factory.make_workflows(settings)
         self.events = EventBus()
         self._bundles = Bundles(settings.bundles_dir, store)
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
-        self._images = ImageKind(settings, store, self.backends, self.workflows, self.get_run)
+        self._images = ImageKind(settings, store, self.backends, self.get_run)
         # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
         self._kinds: dict[RunKind, RunHandler] = {RunKind.IMAGE: self._images}
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
@@ -143,13 +141,11 @@ class Engine:
         engine: Engine | None = None
         try:
             ledger = factory.make_ledger(settings)
-            workflows = factory.make_workflows(settings)
             engine = cls(
                 settings,
                 ledger,
                 store if store is not None else factory.make_store(settings),
-                backends if backends is not None else factory.make_backends(settings, workflows),
-                workflows,
+                backends if backends is not None else factory.make_backends(settings),
             )
             if only_own_runs:
                 engine._own = set()
@@ -962,13 +958,11 @@ class Engine:
 
     def list_workflows(self) -> dict[str, Any]:
         """The workflows runs can name, with their parameters; and user files that failed to load."""
-        return {"workflows": self.workflows.describe(), "problems": self.workflows.problems}
+        return self._images.list_workflows()
 
     async def list_models(self) -> dict[str, Any]:
         """Model files installed on the configured backend, by kind."""
-        backend = self.backends.get(self.settings.backend)
-        models = await backend.models() if backend is not None else {}
-        return {"backend": self.settings.backend, "models": models}
+        return await self._images.list_models()
 
     # -- status -------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """The image kind: what an `image` run asks for, and how it is made and kept.
 
-Accepting a request: `validate` fills in the workflow's defaults, fetches and checks the
-source of an image-to-image or upscale run (`core.sources`), parses the `ImageSpec` and asks the
-backend new runs go to whether it can succeed; `keep_source` stores the source's bytes so every
+Accepting a request: `validate` asks the backend new runs go to which workflow the request
+runs with and fills in its defaults, fetches and checks the source of an image-to-image or
+upscale run (`core.sources`), parses the `ImageSpec` and asks that backend whether it can succeed; `keep_source` stores the source's bytes so every
 attempt (and a retry after a restart) reads the same image; `new_run` makes the queued run,
 in the lane of the configured backend; `same_request` answers a repeated idempotency key.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.artifacts import ArtifactStore, input_key, run_key
-from core.backends import GenerationBackend, ImageOutput, Job, ProgressCallback, WorkflowCatalog
+from core.backends import NO_WORKFLOWS, GenerationBackend, ImageOutput, Job, ProgressCallback
 from core.errors import ArtifactNotFound, Conflict, InvalidInput, RunNotFound
 from core.ids import new_run_id, random_seed
 from core.kinds import Attempt, AttemptFailed, Completion
@@ -52,13 +52,11 @@ class ImageKind:
         settings: Settings,
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
-        workflows: WorkflowCatalog,
         find_run: Callable[[str], Awaitable[Run]],
     ) -> None:
         self._settings = settings
         self._store = store
         self._backends = backends
-        self._workflows = workflows
         self._find_run = find_run
         self._sources = SourcePolicy(
             input_dirs=tuple(settings.allowed_input_dirs),
@@ -66,6 +64,21 @@ class ImageKind:
             max_bytes=settings.max_input_bytes,
             fetch_timeout_s=settings.fetch_timeout_s,
         )
+
+    # -- what runs can name -------------------------------------------------------------------
+
+    def list_workflows(self) -> dict[str, Any]:
+        """The workflows runs can name on the configured backend, with their parameters; and user
+        files that failed to load."""
+        backend = self._backends.get(self._settings.backend)
+        catalog = backend.workflows if backend is not None else NO_WORKFLOWS
+        return {"workflows": catalog.describe(), "problems": catalog.problems}
+
+    async def list_models(self) -> dict[str, Any]:
+        """Model files installed on the configured backend, by kind."""
+        backend = self._backends.get(self._settings.backend)
+        models = await backend.models() if backend is not None else {}
+        return {"backend": self._settings.backend, "models": models}
 
     # -- accepting a request ------------------------------------------------------------------
 
@@ -75,9 +88,9 @@ class ImageKind:
         if operation not in OPERATIONS:
             raise InvalidInput("operation", f"must be one of {', '.join(OPERATIONS)} (got {operation!r})")
         asked = set(given)
-        workflow = None
-        if self._settings.backend == "comfyui" or given.get("workflow"):
-            workflow = self._workflows.for_request(operation, given.get("workflow"))
+        backend = self._backends.get(self._settings.backend)
+        workflow = backend.workflow_for(operation, given.get("workflow")) if backend is not None else None
+        if workflow is not None:
             given = {**workflow.defaults, **given, "workflow": workflow.name}
         raw_source = given.pop("source", None)
         loaded = None
@@ -112,7 +125,6 @@ class ImageKind:
                     "scale",
                     f"would make a {side:.0f}-pixel side; the largest is {MAX_UPSCALED_SIDE} (use a smaller scale)",
                 )
-        backend = self._backends.get(self._settings.backend)
         if backend is not None:
             backend.check(spec)
         return spec, loaded.data if loaded else None
