@@ -39,9 +39,9 @@ from core.errors import (
 )
 from core.events import Event, EventBus
 from core.homelock import HomeLock
-from core.ids import check_filename, check_idempotency_key, check_run_id
+from core.ids import check_filename, check_run_id
 from core.images import ImageKind
-from core.kinds import Attempt, AttemptFailed, RunHandler
+from core.kinds import Attempt, AttemptFailed, Queueing, RunHandler
 from core.ledger import Increment, Ledger
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 from core.scheduler import Scheduler
@@ -274,31 +274,15 @@ class Engine:
         image-to-image or upscale, and the latter two take a `source` (see `core.sources`).
         `meta` is kept with the run for the front door that made it (its contract's own fields).
         """
-        rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
+        queueing = self._queueing(priority, idempotency_key, max_attempts, timeout_s, meta)
         given = {k: v for k, v in params.items() if v is not None}
         spec, source = await self._images.validate(given)
-        if key is not None:
-            existing = await self.ledger.find_by_idempotency_key(key)
-            if existing is not None:
-                return self._images.same_request(existing, spec, "seed" in given)
-        await self._images.keep_source(spec, source)
-        run = self._images.new_run(spec, rank, max_attempts, timeout_s, key, meta)
-        try:
-            [run] = await self.ledger.insert_runs(
-                [run], log=f"queued ({rank.value} priority, backend {run.backend})"
-            )
-        except Conflict:
-            # Another request with the same key won the race; answer as it did.
-            existing = await self.ledger.find_by_idempotency_key(key or "")
-            if existing is None:
-                raise
-            return self._images.same_request(existing, spec, "seed" in given)
-        self._metrics.counters["submitted"] += 1
-        if self._own is not None:
-            self._own.add(run.id)
-        self._publish_run(run)
-        self._enqueue(run)
-        return run
+        return await self._accept(
+            queueing,
+            lambda: self._images.new_runs(spec, source, queueing),
+            log=f"queued ({queueing.priority.value} priority, backend {self.settings.backend})",
+            same_request=lambda existing: self._images.same_request(existing, spec, "seed" in given),
+        )
 
     async def submit_batch(
         self,
@@ -317,61 +301,70 @@ class Engine:
         The parent's status, progress and result follow its children (see `core.batches`);
         cancelling or retrying the parent does so to its children.
         """
-        rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
+        queueing = self._queueing(priority, idempotency_key, max_attempts, timeout_s, meta)
         batches.check_items(items, item_meta)
-        if key is not None:
-            existing = await self.ledger.find_by_idempotency_key(key)
-            if existing is not None:
-                return existing
-        specs = await batches.validate_items(items, self._images.validate)
-        parent = batches.new_parent(
-            len(specs),
-            priority=rank,
-            max_attempts=max_attempts or self.settings.max_attempts,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-            meta=meta,
+        return await self._accept(
+            queueing,
+            lambda: self._images.new_batch(items, item_meta, queueing),
+            log=f"queued as part of a batch ({queueing.priority.value} priority)",
         )
-        children = []
-        for index, (spec, source) in enumerate(specs):
-            await self._images.keep_source(spec, source)
-            child = self._images.new_run(
-                spec, rank, max_attempts, timeout_s, None, (item_meta or [None] * len(specs))[index]
-            )
-            batches.attach(parent, child)
-            children.append(child)
-        try:
-            parent, *children = await self.ledger.insert_runs(
-                [parent, *children], log=f"queued as part of a batch ({rank.value} priority)"
-            )
-        except Conflict:
-            existing = await self.ledger.find_by_idempotency_key(key or "")
-            if existing is None:
-                raise
-            return existing
-        self._metrics.counters["submitted"] += len(children)
-        if self._own is not None:
-            self._own.update(r.id for r in (parent, *children))
-        self._publish_run(parent)
-        for child in children:
-            self._publish_run(child)
-            self._enqueue(child)
-        return parent
 
-    def _check_submit(
+    def _queueing(
         self,
         priority: str | Priority,
         idempotency_key: str | None,
         max_attempts: int | None,
         timeout_s: float | None,
-    ) -> tuple[Priority, str | None]:
-        rank = Priority.parse(priority)
-        key = check_idempotency_key(idempotency_key)
-        if max_attempts is not None and not 1 <= max_attempts <= 20:
-            raise InvalidInput("max_attempts", f"must be an integer in 1..20 (got {max_attempts!r})")
-        if timeout_s is not None and not 0 < timeout_s <= 86_400:
-            raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
-        return rank, key
+        meta: Mapping[str, Any] | None,
+    ) -> Queueing:
+        """How a submitted run is to be queued, checked; attempts default to the settings'."""
+        return Queueing.check(
+            priority=priority,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            meta=meta,
+            default_attempts=self.settings.max_attempts,
+        )
+
+    async def _accept(
+        self,
+        queueing: Queueing,
+        make_runs: Callable[[], Awaitable[Sequence[Run]]],
+        *,
+        log: str,
+        same_request: Callable[[Run], Run] = lambda existing: existing,
+    ) -> Run:
+        """Record the runs a kind makes, in one transaction; publish them, queue each in its lane,
+        and answer the first (a batch parent, whose children follow it and are the ones queued).
+
+        `make_runs` is called only if no run holds `queueing.idempotency_key` yet: a run that
+        does (recorded before, or by a concurrent request that won the race) is answered through
+        `same_request`, which raises `Conflict` when it was made by a different request.
+        `log` is the first log line of each run recorded.
+        """
+        key = queueing.idempotency_key
+        if key is not None:
+            existing = await self.ledger.find_by_idempotency_key(key)
+            if existing is not None:
+                return same_request(existing)
+        made = await make_runs()
+        try:
+            runs = await self.ledger.insert_runs(made, log=log)
+        except Conflict:
+            # Another request with the same key won the race; answer as it did.
+            existing = await self.ledger.find_by_idempotency_key(key or "")
+            if existing is None:
+                raise
+            return same_request(existing)
+        self._metrics.counters["submitted"] += sum(run.kind is not RunKind.BATCH for run in runs)
+        if self._own is not None:
+            self._own.update(run.id for run in runs)
+        for run in runs:
+            self._publish_run(run)
+            if run.kind is not RunKind.BATCH:  # a batch runs nowhere itself: its children do
+                self._enqueue(run)
+        return runs[0]
 
     def _enqueue(self, run: Run) -> None:
         self._enqueue_ref(run.id, run.backend, run.priority, run.seq)

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from core import batches
 from core.artifacts import ArtifactStore, input_key, run_key
 from core.backends import NO_WORKFLOWS, GenerationBackend, ImageOutput, Job, ProgressCallback
 from core.errors import ArtifactNotFound, Conflict, InvalidInput, RunNotFound
 from core.ids import new_run_id, random_seed
-from core.kinds import Attempt, AttemptFailed, Completion
-from core.models import OPERATIONS, Artifact, ImageSpec, Priority, Run, RunKind, RunStatus, SourceImage
+from core.kinds import Attempt, AttemptFailed, Completion, Queueing
+from core.models import OPERATIONS, Artifact, ImageSpec, Run, RunKind, RunStatus, SourceImage
 from core.settings import Settings
 from core.sources import SourcePolicy, load_source
 
@@ -145,31 +146,50 @@ class ImageKind:
         if source is not None and spec.source is not None:
             await self._store.put(input_key(spec.source.sha256, spec.source.media_type), source)
 
-    def new_run(
-        self,
-        spec: ImageSpec,
-        rank: Priority,
-        max_attempts: int | None,
-        timeout_s: float | None,
-        key: str | None,
-        meta: Mapping[str, Any] | None,
-    ) -> Run:
+    def new_run(self, spec: ImageSpec, queueing: Queueing) -> Run:
         """A queued image run for `spec`, in the configured backend's lane."""
         return Run(
             id=new_run_id(),
             seq=0,
             kind=RunKind.IMAGE,
             status=RunStatus.QUEUED,
-            priority=rank,
+            priority=queueing.priority,
             inputs=spec.stored(),
             backend=self._settings.backend,
             created_at=time.time(),
             max_steps=1 if spec.operation == "upscale" else spec.steps,
-            max_attempts=max_attempts or self._settings.max_attempts,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-            meta=dict(meta) if meta else None,
+            max_attempts=queueing.max_attempts,
+            timeout_s=queueing.timeout_s,
+            idempotency_key=queueing.idempotency_key,
+            meta=queueing.meta,
         )
+
+    async def new_runs(self, spec: ImageSpec, source: bytes | None, queueing: Queueing) -> list[Run]:
+        """The run to record for a validated request (see `validate`), its source kept first."""
+        await self.keep_source(spec, source)
+        return [self.new_run(spec, queueing)]
+
+    async def new_batch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        item_meta: Sequence[Mapping[str, Any] | None] | None,
+        queueing: Queueing,
+    ) -> list[Run]:
+        """A batch parent and one image run per item, the parent first (see `core.batches`).
+
+        Every item is validated before any source is kept; an invalid one names its index.
+        """
+        specs = await batches.validate_items(items, self.validate)
+        parent = batches.new_parent(len(specs), queueing)
+        children = []
+        for (spec, source), meta in zip(specs, item_meta or [None] * len(specs), strict=True):
+            await self.keep_source(spec, source)
+            child = self.new_run(
+                spec, replace(queueing, idempotency_key=None, meta=dict(meta) if meta else None)
+            )
+            batches.attach(parent, child)
+            children.append(child)
+        return [parent, *children]
 
     @staticmethod
     def same_request(existing: Run, asked: ImageSpec, seed_given: bool) -> Run:
