@@ -16,14 +16,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
-from core import batches, factory, health
+from core import batches, factory, health, waiting
 from core.artifacts import ArtifactStore, run_prefix
 from core.backends import GenerationBackend, Progress
 from core.batches import MAX_BATCH
@@ -43,7 +42,8 @@ from core.ids import check_filename, check_run_id
 from core.images import ImageKind
 from core.kinds import Attempt, AttemptFailed, Queueing, RunHandler
 from core.ledger import Increment, Ledger
-from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
+from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus, parse_filter
+from core.progress import LiveProgress
 from core.scheduler import Scheduler
 from core.settings import Settings
 
@@ -87,16 +87,15 @@ class Engine:
         self.is_owner = True
         self._active: dict[str, anyio.CancelScope] = {}
         self._delayed: dict[str, anyio.CancelScope] = {}
-        self._live: dict[str, Progress] = {}
-        self._dirty: set[str] = set()
+        self._progress = LiveProgress(ledger)
         self._metrics = health.Metrics()
         # Batch children running here -> their parent.
         self._parent_of: dict[str, str] = {}
         self._batches = batches.BatchRefresher(
             ledger,
-            live=self._with_live_progress,
+            live=self._progress.apply,
             on_progress=self._on_progress,
-            forget_progress=self._forget_progress,
+            forget_progress=self._progress.forget,
             publish=self._publish_run,
         )
         self._problems = health.Problems()
@@ -473,9 +472,8 @@ class Engine:
             # A retry may already have started a newer attempt of this run: leave its state alone.
             if self._active.get(run_id) is scope:
                 del self._active[run_id]
-                self._live.pop(run_id, None)
+                self._progress.forget(run_id)
                 self._parent_of.pop(run_id, None)
-                self._dirty.discard(run_id)
         if not scope.cancelled_caught:
             await self._fail_or_retry(run, error, retryable)
         elif run_id not in self._active:
@@ -487,8 +485,7 @@ class Engine:
         await self.ledger.update_run(run_id, expect={RunStatus.RUNNING}, backend_handle=handle)
 
     def _on_progress(self, run_id: str, progress: Progress) -> None:
-        self._live[run_id] = progress
-        self._dirty.add(run_id)
+        self._progress.note(run_id, progress)
         if self.events.wants(run_id):
             self.events.publish(Event("progress", run_id, progress=progress))
         parent_id = self._parent_of.get(run_id)
@@ -643,7 +640,7 @@ class Engine:
     async def _housekeeping_forever(self) -> None:
         while True:
             await anyio.sleep(PROGRESS_FLUSH_S)
-            for chore in (self._flush_progress, self._adopt_changes_from_other_processes):
+            for chore in (self._progress.flush, self._adopt_changes_from_other_processes):
                 await self._guarded(chore)
 
     async def _hand_back(self, run_ids: Collection[str]) -> None:
@@ -676,25 +673,6 @@ class Engine:
             except Exception:
                 log.exception("run %s could not be handed back; the next start recovers it", run_id)
 
-    async def _flush_progress(self) -> None:
-        """Progress goes out as events at once; to the ledger at most once a second per run."""
-        dirty, self._dirty = list(self._dirty), set()
-        for index, run_id in enumerate(dirty):
-            progress = self._live.get(run_id)
-            if progress is not None:
-                try:
-                    await self.ledger.update_run(
-                        run_id,
-                        expect={RunStatus.RUNNING},
-                        progress=progress.fraction,
-                        step=progress.step,
-                        max_steps=progress.max_steps,
-                        message=progress.message,
-                    )
-                except LedgerUnavailable:
-                    self._dirty.update(dirty[index:])  # written at a later flush; events already went out
-                    raise
-
     # -- manage -------------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> Run:
@@ -702,19 +680,7 @@ class Engine:
         run = await self.ledger.get_run(check_run_id(run_id))
         if run is None:
             raise RunNotFound(run_id)
-        return self._with_live_progress(run)
-
-    def _with_live_progress(self, run: Run) -> Run:
-        progress = self._live.get(run.id)
-        if progress is None or run.status is not RunStatus.RUNNING:
-            return run
-        return replace(
-            run,
-            progress=progress.fraction,
-            step=progress.step,
-            max_steps=progress.max_steps,
-            message=progress.message,
-        )
+        return self._progress.apply(run)
 
     async def get_run_by_seq(self, seq: int) -> Run:
         """The run with ledger sequence number `seq` (the id of contracts with integer ids)."""
@@ -723,7 +689,7 @@ class Engine:
         run = await self.ledger.get_run_by_seq(seq)
         if run is None:
             raise RunNotFound(str(seq))
-        return self._with_live_progress(run)
+        return self._progress.apply(run)
 
     async def list_runs(
         self,
@@ -742,8 +708,8 @@ class Engine:
             raise InvalidInput("limit", f"must be an integer in 1..{MAX_PAGE} (got {limit!r})")
         if not 0 <= offset < 2**31:
             raise InvalidInput("offset", f"must be an integer >= 0 (got {offset!r})")
-        statuses = _parse_enum(RunStatus, "status", status)
-        kinds = _parse_enum(RunKind, "kind", kind)
+        statuses = parse_filter(RunStatus, "status", status)
+        kinds = parse_filter(RunKind, "kind", kind)
         if parent_id is not None:
             check_run_id(parent_id, "parent_id")
         page = await self.ledger.list_runs(
@@ -755,7 +721,7 @@ class Engine:
             cursor=cursor or None,
             offset=offset,
         )
-        return Page([self._with_live_progress(r) for r in page.items], page.next_cursor)
+        return Page([self._progress.apply(r) for r in page.items], page.next_cursor)
 
     async def count_runs(
         self,
@@ -766,8 +732,8 @@ class Engine:
     ) -> int:
         """How many runs `list_runs` with the same filters pages through."""
         return await self.ledger.count_runs(
-            statuses=_parse_enum(RunStatus, "status", status),
-            kinds=_parse_enum(RunKind, "kind", kind),
+            statuses=parse_filter(RunStatus, "status", status),
+            kinds=parse_filter(RunKind, "kind", kind),
             top_level=top_level,
         )
 
@@ -871,7 +837,7 @@ class Engine:
         """Delete the top-level runs in `statuses` that finished more than `older_than_s` ago."""
         if not older_than_s >= 0:
             raise InvalidInput("older_than_s", f"must be a number of seconds >= 0 (got {older_than_s!r})")
-        wanted = _parse_enum(RunStatus, "status", list(statuses)) or set()
+        wanted = parse_filter(RunStatus, "status", list(statuses)) or set()
         if not wanted <= {s for s in RunStatus if s.is_final}:
             raise InvalidInput("status", "only finished runs (completed, failed, cancelled) can be purged")
         removed = []
@@ -891,42 +857,17 @@ class Engine:
         self,
         run_id: str,
         timeout_s: float,
-        on_progress: Callable[[Run, Progress], Any] | None = None,
+        on_progress: waiting.ProgressListener | None = None,
     ) -> Run:
         """Wait until the run is finished or `timeout_s` passes; returns the run either way.
 
         `on_progress` (sync or async) is called for each progress step seen while waiting.
         """
         if not self.is_owner:
-            return await self._poll_until_final(run_id, timeout_s, on_progress)
-        with self.events.subscribe(run_id) as events:
-            run = await self.get_run(run_id)
-            with anyio.move_on_after(max(0.0, timeout_s)):
-                while not run.status.is_final:
-                    event = await events.get()
-                    if event.kind == "run":
-                        if event.run is None:
-                            raise RunNotFound(run_id)
-                        run = event.run
-                    elif event.kind == "progress" and event.progress is not None and on_progress:
-                        run = self._with_live_progress(run)
-                        await _notify(on_progress, run, event.progress)
-            return run if run.status.is_final else await self.get_run(run_id)
-
-    async def _poll_until_final(
-        self, run_id: str, timeout_s: float, on_progress: Callable[[Run, Progress], Any] | None
-    ) -> Run:
-        """`wait` for a client of another process: the ledger is all it can see."""
-        run = await self.get_run(run_id)
-        last_step = -1
-        with anyio.move_on_after(max(0.0, timeout_s)):
-            while not run.status.is_final:
-                if on_progress and run.status is RunStatus.RUNNING and run.step != last_step:
-                    last_step = run.step
-                    await _notify(on_progress, run, Progress(run.step, run.max_steps, run.message))
-                await anyio.sleep(0.25)
-                run = await self.get_run(run_id)
-        return run
+            return await waiting.poll_until_final(self.get_run, run_id, timeout_s, on_progress)
+        return await waiting.until_final(
+            self.events, self.get_run, self._progress.apply, run_id, timeout_s, on_progress
+        )
 
     # -- outputs ------------------------------------------------------------------------------
 
@@ -981,33 +922,6 @@ class Engine:
         """Bring a batch up to date with its children; refreshes asked for meanwhile coalesce."""
         if self._task_group is not None and self._batches.claim(parent_id):
             self._start(self._batches.refresh, parent_id)
-
-    def _forget_progress(self, run_id: str) -> None:
-        """Drop a run's in-memory progress: what the ledger is about to record replaces it."""
-        self._live.pop(run_id, None)
-        self._dirty.discard(run_id)
-
-
-async def _notify(callback: Callable[[Run, Progress], Any], run: Run, progress: Progress) -> None:
-    """Call a progress callback that may be sync or async."""
-    outcome = callback(run, progress)
-    if hasattr(outcome, "__await__"):
-        await outcome
-
-
-def _parse_enum(enum_type: Any, field: str, value: str | Collection[str] | None) -> set[Any] | None:
-    if value is None or value == "" or value == []:
-        return None
-    values = [value] if isinstance(value, str) else list(value)
-    parsed = set()
-    for item in values:
-        for part in str(item).split(","):
-            try:
-                parsed.add(enum_type(part.strip().lower()))
-            except ValueError:
-                allowed = ", ".join(e.value for e in enum_type)
-                raise InvalidInput(field, f"must be one of {allowed} (got {part!r})") from None
-    return parsed
 
 
 __all__ = ["Bundle", "Engine"]
