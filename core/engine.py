@@ -4,10 +4,13 @@ Every state change is one ledger transaction followed by one event. Runs execute
 engine's own task group, so a caller that stops waiting (a cancelled MCP call, a closed
 socket) never stops the run.
 
-This module keeps what every run shares: accepting it, queueing it in its lane, attempts and
-backoff, the timeout, cancelling, handing back on stop, recovery after a crash, events. What a
-run does is its kind's (`core.kinds` says what a kind provides): `core.images` for image runs;
-`core.batches` derives a batch from its children; `core.health` makes the status report.
+This module keeps what every run shares: accepting it (`_accept`, the one path every kind's
+submit ends in), queueing it in its lane, attempts and backoff, the timeout, cancelling,
+handing back on stop, recovery after a crash, events. What a run does is its kind's
+(`core.kinds` says what a kind provides and gets): `core.images` for image runs, their
+validation and the workflows and models they can name; `core.batches` derives a batch from its
+children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting` waits for a
+run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
 """
 
 from __future__ import annotations
@@ -318,11 +321,11 @@ class Engine:
     ) -> Queueing:
         """How a submitted run is to be queued, checked; attempts default to the settings'."""
         return Queueing.check(
-            priority=priority,
-            idempotency_key=idempotency_key,
-            max_attempts=max_attempts,
-            timeout_s=timeout_s,
-            meta=meta,
+            priority,
+            idempotency_key,
+            max_attempts,
+            timeout_s,
+            meta,
             default_attempts=self.settings.max_attempts,
         )
 

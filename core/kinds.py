@@ -53,12 +53,12 @@ class Queueing:
     @classmethod
     def check(
         cls,
-        *,
         priority: str | Priority,
         idempotency_key: str | None,
         max_attempts: int | None,
         timeout_s: float | None,
         meta: Mapping[str, Any] | None,
+        *,
         default_attempts: int,
     ) -> Queueing:
         """The terms a caller asked for, each checked (`InvalidInput` names the field)."""
