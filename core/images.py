@@ -1,10 +1,13 @@
 """The image kind: what an `image` run asks for, and how it is made and kept.
 
 Accepting a request: `validate` asks the backend new runs go to which workflow the request
-runs with and fills in its defaults, fetches and checks the source of an image-to-image or
-upscale run (`core.sources`), parses the `ImageSpec` and asks that backend whether it can succeed; `keep_source` stores the source's bytes so every
-attempt (and a retry after a restart) reads the same image; `new_run` makes the queued run,
-in the lane of the configured backend; `same_request` answers a repeated idempotency key.
+runs with (filling in its defaults), fetches and checks the source of an image-to-image or
+upscale run (`core.sources`), parses the `ImageSpec` and asks that backend whether it can
+succeed. `new_runs` (one run) and `new_batch` (a batch parent and its image runs) make what
+the engine records, with the queueing terms it checked: each source's bytes are stored first
+(`keep_source`) so every attempt, and a retry after a restart, reads the same image; the runs
+go in the lane of the configured backend. `same_request` answers a repeated idempotency key.
+`list_workflows` and `list_models` say what requests can name on the configured backend.
 
 Executing it, as the `RunHandler` of `core.kinds`: `prepare` builds the backend's `Job` (the
 source read back from storage), `execute` runs it on the run's backend, `complete` saves each
