@@ -27,8 +27,9 @@ import anyio
 from core.backends import Progress
 from core.errors import FieldProblem, InvalidInput
 from core.ids import new_run_id
+from core.kinds import Queueing
 from core.ledger import Ledger
-from core.models import Priority, Run, RunKind, RunStatus
+from core.models import Run, RunKind, RunStatus
 
 MAX_BATCH = 100
 # A batch parent runs nowhere itself: its children do the work.
@@ -61,30 +62,22 @@ async def validate_items(
     return validated
 
 
-def new_parent(
-    count: int,
-    *,
-    priority: Priority,
-    max_attempts: int,
-    timeout_s: float | None,
-    idempotency_key: str | None,
-    meta: Mapping[str, Any] | None,
-) -> Run:
+def new_parent(count: int, queueing: Queueing) -> Run:
     """A queued batch run for `count` items, with no steps until its children are attached."""
     return Run(
         id=new_run_id(),
         seq=0,
         kind=RunKind.BATCH,
         status=RunStatus.QUEUED,
-        priority=priority,
+        priority=queueing.priority,
         inputs={"items": count},
         backend=BATCH_BACKEND,
         created_at=time.time(),
         max_steps=0,
-        max_attempts=max_attempts,
-        timeout_s=timeout_s,
-        idempotency_key=idempotency_key,
-        meta=dict(meta) if meta else None,
+        max_attempts=queueing.max_attempts,
+        timeout_s=queueing.timeout_s,
+        idempotency_key=queueing.idempotency_key,
+        meta=queueing.meta,
     )
 
 

@@ -4,33 +4,32 @@ Every state change is one ledger transaction followed by one event. Runs execute
 engine's own task group, so a caller that stops waiting (a cancelled MCP call, a closed
 socket) never stops the run.
 
-This module keeps what every run shares: accepting it, queueing it in its lane, attempts and
-backoff, the timeout, cancelling, handing back on stop, recovery after a crash, events. What a
-run does is its kind's (`core.kinds` says what a kind provides): `core.images` for image runs;
-`core.batches` derives a batch from its children; `core.health` makes the status report.
+This module keeps what every run shares: accepting it (`_accept`, the one path every kind's
+submit ends in), queueing it in its lane, attempts and backoff, the timeout, cancelling,
+handing back on stop, recovery after a crash, events. What a run does is its kind's
+(`core.kinds` says what a kind provides and gets): `core.images` for image runs, their
+validation and the workflows and models they can name; `core.batches` derives a batch from its
+children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting` waits for a
+run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 import time
-import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
-from core import batches, factory, health
+from core import batches, factory, health, waiting
 from core.artifacts import ArtifactStore, run_prefix
-from core.backends import GenerationBackend, Progress, WorkflowCatalog
+from core.backends import GenerationBackend, Progress
 from core.batches import MAX_BATCH
+from core.bundles import Bundle, Bundles
 from core.characters.catalog import Characters
 from core.errors import (
     ArtifactNotFound,
@@ -43,11 +42,12 @@ from core.errors import (
 )
 from core.events import Event, EventBus
 from core.homelock import HomeLock
-from core.ids import check_filename, check_idempotency_key, check_run_id
+from core.ids import check_filename, check_run_id
 from core.images import ImageKind
-from core.kinds import Attempt, AttemptFailed, RunHandler
+from core.kinds import Attempt, AttemptFailed, Queueing, RunHandler
 from core.ledger import Increment, Ledger
-from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
+from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus, parse_filter
+from core.progress import LiveProgress
 from core.scheduler import Scheduler
 from core.settings import Settings
 from core.training import Trainer
@@ -64,16 +64,6 @@ Role = Literal["owner", "shared", "client"]
 T = TypeVar("T")
 
 
-@dataclass(slots=True, frozen=True)
-class Bundle:
-    """A ZIP of a run's outputs (and its `run.json`), written to the data directory."""
-
-    run_id: str
-    path: Path
-    size: int
-    files: list[str]
-
-
 class Engine:
     """Open with `async with Engine.open(settings) as engine:`; every method is safe to call concurrently."""
 
@@ -83,22 +73,19 @@ class Engine:
         ledger: Ledger,
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
-        workflows: WorkflowCatalog | None = None,
         trainer: Trainer | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.store = store
         self.backends = dict(backends)
-        self.workflows = workflows or factory.make_workflows(settings)
         self.events = EventBus()
+        self._bundles = Bundles(settings.bundles_dir, store)
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
         self.characters = Characters(settings, ledger)
-        self._images = ImageKind(
-            settings, store, self.backends, self.workflows, self.get_run, self.characters
-        )
+        self._images = ImageKind(settings, store, self.backends, self.get_run, self.characters)
         self._training = TrainingKind(
             settings, self.characters, trainer or factory.make_trainer(settings), self._refresh_models
         )
@@ -116,16 +103,15 @@ class Engine:
         self.is_owner = True
         self._active: dict[str, anyio.CancelScope] = {}
         self._delayed: dict[str, anyio.CancelScope] = {}
-        self._live: dict[str, Progress] = {}
-        self._dirty: set[str] = set()
+        self._progress = LiveProgress(ledger)
         self._metrics = health.Metrics()
         # Batch children running here -> their parent.
         self._parent_of: dict[str, str] = {}
         self._batches = batches.BatchRefresher(
             ledger,
-            live=self._with_live_progress,
+            live=self._progress.apply,
             on_progress=self._on_progress,
-            forget_progress=self._forget_progress,
+            forget_progress=self._progress.forget,
             publish=self._publish_run,
         )
         self._problems = health.Problems()
@@ -170,13 +156,11 @@ class Engine:
         engine: Engine | None = None
         try:
             ledger = factory.make_ledger(settings)
-            workflows = factory.make_workflows(settings)
             engine = cls(
                 settings,
                 ledger,
                 store if store is not None else factory.make_store(settings),
-                backends if backends is not None else factory.make_backends(settings, workflows),
-                workflows,
+                backends if backends is not None else factory.make_backends(settings),
             )
             if only_own_runs:
                 engine._own = set()
@@ -305,31 +289,15 @@ class Engine:
         image-to-image or upscale, and the latter two take a `source` (see `core.sources`).
         `meta` is kept with the run for the front door that made it (its contract's own fields).
         """
-        rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
+        queueing = self._queueing(priority, idempotency_key, max_attempts, timeout_s, meta)
         given = {k: v for k, v in params.items() if v is not None}
         spec, source = await self._images.validate(given)
-        if key is not None:
-            existing = await self.ledger.find_by_idempotency_key(key)
-            if existing is not None:
-                return self._images.same_request(existing, spec, "seed" in given)
-        await self._images.keep_source(spec, source)
-        run = self._images.new_run(spec, rank, max_attempts, timeout_s, key, meta)
-        try:
-            [run] = await self.ledger.insert_runs(
-                [run], log=f"queued ({rank.value} priority, backend {run.backend})"
-            )
-        except Conflict:
-            # Another request with the same key won the race; answer as it did.
-            existing = await self.ledger.find_by_idempotency_key(key or "")
-            if existing is None:
-                raise
-            return self._images.same_request(existing, spec, "seed" in given)
-        self._metrics.counters["submitted"] += 1
-        if self._own is not None:
-            self._own.add(run.id)
-        self._publish_run(run)
-        self._enqueue(run)
-        return run
+        return await self._accept(
+            queueing,
+            lambda: self._images.new_runs(spec, source, queueing),
+            log=f"queued ({queueing.priority.value} priority, backend {self.settings.backend})",
+            same_request=lambda existing: self._images.same_request(existing, spec, "seed" in given),
+        )
 
     async def submit_batch(
         self,
@@ -348,46 +316,13 @@ class Engine:
         The parent's status, progress and result follow its children (see `core.batches`);
         cancelling or retrying the parent does so to its children.
         """
-        rank, key = self._check_submit(priority, idempotency_key, max_attempts, timeout_s)
+        queueing = self._queueing(priority, idempotency_key, max_attempts, timeout_s, meta)
         batches.check_items(items, item_meta)
-        if key is not None:
-            existing = await self.ledger.find_by_idempotency_key(key)
-            if existing is not None:
-                return existing
-        specs = await batches.validate_items(items, self._images.validate)
-        parent = batches.new_parent(
-            len(specs),
-            priority=rank,
-            max_attempts=max_attempts or self.settings.max_attempts,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-            meta=meta,
+        return await self._accept(
+            queueing,
+            lambda: self._images.new_batch(items, item_meta, queueing),
+            log=f"queued as part of a batch ({queueing.priority.value} priority)",
         )
-        children = []
-        for index, (spec, source) in enumerate(specs):
-            await self._images.keep_source(spec, source)
-            child = self._images.new_run(
-                spec, rank, max_attempts, timeout_s, None, (item_meta or [None] * len(specs))[index]
-            )
-            batches.attach(parent, child)
-            children.append(child)
-        try:
-            parent, *children = await self.ledger.insert_runs(
-                [parent, *children], log=f"queued as part of a batch ({rank.value} priority)"
-            )
-        except Conflict:
-            existing = await self.ledger.find_by_idempotency_key(key or "")
-            if existing is None:
-                raise
-            return existing
-        self._metrics.counters["submitted"] += len(children)
-        if self._own is not None:
-            self._own.update(r.id for r in (parent, *children))
-        self._publish_run(parent)
-        for child in children:
-            self._publish_run(child)
-            self._enqueue(child)
-        return parent
 
     async def submit_training(
         self,
@@ -404,29 +339,24 @@ class Engine:
         Refused (`Conflict`) while the same character has a training queued or running: its next
         version would race the other. The run lives in the `training` lane (see `core.training.kind`).
         """
-        rank, key = self._check_submit(priority, idempotency_key, max_attempts, None)
+        queueing = self._queueing(priority, idempotency_key, max_attempts, None, meta)
         found, checked = await self._training.validate(character, params or {})
-        if key is not None:
-            existing = await self.ledger.find_by_idempotency_key(key)
-            if existing is not None:
-                return self._training.same_request(existing, found, checked)
-        busy = await self.training_of(found.id, active_only=True)
-        if busy:
-            raise Conflict(
-                f"{found.name} is already being trained (run {busy[0].id}, {busy[0].status.value}); "
-                "wait for it or cancel it first"
-            )
-        run = self._training.new_run(found, checked, rank, max_attempts, key, meta)
-        [run] = await self.ledger.insert_runs(
-            [run],
+
+        async def new_run() -> list[Run]:
+            busy = await self.training_of(found.id, active_only=True)
+            if busy:
+                raise Conflict(
+                    f"{found.name} is already being trained (run {busy[0].id}, {busy[0].status.value}); "
+                    "wait for it or cancel it first"
+                )
+            return [self._training.new_run(found, checked, queueing)]
+
+        return await self._accept(
+            queueing,
+            new_run,
             log=f"queued: train {found.name} with {self._training.trainer.name} ({checked['steps']} steps)",
+            same_request=lambda existing: self._training.same_request(existing, found, checked),
         )
-        self._metrics.counters["submitted"] += 1
-        if self._own is not None:
-            self._own.add(run.id)
-        self._publish_run(run)
-        self._enqueue(run)
-        return run
 
     async def training_of(self, character_id: str, *, active_only: bool = False) -> list[Run]:
         """A character's training runs, newest first (only queued and running ones if `active_only`)."""
@@ -441,7 +371,7 @@ class Engine:
             )
             runs += [r for r in page.items if r.inputs.get("character_id") == character_id]
             if page.next_cursor is None:
-                return [self._with_live_progress(r) for r in runs]
+                return [self._progress.apply(r) for r in runs]
             cursor = page.next_cursor
 
     async def delete_character(self, ref: str) -> None:
@@ -473,20 +403,62 @@ class Engine:
             if refresh is not None:
                 await refresh()
 
-    def _check_submit(
+    def _queueing(
         self,
         priority: str | Priority,
         idempotency_key: str | None,
         max_attempts: int | None,
         timeout_s: float | None,
-    ) -> tuple[Priority, str | None]:
-        rank = Priority.parse(priority)
-        key = check_idempotency_key(idempotency_key)
-        if max_attempts is not None and not 1 <= max_attempts <= 20:
-            raise InvalidInput("max_attempts", f"must be an integer in 1..20 (got {max_attempts!r})")
-        if timeout_s is not None and not 0 < timeout_s <= 86_400:
-            raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
-        return rank, key
+        meta: Mapping[str, Any] | None,
+    ) -> Queueing:
+        """How a submitted run is to be queued, checked; attempts default to the settings'."""
+        return Queueing.check(
+            priority,
+            idempotency_key,
+            max_attempts,
+            timeout_s,
+            meta,
+            default_attempts=self.settings.max_attempts,
+        )
+
+    async def _accept(
+        self,
+        queueing: Queueing,
+        make_runs: Callable[[], Awaitable[Sequence[Run]]],
+        *,
+        log: str,
+        same_request: Callable[[Run], Run] = lambda existing: existing,
+    ) -> Run:
+        """Record the runs a kind makes, in one transaction; publish them, queue each in its lane,
+        and answer the first (a batch parent, whose children follow it and are the ones queued).
+
+        `make_runs` is called only if no run holds `queueing.idempotency_key` yet: a run that
+        does (recorded before, or by a concurrent request that won the race) is answered through
+        `same_request`, which raises `Conflict` when it was made by a different request.
+        `log` is the first log line of each run recorded.
+        """
+        key = queueing.idempotency_key
+        if key is not None:
+            existing = await self.ledger.find_by_idempotency_key(key)
+            if existing is not None:
+                return same_request(existing)
+        made = await make_runs()
+        try:
+            runs = await self.ledger.insert_runs(made, log=log)
+        except Conflict:
+            # Another request with the same key won the race; answer as it did.
+            existing = await self.ledger.find_by_idempotency_key(key or "")
+            if existing is None:
+                raise
+            return same_request(existing)
+        self._metrics.counters["submitted"] += sum(run.kind is not RunKind.BATCH for run in runs)
+        if self._own is not None:
+            self._own.update(run.id for run in runs)
+        for run in runs:
+            self._publish_run(run)
+            if run.kind is not RunKind.BATCH:  # a batch runs nowhere itself: its children do
+                self._enqueue(run)
+        return runs[0]
 
     def _enqueue(self, run: Run) -> None:
         self._enqueue_ref(run.id, run.backend, run.priority, run.seq)
@@ -595,9 +567,8 @@ class Engine:
             # A retry may already have started a newer attempt of this run: leave its state alone.
             if self._active.get(run_id) is scope:
                 del self._active[run_id]
-                self._live.pop(run_id, None)
+                self._progress.forget(run_id)
                 self._parent_of.pop(run_id, None)
-                self._dirty.discard(run_id)
         if not scope.cancelled_caught:
             await self._fail_or_retry(run, error, retryable)
         elif run_id not in self._active:
@@ -609,8 +580,7 @@ class Engine:
         await self.ledger.update_run(run_id, expect={RunStatus.RUNNING}, backend_handle=handle)
 
     def _on_progress(self, run_id: str, progress: Progress) -> None:
-        self._live[run_id] = progress
-        self._dirty.add(run_id)
+        self._progress.note(run_id, progress)
         if self.events.wants(run_id):
             self.events.publish(Event("progress", run_id, progress=progress))
         parent_id = self._parent_of.get(run_id)
@@ -621,7 +591,7 @@ class Engine:
         """Keep the outputs (the kind's part) and record the run completed; or say why they could
         not be saved."""
         try:
-            self._bundle_path(run.id).unlink(missing_ok=True)  # a ZIP of an earlier attempt
+            self._bundles.discard(run.id)  # a ZIP of an earlier attempt
             completion = await handler.complete(run, outputs)
         except OSError as exc:
             problem = f"could not save the run's images: {exc.strerror or exc}" + (
@@ -765,7 +735,7 @@ class Engine:
     async def _housekeeping_forever(self) -> None:
         while True:
             await anyio.sleep(PROGRESS_FLUSH_S)
-            for chore in (self._flush_progress, self._adopt_changes_from_other_processes):
+            for chore in (self._progress.flush, self._adopt_changes_from_other_processes):
                 await self._guarded(chore)
 
     async def _hand_back(self, run_ids: Collection[str]) -> None:
@@ -802,25 +772,6 @@ class Engine:
             except Exception:
                 log.exception("run %s could not be handed back; the next start recovers it", run_id)
 
-    async def _flush_progress(self) -> None:
-        """Progress goes out as events at once; to the ledger at most once a second per run."""
-        dirty, self._dirty = list(self._dirty), set()
-        for index, run_id in enumerate(dirty):
-            progress = self._live.get(run_id)
-            if progress is not None:
-                try:
-                    await self.ledger.update_run(
-                        run_id,
-                        expect={RunStatus.RUNNING},
-                        progress=progress.fraction,
-                        step=progress.step,
-                        max_steps=progress.max_steps,
-                        message=progress.message,
-                    )
-                except LedgerUnavailable:
-                    self._dirty.update(dirty[index:])  # written at a later flush; events already went out
-                    raise
-
     # -- manage -------------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> Run:
@@ -828,19 +779,7 @@ class Engine:
         run = await self.ledger.get_run(check_run_id(run_id))
         if run is None:
             raise RunNotFound(run_id)
-        return self._with_live_progress(run)
-
-    def _with_live_progress(self, run: Run) -> Run:
-        progress = self._live.get(run.id)
-        if progress is None or run.status is not RunStatus.RUNNING:
-            return run
-        return replace(
-            run,
-            progress=progress.fraction,
-            step=progress.step,
-            max_steps=progress.max_steps,
-            message=progress.message,
-        )
+        return self._progress.apply(run)
 
     async def get_run_by_seq(self, seq: int) -> Run:
         """The run with ledger sequence number `seq` (the id of contracts with integer ids)."""
@@ -849,7 +788,7 @@ class Engine:
         run = await self.ledger.get_run_by_seq(seq)
         if run is None:
             raise RunNotFound(str(seq))
-        return self._with_live_progress(run)
+        return self._progress.apply(run)
 
     async def list_runs(
         self,
@@ -868,8 +807,8 @@ class Engine:
             raise InvalidInput("limit", f"must be an integer in 1..{MAX_PAGE} (got {limit!r})")
         if not 0 <= offset < 2**31:
             raise InvalidInput("offset", f"must be an integer >= 0 (got {offset!r})")
-        statuses = _parse_enum(RunStatus, "status", status)
-        kinds = _parse_enum(RunKind, "kind", kind)
+        statuses = parse_filter(RunStatus, "status", status)
+        kinds = parse_filter(RunKind, "kind", kind)
         if parent_id is not None:
             check_run_id(parent_id, "parent_id")
         page = await self.ledger.list_runs(
@@ -881,7 +820,7 @@ class Engine:
             cursor=cursor or None,
             offset=offset,
         )
-        return Page([self._with_live_progress(r) for r in page.items], page.next_cursor)
+        return Page([self._progress.apply(r) for r in page.items], page.next_cursor)
 
     async def count_runs(
         self,
@@ -892,8 +831,8 @@ class Engine:
     ) -> int:
         """How many runs `list_runs` with the same filters pages through."""
         return await self.ledger.count_runs(
-            statuses=_parse_enum(RunStatus, "status", status),
-            kinds=_parse_enum(RunKind, "kind", kind),
+            statuses=parse_filter(RunStatus, "status", status),
+            kinds=parse_filter(RunKind, "kind", kind),
             top_level=top_level,
         )
 
@@ -985,7 +924,7 @@ class Engine:
         await self.ledger.delete_run(run_id)
         for gone in (run, *children):
             await self.store.delete_prefix(run_prefix(gone.id))
-            self._bundle_path(gone.id).unlink(missing_ok=True)
+            self._bundles.discard(gone.id)
             handler = self._kinds.get(gone.kind)
             if handler is not None:
                 await handler.forget(gone)
@@ -1000,7 +939,7 @@ class Engine:
         """Delete the top-level runs in `statuses` that finished more than `older_than_s` ago."""
         if not older_than_s >= 0:
             raise InvalidInput("older_than_s", f"must be a number of seconds >= 0 (got {older_than_s!r})")
-        wanted = _parse_enum(RunStatus, "status", list(statuses)) or set()
+        wanted = parse_filter(RunStatus, "status", list(statuses)) or set()
         if not wanted <= {s for s in RunStatus if s.is_final}:
             raise InvalidInput("status", "only finished runs (completed, failed, cancelled) can be purged")
         removed = []
@@ -1020,42 +959,17 @@ class Engine:
         self,
         run_id: str,
         timeout_s: float,
-        on_progress: Callable[[Run, Progress], Any] | None = None,
+        on_progress: waiting.ProgressListener | None = None,
     ) -> Run:
         """Wait until the run is finished or `timeout_s` passes; returns the run either way.
 
         `on_progress` (sync or async) is called for each progress step seen while waiting.
         """
         if not self.is_owner:
-            return await self._poll_until_final(run_id, timeout_s, on_progress)
-        with self.events.subscribe(run_id) as events:
-            run = await self.get_run(run_id)
-            with anyio.move_on_after(max(0.0, timeout_s)):
-                while not run.status.is_final:
-                    event = await events.get()
-                    if event.kind == "run":
-                        if event.run is None:
-                            raise RunNotFound(run_id)
-                        run = event.run
-                    elif event.kind == "progress" and event.progress is not None and on_progress:
-                        run = self._with_live_progress(run)
-                        await _notify(on_progress, run, event.progress)
-            return run if run.status.is_final else await self.get_run(run_id)
-
-    async def _poll_until_final(
-        self, run_id: str, timeout_s: float, on_progress: Callable[[Run, Progress], Any] | None
-    ) -> Run:
-        """`wait` for a client of another process: the ledger is all it can see."""
-        run = await self.get_run(run_id)
-        last_step = -1
-        with anyio.move_on_after(max(0.0, timeout_s)):
-            while not run.status.is_final:
-                if on_progress and run.status is RunStatus.RUNNING and run.step != last_step:
-                    last_step = run.step
-                    await _notify(on_progress, run, Progress(run.step, run.max_steps, run.message))
-                await anyio.sleep(0.25)
-                run = await self.get_run(run_id)
-        return run
+            return await waiting.poll_until_final(self.get_run, run_id, timeout_s, on_progress)
+        return await waiting.until_final(
+            self.events, self.get_run, self._progress.apply, run_id, timeout_s, on_progress
+        )
 
     # -- outputs ------------------------------------------------------------------------------
 
@@ -1071,41 +985,20 @@ class Engine:
     def artifact_path(self, artifact: Artifact) -> Path | None:
         return self.store.local_path(artifact.storage_key)
 
-    def _bundle_path(self, run_id: str) -> Path:
-        return self.settings.bundles_dir / f"{run_id}.zip"
-
     async def bundle(self, run_id: str, *, reuse: bool = False) -> Bundle:
-        """Write a ZIP of the run's images plus `run.json` (inputs, seeds, timings); with `reuse`,
-        return the one already written if there is one.
-
-        Files are copied into the archive from disk one by one, never all held in memory.
-        """
-        run = await self.get_run(run_id)
-        if not run.artifacts:
-            raise Conflict(f"run {run_id} is {run.status.value} and has no outputs to bundle yet")
-        path = self._bundle_path(run_id)
-        if reuse and run.status is RunStatus.COMPLETED and path.is_file():
-            names = [a.filename for a in run.artifacts] + ["run.json"]
-            return Bundle(run_id, path, path.stat().st_size, names)
-        files: list[tuple[str, Path | bytes]] = []
-        for artifact in run.artifacts:
-            local = self.store.local_path(artifact.storage_key)
-            files.append((artifact.filename, local or await self.store.read(artifact.storage_key)))
-        manifest = json.dumps(run.to_dict(), indent=2).encode()
-        await anyio.to_thread.run_sync(_write_zip, path, [*files, ("run.json", manifest)])
-        return Bundle(run_id, path, path.stat().st_size, [name for name, _ in files] + ["run.json"])
+        """A ZIP of the run's images plus `run.json`; with `reuse`, the one already written if
+        there is one (see `core.bundles`)."""
+        return await self._bundles.write(await self.get_run(run_id), reuse=reuse)
 
     # -- what is available --------------------------------------------------------------------
 
     def list_workflows(self) -> dict[str, Any]:
         """The workflows runs can name, with their parameters; and user files that failed to load."""
-        return {"workflows": self.workflows.describe(), "problems": self.workflows.problems}
+        return self._images.list_workflows()
 
     async def list_models(self) -> dict[str, Any]:
         """Model files installed on the configured backend, by kind."""
-        backend = self.backends.get(self.settings.backend)
-        models = await backend.models() if backend is not None else {}
-        return {"backend": self.settings.backend, "models": models}
+        return await self._images.list_models()
 
     # -- status -------------------------------------------------------------------------------
 
@@ -1131,47 +1024,6 @@ class Engine:
         """Bring a batch up to date with its children; refreshes asked for meanwhile coalesce."""
         if self._task_group is not None and self._batches.claim(parent_id):
             self._start(self._batches.refresh, parent_id)
-
-    def _forget_progress(self, run_id: str) -> None:
-        """Drop a run's in-memory progress: what the ledger is about to record replaces it."""
-        self._live.pop(run_id, None)
-        self._dirty.discard(run_id)
-
-
-async def _notify(callback: Callable[[Run, Progress], Any], run: Run, progress: Progress) -> None:
-    """Call a progress callback that may be sync or async."""
-    outcome = callback(run, progress)
-    if hasattr(outcome, "__await__"):
-        await outcome
-
-
-def _parse_enum(enum_type: Any, field: str, value: str | Collection[str] | None) -> set[Any] | None:
-    if value is None or value == "" or value == []:
-        return None
-    values = [value] if isinstance(value, str) else list(value)
-    parsed = set()
-    for item in values:
-        for part in str(item).split(","):
-            try:
-                parsed.add(enum_type(part.strip().lower()))
-            except ValueError:
-                allowed = ", ".join(e.value for e in enum_type)
-                raise InvalidInput(field, f"must be one of {allowed} (got {part!r})") from None
-    return parsed
-
-
-def _write_zip(path: Path, files: list[tuple[str, Path | bytes]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    # PNGs are already compressed; storing them keeps bundling as fast as copying.
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, content in files:
-            method = zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
-            if isinstance(content, Path):
-                archive.write(content, name, compress_type=method)
-            else:
-                archive.writestr(name, content, compress_type=method)
-    tmp.replace(path)
 
 
 __all__ = ["Bundle", "Engine"]

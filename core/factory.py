@@ -28,15 +28,18 @@ def make_workflows(settings: Settings) -> WorkflowLibrary:
     return WorkflowLibrary.load(settings.workflows_dir)
 
 
-def make_backends(settings: Settings, workflows: WorkflowLibrary) -> dict[str, GenerationBackend]:
-    """The preview renderer always; the ComfyUI pool when it is the configured backend."""
+def make_backends(settings: Settings) -> dict[str, GenerationBackend]:
+    """The preview renderer always; the ComfyUI pool when it is the configured backend. Both
+    take the ComfyUI workflow library: the preview renderer accepts the workflows ComfyUI runs."""
     from core.backends.local import LocalPreviewBackend
 
+    workflows = make_workflows(settings)
     backends: dict[str, GenerationBackend] = {
         "local": LocalPreviewBackend(
             step_ms=settings.local_step_ms,
             concurrency=settings.local_concurrency,
             memory_bytes=settings.render_memory_mb * 1024 * 1024,
+            workflows=workflows,
         )
     }
     if settings.backend == "comfyui":

@@ -1,10 +1,13 @@
 """The image kind: what an `image` run asks for, and how it is made and kept.
 
-Accepting a request: `validate` fills in the workflow's defaults, fetches and checks the
-source of an image-to-image or upscale run (`core.sources`), parses the `ImageSpec` and asks the
-backend new runs go to whether it can succeed; `keep_source` stores the source's bytes so every
-attempt (and a retry after a restart) reads the same image; `new_run` makes the queued run,
-in the lane of the configured backend; `same_request` answers a repeated idempotency key.
+Accepting a request: `validate` asks the backend new runs go to which workflow the request
+runs with (filling in its defaults), fetches and checks the source of an image-to-image or
+upscale run (`core.sources`), parses the `ImageSpec` and asks that backend whether it can
+succeed. `new_runs` (one run) and `new_batch` (a batch parent and its image runs) make what
+the engine records, with the queueing terms it checked: each source's bytes are stored first
+(`keep_source`) so every attempt, and a retry after a restart, reads the same image; the runs
+go in the lane of the configured backend. `same_request` answers a repeated idempotency key.
+`list_workflows` and `list_models` say what requests can name on the configured backend.
 
 Executing it, as the `RunHandler` of `core.kinds`: `prepare` builds the backend's `Job` (the
 source read back from storage), `execute` runs it on the run's backend, `complete` saves each
@@ -15,20 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 
+from core import batches
 from core.artifacts import ArtifactStore, input_key, run_key
-from core.backends import GenerationBackend, ImageOutput, Job, ProgressCallback, WorkflowCatalog
+from core.backends import NO_WORKFLOWS, GenerationBackend, ImageOutput, Job, ProgressCallback
 from core.characters.catalog import Characters
 from core.characters.generation import with_character
 from core.errors import ArtifactNotFound, CharacterNotFound, Conflict, InvalidInput, RunNotFound
 from core.ids import new_run_id, random_seed
-from core.kinds import Attempt, AttemptFailed, Completion
-from core.models import OPERATIONS, Artifact, ImageSpec, Priority, Run, RunKind, RunStatus, SourceImage
+from core.kinds import Attempt, AttemptFailed, Completion, Queueing
+from core.models import OPERATIONS, Artifact, ImageSpec, Run, RunKind, RunStatus, SourceImage
 from core.settings import Settings
 from core.sources import SourcePolicy, load_source
 
@@ -56,14 +60,12 @@ class ImageKind:
         settings: Settings,
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
-        workflows: WorkflowCatalog,
         find_run: Callable[[str], Awaitable[Run]],
         characters: Characters,
     ) -> None:
         self._settings = settings
         self._store = store
         self._backends = backends
-        self._workflows = workflows
         self._find_run = find_run
         self._characters = characters
         self._sources = SourcePolicy(
@@ -72,6 +74,21 @@ class ImageKind:
             max_bytes=settings.max_input_bytes,
             fetch_timeout_s=settings.fetch_timeout_s,
         )
+
+    # -- what runs can name -------------------------------------------------------------------
+
+    def list_workflows(self) -> dict[str, Any]:
+        """The workflows runs can name on the configured backend, with their parameters; and user
+        files that failed to load."""
+        backend = self._backends.get(self._settings.backend)
+        catalog = backend.workflows if backend is not None else NO_WORKFLOWS
+        return {"workflows": catalog.describe(), "problems": catalog.problems}
+
+    async def list_models(self) -> dict[str, Any]:
+        """Model files installed on the configured backend, by kind."""
+        backend = self._backends.get(self._settings.backend)
+        models = await backend.models() if backend is not None else {}
+        return {"backend": self._settings.backend, "models": models}
 
     # -- accepting a request ------------------------------------------------------------------
 
@@ -82,9 +99,9 @@ class ImageKind:
         if operation not in OPERATIONS:
             raise InvalidInput("operation", f"must be one of {', '.join(OPERATIONS)} (got {operation!r})")
         asked = set(given)
-        workflow = None
-        if self._settings.backend == "comfyui" or given.get("workflow"):
-            workflow = self._workflows.for_request(operation, given.get("workflow"))
+        backend = self._backends.get(self._settings.backend)
+        workflow = backend.workflow_for(operation, given.get("workflow")) if backend is not None else None
+        if workflow is not None:
             given = {**workflow.defaults, **given, "workflow": workflow.name}
         raw_source = given.pop("source", None)
         loaded = None
@@ -119,7 +136,6 @@ class ImageKind:
                     "scale",
                     f"would make a {side:.0f}-pixel side; the largest is {MAX_UPSCALED_SIDE} (use a smaller scale)",
                 )
-        backend = self._backends.get(self._settings.backend)
         if backend is not None:
             backend.check(spec)
         return spec, loaded.data if loaded else None
@@ -140,31 +156,50 @@ class ImageKind:
         if source is not None and spec.source is not None:
             await self._store.put(input_key(spec.source.sha256, spec.source.media_type), source)
 
-    def new_run(
-        self,
-        spec: ImageSpec,
-        rank: Priority,
-        max_attempts: int | None,
-        timeout_s: float | None,
-        key: str | None,
-        meta: Mapping[str, Any] | None,
-    ) -> Run:
+    def new_run(self, spec: ImageSpec, queueing: Queueing) -> Run:
         """A queued image run for `spec`, in the configured backend's lane."""
         return Run(
             id=new_run_id(),
             seq=0,
             kind=RunKind.IMAGE,
             status=RunStatus.QUEUED,
-            priority=rank,
+            priority=queueing.priority,
             inputs=spec.stored(),
             backend=self._settings.backend,
             created_at=time.time(),
             max_steps=1 if spec.operation == "upscale" else spec.steps,
-            max_attempts=max_attempts or self._settings.max_attempts,
-            timeout_s=timeout_s,
-            idempotency_key=key,
-            meta=dict(meta) if meta else None,
+            max_attempts=queueing.max_attempts,
+            timeout_s=queueing.timeout_s,
+            idempotency_key=queueing.idempotency_key,
+            meta=queueing.meta,
         )
+
+    async def new_runs(self, spec: ImageSpec, source: bytes | None, queueing: Queueing) -> list[Run]:
+        """The run to record for a validated request (see `validate`), its source kept first."""
+        await self.keep_source(spec, source)
+        return [self.new_run(spec, queueing)]
+
+    async def new_batch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        item_meta: Sequence[Mapping[str, Any] | None] | None,
+        queueing: Queueing,
+    ) -> list[Run]:
+        """A batch parent and one image run per item, the parent first (see `core.batches`).
+
+        Every item is validated before any source is kept; an invalid one names its index.
+        """
+        specs = await batches.validate_items(items, self.validate)
+        parent = batches.new_parent(len(specs), queueing)
+        children = []
+        for (spec, source), meta in zip(specs, item_meta or [None] * len(specs), strict=True):
+            await self.keep_source(spec, source)
+            child = self.new_run(
+                spec, replace(queueing, idempotency_key=None, meta=dict(meta) if meta else None)
+            )
+            batches.attach(parent, child)
+            children.append(child)
+        return [parent, *children]
 
     @staticmethod
     def same_request(existing: Run, asked: ImageSpec, seed_given: bool) -> Run:

@@ -1,4 +1,9 @@
-"""What a kind of run provides to the run lifecycle: the `RunHandler` protocol.
+"""What a kind of run provides to the run lifecycle (the `RunHandler` protocol), and what it is given.
+
+Submitting: the engine checks how a run is to be queued (`Queueing`: priority, attempts,
+timeout, idempotency key, the front door's fields) and the kind validates its own request and
+makes the queued run(s) with those terms; the engine then records them in one transaction,
+answers a repeated idempotency key, publishes and queues them (`Engine._accept`).
 
 The engine (`core/engine.py`) owns what every run shares: accepting it into the ledger,
 queueing it by priority in its lane (`run.backend` names the lane), attempts and backoff, the
@@ -24,12 +29,46 @@ can run any number of attempts of any number of runs through one handler at once
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.backends import ProgressCallback
-from core.models import Artifact, Run
+from core.errors import InvalidInput
+from core.ids import check_idempotency_key
+from core.models import Artifact, Priority, Run
+
+
+@dataclass(slots=True, frozen=True)
+class Queueing:
+    """How a submitted run is queued: its priority, attempts, timeout, idempotency key, and the
+    fields its front door keeps with it (`meta`). A kind copies these into the runs it makes."""
+
+    priority: Priority
+    max_attempts: int
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def check(
+        cls,
+        priority: str | Priority,
+        idempotency_key: str | None,
+        max_attempts: int | None,
+        timeout_s: float | None,
+        meta: Mapping[str, Any] | None,
+        *,
+        default_attempts: int,
+    ) -> Queueing:
+        """The terms a caller asked for, each checked (`InvalidInput` names the field)."""
+        rank = Priority.parse(priority)
+        key = check_idempotency_key(idempotency_key)
+        if max_attempts is not None and not 1 <= max_attempts <= 20:
+            raise InvalidInput("max_attempts", f"must be an integer in 1..20 (got {max_attempts!r})")
+        if timeout_s is not None and not 0 < timeout_s <= 86_400:
+            raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
+        return cls(rank, max_attempts or default_attempts, timeout_s, key, dict(meta) if meta else None)
 
 
 class AttemptFailed(Exception):

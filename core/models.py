@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -89,6 +89,26 @@ class Priority(enum.StrEnum):
 
 
 _PRIORITY_RANK = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priority.URGENT: 3}
+_Choice = TypeVar("_Choice", bound=enum.StrEnum)
+
+
+def parse_filter(
+    choices: type[_Choice], field: str, value: str | Collection[str] | None
+) -> set[_Choice] | None:
+    """The values a listing filter names (`"a,b"`, `["a", "b"]`, any case), or None for no filter;
+    `InvalidInput` names the field and the allowed values."""
+    if value is None or value == "" or value == []:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    parsed = set()
+    for item in values:
+        for part in str(item).split(","):
+            try:
+                parsed.add(choices(part.strip().lower()))
+            except ValueError:
+                allowed = ", ".join(e.value for e in choices)
+                raise InvalidInput(field, f"must be one of {allowed} (got {part!r})") from None
+    return parsed
 
 
 class LoraRef(BaseModel):

@@ -166,6 +166,20 @@ async def test_invalid_request_names_the_field_and_its_range_and_records_nothing
         assert backend.started == []
 
 
+async def test_a_backend_without_named_workflows_lists_none_and_refuses_a_name(settings: Settings) -> None:
+    async with scripted(settings) as (engine, backend):
+        assert engine.list_workflows() == {"workflows": [], "problems": []}
+        with pytest.raises(InvalidInput) as caught:
+            await engine.submit_image(image("fox", workflow="sd15"))
+        assert caught.value.field == "workflow"
+        assert "runs no named workflows" in str(caught.value)
+
+        run = await finished(engine, (await engine.submit_image(image("fox"))).id)
+        assert run.status is RunStatus.COMPLETED
+        assert "workflow" not in run.inputs
+        assert backend.started == ["fox"]
+
+
 async def test_overlong_prompt_is_reported_by_length_not_echoed(settings: Settings) -> None:
     async with scripted(settings) as (engine, _):
         with pytest.raises(InvalidInput) as caught:

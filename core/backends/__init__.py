@@ -1,4 +1,9 @@
-"""The generation port: a backend turns a validated spec into images, reporting progress."""
+"""The generation port: a backend turns a validated spec into images, reporting progress.
+
+A backend also says which named workflows runs on it can use (`workflows`, `workflow_for`) and
+whether a spec can succeed there (`check`), so that accepting a request asks the backend new
+runs go to and never a particular adapter.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any, Protocol
 
 from anyio.abc import TaskGroup
 
+from core.errors import InvalidInput
 from core.models import ImageSpec
 
 
@@ -71,15 +77,63 @@ class Job:
     styles: tuple[tuple[bytes, float], ...] = ()
 
 
+class WorkflowTemplate(Protocol):
+    """A named recipe a run can ask for: its defaults, and what requests it can take."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def defaults(self) -> dict[str, Any]: ...
+
+    def check(self, spec: ImageSpec, given: Iterable[str]) -> None:
+        """Raise `InvalidInput` for a parameter that was asked for but this workflow cannot take."""
+        ...
+
+
+class WorkflowCatalog(Protocol):
+    """The workflows runs on a backend can name (the ComfyUI adapter's `WorkflowLibrary` is one)."""
+
+    @property
+    def problems(self) -> list[str]:
+        """Workflow files that could not be loaded, shown rather than failing start-up."""
+        ...
+
+    def for_request(self, operation: str, name: str | None) -> WorkflowTemplate:
+        """The named workflow, or the default one for the operation; `InvalidInput` if unknown."""
+        ...
+
+    def describe(self) -> list[dict[str, Any]]: ...
+
+
+class NoWorkflows:
+    """The catalog of a backend that runs no named workflows: it lists none and refuses a name."""
+
+    @property
+    def problems(self) -> list[str]:
+        return []
+
+    def for_request(self, operation: str, name: str | None) -> WorkflowTemplate:
+        raise InvalidInput("workflow", "this backend runs no named workflows; leave workflow out")
+
+    def describe(self) -> list[dict[str, Any]]:
+        return []
+
+
+NO_WORKFLOWS = NoWorkflows()
+
+
 class GenerationBackend(Protocol):
     """A place images are made. Cancellation arrives as anyio cancellation of `run`.
 
     Subclass it to inherit the defaults of the optional parts (no background work, fixed
-    concurrency, nothing to check up front).
+    concurrency, no named workflows, nothing to check up front).
     """
 
     name: str
     concurrency: int
+    # The workflows runs on this backend can name, as `list_workflows` shows them.
+    workflows: WorkflowCatalog = NO_WORKFLOWS
 
     async def run(self, job: Job, on_progress: ProgressCallback) -> list[ImageOutput]:
         """Produce `job.spec.count` images. Raise `core.errors.BackendError` when it cannot."""
@@ -97,6 +151,12 @@ class GenerationBackend(Protocol):
         """Wait until the backend can take one more run; the value becomes `Job.ticket`."""
         return nullcontext()
 
+    def workflow_for(self, operation: str, name: str | None) -> WorkflowTemplate | None:
+        """The workflow a request runs with: the named one from `workflows` (`InvalidInput` if
+        there is none of that name), else this backend's default for the operation; None when
+        the request runs without one."""
+        return self.workflows.for_request(operation, name) if name else None
+
     def check(self, spec: ImageSpec) -> None:
         """Raise `InvalidInput` if `spec` cannot succeed here (unknown workflow, model not installed)."""
         return None
@@ -107,32 +167,3 @@ class GenerationBackend(Protocol):
 
     async def aclose(self) -> None:
         return None
-
-
-class WorkflowTemplate(Protocol):
-    """A named recipe a run can ask for: its defaults, and what requests it can take."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def defaults(self) -> dict[str, Any]: ...
-
-    def check(self, spec: ImageSpec, given: Iterable[str]) -> None:
-        """Raise `InvalidInput` for a parameter that was asked for but this workflow cannot take."""
-        ...
-
-
-class WorkflowCatalog(Protocol):
-    """The workflows runs can name (the ComfyUI adapter's `WorkflowLibrary` is one)."""
-
-    @property
-    def problems(self) -> list[str]:
-        """Workflow files that could not be loaded, shown rather than failing start-up."""
-        ...
-
-    def for_request(self, operation: str, name: str | None) -> WorkflowTemplate:
-        """The named workflow, or the default one for the operation; `InvalidInput` if unknown."""
-        ...
-
-    def describe(self) -> list[dict[str, Any]]: ...

@@ -27,7 +27,15 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from core.backends import GenerationBackend, ImageOutput, Job, Progress, ProgressCallback
+from core.backends import (
+    NO_WORKFLOWS,
+    GenerationBackend,
+    ImageOutput,
+    Job,
+    Progress,
+    ProgressCallback,
+    WorkflowCatalog,
+)
 from core.backends.samplers import check_sampler_and_scheduler
 from core.errors import BackendError
 from core.memory import MemoryBudget, map_big_allocations, release_free_heap
@@ -106,7 +114,12 @@ class LocalPreviewBackend(GenerationBackend):
     name = "local"
 
     def __init__(
-        self, *, step_ms: float = 25.0, concurrency: int = 2, memory_bytes: int = DEFAULT_MEMORY_BUDGET
+        self,
+        *,
+        step_ms: float = 25.0,
+        concurrency: int = 2,
+        memory_bytes: int = DEFAULT_MEMORY_BUDGET,
+        workflows: WorkflowCatalog = NO_WORKFLOWS,
     ) -> None:
         if step_ms < 0:
             raise ValueError(f"step_ms must be >= 0 (got {step_ms})")
@@ -114,6 +127,9 @@ class LocalPreviewBackend(GenerationBackend):
             raise ValueError(f"concurrency must be >= 1 (got {concurrency})")
         self.step_ms = step_ms
         self.concurrency = concurrency
+        # Named workflows are accepted (their defaults filled in, their checks applied) so a
+        # request meant for ComfyUI previews here as it would run there; the render ignores them.
+        self.workflows = workflows
         # Renders wait for each other rather than add up past this (see `working_set`).
         self.memory = MemoryBudget(memory_bytes)
         map_big_allocations()

@@ -30,8 +30,8 @@ from core.characters.catalog import Characters
 from core.characters.models import Character, slug_of
 from core.errors import BackendError, CharacterNotFound, Conflict, InvalidInput
 from core.ids import new_run_id
-from core.kinds import Attempt, AttemptFailed, Completion
-from core.models import Priority, Run, RunKind, RunStatus
+from core.kinds import Attempt, AttemptFailed, Completion, Queueing
+from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
 from core.training import TrainedLora, Trainer, TrainingImage, TrainingJob
 from core.training.parameters import check_parameters
@@ -75,21 +75,13 @@ class TrainingKind:
             )
         return character, checked
 
-    def new_run(
-        self,
-        character: Character,
-        params: Mapping[str, Any],
-        rank: Priority,
-        max_attempts: int | None,
-        key: str | None,
-        meta: Mapping[str, Any] | None,
-    ) -> Run:
+    def new_run(self, character: Character, params: Mapping[str, Any], queueing: Queueing) -> Run:
         return Run(
             id=new_run_id(),
             seq=0,
             kind=RunKind.TRAINING,
             status=RunStatus.QUEUED,
-            priority=rank,
+            priority=queueing.priority,
             inputs={
                 "character_id": character.id,
                 "character_name": character.name,
@@ -103,10 +95,10 @@ class TrainingKind:
             backend=LANE,
             created_at=time.time(),
             max_steps=int(params["steps"]),
-            max_attempts=max_attempts or self._settings.max_attempts,
+            max_attempts=queueing.max_attempts,
             timeout_s=self._settings.training_timeout_s,
-            idempotency_key=key,
-            meta=dict(meta) if meta else None,
+            idempotency_key=queueing.idempotency_key,
+            meta=queueing.meta,
         )
 
     @staticmethod

@@ -137,6 +137,10 @@ class ComfyUIPool(GenerationBackend):
 
     # -- checks -------------------------------------------------------------------------------
 
+    def workflow_for(self, operation: str, name: str | None) -> Workflow:
+        """Every request runs a workflow here: the named one, or the operation's default."""
+        return self.workflows.for_request(operation, name)
+
     def check(self, spec: ImageSpec) -> None:
         """Refuse a request that cannot succeed on the servers as last seen (no GPU time spent)."""
         workflow = self.workflows.for_request(spec.operation, spec.workflow)
