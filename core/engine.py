@@ -87,7 +87,7 @@ class Engine:
         self.characters = Characters(settings, ledger)
         self._images = ImageKind(settings, store, self.backends, self.get_run, self.characters)
         self._training = TrainingKind(
-            settings, self.characters, trainer or factory.make_trainer(settings), self._refresh_models
+            settings, ledger, self.characters, trainer or factory.make_trainer(settings), self._refresh_models
         )
         self._scheduler.add_lane(TRAINING_LANE, settings.training_concurrency)
         # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
@@ -360,19 +360,7 @@ class Engine:
 
     async def training_of(self, character_id: str, *, active_only: bool = False) -> list[Run]:
         """A character's training runs, newest first (only queued and running ones if `active_only`)."""
-        runs: list[Run] = []
-        cursor = None
-        while True:
-            page = await self.ledger.list_runs(
-                kinds={RunKind.TRAINING},
-                statuses=_ACTIVE if active_only else None,
-                limit=MAX_PAGE,
-                cursor=cursor,
-            )
-            runs += [r for r in page.items if r.inputs.get("character_id") == character_id]
-            if page.next_cursor is None:
-                return [self._progress.apply(r) for r in runs]
-            cursor = page.next_cursor
+        return [self._progress.apply(r) for r in await self._training.runs_of(character_id, active_only)]
 
     async def delete_character(self, ref: str) -> None:
         """Delete a character with its images and LoRA files; refused (`Conflict`) while it trains.
@@ -1012,6 +1000,8 @@ class Engine:
             ledger=self.ledger,
             problems=self._problems,
             metrics=self._metrics,
+            trainer=self._training.trainer,
+            training_lane=TRAINING_LANE,
         )
 
     def _publish_run(self, run: Run) -> None:

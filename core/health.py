@@ -19,6 +19,7 @@ from core.artifacts import ArtifactStore
 from core.backends import GenerationBackend
 from core.ledger import Ledger
 from core.scheduler import Scheduler
+from core.training import Trainer
 
 # A storage or ledger failure keeps the health report degraded this long after it was seen.
 PROBLEM_WINDOW_S = 60.0
@@ -78,8 +79,12 @@ async def report(
     ledger: Ledger,
     problems: Problems,
     metrics: Metrics,
+    trainer: Trainer | None = None,
+    training_lane: str = "training",
 ) -> dict[str, Any]:
-    """Health of each backend, the storage and the ledger, the queue, and throughput/latency since start."""
+    """Health of each backend, the trainer, the storage and the ledger, the queue, and
+    throughput/latency since start. A trainer that cannot start (ai-toolkit not installed) is
+    reported, but image generation stays healthy without it."""
     backend_health = {}
     for name, backend in backends.items():
         health: dict[str, Any] = {"up": False, "error": "health check timed out"}
@@ -92,6 +97,17 @@ async def report(
         if lane is not None:
             health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
         backend_health[name] = health
+    trainer_health: dict[str, Any] | None = None
+    if trainer is not None:
+        trainer_health = {"ok": False, "error": "health check timed out"}
+        with anyio.move_on_after(HEALTH_CHECK_S):
+            try:
+                trainer_health = dict(await trainer.health())
+            except Exception as exc:
+                trainer_health = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        lane = scheduler.lanes.get(training_lane)
+        if lane is not None:
+            trainer_health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
     now = time.time()
     storage = dict(await store.health())
     ledger_health: dict[str, Any] = {"ok": True, "error": None}
@@ -114,6 +130,7 @@ async def report(
         # their images can be saved and recorded.
         "healthy": backend_up and bool(storage.get("ok")) and ledger_health["ok"],
         "backends": backend_health,
+        **({"trainer": trainer_health} if trainer_health is not None else {}),
         "storage": storage,
         "ledger": ledger_health,
         "runs": runs,

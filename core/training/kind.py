@@ -31,6 +31,7 @@ from core.characters.models import Character, slug_of
 from core.errors import BackendError, CharacterNotFound, Conflict, InvalidInput
 from core.ids import new_run_id
 from core.kinds import Attempt, AttemptFailed, Completion, Queueing
+from core.ledger import Ledger
 from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
 from core.training import TrainedLora, Trainer, TrainingImage, TrainingJob
@@ -49,11 +50,13 @@ class TrainingKind:
     def __init__(
         self,
         settings: Settings,
+        ledger: Ledger,
         characters: Characters,
         trainer: Trainer,
         on_lora_kept: Callable[[], Any] | None = None,
     ) -> None:
         self._settings = settings
+        self._ledger = ledger
         self._characters = characters
         self.trainer = trainer
         self._on_lora_kept = on_lora_kept
@@ -100,6 +103,20 @@ class TrainingKind:
             idempotency_key=queueing.idempotency_key,
             meta=queueing.meta,
         )
+
+    async def runs_of(self, character_id: str, active_only: bool = False) -> list[Run]:
+        """A character's training runs, newest first (training runs are few: a scan is cheap)."""
+        statuses = {RunStatus.QUEUED, RunStatus.RUNNING} if active_only else None
+        runs: list[Run] = []
+        cursor = None
+        while True:
+            page = await self._ledger.list_runs(
+                kinds={RunKind.TRAINING}, statuses=statuses, limit=200, cursor=cursor
+            )
+            runs += [run for run in page.items if run.inputs.get("character_id") == character_id]
+            if page.next_cursor is None:
+                return runs
+            cursor = page.next_cursor
 
     @staticmethod
     def same_request(existing: Run, character: Character, params: Mapping[str, Any]) -> Run:
