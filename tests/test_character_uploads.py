@@ -1,0 +1,383 @@
+"""The training-image check: real files made by Pillow, each accepted or refused for its reason."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageFile, PngImagePlugin
+
+from core.characters.uploads import (
+    CheckedImage,
+    ImageRefused,
+    UploadLimits,
+    check_training_image,
+    sniff_media_type,
+)
+from core.ids import FILENAME_RE, check_filename
+from core.settings import Settings
+
+LIMITS = UploadLimits(max_bytes=25_000_000, max_pixels=50_000_000, min_side=256)
+SECRET = "GPS-48.8584N-2.2945E-secret"
+
+
+def picture(size: tuple[int, int] = (640, 480), mode: str = "RGB") -> Image.Image:
+    """A deterministic picture with detail everywhere (gradients), so no encoder makes it tiny."""
+    width, height = size
+    ramp = Image.linear_gradient("L").resize(size)
+    ring = Image.radial_gradient("L").resize(size)
+    diagonal = ramp.rotate(45, expand=False).resize(size)
+    image = Image.merge("RGB", (ramp, ring, diagonal))
+    image.paste((255, 0, 0), (0, 0, width // 8, height // 8))  # a red mark top-left
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def encoded(image: Image.Image, kind: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, kind, **options)
+    return out.getvalue()
+
+
+def reopened(checked: CheckedImage) -> Image.Image:
+    image = Image.open(io.BytesIO(checked.data))
+    image.load()
+    return image
+
+
+def refusal(filename: str | None, data: bytes, limits: UploadLimits = LIMITS) -> str:
+    with pytest.raises(ImageRefused) as refused:
+        check_training_image(filename, data, limits)
+    assert refused.value.filename
+    return refused.value.reason
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A valid black 1-bit PNG of any size, written row by row: tiny file, huge decoded image."""
+    deflate = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    body = b"".join(deflate.compress(row) for _ in range(height)) + deflate.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+# -- accepted -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "media_type", "extension"),
+    [("PNG", "image/png", ".png"), ("JPEG", "image/jpeg", ".jpg"), ("WEBP", "image/webp", ".webp")],
+)
+def test_good_image_is_kept_with_its_real_type_size_and_a_safe_name(
+    kind: str, media_type: str, extension: str
+) -> None:
+    checked = check_training_image(f"holiday photo.{kind}", encoded(picture(), kind), LIMITS)
+
+    assert checked.filename == "holiday_photo" + extension
+    assert check_filename(checked.filename)
+    assert (checked.media_type, checked.width, checked.height) == (media_type, 640, 480)
+    assert checked.sha256 == hashlib.sha256(checked.data).hexdigest()
+    assert reopened(checked).format == kind
+    assert reopened(checked).size == (640, 480)
+
+
+def test_stored_extension_follows_the_bytes_not_the_name() -> None:
+    checked = check_training_image("portrait.png", encoded(picture(), "JPEG"), LIMITS)
+
+    assert (checked.filename, checked.media_type) == ("portrait.jpg", "image/jpeg")
+
+
+def test_harmless_characters_in_names_are_replaced() -> None:
+    data = encoded(picture(), "JPEG")
+
+    assert check_training_image("Mära's photo (1).JPEG", data, LIMITS).filename == "Mara_s_photo_1_.jpg"
+    assert check_training_image("-rf.final..v2.jpg", data, LIMITS).filename == "rf.final.v2.jpg"
+
+
+def test_missing_or_unusable_name_gets_one_made_from_the_content() -> None:
+    data = encoded(picture(), "PNG")
+
+    unnamed = check_training_image(None, data, LIMITS)
+    chinese = check_training_image("猫.png", data, LIMITS)
+
+    assert unnamed.filename == f"image-{unnamed.sha256[:12]}.png"
+    assert chinese.filename == unnamed.filename
+    assert FILENAME_RE.fullmatch(unnamed.filename)
+
+
+def test_same_upload_twice_gives_the_same_bytes_and_sha256() -> None:
+    for kind in ("PNG", "JPEG", "WEBP"):
+        data = encoded(picture(), kind)
+        first = check_training_image("a.png", data, LIMITS)
+        second = check_training_image("b.png", data, LIMITS)
+        assert first.data == second.data
+        assert first.sha256 == second.sha256
+
+
+def test_jpeg_with_exif_orientation_6_is_stored_upright_without_exif() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    data = encoded(picture((640, 480)), "JPEG", exif=exif, quality=95)
+
+    checked = check_training_image("sideways.jpg", data, LIMITS)
+    stored = reopened(checked)
+
+    assert (checked.width, checked.height) == (480, 640)
+    assert stored.size == (480, 640)
+    red, green, blue = stored.getpixel((479 - 20, 20))  # the red mark moved top-left -> top-right
+    assert red > 200 and green < 60 and blue < 60
+    assert not stored.getexif()
+    assert b"Exif" not in checked.data
+
+
+def test_gps_exif_xmp_text_and_icc_are_stripped_from_every_type() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = SECRET  # camera make
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 30.0)}  # GPS
+    xmp = f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description note="{SECRET}"/></x:xmpmeta>'
+    srgb = _srgb_profile()
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", SECRET)
+    text.add_itxt("Description", SECRET)
+    text.add_text("parameters", SECRET, zip=True)  # what some generators write
+    sources = {
+        "PNG": encoded(picture(), "PNG", pnginfo=text, exif=exif, icc_profile=srgb),
+        "JPEG": encoded(picture(), "JPEG", exif=exif, xmp=xmp.encode(), icc_profile=srgb, comment=SECRET),
+        "WEBP": encoded(picture(), "WEBP", exif=exif, xmp=xmp.encode(), icc_profile=srgb),
+    }
+    for kind, data in sources.items():
+        assert SECRET.encode() in data or kind == "PNG"  # (PNG's zTXt is compressed)
+
+        checked = check_training_image("x.png", data, LIMITS)
+        stored = reopened(checked)
+
+        assert SECRET.encode() not in checked.data, kind
+        assert not stored.getexif(), kind
+        metadata = {"exif", "xmp", "icc_profile", "comment", "Comment", "Description", "parameters"}
+        assert not metadata & set(stored.info), (kind, stored.info.keys())
+
+
+def test_cmyk_jpeg_is_stored_as_rgb() -> None:
+    checked = check_training_image("print.jpg", encoded(picture(mode="CMYK"), "JPEG"), LIMITS)
+
+    assert reopened(checked).mode == "RGB"
+
+
+def test_palette_png_with_transparency_keeps_its_alpha() -> None:
+    image = picture().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    data = encoded(image, "PNG", transparency=0)
+
+    stored = reopened(check_training_image("sticker.png", data, LIMITS))
+
+    assert stored.mode == "RGBA"
+    assert stored.getextrema()[3][0] == 0  # the transparent colour is still transparent
+
+
+def test_sixteen_bit_grey_png_is_scaled_to_eight_bits_not_clipped() -> None:
+    ramp = Image.linear_gradient("L").resize((512, 512)).convert("I").point(lambda v: v * 257)
+
+    stored = reopened(check_training_image("scan.png", encoded(ramp.convert("I;16"), "PNG"), LIMITS))
+
+    assert stored.mode == "L"
+    assert stored.getextrema() == (0, 255)
+    assert 100 < stored.getpixel((0, 256)) < 156  # mid-grey stays mid-grey
+
+
+def test_lossless_webp_stays_lossless_and_lossy_stays_lossy() -> None:
+    source = picture()
+    lossless = check_training_image("a.webp", encoded(source, "WEBP", lossless=True), LIMITS)
+    lossy = check_training_image("b.webp", encoded(source, "WEBP", quality=80), LIMITS)
+
+    assert list(reopened(lossless).getdata()) == list(source.getdata())
+    assert b"VP8L" in lossless.data[:40]
+    assert b"VP8 " in lossy.data[:40]
+
+
+def test_camera_multi_picture_jpeg_keeps_its_primary_picture() -> None:
+    out = io.BytesIO()
+    picture().save(out, "MPO", save_all=True, append_images=[picture((320, 240))])
+
+    checked = check_training_image("camera.jpg", out.getvalue(), LIMITS)
+
+    assert (checked.media_type, checked.width, checked.height) == ("image/jpeg", 640, 480)
+
+
+# -- refused ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../x.png", "a/b.png", "C:\\x.png", "/etc/passwd", "..\\..\\x.png"])
+def test_names_with_directories_are_refused(name: str) -> None:
+    assert "may not contain directories" in refusal(name, encoded(picture(), "PNG"))
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        (".hidden.png", "may not start with a dot"),
+        ("..", "may not start with a dot"),
+        ("a\x00b.png", "control characters"),
+        ("a\nb.png", "control characters"),
+        ("x.png:stream", "may not contain ':'"),
+        ("x" * 129 + ".png", "over 128 characters"),
+    ],
+)
+def test_dangerous_names_are_refused(name: str, reason: str) -> None:
+    assert reason in refusal(name, encoded(picture(), "PNG"))
+
+
+def test_empty_file_is_refused() -> None:
+    assert refusal("empty.png", b"") == "the file is empty"
+
+
+def test_file_over_the_byte_limit_is_refused_naming_the_limit() -> None:
+    data = encoded(picture(), "PNG")
+    reason = refusal("big.png", data, UploadLimits(max_bytes=10_000, max_pixels=50_000_000, min_side=256))
+
+    assert f"is {len(data):,} bytes" in reason
+    assert "the limit is 10,000 bytes" in reason
+
+
+def test_renamed_text_file_is_refused_as_text() -> None:
+    reason = refusal("notes.png", b"Dear diary,\nToday I renamed a text file.\n" * 20)
+
+    assert reason == "the file is text, not an image; upload PNG, JPEG or WebP"
+
+
+def test_svg_is_refused_naming_svg() -> None:
+    svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="512" height="512"/>'
+
+    assert refusal("logo.png", svg) == "SVG is not accepted: upload PNG, JPEG or WebP"
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"), [("GIF", "a GIF image"), ("BMP", "a BMP image"), ("TIFF", "a TIFF image")]
+)
+def test_other_image_types_are_refused_by_name(kind: str, named: str) -> None:
+    reason = refusal("photo.png", encoded(picture(), kind))
+
+    assert reason == f"the file is {named}; upload PNG, JPEG or WebP"
+
+
+def test_unknown_binary_is_refused() -> None:
+    assert "not a PNG, JPEG or WebP" in refusal("blob.png", bytes(range(256)) * 8)
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG", "WEBP"])
+def test_truncated_image_is_refused(kind: str) -> None:
+    data = encoded(picture((1024, 768)), kind)
+
+    reason = refusal("cut.png", data[: len(data) * 2 // 3])
+
+    assert reason.startswith("the image is truncated or corrupt")
+
+
+def test_corrupt_png_data_is_refused() -> None:
+    data = bytearray(encoded(picture(), "PNG"))
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+
+    assert refusal("bad.png", bytes(data)).startswith("the image is truncated or corrupt")
+
+
+def test_too_small_image_is_refused_naming_its_size_and_the_minimum() -> None:
+    reason = refusal("thumb.png", encoded(picture((1000, 100)), "PNG"))
+
+    assert reason == "the image is 1000x100; training images need at least 256 pixels on each side"
+
+
+def test_image_over_the_pixel_cap_is_refused_naming_both() -> None:
+    limits = UploadLimits(max_bytes=25_000_000, max_pixels=1_000_000, min_side=256)
+
+    reason = refusal("wide.png", bilevel_png(2000, 1000), limits)
+
+    assert "2000x1000 (2,000,000 pixels)" in reason
+    assert "the limit is 1,000,000 pixels" in reason
+
+
+def test_animated_images_are_refused() -> None:
+    frames = [picture(), picture().rotate(90)]
+    for kind in ("PNG", "WEBP"):
+        data = encoded(frames[0], kind, save_all=True, append_images=frames[1:], duration=100)
+        assert refusal("wave.png", data) == "animated images are not accepted: upload a still image"
+
+
+@pytest.mark.parametrize("side", [20_000, 8_000])
+def test_huge_png_is_refused_without_decoding_it(side: int, tmp_path: Path) -> None:
+    """20000x20000 trips Pillow's own bomb check at open; 8000x8000 (64 MP) trips ours."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bilevel_png(side, side))
+    assert path.stat().st_size < 200_000
+    # Peak memory is the process's: Pillow's pixel buffers are C allocations tracemalloc cannot see.
+    child = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    result = json.loads(child.stdout)
+
+    assert "pixels: scale it down and retry" in result["reason"]
+    assert result["grown_bytes"] < 50_000_000  # decoding would take side * side bytes (64 MB to 400 MB)
+
+
+_MEASURE = """
+import json, resource, sys
+from pathlib import Path
+from core.characters.uploads import ImageRefused, UploadLimits, check_training_image
+import PIL.Image, PIL.PngImagePlugin, PIL.JpegImagePlugin, PIL.WebPImagePlugin, PIL.ImageOps
+data = Path(sys.argv[1]).read_bytes()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    check_training_image("bomb.png", data, UploadLimits(25_000_000, 50_000_000, 256))
+    reason = "accepted"
+except ImageRefused as refused:
+    reason = refused.reason
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"reason": reason, "grown_bytes": (after - before) * 1024}))
+"""
+
+
+# -- around the check ---------------------------------------------------------------------------
+
+
+def test_load_truncated_images_turned_on_elsewhere_stops_the_check() -> None:
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    data = encoded(picture((1024, 768)), "PNG")
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
+            check_training_image("cut.png", data[: len(data) // 2], LIMITS)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def test_sniff_media_type_reads_the_bytes() -> None:
+    assert sniff_media_type(encoded(picture(), "PNG")) == "image/png"
+    assert sniff_media_type(encoded(picture(), "JPEG")) == "image/jpeg"
+    assert sniff_media_type(encoded(picture(), "WEBP")) == "image/webp"
+    assert sniff_media_type(encoded(picture(), "GIF")) is None
+    assert sniff_media_type(b"<svg/>") is None
+    assert sniff_media_type(b"") is None
+
+
+def test_limits_come_from_settings() -> None:
+    settings = Settings(max_input_bytes=5_000_000, training_max_pixels=2_000_000, training_min_side=300)
+
+    assert UploadLimits.from_settings(settings) == UploadLimits(5_000_000, 2_000_000, 300)
+
+
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
