@@ -174,14 +174,65 @@ def test_cmyk_jpeg_is_stored_as_rgb() -> None:
     assert reopened(checked).mode == "RGB"
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"progressive": True}, {"restart_marker_blocks": 4}, {"subsampling": 0}],
+    ids=["baseline", "progressive", "restart-markers", "4:4:4"],
+)
+def test_upright_jpeg_is_stored_without_reencoding(options: dict[str, object]) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = SECRET
+    data = encoded(picture(), "JPEG", quality=85, exif=exif, comment=SECRET, **options)
+
+    checked = check_training_image("photo.jpg", data, LIMITS)
+
+    assert list(reopened(checked).getdata()) == list(Image.open(io.BytesIO(data)).getdata())
+    assert len(checked.data) < len(data)  # the same coded picture, less metadata: not quality 95
+    assert SECRET.encode() not in checked.data
+
+
+def test_upright_png_keeps_its_compressed_pixels() -> None:
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", SECRET)
+    data = encoded(picture(), "PNG", compress_level=9, pnginfo=text)
+    idat_at = data.index(b"IDAT")
+    idat = data[idat_at : idat_at + 4 + struct.unpack(">I", data[idat_at - 4 : idat_at])[0]]
+
+    checked = check_training_image("render.png", data, LIMITS)
+
+    assert idat in checked.data
+    assert SECRET.encode() not in checked.data
+
+
+def test_sixteen_bit_rgb_png_is_stored_as_eight_bit() -> None:
+    sixteen = _sixteen_bit_rgb_png(picture((300, 300)))
+
+    checked = check_training_image("deep.png", sixteen, LIMITS)
+
+    assert checked.data[24] == 8  # IHDR bit depth
+    assert reopened(checked).size == (300, 300)
+
+
+def test_colours_in_another_profile_are_converted_to_srgb() -> None:
+    """A profile that swaps red and green: its red pixels are green to anyone who reads it."""
+    swapped = _red_green_swapped_profile()
+    for kind, options in (("PNG", {}), ("JPEG", {"quality": 95}), ("WEBP", {"lossless": True})):
+        data = encoded(Image.new("RGB", (300, 300), (255, 0, 0)), kind, icc_profile=swapped, **options)
+
+        stored = reopened(check_training_image("wide.png", data, LIMITS))
+
+        red, green, blue = stored.getpixel((150, 150))
+        assert red < 30 and green > 225 and blue < 30, (kind, stored.getpixel((150, 150)))
+        assert "icc_profile" not in stored.info
+
+
 def test_palette_png_with_transparency_keeps_its_alpha() -> None:
     image = picture().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     data = encoded(image, "PNG", transparency=0)
 
     stored = reopened(check_training_image("sticker.png", data, LIMITS))
 
-    assert stored.mode == "RGBA"
-    assert stored.getextrema()[3][0] == 0  # the transparent colour is still transparent
+    assert stored.convert("RGBA").getextrema()[3][0] == 0  # the transparent colour still is
 
 
 def test_sixteen_bit_grey_png_is_scaled_to_eight_bits_not_clipped() -> None:
@@ -211,6 +262,8 @@ def test_camera_multi_picture_jpeg_keeps_its_primary_picture() -> None:
     checked = check_training_image("camera.jpg", out.getvalue(), LIMITS)
 
     assert (checked.media_type, checked.width, checked.height) == ("image/jpeg", 640, 480)
+    assert reopened(checked).format == "JPEG"  # the second picture and its index are gone
+    assert checked.data.count(b"\xff\xd8\xff") == 1
 
 
 # -- refused ------------------------------------------------------------------------------------
@@ -381,3 +434,61 @@ def _srgb_profile() -> bytes:
     from PIL import ImageCms
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _sixteen_bit_rgb_png(image: Image.Image) -> bytes:
+    """`image` as a 16-bit-per-channel RGB PNG (Pillow writes only 8-bit RGB)."""
+    width, height = image.size
+    pixels = image.tobytes()
+    rows = []
+    for y in range(height):
+        row = pixels[y * width * 3 : (y + 1) * width * 3]
+        rows.append(b"\x00" + b"".join(bytes((v, v)) for v in row))
+    body = zlib.compress(b"".join(rows))
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def _red_green_swapped_profile() -> bytes:
+    """A minimal ICC v2 RGB display profile: sRGB's primaries with red and green swapped."""
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(struct.pack(">i", round(v * 65536)) for v in (x, y, z))
+
+    name = b"Red-green swapped (test)"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(name) + 1) + name + b"\0" + bytes(8 + 3 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, 0x0233) + bytes(2)  # gamma 2.2
+    red, green, blue = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(*green)),
+        (b"gXYZ", xyz(*red)),
+        (b"bXYZ", xyz(*blue)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, payload in tags:
+        payload += bytes(-len(payload) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(payload))
+        body += payload
+    illuminant = struct.pack(">iii", round(0.9642 * 65536), 65536, round(0.8249 * 65536))
+    header = (
+        struct.pack(">I", offset + len(body))
+        + bytes(4)
+        + b"\x02\x10\x00\x00mntrRGB XYZ "
+        + bytes(12)  # date
+        + b"acsp"
+        + bytes(28)  # platform, flags, manufacturer, model, attributes, intent
+        + illuminant
+        + bytes(48)  # creator, id, reserved
+    )
+    return header + table + body
