@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import struct
 import subprocess
 import sys
@@ -399,6 +400,40 @@ except ImageRefused as refused:
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"reason": reason, "grown_bytes": (after - before) * 1024}))
 """
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on corrupt EXIF it skipped
+def test_damaged_files_are_refused_or_stored_clean_never_anything_else() -> None:
+    """Random damage to good files: each is refused for a reason, or stored decodable and clean."""
+    exif = Image.Exif()
+    exif[0x010F] = SECRET
+    small = picture((300, 300))
+    sources = [
+        encoded(small, "PNG", exif=exif),
+        encoded(small, "JPEG", exif=exif),
+        encoded(small, "JPEG", exif=exif, progressive=True),
+        encoded(small, "WEBP", exif=exif),
+        encoded(small, "WEBP", exif=exif, lossless=True),
+    ]
+    chance = random.Random(5)
+    outcomes = {"stored": 0, "refused": 0}
+    for _ in range(500):
+        damaged = bytearray(chance.choice(sources))
+        for _ in range(chance.randint(1, 6)):
+            at = chance.randrange(len(damaged))
+            if chance.random() < 0.6:
+                damaged[at] = chance.randrange(256)
+            else:
+                del damaged[at : at + chance.randint(1, 50)]
+        try:
+            checked = check_training_image("damaged.png", bytes(damaged), LIMITS)
+        except ImageRefused:
+            outcomes["refused"] += 1
+            continue
+        outcomes["stored"] += 1
+        assert reopened(checked).size == (checked.width, checked.height)
+        assert SECRET.encode() not in checked.data
+    assert outcomes["stored"] and outcomes["refused"]
 
 
 # -- around the check ---------------------------------------------------------------------------
