@@ -381,7 +381,8 @@ def test_huge_png_is_refused_without_decoding_it(side: int, tmp_path: Path) -> N
     )
     result = json.loads(child.stdout)
 
-    assert "pixels: scale it down and retry" in result["reason"]
+    assert f"{side * side:,} pixels" in result["reason"]
+    assert "the limit is 50,000,000 pixels: scale it down and retry" in result["reason"]
     assert result["grown_bytes"] < 50_000_000  # decoding would take side * side bytes (64 MB to 400 MB)
 
 

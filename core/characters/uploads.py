@@ -245,13 +245,16 @@ def _decode(data: bytes, shown: str, media_type: str, limits: UploadLimits) -> t
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on: training images could be stored half decoded"
         )
     corrupt = ImageRefused(shown, "the image is truncated or corrupt: export it again and retry")
-    # Pillow refuses at open what is over twice its own limit: the smaller cap is the real one.
-    cap = min(limits.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or limits.max_pixels))
-    too_many = ImageRefused(shown, f"the image has more than {cap:,} pixels: scale it down and retry")
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "WEBP"])
-    except Image.DecompressionBombError:
-        raise too_many from None
+    except Image.DecompressionBombError as bomb:
+        # Pillow refuses at open what is over twice its own limit: the smaller cap is the real one.
+        cap = min(limits.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or limits.max_pixels))
+        found = re.search(r"\((\d+) pixels\)", str(bomb))
+        has = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageRefused(
+            shown, f"the image has {has}; the limit is {cap:,} pixels: scale it down and retry"
+        ) from None
     except (OSError, SyntaxError, ValueError):
         raise corrupt from None
     with image:
@@ -274,8 +277,6 @@ def _decode(data: bytes, shown: str, media_type: str, limits: UploadLimits) -> t
             raise ImageRefused(shown, "animated images are not accepted: upload a still image")
         try:
             image.load()
-        except Image.DecompressionBombError:
-            raise too_many from None
         except (OSError, SyntaxError, ValueError, EOFError):
             raise corrupt from None
         if not _pixels_must_change(image, data, media_type):
