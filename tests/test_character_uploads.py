@@ -104,6 +104,7 @@ def test_harmless_characters_in_names_are_replaced() -> None:
 
     assert check_training_image("Mära's photo (1).JPEG", data, LIMITS).filename == "Mara_s_photo_1_.jpg"
     assert check_training_image("-rf.final..v2.jpg", data, LIMITS).filename == "rf.final.v2.jpg"
+    assert check_training_image("mara v1.2", data, LIMITS).filename == "mara_v1.2.jpg"
 
 
 def test_missing_or_unusable_name_gets_one_made_from_the_content() -> None:
@@ -227,6 +228,18 @@ def test_colours_in_another_profile_are_converted_to_srgb() -> None:
         assert "icc_profile" not in stored.info
 
 
+def test_colour_conversion_keeps_alpha() -> None:
+    image = Image.new("RGBA", (300, 300), (255, 0, 0, 255))
+    image.paste((255, 0, 0, 0), (0, 0, 150, 300))
+    data = encoded(image, "PNG", icc_profile=_red_green_swapped_profile())
+
+    stored = reopened(check_training_image("cutout.png", data, LIMITS))
+
+    assert stored.mode == "RGBA"
+    assert stored.getpixel((10, 10))[3] == 0
+    assert stored.getpixel((200, 10))[1] > 225 and stored.getpixel((200, 10))[3] == 255
+
+
 def test_palette_png_with_transparency_keeps_its_alpha() -> None:
     image = picture().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     data = encoded(image, "PNG", transparency=0)
@@ -303,9 +316,10 @@ def test_file_over_the_byte_limit_is_refused_naming_the_limit() -> None:
 
 
 def test_renamed_text_file_is_refused_as_text() -> None:
-    reason = refusal("notes.png", b"Dear diary,\nToday I renamed a text file.\n" * 20)
+    for text in (b"Dear diary,\nToday I renamed a text file.\n" * 20, b"BMW service notes\n" * 5):
+        reason = refusal("notes.png", text)
 
-    assert reason == "the file is text, not an image; upload PNG, JPEG or WebP"
+        assert reason == "the file is text, not an image; upload PNG, JPEG or WebP"
 
 
 def test_svg_is_refused_naming_svg() -> None:

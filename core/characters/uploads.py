@@ -64,8 +64,11 @@ _ORIENTATION = 0x0112  # the EXIF tag
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 _PILLOW_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 _REPLACED = re.compile(r"[^A-Za-z0-9_.-]+")
-# The trailing part of a name taken as its extension (dropped: the real type's is used).
-_GIVEN_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+# The trailing part of a name taken as its extension (dropped: the real type's is used): up to
+# four characters with a letter, so `.jpeg` goes and `v1.2` or `mara.final` keep their ends.
+_GIVEN_EXTENSION = re.compile(r"\.(?=[A-Za-z0-9]{0,3}[A-Za-z])[A-Za-z0-9]{1,4}$")
+# BMP's header sizes (BITMAPCOREHEADER to BITMAPV5HEADER): "BM" alone begins too many texts.
+_BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +131,7 @@ def check_training_image(filename: str | None, data: bytes, limits: UploadLimits
     media_type = sniff_media_type(data)
     if media_type is None:
         raise ImageRefused(shown, _not_accepted(data))
-    image, stored_bytes = _decode(data, shown, media_type, limits)
+    (width, height), stored_bytes = _decode(data, shown, media_type, limits)
     name_stem = stem or "image-" + hashlib.sha256(stored_bytes).hexdigest()[:12]
     extension = _EXTENSIONS[media_type]
     stored_name = name_stem[: MAX_NAME_CHARS - len(extension)].rstrip(".") + extension
@@ -138,8 +141,8 @@ def check_training_image(filename: str | None, data: bytes, limits: UploadLimits
         data=stored_bytes,
         sha256=hashlib.sha256(stored_bytes).hexdigest(),
         media_type=media_type,
-        width=image[0],
-        height=image[1],
+        width=width,
+        height=height,
     )
 
 
@@ -185,7 +188,11 @@ def _not_accepted(data: bytes) -> str:
     named = None
     if head.startswith((b"GIF87a", b"GIF89a")):
         named = "a GIF image"
-    elif head.startswith(b"BM"):
+    elif (
+        head.startswith(b"BM")
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES
+    ):
         named = "a BMP image"
     elif head.startswith((b"II*\x00", b"MM\x00*")):
         named = "a TIFF image"
@@ -237,7 +244,7 @@ def _as_text(head: bytes) -> str | None:
 
 
 def _decode(data: bytes, shown: str, media_type: str, limits: UploadLimits) -> tuple[tuple[int, int], bytes]:
-    """Check and fully decode `data`; return the stored image's size and its re-encoded bytes."""
+    """Check and fully decode `data`; return the stored image's size and bytes."""
     from PIL import Image, ImageFile
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -346,44 +353,31 @@ def _cleaned(image: Any, *, keep_alpha: bool) -> Any:
 
 
 def _plain_mode(image: Any, has_alpha: bool) -> Any:
-    mode = image.mode
-    if mode.startswith("I") or mode == "F":
+    """`image` in L, LA, RGB or RGBA: the modes every trainer reads the same way."""
+    if image.mode.startswith("I") or image.mode == "F":
         # 16-bit and float greys: scale to 8 bits (a plain convert would clip at 255).
-        top = 65535 if mode.startswith("I;16") or image.getextrema()[1] > 255 else 255
+        top = 65535 if image.mode.startswith("I;16") or image.getextrema()[1] > 255 else 255
         image = image.convert("I").point(lambda v: v * 255 / top).convert("L")
-        mode = "L"
-    if mode == "1":
-        return image.convert("L")
-    if mode == "L" and has_alpha:
-        return image.convert("LA")
-    if mode in ("L", "LA", "RGB", "RGBA") and (has_alpha or mode in ("L", "RGB")):
-        return image if image.mode == mode else image.convert(mode)
-    if has_alpha:
-        return image.convert("LA" if mode in ("La", "LA") else "RGBA")
-    if mode == "LA":
-        return image.convert("L")
-    return image.convert("RGB")
+    grey = image.mode in ("1", "L", "LA", "La")
+    target = ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
+    return image if image.mode == target else image.convert(target)
 
 
 def _to_srgb(image: Any, icc: bytes, has_alpha: bool) -> Any | None:
     """`image` converted from its ICC profile to sRGB, or None when none is needed or possible."""
     from PIL import ImageCms
 
-    if image.mode not in ("RGB", "RGBA", "CMYK"):
+    if image.mode not in ("RGB", "RGBA", "CMYK") or _is_srgb(icc):
         return None  # greys and palettes: their profile is dropped, the pixels kept
     try:
-        if _is_srgb(icc):
-            return None
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        output_mode = "RGBA" if has_alpha and image.mode == "RGBA" else "RGB"
         return ImageCms.profileToProfile(
-            image.convert(output_mode) if image.mode == "RGBA" else image,
-            source,
+            image,
+            ImageCms.ImageCmsProfile(io.BytesIO(icc)),
             ImageCms.createProfile("sRGB"),
-            outputMode=output_mode,
+            outputMode="RGBA" if has_alpha and image.mode == "RGBA" else "RGB",
         )
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-        return None  # an unreadable profile: keep the pixels as they are
+        return None  # a profile lcms cannot apply: keep the pixels as they are
 
 
 def _is_srgb(icc: bytes) -> bool:
