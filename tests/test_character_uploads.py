@@ -127,10 +127,11 @@ def test_same_upload_twice_gives_the_same_bytes_and_sha256() -> None:
         assert first.sha256 == second.sha256
 
 
-def test_jpeg_with_exif_orientation_6_is_stored_upright_without_exif() -> None:
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP"])
+def test_image_with_exif_orientation_6_is_stored_upright_without_exif(kind: str) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    data = encoded(picture((640, 480)), "JPEG", exif=exif, quality=95)
+    data = encoded(picture((640, 480)), kind, exif=exif, quality=95)
 
     checked = check_training_image("sideways.jpg", data, LIMITS)
     stored = reopened(checked)
@@ -141,6 +142,7 @@ def test_jpeg_with_exif_orientation_6_is_stored_upright_without_exif() -> None:
     assert red > 200 and green < 60 and blue < 60
     assert not stored.getexif()
     assert b"Exif" not in checked.data
+    assert stored.format == kind
 
 
 def test_gps_exif_xmp_text_and_icc_are_stripped_from_every_type() -> None:
