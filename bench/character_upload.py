@@ -11,6 +11,11 @@ It prints each figure and the check's ratio to the decode reference.
 
   python bench/character_upload.py [--images 50] [--side 1024] [--dir PATH]
 
+Measured on the 2-core dev box, 50 images of 1024 px (37.8 MiB): copy 0.03 s, decode 0.63 s,
+check 1.38 s (28 ms/image, 2.2x decode) with peak memory +13 MiB (1.6x decode). When every
+image was re-encoded (PNG at zlib level 6) the check took 8.6 s, 13x decode; cutting metadata
+out of the container when the pixels can stay is what brought it down.
+
 `make_training_images(folder, count, side)` is the reusable part: the HTTP upload route's bench
 can post the same files.
 """
