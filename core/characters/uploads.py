@@ -27,15 +27,18 @@ Decisions, in the order the checks run (cheapest first, so a bad file costs litt
 - The decode. Every pixel is decoded, so a truncated or corrupt file is refused. This relies
   on `ImageFile.LOAD_TRUNCATED_IMAGES` staying off; if anything in the process turned it on,
   the check raises `RuntimeError` rather than store half images.
-- What is stored. EXIF orientation is applied to the pixels. Colours are converted to sRGB
-  when the file carries another ICC profile (Display P3 from phones, Adobe RGB): trainers and
-  ComfyUI ignore profiles, so the pixels must already be what the person saw. Then everything
-  else is dropped: EXIF (GPS, camera, dates), XMP, ICC, PNG text chunks, comments. The image
-  is re-encoded in its own type: PNG -> PNG (lossless, default compression, no optimize
-  pass), JPEG -> JPEG quality 95 with the source's chroma subsampling, WebP -> WebP lossless
-  when the source was lossless, else quality 95. Modes are reduced to what trainers read:
-  L, LA, RGB, RGBA (alpha kept for PNG and WebP; JPEG is L or RGB; CMYK goes through its
-  profile when it has one). Encoding is deterministic: the same upload gives the same bytes and
+- What is stored. Nothing of the file's metadata: EXIF (GPS, camera, dates, thumbnails), XMP,
+  ICC profiles, PNG text chunks, comments, a camera's extra pictures and vendor trailers. When
+  the pixels can stay as they are (upright, already sRGB or unprofiled, an 8-bit PNG or an
+  L/RGB JPEG), the metadata is cut out of the container and the coded picture kept byte for
+  byte (`core.characters.metadata`): no generation loss for JPEG, and a copy instead of a PNG
+  encode that costs 10-20 decodes. Otherwise the pixels are made anew: EXIF orientation is
+  applied; colours in another ICC profile (Display P3 from phones, Adobe RGB) are converted to
+  sRGB, since trainers and ComfyUI ignore profiles and must see what the person saw; modes are
+  reduced to L, LA, RGB, RGBA (alpha kept for PNG and WebP; CMYK JPEG through its profile;
+  16-bit scaled, not clipped); and the image is encoded in its own type: PNG at zlib level 3,
+  JPEG at quality 95 with the source's chroma subsampling, WebP lossless when the source was,
+  else quality 95. Both ways are deterministic: the same upload gives the same bytes and
   sha256, which is how duplicates are found.
 
 `sniff_media_type(data)` is the same sniffing, for serving stored files with the right type.
@@ -50,15 +53,22 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from core.characters.metadata import stripped_jpeg, stripped_png, stripped_webp
 from core.ids import FILENAME_RE
 
 MAX_NAME_CHARS = 128
+# zlib level of re-encoded PNGs: level 6 (Pillow's default) takes ~3.5x as long for ~7% less.
+PNG_COMPRESS_LEVEL = 3
+_ORIENTATION = 0x0112  # the EXIF tag
 
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 _PILLOW_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 _REPLACED = re.compile(r"[^A-Za-z0-9_.-]+")
-# The trailing part of a name taken as its extension (dropped: the real type's is used).
-_GIVEN_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+# The trailing part of a name taken as its extension (dropped: the real type's is used): up to
+# four characters with a letter, so `.jpeg` goes and `v1.2` or `mara.final` keep their ends.
+_GIVEN_EXTENSION = re.compile(r"\.(?=[A-Za-z0-9]{0,3}[A-Za-z])[A-Za-z0-9]{1,4}$")
+# BMP's header sizes (BITMAPCOREHEADER to BITMAPV5HEADER): "BM" alone begins too many texts.
+_BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +131,7 @@ def check_training_image(filename: str | None, data: bytes, limits: UploadLimits
     media_type = sniff_media_type(data)
     if media_type is None:
         raise ImageRefused(shown, _not_accepted(data))
-    image, stored_bytes = _decode(data, shown, media_type, limits)
+    (width, height), stored_bytes = _decode(data, shown, media_type, limits)
     name_stem = stem or "image-" + hashlib.sha256(stored_bytes).hexdigest()[:12]
     extension = _EXTENSIONS[media_type]
     stored_name = name_stem[: MAX_NAME_CHARS - len(extension)].rstrip(".") + extension
@@ -131,8 +141,8 @@ def check_training_image(filename: str | None, data: bytes, limits: UploadLimits
         data=stored_bytes,
         sha256=hashlib.sha256(stored_bytes).hexdigest(),
         media_type=media_type,
-        width=image[0],
-        height=image[1],
+        width=width,
+        height=height,
     )
 
 
@@ -178,7 +188,11 @@ def _not_accepted(data: bytes) -> str:
     named = None
     if head.startswith((b"GIF87a", b"GIF89a")):
         named = "a GIF image"
-    elif head.startswith(b"BM"):
+    elif (
+        head.startswith(b"BM")
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES
+    ):
         named = "a BMP image"
     elif head.startswith((b"II*\x00", b"MM\x00*")):
         named = "a TIFF image"
@@ -230,7 +244,7 @@ def _as_text(head: bytes) -> str | None:
 
 
 def _decode(data: bytes, shown: str, media_type: str, limits: UploadLimits) -> tuple[tuple[int, int], bytes]:
-    """Check and fully decode `data`; return the stored image's size and its re-encoded bytes."""
+    """Check and fully decode `data`; return the stored image's size and bytes."""
     from PIL import Image, ImageFile
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -238,13 +252,16 @@ def _decode(data: bytes, shown: str, media_type: str, limits: UploadLimits) -> t
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on: training images could be stored half decoded"
         )
     corrupt = ImageRefused(shown, "the image is truncated or corrupt: export it again and retry")
-    # Pillow refuses at open what is over twice its own limit: the smaller cap is the real one.
-    cap = min(limits.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or limits.max_pixels))
-    too_many = ImageRefused(shown, f"the image has more than {cap:,} pixels: scale it down and retry")
     try:
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "WEBP"])
-    except Image.DecompressionBombError:
-        raise too_many from None
+    except Image.DecompressionBombError as bomb:
+        # Pillow refuses at open what is over twice its own limit: the smaller cap is the real one.
+        cap = min(limits.max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or limits.max_pixels))
+        found = re.search(r"\((\d+) pixels\)", str(bomb))
+        has = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageRefused(
+            shown, f"the image has {has}; the limit is {cap:,} pixels: scale it down and retry"
+        ) from None
     except (OSError, SyntaxError, ValueError):
         raise corrupt from None
     with image:
@@ -265,25 +282,57 @@ def _decode(data: bytes, shown: str, media_type: str, limits: UploadLimits) -> t
             raise corrupt  # the magic number said one type and the decoder found another
         if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
             raise ImageRefused(shown, "animated images are not accepted: upload a still image")
-        lossless_webp = media_type == "image/webp" and _webp_is_lossless(data)
-        subsampling = _jpeg_subsampling(image) if media_type == "image/jpeg" else -1
         try:
             image.load()
-            cleaned = _cleaned(image, keep_alpha=media_type != "image/jpeg")
-        except Image.DecompressionBombError:
-            raise too_many from None
         except (OSError, SyntaxError, ValueError, EOFError):
             raise corrupt from None
-    out = io.BytesIO()
-    if media_type == "image/png":
-        cleaned.save(out, "PNG", optimize=False)
-    elif media_type == "image/jpeg":
-        cleaned.save(out, "JPEG", quality=95, subsampling=subsampling, optimize=False)
-    elif lossless_webp:
-        cleaned.save(out, "WEBP", lossless=True, exact=False)
-    else:
-        cleaned.save(out, "WEBP", quality=95)
+        if not _pixels_must_change(image, data, media_type):
+            stripped = _stripped(data, media_type, image.size)
+            if stripped is not None:
+                return image.size, stripped
+        cleaned = _cleaned(image, keep_alpha=media_type != "image/jpeg")
+        out = io.BytesIO()
+        if media_type == "image/png":
+            cleaned.save(out, "PNG", optimize=False, compress_level=PNG_COMPRESS_LEVEL)
+        elif media_type == "image/jpeg":
+            cleaned.save(out, "JPEG", quality=95, subsampling=_jpeg_subsampling(image), optimize=False)
+        elif _webp_is_lossless(data):
+            cleaned.save(out, "WEBP", lossless=True, exact=False)
+        else:
+            cleaned.save(out, "WEBP", quality=95)
     return cleaned.size, out.getvalue()
+
+
+def _pixels_must_change(image: Any, data: bytes, media_type: str) -> bool:
+    """Whether storing `image` needs new pixels: turned, colour-converted or another mode."""
+    if image.getexif().get(_ORIENTATION, 1) in range(2, 9):
+        return True
+    icc = image.info.get("icc_profile")
+    if icc and not _is_srgb(icc):
+        return True
+    if media_type == "image/png":
+        bit_depth, colour_type = data[24], data[25]  # IHDR: the first chunk, at a fixed place
+        return not (bit_depth == 8 or colour_type == 3)
+    if media_type == "image/jpeg":
+        return image.mode not in ("L", "RGB")
+    return False
+
+
+def _stripped(data: bytes, media_type: str, size: tuple[int, int]) -> bytes | None:
+    """`data` with its metadata cut out (no re-encoding), checked to decode to the same size."""
+    from PIL import Image
+
+    strip = {"image/png": stripped_png, "image/jpeg": stripped_jpeg, "image/webp": stripped_webp}
+    stripped = strip[media_type](data)
+    if stripped is None:
+        return None
+    # What is stored must decode on its own: a rewrite this module got wrong is re-encoded instead.
+    try:
+        with Image.open(io.BytesIO(stripped), formats=["PNG", "JPEG", "WEBP"]) as again:
+            again.load()
+            return stripped if again.size == size else None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return None
 
 
 def _cleaned(image: Any, *, keep_alpha: bool) -> Any:
@@ -304,44 +353,42 @@ def _cleaned(image: Any, *, keep_alpha: bool) -> Any:
 
 
 def _plain_mode(image: Any, has_alpha: bool) -> Any:
-    mode = image.mode
-    if mode.startswith("I") or mode == "F":
+    """`image` in L, LA, RGB or RGBA: the modes every trainer reads the same way."""
+    if image.mode.startswith("I") or image.mode == "F":
         # 16-bit and float greys: scale to 8 bits (a plain convert would clip at 255).
-        top = 65535 if mode.startswith("I;16") or image.getextrema()[1] > 255 else 255
+        top = 65535 if image.mode.startswith("I;16") or image.getextrema()[1] > 255 else 255
         image = image.convert("I").point(lambda v: v * 255 / top).convert("L")
-        mode = "L"
-    if mode == "1":
-        return image.convert("L")
-    if mode == "L" and has_alpha:
-        return image.convert("LA")
-    if mode in ("L", "LA", "RGB", "RGBA") and (has_alpha or mode in ("L", "RGB")):
-        return image if image.mode == mode else image.convert(mode)
-    if has_alpha:
-        return image.convert("LA" if mode in ("La", "LA") else "RGBA")
-    if mode == "LA":
-        return image.convert("L")
-    return image.convert("RGB")
+    grey = image.mode in ("1", "L", "LA", "La")
+    target = ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
+    return image if image.mode == target else image.convert(target)
 
 
 def _to_srgb(image: Any, icc: bytes, has_alpha: bool) -> Any | None:
     """`image` converted from its ICC profile to sRGB, or None when none is needed or possible."""
     from PIL import ImageCms
 
-    if image.mode not in ("RGB", "RGBA", "CMYK"):
+    if image.mode not in ("RGB", "RGBA", "CMYK") or _is_srgb(icc):
         return None  # greys and palettes: their profile is dropped, the pixels kept
     try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in ImageCms.getProfileDescription(source).lower():
-            return None
-        output_mode = "RGBA" if has_alpha and image.mode == "RGBA" else "RGB"
         return ImageCms.profileToProfile(
-            image.convert(output_mode) if image.mode == "RGBA" else image,
-            source,
+            image,
+            ImageCms.ImageCmsProfile(io.BytesIO(icc)),
             ImageCms.createProfile("sRGB"),
-            outputMode=output_mode,
+            outputMode="RGBA" if has_alpha and image.mode == "RGBA" else "RGB",
         )
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-        return None  # an unreadable profile: keep the pixels as they are
+        return None  # a profile lcms cannot apply: keep the pixels as they are
+
+
+def _is_srgb(icc: bytes) -> bool:
+    """Whether an ICC profile describes sRGB (an unreadable one counts: it cannot be applied)."""
+    from PIL import ImageCms
+
+    try:
+        description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return True
+    return "srgb" in description.lower()
 
 
 def _jpeg_subsampling(image: Any) -> int:
