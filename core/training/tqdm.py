@@ -54,6 +54,14 @@ class TrainerOutput:
         for part in parts:
             if part:
                 self._line(part, updates)
+        # tqdm ends a redraw with no line end (the next one starts with "\r"): a whole bar waiting
+        # in the partial line is the latest state, news now rather than one redraw late.
+        partial = self._partial
+        if b"%|" in partial and partial.rstrip().endswith(b"]"):
+            match = _BAR.search(partial)
+            if match and (self.last is None or int(match[1]) != self.last.step):
+                self._bar_line = partial
+                updates.append(self._progress(int(match[1]), int(match[2]), match))
         return updates
 
     def finish(self) -> list[Progress]:
