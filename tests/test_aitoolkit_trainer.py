@@ -157,8 +157,12 @@ async def test_job_yaml_has_the_keys_ai_toolkit_needs(aitoolkit_dir: Path, tmp_p
     assert all(TRIGGER in (folder / f"{i:04d}.txt").read_text() for i in range(3))
 
 
-async def test_cancel_leaves_no_process_of_the_group_alive(aitoolkit_dir: Path, tmp_path: Path) -> None:
-    # The child ignores SIGTERM, as a stuck data loader worker would: SIGKILL must follow the grace.
+@pytest.mark.parametrize("child", ["1", "stubborn"])
+async def test_cancel_leaves_no_process_of_the_group_alive(
+    aitoolkit_dir: Path, tmp_path: Path, child: str
+) -> None:
+    # A child in the trainer's group outlives a kill of the trainer's pid alone; a "stubborn" one
+    # ignores SIGTERM, as a stuck data loader worker would, so SIGKILL must follow the grace.
     job = make_job(tmp_path)
     started = anyio.Event()
     child_pid_file = job.workdir / "output" / "child.pid"
@@ -169,7 +173,7 @@ async def test_cancel_leaves_no_process_of_the_group_alive(aitoolkit_dir: Path, 
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as group:
             group.start_soon(
-                trainer(aitoolkit_dir, grace_s=0.5, hang="1", child="stubborn").train, job, on_progress
+                trainer(aitoolkit_dir, grace_s=0.5, hang="1", child=child).train, job, on_progress
             )
             with anyio.fail_after(20):
                 await started.wait()
@@ -312,6 +316,21 @@ async def test_health_says_what_is_missing(aitoolkit_dir: Path, tmp_path: Path) 
             make_job(tmp_path), lambda update: None
         )
     assert raised.value.retryable is False
+
+
+def test_the_fake_refuses_a_config_ai_toolkit_would_misread(aitoolkit_dir: Path, tmp_path: Path) -> None:
+    # What keeps the YAML test honest: ai-toolkit would take "1e-05" as a string; the fake refuses it.
+    job = make_job(tmp_path)
+    anyio.run(trainer(aitoolkit_dir).train, job, lambda update: None)
+    config = yaml.safe_load((job.workdir / "aitoolkit.yaml").read_text())
+    config["config"]["process"][0]["train"]["lr"] = "1e-05"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    ran = subprocess.run(
+        [sys.executable, "run.py", str(bad)], cwd=aitoolkit_dir, capture_output=True, text=True
+    )
+    assert ran.returncode == 1
+    assert "config.process[0].train.lr must be int or float, got '1e-05'" in ran.stderr
 
 
 def test_progress_parsing_is_the_same_whatever_the_chunking() -> None:

@@ -197,8 +197,10 @@ class AIToolkitTrainer:
         finally:
             with anyio.CancelScope(shield=True):
                 await stop_group(pgid, self.grace_s)
-                await process.wait()
-                await process.aclose()
+                # Bounded: a trainer stuck in the kernel (a hung GPU driver) must not hang Atelier.
+                with anyio.move_on_after(10):
+                    await process.wait()
+                    await process.aclose()
                 pid_file.unlink(missing_ok=True)
 
     def _result(

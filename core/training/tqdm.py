@@ -38,6 +38,7 @@ class TrainerOutput:
         self.out_of_memory = False
         self.last: Progress | None = None
         self._partial = b""
+        self._read_partial: bytes | None = None
         self._tail: deque[str] = deque(maxlen=tail_lines)
         # The bar's latest redraw, kept as bytes (decoded only if the tail is read) until a plain
         # line follows it, so a thousand redraws take one line of the tail.
@@ -51,6 +52,10 @@ class TrainerOutput:
         parts = _LINE_END.split(self._partial + chunk)
         self._partial = parts.pop()
         updates: list[Progress] = []
+        # The first part may be the bar already read while it was the partial line (below).
+        if parts and self._read_partial is not None and parts[0] == self._read_partial:
+            parts[0] = b""
+        self._read_partial = None
         for part in parts:
             if part:
                 self._line(part, updates)
@@ -59,9 +64,11 @@ class TrainerOutput:
         partial = self._partial
         if b"%|" in partial and partial.rstrip().endswith(b"]"):
             match = _BAR.search(partial)
-            if match and (self.last is None or int(match[1]) != self.last.step):
+            if match:
+                self._read_partial = partial
                 self._bar_line = partial
-                updates.append(self._progress(int(match[1]), int(match[2]), match))
+                if self.last is None or int(match[1]) != self.last.step:
+                    updates.append(self._progress(int(match[1]), int(match[2]), match))
         return updates
 
     def finish(self) -> list[Progress]:
