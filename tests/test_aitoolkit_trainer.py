@@ -224,6 +224,20 @@ async def test_a_trainer_dying_midway_resumes_from_its_last_checkpoint(
     assert read_header(result.path).metadata["training_info"] == '{"step": 30, "epoch": 0}'
 
 
+async def test_a_checkpoint_cut_short_is_not_resumed_from(aitoolkit_dir: Path, tmp_path: Path) -> None:
+    job = make_job(tmp_path, steps=30)
+    with pytest.raises(BackendError):
+        await trainer(aitoolkit_dir, die_at="25").train(job, lambda update: None)
+    # The trainer was killed while writing its newest checkpoint.
+    newest = job.workdir / "output" / NAME / f"{NAME}_000000020.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])
+
+    log: list[str] = []
+    result = await trainer(aitoolkit_dir).train(job, lambda update: None, on_log=log.append)
+    assert result.resumed_from_step == 10
+    assert any(f"deleted a half-written {newest.name}" in line for line in log)
+
+
 async def test_a_half_written_lora_is_never_returned(aitoolkit_dir: Path, tmp_path: Path) -> None:
     job = make_job(tmp_path)
     final = job.workdir / "output" / NAME / f"{NAME}.safetensors"
@@ -311,6 +325,12 @@ async def test_health_says_what_is_missing(aitoolkit_dir: Path, tmp_path: Path) 
         directory=aitoolkit_dir, python="/nonexistent/python", base_model="x"
     ).health()
     assert no_python["ok"] is False and "ATELIER_AITOOLKIT_PYTHON" in no_python["reason"]
+    # ai-toolkit's own venv, given relative to its checkout.
+    (aitoolkit_dir / "venv" / "bin").mkdir(parents=True)
+    (aitoolkit_dir / "venv" / "bin" / "python").symlink_to(sys.executable)
+    own_venv = AIToolkitTrainer(directory=aitoolkit_dir, python="venv/bin/python", base_model="x")
+    assert (await own_venv.health())["ok"] is True
+    assert (await own_venv.train(make_job(tmp_path), lambda update: None)).path.exists()
     with pytest.raises(BackendError) as raised:
         await AIToolkitTrainer(directory=tmp_path, python=sys.executable, base_model="x").train(
             make_job(tmp_path), lambda update: None

@@ -101,7 +101,11 @@ class AIToolkitTrainer:
 
     async def health(self) -> dict[str, Any]:
         """Ready when ai-toolkit's run.py and its Python are both there."""
-        view: dict[str, Any] = {"dir": str(self.directory) if self.directory else None, "python": self.python}
+        view: dict[str, Any] = {
+            "dir": str(self.directory) if self.directory else None,
+            "python": self.python,
+            "base_model": self.base_model,
+        }
         problem = self._problem()
         return {"ok": problem is None, **view, **({"reason": problem} if problem else {})}
 
@@ -110,10 +114,16 @@ class AIToolkitTrainer:
             return "ATELIER_AITOOLKIT_DIR is not set (ai-toolkit's checkout, the folder of run.py)"
         if not (self.directory / "run.py").is_file():
             return f"{self.directory} has no run.py (ATELIER_AITOOLKIT_DIR must be ai-toolkit's checkout)"
-        python = shutil.which(self.python)
-        if python is None:
+        if shutil.which(self._python()) is None:
             return f"ATELIER_AITOOLKIT_PYTHON {self.python!r} is not an executable"
         return None
+
+    def _python(self) -> str:
+        # A relative path with a folder in it (`venv/bin/python`) is ai-toolkit's own venv, relative
+        # to its checkout, where the process starts; a bare name is looked up on PATH.
+        if self.directory is not None and os.sep in self.python and not os.path.isabs(self.python):
+            return str(self.directory / self.python)
+        return self.python
 
     async def train(
         self, job: TrainingJob, on_progress: ProgressCallback, *, on_log: LogCallback | None = None
@@ -130,7 +140,7 @@ class AIToolkitTrainer:
         if leftover:
             log(f"stopped ai-toolkit (process group {leftover}) left running by an earlier attempt")
         final = workdir / "output" / job.name / f"{job.name}.safetensors"
-        _discard_broken(final, log)
+        _discard_broken_saves(final.parent, job.name, log)
         dataset = await anyio.to_thread.run_sync(_write_dataset, workdir / "dataset", job)
         config_path = workdir / "aitoolkit.yaml"
         _write_atomic(config_path, to_yaml(self._config(job, dataset)))
@@ -153,7 +163,7 @@ class AIToolkitTrainer:
         """Run ai-toolkit to its end (or until cancelled); its exit code. Nothing of it runs after."""
         assert self.directory is not None
         process: Process = await anyio.open_process(
-            [self.python, "run.py", str(config_path)],
+            [self._python(), "run.py", str(config_path)],
             cwd=self.directory,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             stdin=subprocess.DEVNULL,
@@ -316,14 +326,25 @@ def _with_trigger(caption: str, trigger: str) -> str:
     return f"{trigger}, {caption}" if caption else trigger
 
 
-def _discard_broken(final: Path, log: LogCallback) -> None:
-    if not final.exists():
+def _discard_broken_saves(save_root: Path, name: str, log: LogCallback) -> None:
+    """Delete the saves whose header does not parse (written when the trainer was killed).
+
+    ai-toolkit resumes from its newest `<name>*.safetensors`, whole or not: a broken one would
+    make every later attempt fail to load it.
+    """
+    if not save_root.is_dir():
         return
+    for path in save_root.iterdir():
+        if path.name.startswith(name) and path.name.endswith(".safetensors"):
+            _discard_broken(path, log)
+
+
+def _discard_broken(path: Path, log: LogCallback) -> None:
     try:
-        read_header(final)
+        read_header(path)
     except (OSError, SafetensorsError) as error:
-        final.unlink(missing_ok=True)
-        log(f"deleted a half-written {final.name} ({error}); training resumes from the last checkpoint")
+        path.unlink(missing_ok=True)
+        log(f"deleted a half-written {path.name} ({error}); training resumes from the last whole save")
 
 
 def _write_atomic(path: Path, text: str) -> None:
