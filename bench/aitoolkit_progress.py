@@ -11,6 +11,11 @@ and, over the same bytes, two references measured in the same run:
 Each is the best of 5, in redraws (lines) per second, with its ratio to `re.finditer`.
 
   python bench/aitoolkit_progress.py
+
+Measured on the 2-core dev box (busy with other test runs): re.finditer 2.3-2.6 M lines/s; the
+parser 0.21-0.25 M redraws/s in 64 KiB chunks (9-12x the reference's time) and 0.15-0.21 M in
+one-redraw chunks (12-16x). Every redraw here is a new step, each one a `Progress`; ai-toolkit
+draws at most a few hundred steps a second, so the parser has over 1,000x headroom.
 """
 
 from __future__ import annotations
