@@ -19,7 +19,7 @@ Adapters: `core.training.aitoolkit` (ostris/ai-toolkit as a subprocess, GPU boxe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -27,6 +27,8 @@ from typing import Any, Literal, Protocol
 from core.backends import ProgressCallback
 
 ParameterType = Literal["int", "float", "str", "bool"]
+# Receives the few lines of a training worth keeping in the run's log (resumed, each tenth, errors).
+LogCallback = Callable[[str], None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,7 +109,9 @@ class Trainer(Protocol):
         """Every parameter a training request may set, by name."""
         ...
 
-    async def train(self, job: TrainingJob, on_progress: ProgressCallback) -> TrainedLora: ...
+    async def train(
+        self, job: TrainingJob, on_progress: ProgressCallback, *, on_log: LogCallback | None = None
+    ) -> TrainedLora: ...
 
     async def health(self) -> dict[str, Any]:
         """`{"ok": bool, ...}`: whether training can start (e.g. ai-toolkit is installed)."""

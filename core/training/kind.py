@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from core.backends import ProgressCallback
@@ -174,7 +175,28 @@ class TrainingKind:
         )
 
     async def execute(self, job: TrainingJob, on_progress: ProgressCallback) -> TrainedLora:
-        return await self.trainer.train(job, on_progress)
+        """Train, writing the trainer's few log lines to the run's log as they come."""
+        lines: list[str] = []
+        arrived = anyio.Event()
+
+        def on_log(line: str) -> None:
+            lines.append(line)
+            arrived.set()
+
+        async def write_lines() -> None:
+            nonlocal arrived
+            while True:
+                await arrived.wait()
+                arrived = anyio.Event()
+                while lines:
+                    await self._ledger.add_log(job.run_id, lines.pop(0))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(write_lines)
+            try:
+                return await self.trainer.train(job, on_progress, on_log=on_log)
+            finally:
+                group.cancel_scope.cancel()
 
     async def complete(self, run: Run, trained: TrainedLora) -> Completion:
         try:

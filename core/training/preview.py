@@ -37,7 +37,7 @@ import anyio.to_thread
 
 from core.backends import Progress, ProgressCallback
 from core.errors import BackendError
-from core.training import TrainedLora, TrainerParameter, TrainingImage, TrainingJob, safetensors
+from core.training import LogCallback, TrainedLora, TrainerParameter, TrainingImage, TrainingJob, safetensors
 from core.training.parameters import standard_parameters
 from core.training.style_fit import Pixels, StyleFit, sample_pixels
 
@@ -90,7 +90,9 @@ class PreviewTrainer:
         """Always ready: it needs nothing but Pillow."""
         return {"ok": True, "trainer": self.name, "kind": KIND, "step_ms": self.step_ms}
 
-    async def train(self, job: TrainingJob, on_progress: ProgressCallback) -> TrainedLora:
+    async def train(
+        self, job: TrainingJob, on_progress: ProgressCallback, *, on_log: LogCallback | None = None
+    ) -> TrainedLora:
         """Fit the style to `job.images` and save it as `<workdir>/<name>.safetensors`."""
         steps = int(job.params["steps"])
         if not job.images:
@@ -110,6 +112,8 @@ class PreviewTrainer:
         fingerprint = _fingerprint(job, side)
         resumed = await anyio.to_thread.run_sync(_resume, fit, checkpoint, fingerprint)
         if resumed:
+            if on_log is not None:
+                on_log(f"resumed from the checkpoint at step {resumed} of {steps}")
             on_progress(Progress(resumed, steps, f"resumed from the checkpoint at step {resumed}", fit.loss))
 
         delay, started, first = self.step_ms / 1000, time.monotonic(), fit.step

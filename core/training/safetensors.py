@@ -28,6 +28,10 @@ DTYPE_SIZES = {
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
+class SafetensorsError(ValueError):
+    """A file that is not a complete, well-formed safetensors file; the message says why."""
+
+
 def write(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> None:
     """Write `tensors` (dtype, shape, raw little-endian bytes) and `metadata` to `path` atomically."""
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
@@ -35,7 +39,7 @@ def write(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]
     for name, (dtype, shape, data) in tensors.items():
         expected = DTYPE_SIZES[dtype] * _count(shape)
         if len(data) != expected:
-            raise ValueError(
+            raise SafetensorsError(
                 f"tensor {name!r}: {len(data)} bytes for {dtype}{list(shape)} ({expected} expected)"
             )
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
@@ -83,19 +87,19 @@ def decode(data: bytes) -> dict[str, Tensor]:
 def _check(head: bytes, size: int) -> tuple[dict[str, Any], int]:
     """The validated header parsed from the file's first bytes, and where its data starts."""
     if size < 8 or len(head) < 8:
-        raise ValueError(f"not a safetensors file: {size} bytes, too short for a header length")
+        raise SafetensorsError(f"not a safetensors file: {size} bytes, too short for a header length")
     (length,) = struct.unpack("<Q", head[:8])
     if length > MAX_HEADER_BYTES or 8 + length > size:
-        raise ValueError(f"header length {length} does not fit in a file of {size} bytes")
+        raise SafetensorsError(f"header length {length} does not fit in a file of {size} bytes")
     try:
         header = json.loads(head[8 : 8 + length])
     except (UnicodeDecodeError, ValueError) as error:
-        raise ValueError(f"the header is not JSON: {error}") from None
+        raise SafetensorsError(f"the header is not JSON: {error}") from None
     if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
+        raise SafetensorsError("the header is not a JSON object")
     metadata = header.get("__metadata__", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise ValueError("__metadata__ must map names to strings")
+        raise SafetensorsError("__metadata__ must map names to strings")
     spans = []
     for name, entry in header.items():
         if name == "__metadata__":
@@ -106,17 +110,19 @@ def _check(head: bytes, size: int) -> tuple[dict[str, Any], int]:
         except (KeyError, TypeError, ValueError):
             valid = False
         if not valid:
-            raise ValueError(f"tensor {name!r} has a malformed entry: {entry!r:.200}")
+            raise SafetensorsError(f"tensor {name!r} has a malformed entry: {entry!r:.200}")
         if end - begin != DTYPE_SIZES[dtype] * _count(shape):
-            raise ValueError(f"tensor {name!r}: offsets {begin}..{end} do not hold {dtype}{shape}")
+            raise SafetensorsError(f"tensor {name!r}: offsets {begin}..{end} do not hold {dtype}{shape}")
         spans.append((begin, end, name))
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
-            raise ValueError(f"tensor {name!r} starts at {begin}, not {position}: overlapping or gapped data")
+            raise SafetensorsError(
+                f"tensor {name!r} starts at {begin}, not {position}: overlapping or gapped data"
+            )
         position = end
     if 8 + length + position != size:
-        raise ValueError(f"the tensors end at byte {8 + length + position} of a {size}-byte file")
+        raise SafetensorsError(f"the tensors end at byte {8 + length + position} of a {size}-byte file")
     return header, 8 + length
 
 
