@@ -30,6 +30,12 @@ def slug_of(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "character"
 
 
+def comfyui_lora_name(filename: str) -> str:
+    """The name ComfyUI's LoraLoader knows a character's LoRA file by once installed in its LoRA
+    folder: `atelier/<slug>-v<N>.safetensors` (Atelier's subfolder keeps them apart from others)."""
+    return f"atelier/{filename}"
+
+
 @dataclass(slots=True, frozen=True)
 class CharacterImage:
     """A training image as stored: orientation applied, metadata stripped."""
