@@ -10,7 +10,8 @@ Each uploaded image goes through `core.characters.uploads` (one validation path 
 Isengard); the good files of an upload are kept and each refused one is reported with its
 reason. A trained LoRA becomes the character's next version (`keep_lora`): its header is read
 back first, so a half-written file is never registered, and it is installed for ComfyUI when
-`ATELIER_COMFYUI_LORAS_DIR` is set.
+`ATELIER_COMFYUI_LORAS_DIR` is set (as `atelier/<slug>-v<N>.safetensors`, written under a temporary
+name and renamed; removed again when the character is deleted).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from core.characters.models import (
     MAX_CAPTION_CHARS,
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
+    PREVIEW_TRAINER,
     TRIGGER_WORD_RE,
     Character,
     CharacterImage,
@@ -256,7 +258,8 @@ class Characters:
 
         The file's safetensors header is read first: a half-written file raises `ValueError` and is
         never registered. With `ATELIER_COMFYUI_LORAS_DIR` set, a copy is installed there as
-        `atelier/<slug>-v<N>.safetensors` for the ComfyUI servers to load.
+        `atelier/<slug>-v<N>.safetensors` for the ComfyUI servers to load (not a preview style,
+        which ComfyUI cannot load); the caller then has the backends re-read their model lists.
         """
         from core.training import safetensors
 
@@ -267,7 +270,7 @@ class Characters:
         target = self._root / character.id / "loras" / filename
         sha256, size = await anyio.to_thread.run_sync(_move_into, source, target)
         comfyui_name = None
-        if self._settings.comfyui_loras_dir is not None:
+        if self._settings.comfyui_loras_dir is not None and trainer != PREVIEW_TRAINER:
             comfyui_name = comfyui_lora_name(filename)
             await anyio.to_thread.run_sync(
                 _copy_into, target, self._settings.comfyui_loras_dir / comfyui_name

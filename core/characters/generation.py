@@ -17,12 +17,11 @@ import math
 from typing import Any
 
 from core.characters.catalog import Characters
-from core.characters.models import comfyui_lora_name
+from core.characters.models import PREVIEW_TRAINER, comfyui_lora_name
 from core.errors import InvalidInput
 from core.models import CharacterUse
 
 DEFAULT_STRENGTH = 0.8
-PREVIEW_TRAINER = "preview"
 
 
 async def with_character(given: dict[str, Any], characters: Characters, backend: str) -> dict[str, Any]:

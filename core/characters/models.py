@@ -12,6 +12,9 @@ TRIGGER_WORD_RE = re.compile(r"^[a-z0-9_]{2,48}$")
 MAX_NAME_CHARS = 80
 MAX_DESCRIPTION_CHARS = 2000
 MAX_CAPTION_CHARS = 1000
+# The embedded trainer's name: its files are colour styles for the preview renderer, which
+# ComfyUI cannot load as LoRAs, so they are never installed for it.
+PREVIEW_TRAINER = "preview"
 
 
 def new_character_id() -> str:
