@@ -82,7 +82,7 @@ def not_installed(use: CharacterUse) -> str:
     name = comfyui_lora_name(use.lora_file)
     return (
         f"{use.name}'s LoRA v{use.version} is not installed on ComfyUI (its LoRA list has no {name!r}). "
-        f"Its file is ATELIER_HOME/characters/{use.id}/loras/{use.lora_file} (get_character shows it): "
+        f"Its file is ATELIER_HOME/characters/{use.id}/loras/{use.lora_file}: "
         f"copy it into the folder ComfyUI loads LoRAs from as {name} (e.g. ComfyUI/models/loras/{name}), "
         "or set ATELIER_COMFYUI_LORAS_DIR to that folder and Atelier installs each LoRA it trains there"
     )

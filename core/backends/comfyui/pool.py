@@ -199,7 +199,7 @@ class ComfyUIPool(GenerationBackend):
             with anyio.move_on_after(OBJECT_INFO_WAIT_S):
                 try:
                     await server.refresh_object_info()
-                except BackendError as exc:
+                except Exception as exc:  # a training that kept its LoRA must not fail over this
                     log.warning("could not re-read the models of %s: %s", server.url, exc)
 
         async with anyio.create_task_group() as group:
