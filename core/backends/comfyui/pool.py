@@ -4,6 +4,12 @@ Keep-busy: each server is given up to `depth` prompts at once (default 2), so wh
 the next is already in its queue and the GPU never waits for Atelier between runs. Runs are
 admitted only when an up server has room, so the rest wait in Atelier's queue, in priority
 order, and a server that goes down takes no new work until it answers again.
+
+Model lists: what each server has installed is read from its `/object_info` when it connects and
+every few minutes, and at once when Atelier installs a LoRA (`refresh_models`), when someone asks
+(`models`), and after a request was refused over a missing model (it may have been installed
+since). Requests are checked against these lists before any GPU time is spent; a run naming a
+character whose LoRA the servers lack is told how to install it.
 """
 
 from __future__ import annotations
