@@ -856,6 +856,56 @@ async def test_api_and_object_info_list_the_installed_models() -> None:
         assert body["node_errors"]["5"]["errors"][0]["type"] == "value_bigger_than_max"
 
 
+async def test_a_loras_folder_is_listed_recursively_and_read_afresh_on_each_request(tmp_path: Path) -> None:
+    loras = tmp_path / "models" / "loras"
+    (loras / "atelier").mkdir(parents=True)
+    (loras / "atelier" / "mara-v1.safetensors").write_bytes(b"x")
+    (loras / "atelier" / ".mara-v2.safetensors.77.tmp").write_bytes(b"half")  # being copied in
+    (loras / "notes.txt").write_text("not a model")
+    async with comfy(models={"loras": ["detail-tweaker.safetensors"]}, loras_dir=loras) as c:
+
+        async def listed() -> tuple[list[str], list[str]]:
+            info = (await c.http.get("/object_info")).json()
+            return info["LoraLoader"]["input"]["required"]["lora_name"][0], (
+                await c.http.get("/api/models/loras")
+            ).json()
+
+        assert await listed() == (["atelier/mara-v1.safetensors", "detail-tweaker.safetensors"],) * 2
+        (loras / "atelier" / "mara-v2.safetensors").write_bytes(b"y")
+        (loras / "atelier" / "mara-v1.safetensors").unlink()
+        assert await listed() == (["atelier/mara-v2.safetensors", "detail-tweaker.safetensors"],) * 2
+        node = (await c.http.get("/object_info/LoraLoaderModelOnly")).json()
+        assert (
+            node["LoraLoaderModelOnly"]["input"]["required"]["lora_name"][0][0]
+            == "atelier/mara-v2.safetensors"
+        )
+        gone = txt2img(loras=(("atelier/mara-v1.safetensors", 0.8),))
+        body = (await c.http.post("/prompt", json={"prompt": gone})).json()
+        assert body["node_errors"]["20"]["errors"][0]["type"] == "value_not_in_list"
+
+
+async def test_a_lora_removed_after_validation_fails_when_its_loader_runs(tmp_path: Path) -> None:
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    (loras / "mara-v1.safetensors").write_bytes(b"x")
+    async with comfy(loras_dir=loras) as c:
+        busy = await c.submit(sleeper(0.3))
+        prompt_id = await c.submit(txt2img(loras=(("mara-v1.safetensors", 0.8),)))  # valid when queued
+        (loras / "mara-v1.safetensors").unlink()
+        await c.ws.wait_done(busy)
+        events = await c.ws.wait_done(prompt_id)
+        error = next(e for e in events if e["type"] == "execution_error")["data"]
+        assert (error["node_id"], error["node_type"], error["exception_type"]) == (
+            "20",
+            "LoraLoader",
+            "FileNotFoundError",
+        )
+        assert error["exception_message"] == (
+            "Model in folder 'loras' with filename 'mara-v1.safetensors' not found.\n"
+        )
+        assert (await c.history(prompt_id))["status"]["status_str"] == "error"
+
+
 # -- the simulated generation -----------------------------------------------------------------
 
 

@@ -165,5 +165,9 @@ class GenerationBackend(Protocol):
         """Installed model files by kind (`checkpoints`, `loras`, ...); empty if it has none."""
         return {}
 
+    async def refresh_models(self) -> None:
+        """Re-read the installed model files now (a LoRA was just installed); must not raise."""
+        return None
+
     async def aclose(self) -> None:
         return None

@@ -10,7 +10,8 @@ Each uploaded image goes through `core.characters.uploads` (one validation path 
 Isengard); the good files of an upload are kept and each refused one is reported with its
 reason. A trained LoRA becomes the character's next version (`keep_lora`): its header is read
 back first, so a half-written file is never registered, and it is installed for ComfyUI when
-`ATELIER_COMFYUI_LORAS_DIR` is set.
+`ATELIER_COMFYUI_LORAS_DIR` is set (as `atelier/<slug>-v<N>.safetensors`, written under a temporary
+name and renamed; removed again when the character is deleted).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from core.characters.models import (
     MAX_CAPTION_CHARS,
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
+    PREVIEW_TRAINER,
     TRIGGER_WORD_RE,
     Character,
     CharacterImage,
     LoraVersion,
+    comfyui_lora_name,
     new_character_id,
     slug_of,
     trigger_word_for,
@@ -255,19 +258,20 @@ class Characters:
 
         The file's safetensors header is read first: a half-written file raises `ValueError` and is
         never registered. With `ATELIER_COMFYUI_LORAS_DIR` set, a copy is installed there as
-        `atelier/<slug>-v<N>.safetensors` for the ComfyUI servers to load.
+        `atelier/<slug>-v<N>.safetensors` for the ComfyUI servers to load (not a preview style,
+        which ComfyUI cannot load); the caller then has the backends re-read their model lists.
         """
         from core.training import safetensors
 
         await anyio.to_thread.run_sync(safetensors.read_header, source)
         character = await self.get(character_id)
         number = max((v.version for v in character.versions), default=0) + 1
-        filename = f"{slug_of(character.name)}-v{number}.safetensors"
+        filename = await self._lora_filename(character, number)
         target = self._root / character.id / "loras" / filename
         sha256, size = await anyio.to_thread.run_sync(_move_into, source, target)
         comfyui_name = None
-        if self._settings.comfyui_loras_dir is not None:
-            comfyui_name = f"atelier/{filename}"
+        if self._settings.comfyui_loras_dir is not None and trainer != PREVIEW_TRAINER:
+            comfyui_name = comfyui_lora_name(filename)
             await anyio.to_thread.run_sync(
                 _copy_into, target, self._settings.comfyui_loras_dir / comfyui_name
             )
@@ -285,6 +289,17 @@ class Characters:
         )
         await self._ledger.add_lora_version(character.id, version)
         return version
+
+    async def _lora_filename(self, character: Character, number: int) -> str:
+        """`<slug>-v<N>.safetensors`, unless another character's LoRA has that name (names such as
+        "Mara!" and "Mara?", or two in a script with no a-z letters, share a slug): then the id
+        tells them apart, so an installed copy never replaces, or is deleted with, another's."""
+        slug = slug_of(character.name)
+        filename = f"{slug}-v{number}.safetensors"
+        others = {v.filename for c in await self.list() if c.id != character.id for v in c.versions}
+        if filename in others:
+            filename = f"{slug}-{character.id.removeprefix('char-')}-v{number}.safetensors"
+        return filename
 
 
 def _check_name(name: object) -> str:
@@ -359,10 +374,16 @@ def _move_into(source: Path, target: Path) -> tuple[str, int]:
 
 
 def _copy_into(source: Path, target: Path) -> None:
+    """Copy `source` to `target` under a temporary name, synced, then renamed: a ComfyUI server
+    listing the folder meanwhile sees no file or the whole file (it lists `.safetensors` names
+    only, so not the temporary `.tmp` one)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        shutil.copyfile(source, tmp)
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

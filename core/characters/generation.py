@@ -3,8 +3,12 @@
 A request names the character (`character`: id or name) and how strongly to apply it
 (`character_strength`, default 0.8). The run records which character and LoRA version it used
 (`ImageSpec.character`), so retraining later never changes what a finished run says.
-On ComfyUI the version's installed file joins the run's LoRAs (a LoraLoader in the graph); the
-preview renderer applies a preview style instead (read from the version's file at run time).
+On ComfyUI the version's installed file joins the run's LoRAs (a LoraLoader in the graph) under
+its name in ComfyUI's LoRA folder, `atelier/<slug>-v<N>.safetensors`, whether Atelier installed it
+there (`ATELIER_COMFYUI_LORAS_DIR`) or a person copied it by hand; the backend checks the servers
+list it and, when they do not, refuses with `not_installed`'s words. A LoRA made by the preview
+trainer is refused on ComfyUI (it is a colour style, not a diffusion LoRA). The preview renderer
+applies a preview style instead (read from the version's file at run time).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import math
 from typing import Any
 
 from core.characters.catalog import Characters
+from core.characters.models import PREVIEW_TRAINER, comfyui_lora_name
 from core.errors import InvalidInput
+from core.models import CharacterUse
 
 DEFAULT_STRENGTH = 0.8
-PREVIEW_TRAINER = "preview"
 
 
 async def with_character(given: dict[str, Any], characters: Characters, backend: str) -> dict[str, Any]:
@@ -48,17 +53,14 @@ async def with_character(given: dict[str, Any], characters: Characters, backend:
                 f"{character.name}'s LoRA v{version.version} was made by the preview trainer, which ComfyUI "
                 "cannot load; train it with ATELIER_TRAINER=aitoolkit",
             )
-        if version.comfyui_name is None:
-            path = characters.lora_path(character, version)
-            raise InvalidInput(
-                "character",
-                f"{character.name}'s LoRA is not installed where ComfyUI loads LoRAs: set "
-                f"ATELIER_COMFYUI_LORAS_DIR, or copy {path} into ComfyUI's models/loras/atelier/",
-            )
+        # Installed by Atelier (ATELIER_COMFYUI_LORAS_DIR) or by hand under the same name: whether
+        # the servers have it is checked against their LoRA lists before any GPU time is spent,
+        # and `not_installed` says what to do when they do not.
         loras = given.get("loras") or []
         if isinstance(loras, str):
             loras = [part for part in loras.split(",") if part.strip()]
-        given["loras"] = [*loras, {"name": version.comfyui_name, "strength": float(strength)}]
+        name = version.comfyui_name or comfyui_lora_name(version.filename)
+        given["loras"] = [*loras, {"name": name, "strength": float(strength)}]
     prompt = given.get("prompt")
     if isinstance(prompt, str) and prompt.strip() and character.trigger_word not in prompt.split():
         given["prompt"] = f"{character.trigger_word}, {prompt.strip()}"
@@ -72,3 +74,15 @@ async def with_character(given: dict[str, Any], characters: Characters, backend:
         "lora_file": version.filename,
     }
     return given
+
+
+def not_installed(use: CharacterUse) -> str:
+    """Why a run naming `use` cannot go to ComfyUI when its LoRA is not in the servers' lists, and
+    how to install it (by hand, or by letting Atelier do it)."""
+    name = comfyui_lora_name(use.lora_file)
+    return (
+        f"{use.name}'s LoRA v{use.version} is not installed on ComfyUI (its LoRA list has no {name!r}). "
+        f"Its file is ATELIER_HOME/characters/{use.id}/loras/{use.lora_file}: "
+        f"copy it into the folder ComfyUI loads LoRAs from as {name} (e.g. ComfyUI/models/loras/{name}), "
+        "or set ATELIER_COMFYUI_LORAS_DIR to that folder and Atelier installs each LoRA it trains there"
+    )

@@ -12,6 +12,9 @@ TRIGGER_WORD_RE = re.compile(r"^[a-z0-9_]{2,48}$")
 MAX_NAME_CHARS = 80
 MAX_DESCRIPTION_CHARS = 2000
 MAX_CAPTION_CHARS = 1000
+# The embedded trainer's name: its files are colour styles for the preview renderer, which
+# ComfyUI cannot load as LoRAs, so they are never installed for it.
+PREVIEW_TRAINER = "preview"
 
 
 def new_character_id() -> str:
@@ -28,6 +31,12 @@ def trigger_word_for(name: str) -> str:
 def slug_of(name: str) -> str:
     """A file-name-safe form of a name ("Mara Quinn" -> "mara-quinn")."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "character"
+
+
+def comfyui_lora_name(filename: str) -> str:
+    """The name ComfyUI's LoraLoader knows a character's LoRA file by once installed in its LoRA
+    folder: `atelier/<slug>-v<N>.safetensors` (Atelier's subfolder keeps them apart from others)."""
+    return f"atelier/{filename}"
 
 
 @dataclass(slots=True, frozen=True)

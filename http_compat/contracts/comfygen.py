@@ -21,6 +21,16 @@ Request fields (`POST /generate`, every documented one is accepted):
   Deviation: when omitted, the run uses Atelier's default for the configured backend (the
   preview renderer needs none; ComfyUI gets Atelier's default text-to-image workflow), not
   `flux-dev.json`, so a request without a workflow works on any install.
+- `character` (extension, from issue 11: an Atelier character's id or name) and
+  `character_strength` (0..2, default 0.8): the character's active LoRA joins the run's LoRAs and
+  its trigger word goes at the front of the prompt, as over MCP; the run records the character
+  and LoRA version it used. `character_strength` is a field of its own because the document's
+  knobs are flat fields beside the prompt (cfg, steps), and the character's strength would
+  otherwise be the one LoRA strength a client could not choose; packing it into `character` as
+  `"name:strength"` (the `loras` style) would make a name and an id read differently from the
+  same field elsewhere (MCP, Isengard's `lora_id`). An unknown character, one with no trained
+  LoRA, one whose LoRA ComfyUI cannot load, or `character_strength` without `character` is a 422
+  naming `character` (or `character_strength`) with the reason, like any other field.
 - Fields outside the document are refused (422), so a misspelt field is not silently dropped.
 - The run's `meta` records the door and the workflow file name exactly as the client gave it.
 
@@ -61,7 +71,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from core.engine import Engine
-from core.errors import InvalidInput, RunNotFound
+from core.errors import CharacterNotFound, InvalidInput, RunNotFound
 from core.ids import RUN_ID_RE
 from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
@@ -97,6 +107,14 @@ class GenerateRequest(BaseModel):
     loras: list[str] | None = Field(default=None, description="LoRAs as 'name:strength'.")
     sampler: str | None = Field(default=None, description="Sampler name, e.g. 'euler'.")
     scheduler: str | None = Field(default=None, description="Scheduler name, e.g. 'normal'.")
+    character: str | None = Field(
+        default=None,
+        description="Atelier extension: a character's id or name; its trained LoRA is applied and its "
+        "trigger word put at the front of the prompt.",
+    )
+    character_strength: float | None = Field(
+        default=None, description="Atelier extension: how strongly the character's LoRA applies, 0..2 (0.8)."
+    )
 
 
 class JobStatus(BaseModel):
@@ -266,6 +284,8 @@ def build(engine: Engine, settings: Settings) -> Api:
             run = await engine.submit_image(params, meta=meta)
         except InvalidInput as exc:
             raise invalid_body(exc) from None
+        except CharacterNotFound as exc:  # a field of the body, like an unknown workflow
+            raise invalid_body(InvalidInput("character", str(exc))) from None
         return json_response(await view(base_url(request), run), 202)
 
     @api.route(

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import anyio
@@ -71,6 +72,8 @@ MODEL_FOLDERS = [
     "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models", "custom_nodes",
     "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders",
 ]  # fmt: skip
+# folder_paths.supported_pt_extensions: the files a model folder lists.
+MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
 SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 MAXIMUM_HISTORY_SIZE = 10000
@@ -628,11 +631,26 @@ class _NodeRun:
     def write_file(self, kind: str, subfolder: str, filename: str, data: bytes) -> None:
         self._fake.files.write_file(kind, subfolder, filename, data)
 
+    def model_files(self, folder: str) -> list[str]:
+        return list(self._fake.installed_models().get(folder, []))
+
     async def progress(self, value: float, total: float, preview: Image.Image | None = None) -> None:
         await self._fake._progress(self._run, self.node_id, value, total, preview)
 
     async def work(self, seconds: float) -> None:
         await self._fake._work(seconds, self._run)
+
+
+def _model_files(folder: Path) -> list[str]:
+    """folder_paths.recursive_search + filter_files_extensions: model files under `folder`, as
+    `sub/name.ext` paths; a file being written under a temporary name (`.x.tmp`) is not one."""
+    if not folder.is_dir():
+        return []
+    return [
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.suffix.lower() in MODEL_EXTENSIONS and path.is_file()
+    ]
 
 
 def _png_preview(image: Image.Image) -> bytes:
@@ -747,6 +765,9 @@ class FakeComfyUI:
       prompt_seconds     simulated GPU time of each executed prompt (spread over KSampler steps,
                          else spent on the first node that runs); cached prompts cost nothing.
       models             installed model files by folder (what the COMBO inputs and /models list).
+      loras_dir          a real folder read as models/loras too (recursively, `sub/name.safetensors`),
+                         re-read on every listing, as ComfyUI re-lists a folder whose mtime changed;
+                         a LoraLoader whose file is gone by the time it runs fails as ComfyUI's does.
       vram_total, vram_free, ram_total, ram_free   what /system_stats reports.
       fail_next(), reject_next(), disconnect_websockets(), restart(), interrupt()
       requests           every HTTP request received, as RecordedRequest(method, path, json).
@@ -762,11 +783,13 @@ class FakeComfyUI:
         ram_total: int = 68_719_476_736,
         ram_free: int = 61_203_283_968,
         device_name: str = "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync",
+        loras_dir: Path | None = None,
     ) -> None:
-        """`models` overrides DEFAULT_MODELS folder by folder."""
+        """`models` overrides DEFAULT_MODELS folder by folder; `loras_dir` adds a folder of LoRA files."""
         self.models: dict[str, list[str]] = {folder: list(files) for folder, files in DEFAULT_MODELS.items()}
         for folder, files in (models or {}).items():
             self.models[folder] = list(files)
+        self.loras_dir = loras_dir
         self.prompt_seconds = prompt_seconds
         self.vram_total = vram_total
         self.vram_free = vram_free
@@ -871,6 +894,14 @@ class FakeComfyUI:
     def add_input_file(self, filename: str, data: bytes, subfolder: str = "") -> None:
         """Put a file in input/ as if it had been uploaded."""
         self.files.write_file("input", subfolder, filename, data)
+
+    def installed_models(self) -> dict[str, list[str]]:
+        """The model files by folder as listed now: `models`, with `loras_dir`'s files read afresh."""
+        if self.loras_dir is None:
+            return self.models
+        # Like folder_paths.get_filename_list over two folders: one sorted list of both.
+        loras = set(self.models.get("loras", [])) | set(_model_files(self.loras_dir))
+        return {**self.models, "loras": sorted(loras)}
 
     @asynccontextmanager
     async def executor(self) -> AsyncIterator[None]:
@@ -1225,7 +1256,7 @@ class FakeComfyUI:
         fails_here = run.fail_message is not None and (
             node_type.name == "KSampler" if run.samplers else first
         )
-        class_inputs = node_type.inputs(Catalogue(self.models, self.files))
+        class_inputs = node_type.inputs(self._catalogue())
         declared = [*class_inputs.get("required", {}), *class_inputs.get("optional", {})]
         inputs: dict[str, Any] = {}
         try:
@@ -1332,7 +1363,7 @@ class FakeComfyUI:
         return endpoint
 
     def _catalogue(self) -> Catalogue:
-        return Catalogue(self.models, self.files)
+        return Catalogue(self.installed_models(), self.files)
 
     async def _get_embeddings(self, request: Request) -> Response:
         return _json([])
@@ -1342,9 +1373,10 @@ class FakeComfyUI:
 
     async def _get_models(self, request: Request) -> Response:
         folder = request.path_params["folder"]
-        if folder not in MODEL_FOLDERS and folder not in self.models:
+        models = self.installed_models()
+        if folder not in MODEL_FOLDERS and folder not in models:
             return _empty(404)
-        return _json(list(self.models.get(folder, [])))
+        return _json(list(models.get(folder, [])))
 
     async def _system_stats(self, request: Request) -> Response:
         return _json(
@@ -1761,10 +1793,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--host", default="127.0.0.1", help="a loopback address (the fake never listens beyond)"
     )
     parser.add_argument("--prompt-seconds", type=float, default=0.05, help="simulated GPU time per prompt")
+    parser.add_argument("--loras-dir", type=Path, default=None, help="a folder listed as models/loras too")
     args = parser.parse_args(argv)
     if not _is_loopback(args.host):
         parser.error(f"{args.host} is not a loopback address")
-    fake = FakeComfyUI(prompt_seconds=args.prompt_seconds)
+    fake = FakeComfyUI(prompt_seconds=args.prompt_seconds, loras_dir=args.loras_dir)
     config = uvicorn.Config(fake.app, host=args.host, port=args.port, lifespan="on", access_log=False)
     print(f"fake ComfyUI 0.3.64 on http://{args.host}:{args.port}", flush=True)
     uvicorn.Server(config).run()

@@ -83,6 +83,10 @@ class NodeContext(FileAccess, Protocol):
     extra_pnginfo: Any
     sampler_seconds: float
 
+    def model_files(self, folder: str) -> list[str]:
+        """The files a model folder (loras, checkpoints, ...) holds as the node runs."""
+        ...
+
     async def progress(self, value: float, total: float, preview: Image.Image | None = None) -> None: ...
 
     async def work(self, seconds: float) -> None: ...
@@ -496,11 +500,19 @@ def _load_image_fingerprint(files: FileAccess, image: str = "", **_: Any) -> obj
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
+def _lora_file(ctx: NodeContext, lora_name: str) -> None:
+    """folder_paths.get_full_path_or_raise: the file was listed when the prompt was validated, but
+    it may be gone by the time the node runs."""
+    if lora_name not in ctx.model_files("loras"):
+        raise FileNotFoundError(f"Model in folder 'loras' with filename '{lora_name}' not found.")
+
+
 async def _lora_loader(
     ctx: NodeContext, model: Model, clip: Clip, lora_name: str, strength_model: float, strength_clip: float
 ) -> NodeResult:
     if strength_model == 0 and strength_clip == 0:
         return NodeResult((model, clip))
+    _lora_file(ctx, lora_name)
     return NodeResult(
         (
             replace(model, loras=_with_lora(model.loras, lora_name, strength_model)),
@@ -514,6 +526,7 @@ async def _lora_loader_model_only(
 ) -> NodeResult:
     if strength_model == 0:
         return NodeResult((model,))
+    _lora_file(ctx, lora_name)
     return NodeResult((replace(model, loras=_with_lora(model.loras, lora_name, strength_model)),))
 
 

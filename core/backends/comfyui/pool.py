@@ -4,6 +4,12 @@ Keep-busy: each server is given up to `depth` prompts at once (default 2), so wh
 the next is already in its queue and the GPU never waits for Atelier between runs. Runs are
 admitted only when an up server has room, so the rest wait in Atelier's queue, in priority
 order, and a server that goes down takes no new work until it answers again.
+
+Model lists: what each server has installed is read from its `/object_info` when it connects and
+every few minutes, and at once when Atelier installs a LoRA (`refresh_models`), when someone asks
+(`models`), and after a request was refused over a missing model (it may have been installed
+since). Requests are checked against these lists before any GPU time is spent; a run naming a
+character whose LoRA the servers lack is told how to install it.
 """
 
 from __future__ import annotations
@@ -23,8 +29,15 @@ from anyio.abc import TaskGroup
 
 from core.backends import GenerationBackend, ImageOutput, Job, Progress, ProgressCallback
 from core.backends.comfyui.client import LOST, RECONNECTED, ComfyUIServer
-from core.backends.comfyui.validation import complete_model_names, installed_models, validate_graph
+from core.backends.comfyui.validation import (
+    MODEL_INPUTS,
+    complete_model_names,
+    installed_models,
+    validate_graph,
+)
 from core.backends.comfyui.workflows import Workflow, WorkflowLibrary
+from core.characters.generation import not_installed
+from core.characters.models import comfyui_lora_name
 from core.errors import BackendError, InvalidInput
 from core.models import ImageSpec
 
@@ -33,6 +46,8 @@ log = logging.getLogger("atelier.comfyui")
 # While following a prompt, look at /history this often even without events (a missed end).
 FOLLOW_POLL_S = 10.0
 HISTORY_GRACE_S = 2.0
+# How long re-reading a server's /object_info (~0.5 MB) may take before its old copy is kept.
+OBJECT_INFO_WAIT_S = 5.0
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # Execution errors that can pass on another try (or another server); others fail at once.
 # Failures another attempt (on a server with more free VRAM, or later) can get past.
@@ -76,11 +91,14 @@ class ComfyUIPool(GenerationBackend):
         self._changed = anyio.Event()
         self._started = False
         self._turn = 0
+        self._task_group: TaskGroup | None = None
+        self._refreshing = False
 
     # -- life cycle and admission -------------------------------------------------------------
 
     def start(self, task_group: TaskGroup) -> None:
         self._started = True
+        self._task_group = task_group
         for server in self.servers:
             task_group.start_soon(server.maintain, name=f"comfyui-{server.url}")
 
@@ -152,23 +170,66 @@ class ComfyUIPool(GenerationBackend):
         for info in known:
             graph = workflow.render(spec, source_name="atelier-source.png")
             complete_model_names(graph, info)
-            failures.append(validate_graph(graph, info, skip_inputs=SOURCE_INPUTS))
-        problems = min(failures, key=len)
-        if problems:
-            first = problems[0]
-            field_name = workflow.parameter_at(first.node, first.input) or first.parameter
-            raise InvalidInput(field_name, "; ".join(str(p) for p in problems))
+            failures.append((validate_graph(graph, info, skip_inputs=SOURCE_INPUTS), graph))
+        problems, graph = min(failures, key=lambda failure: len(failure[0]))
+        if not problems:
+            return
+        if any(p.input in MODEL_INPUTS for p in problems):
+            self._refresh_soon()  # perhaps installed since the lists were read: the next try knows
+        if spec.character is not None:
+            # The character's own LoRA missing: say how to install it rather than list the files.
+            lora = comfyui_lora_name(spec.character.lora_file)
+            missing = [
+                p
+                for p in problems
+                if p.input == "lora_name" and graph[p.node]["inputs"].get("lora_name") == lora
+            ]
+            if missing:
+                others = [p for p in problems if p not in missing]
+                message = not_installed(spec.character)
+                raise InvalidInput("character", message + "".join(f"; also {p}" for p in others))
+        first = problems[0]
+        field_name = workflow.parameter_at(first.node, first.input) or first.parameter
+        raise InvalidInput(field_name, "; ".join(str(p) for p in problems))
 
     async def models(self) -> dict[str, Any]:
-        """Installed model files by kind, merged over the servers that have answered."""
+        """Installed model files by kind, merged over the servers that answer (read afresh)."""
+        await self.refresh_models()
         merged: dict[str, set[str]] = {}
         for server in self.servers:
-            if server.object_info is None and server.up:
-                with anyio.move_on_after(5):
-                    await server.refresh_object_info()
             for kind, names in installed_models(server.object_info or {}).items():
                 merged.setdefault(kind, set()).update(names)
         return {kind: sorted(names) for kind, names in sorted(merged.items())}
+
+    async def refresh_models(self) -> None:
+        """Re-read `/object_info` from every up server at once, so validation sees what was just
+        installed (a trained LoRA). A server that does not answer keeps what it last said."""
+
+        async def refresh(server: ComfyUIServer) -> None:
+            with anyio.move_on_after(OBJECT_INFO_WAIT_S):
+                try:
+                    await server.refresh_object_info()
+                except Exception as exc:  # a training that kept its LoRA must not fail over this
+                    log.warning("could not re-read the models of %s: %s", server.url, exc)
+
+        async with anyio.create_task_group() as group:
+            for server in self.servers:
+                if server.up:
+                    group.start_soon(refresh, server)
+
+    def _refresh_soon(self) -> None:
+        """Re-read the model lists in the background (once at a time)."""
+        if self._task_group is None or self._refreshing:
+            return
+        self._refreshing = True
+
+        async def refresh() -> None:
+            try:
+                await self.refresh_models()
+            finally:
+                self._refreshing = False
+
+        self._task_group.start_soon(refresh, name="comfyui-refresh-models")
 
     async def health(self) -> dict[str, Any]:
         """Each server: up or down (and why), prompts in flight, its queue, VRAM. Answers within ~1.5 s."""
