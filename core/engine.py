@@ -387,9 +387,7 @@ class Engine:
     async def _refresh_models(self) -> None:
         """A LoRA was installed: backends re-read their model lists so it validates at once."""
         for backend in self.backends.values():
-            refresh = getattr(backend, "refresh_models", None)
-            if refresh is not None:
-                await refresh()
+            await backend.refresh_models()
 
     def _queueing(
         self,
