@@ -11,7 +11,9 @@ file whose metadata holds the step, as ai-toolkit's `training_info`).
 
 Started again with saves in its folder, it resumes from the newest (by ctime, as ai-toolkit
 picks it), printing ai-toolkit's three resume lines, and appends the step it resumed from to
-`<training_folder>/resumed_from.txt` so tests can check.
+`<training_folder>/resumed_from.txt` so tests can check. Each start (the step it starts from, 0
+for a fresh one) and each finish is also appended to FAKE_AITOOLKIT_RECORD when set: a file
+outside the training folder, which Atelier removes once the LoRA is kept.
 
 Like ai-toolkit it installs no SIGTERM handler (dies with -15) and answers Ctrl-C (SIGINT) with
 `Job stopped` and exit 0. Knobs (environment):
@@ -253,6 +255,7 @@ def train(config_path: str) -> None:
         with open(os.path.join(training_folder, "resumed_from.txt"), "a") as file:
             file.write(f"{start}\n")
 
+    record("start", start)
     child = os.environ.get("FAKE_AITOOLKIT_CHILD")
     if child:
         start_child(training_folder, stubborn=child == "stubborn")
@@ -301,8 +304,17 @@ def train(config_path: str) -> None:
     final = os.path.join(save_root, f"{name}.safetensors")
     save_file(final, total, half=os.environ.get("FAKE_AITOOLKIT_HALF_FINAL") == "1")
     print(f"Saved to {final}", flush=True)
+    record("finish", total)
     print("\n========================================\nResult:\n - 1 completed job\n - 0 failures\n"
           "========================================", flush=True)  # fmt: skip
+
+
+def record(event: str, step: int) -> None:
+    """Append `<event> <step> <pid>` to FAKE_AITOOLKIT_RECORD, if set."""
+    path = os.environ.get("FAKE_AITOOLKIT_RECORD")
+    if path:
+        with open(path, "a") as file:
+            file.write(f"{event} {step} {os.getpid()}\n")
 
 
 def main() -> None:
