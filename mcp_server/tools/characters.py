@@ -60,6 +60,7 @@ from mcp_server.views import RunView
 MAX_SOURCES_PER_CALL = 50
 _RUN_IMAGE = re.compile(r"^atelier://runs/(?P<run>[0-9a-z]{26})(?:/images/(?P<file>[^/]+))?$")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=_\-\s]+")
 
 CharacterRef = Annotated[
     str,
@@ -75,9 +76,9 @@ Description = Annotated[
 TriggerWord = Annotated[
     str | None,
     Field(
-        description="The word that calls up the LoRA in prompts: 2..48 of a-z, 0-9 and _. "
+        description="The word that calls up the LoRA in prompts: 2..48 characters of a-z, 0-9 and _. "
         "Derived from the name when omitted (Mara -> mara_person).",
-        pattern=r"^[a-z0-9_]{2,48}$",
+        max_length=100,
     ),
 ]
 Sources = Annotated[
@@ -378,7 +379,7 @@ def _shown(source: str) -> str:
     """A source as a message may show it: base64 data is described, not echoed."""
     if source.startswith("data:"):
         return f"data: URL ({len(source):,} characters)"
-    if len(source) >= 256 and not source.startswith(("/", "~", "./", "http://", "https://")):
+    if len(source) >= 64 and _BASE64_TEXT.fullmatch(source):
         return f"base64 data ({len(source):,} characters)"
     text = source if source.isprintable() else repr(source)
     return text if len(text) <= 120 else text[:117] + "..."
