@@ -265,6 +265,21 @@ async def test_a_run_image_can_be_named_by_run_and_file_and_by_its_uri(client: C
 # --- training -----------------------------------------------------------------------------------
 
 
+async def test_training_progress_reaches_a_client_of_the_classic_handshake(engine: Engine) -> None:
+    async with Client(build_mcp(engine), mode="legacy") as legacy:
+        await mara_with_images(legacy, 2)
+        messages: list[str] = []
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            messages.append(message or "")
+
+        result = await call(legacy, "train_character", progress, character="Mara", steps=30, wait_seconds=60)
+        assert not result.is_error and result.structured_content is not None, text_of(result)
+        assert result.structured_content["result"]["version"] == 1
+        assert messages and all(PROGRESS.match(message) for message in messages), messages[:3]
+        assert messages[-1].startswith("step 30/30 · loss ")
+
+
 async def test_train_character_schema_is_the_trainer_declaration(client: Client, engine: Engine) -> None:
     tool = next(t for t in (await client.list_tools()).tools if t.name == "train_character")
     props = tool.input_schema["properties"]
@@ -306,6 +321,13 @@ async def test_delete_character_is_refused_while_it_trains_then_removes_it(clien
     await mara_with_images(client, 2)
     training = await ok(client, "train_character", character="Mara", steps=20000, wait_seconds=0)
     assert training["status"] in ("queued", "running")
+    with anyio.fail_after(30):
+        while (running := await ok(client, "get_run", run_id=training["run_id"]))["step"] == 0:
+            await anyio.sleep(0.02)
+    # A training run read back says what it trains and how the loss goes, not only its step.
+    assert running["kind"] == "training" and running["backend"] == "training"
+    assert running["inputs"]["character_name"] == "Mara" and running["inputs"]["trainer"] == "preview"
+    assert re.fullmatch(r"learning colours, loss \d+\.\d{4}", running["message"]), running["message"]
     text = await failing(client, "delete_character", character="Mara")
     assert f"character: Mara is being trained (run {training['run_id']}); cancel that run first" in text
     assert (await ok(client, "get_character", character="Mara"))["image_count"] == 2
@@ -362,6 +384,19 @@ async def test_names_are_unique_and_every_error_names_its_argument(client: Clien
     )
     assert "captions: must have one caption per source (got 1 for 2 sources)" in text
     assert (await ok(client, "list_runs"))["runs"] == []
+
+
+async def test_annotations_tell_readers_from_destroyers(client: Client) -> None:
+    annotations = {tool.name: tool.annotations for tool in (await client.list_tools()).tools}
+    for name in ("list_characters", "get_character"):
+        assert annotations[name] is not None and annotations[name].read_only_hint is True, name
+    for name in ("delete_character", "remove_character_image"):
+        assert annotations[name] is not None and annotations[name].destructive_hint is True, name
+    for name in ("create_character", "update_character", "add_character_images", "train_character"):
+        assert annotations[name] is not None, name
+        assert annotations[name].read_only_hint is False and annotations[name].destructive_hint is not True, (
+            name
+        )
 
 
 async def test_list_characters_and_remove_an_image(client: Client) -> None:

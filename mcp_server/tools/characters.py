@@ -212,7 +212,8 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         character: CharacterRef, sources: Sources, captions: Captions = None
     ) -> Annotated[CallToolResult, ImagesAdded]:
         """Add training images to a character. Each is checked: PNG, JPEG or WebP, fully readable, at
-        least 256 pixels a side (ATELIER_TRAINING_MIN_SIDE), not a duplicate, at most 200 per character.
+        least ATELIER_TRAINING_MIN_SIDE pixels a side (256 by default), not a duplicate, at most
+        ATELIER_MAX_CHARACTER_IMAGES per character (200 by default).
 
         The good images are kept and every refused source is listed with its reason (a partly
         refused call still succeeds). Metadata (EXIF, GPS) is stripped when stored. 10-30 varied
@@ -330,7 +331,8 @@ def _train_character(engine: Engine, *, expose_paths: bool) -> Tool:
         running, call wait_for_run with the run id; cancel_run stops it. With the preview trainer
         a training takes seconds and makes a colour style, not a diffusion LoRA; with aitoolkit it
         takes a GPU tens of minutes. Needs images first (add_character_images); one training per
-        character at a time. Parameters left out take the trainer's defaults (shown below).
+        character at a time. Parameters left out take the trainer's defaults (each one's description
+        gives its default; their ranges are the trainer's own).
         """
     found.tool(CREATES, structured_output=True, engine_rules=False)(train_character)
     return found.tools[0]
