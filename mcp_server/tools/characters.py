@@ -105,7 +105,7 @@ Captions = Annotated[
 PriorityName = Annotated[
     Literal["low", "normal", "high", "urgent"], Field(description="Higher priorities start first.")
 ]
-# The tool's own parameters: a trainer parameter of the same name would shadow one of them.
+# train_character's own parameters: a trainer may not declare one of these names.
 _TRAIN_TOOL_PARAMETERS = {"character", "priority", "idempotency_key", "wait_seconds", "ctx"}
 
 
@@ -284,6 +284,11 @@ def _train_character(engine: Engine, *, expose_paths: bool) -> Tool:
     declared = engine.trainer_parameters()
     trainer, parameters = declared["trainer"], declared["parameters"]
     found = ToolList()
+    clashing = set(parameters) & _TRAIN_TOOL_PARAMETERS
+    if clashing:
+        raise ValueError(
+            f"trainer {trainer!r} declares {sorted(clashing)}, which train_character uses itself"
+        )
 
     async def train_character(
         character: str,
@@ -301,13 +306,11 @@ def _train_character(engine: Engine, *, expose_paths: bool) -> Tool:
             run = await wait_reporting(engine, run, wait_seconds, ctx)
             return await run_result(engine, run, expose_paths=expose_paths)
 
+    # The SDK reads a tool's schema from its function's signature: this one is built from the
+    # trainer's declaration, so what the schema advertises is what the trainer checks and uses.
     own = [
         _parameter("character", CharacterRef),
-        *(
-            _parameter(name, _parameter_type(name, spec), spec["default"])
-            for name, spec in parameters.items()
-            if name not in _TRAIN_TOOL_PARAMETERS
-        ),
+        *(_parameter(name, _parameter_type(spec), spec["default"]) for name, spec in parameters.items()),
         _parameter("priority", PriorityName, "normal"),
         _parameter(
             "idempotency_key",
@@ -342,7 +345,7 @@ def _parameter(name: str, annotation: Any, default: Any = inspect.Parameter.empt
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def _parameter_type(name: str, spec: dict[str, Any]) -> Any:
+def _parameter_type(spec: dict[str, Any]) -> Any:
     """A training parameter's type for the schema, from its declaration (type, range, choices)."""
     words = spec["description"]
     if not spec.get("wired", True):
