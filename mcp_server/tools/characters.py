@@ -217,7 +217,9 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
 
         The good images are kept and every refused source is listed with its reason (a partly
         refused call still succeeds). Metadata (EXIF, GPS) is stripped when stored. 10-30 varied
-        images train best. Then call train_character.
+        images train best. Then call train_character. Base64 travels inside the call (over HTTP a
+        call holds about one full-size image): prefer paths, URLs or run images for many photos,
+        or send them over several calls.
         """
         with character_errors():
             if captions is not None and len(captions) != len(sources):
