@@ -375,6 +375,10 @@ class Engine:
             )
         await self.characters.delete(character.id)
 
+    async def read_source(self, value: str) -> tuple[bytes, str]:
+        """The bytes and origin of a source string, read as image-to-image reads one (`core.sources`)."""
+        return await self._images.read_source(value)
+
     def trainer_parameters(self) -> dict[str, Any]:
         """The configured trainer: its name, base model and parameters (the MCP schema and Isengard's `/info`)."""
         trainer = self._training.trainer

@@ -34,7 +34,7 @@ from core.ids import new_run_id, random_seed
 from core.kinds import Attempt, AttemptFailed, Completion, Queueing
 from core.models import OPERATIONS, Artifact, ImageSpec, Run, RunKind, RunStatus, SourceImage
 from core.settings import Settings
-from core.sources import SourcePolicy, load_source
+from core.sources import SourcePolicy, fetch_source, load_source
 
 # Largest side an upscale may produce.
 MAX_UPSCALED_SIDE = 8192
@@ -150,6 +150,10 @@ class ImageKind:
             return await self._store.read(artifacts[0].storage_key)
         except (RunNotFound, ArtifactNotFound) as exc:
             raise InvalidInput("source", str(exc)) from None
+
+    async def read_source(self, value: str) -> tuple[bytes, str]:
+        """The bytes a source string names, under image-to-image's source policy, and their origin."""
+        return await fetch_source(value, self._sources, self._read_run_image)
 
     async def keep_source(self, spec: ImageSpec, source: bytes | None) -> None:
         """Store a fetched source's bytes where every attempt of the run reads them."""

@@ -70,6 +70,16 @@ class SourcePolicy:
 
 async def load_source(value: str, policy: SourcePolicy, read_run_image: ReadRunImage) -> LoadedImage:
     """Fetch and check the image `value` names; raise `InvalidInput` naming what is wrong."""
+    data, origin = await fetch_source(value, policy, read_run_image)
+    if _pixels(data) <= INLINE_MAX_PIXELS:
+        return inspect_image(data, policy.max_bytes, origin)
+    async with policy.decoding:
+        return await anyio.to_thread.run_sync(_inspect_and_trim, data, policy.max_bytes, origin)
+
+
+async def fetch_source(value: str, policy: SourcePolicy, read_run_image: ReadRunImage) -> tuple[bytes, str]:
+    """The bytes `value` names and where they came from, read under `policy`; what they hold is not
+    checked (a caller with its own checks, such as training images, judges them itself)."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(FIELD, "is required: a run's image, a file path, an http(s) URL or base64 data")
     value = value.strip()
@@ -97,10 +107,7 @@ async def load_source(value: str, policy: SourcePolicy, read_run_image: ReadRunI
             FIELD,
             "is not a run image, a file path, an http(s) URL or base64 image data (see the tool's help)",
         )
-    if _pixels(data) <= INLINE_MAX_PIXELS:
-        return inspect_image(data, policy.max_bytes, origin)
-    async with policy.decoding:
-        return await anyio.to_thread.run_sync(_inspect_and_trim, data, policy.max_bytes, origin)
+    return data, origin
 
 
 def _pixels(data: bytes) -> int:

@@ -25,10 +25,16 @@ from core.models import FIELD_RULES, field_problem
 class CheckedTool(Tool):
     """An MCP tool whose argument errors name every bad field and its allowed values."""
 
+    # False for a tool whose fields share names with image requests but not their ranges
+    # (train_character's `steps`): its words then come from its own schema only.
+    engine_rules: bool = True
+
     async def run(
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
     ) -> Any:
-        problems = argument_problems(self.parameters, arguments, self.fn_metadata.validate_arguments)
+        problems = argument_problems(
+            self.parameters, arguments, self.fn_metadata.validate_arguments, engine_rules=self.engine_rules
+        )
         if problems:
             raise ToolError(f"Error executing tool {self.name}: {lines(problems)}")
         return await super().run(arguments, context, convert_result)
@@ -41,7 +47,11 @@ def lines(problems: InvalidInput | list[FieldProblem]) -> str:
 
 
 def argument_problems(
-    schema: Mapping[str, Any], arguments: Mapping[str, Any], validate: Callable[[dict[str, Any]], object]
+    schema: Mapping[str, Any],
+    arguments: Mapping[str, Any],
+    validate: Callable[[dict[str, Any]], object],
+    *,
+    engine_rules: bool = True,
 ) -> list[FieldProblem]:
     """What is wrong with `arguments` for a tool with input `schema`: unknown names, then bad values."""
     properties: Mapping[str, Any] = schema.get("properties", {})
@@ -57,7 +67,8 @@ def argument_problems(
     try:
         validate(dict(arguments))
     except ValidationError as exc:
-        rules = {name: FIELD_RULES.get(name) or rule_for(prop) for name, prop in properties.items()}
+        known = FIELD_RULES if engine_rules else {}
+        rules = {name: known.get(name) or rule_for(prop) for name, prop in properties.items()}
         seen = {problem.field for problem in problems}
         for error in exc.errors():
             problem = field_problem(error, rules)

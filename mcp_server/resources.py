@@ -1,4 +1,8 @@
-"""Atelier's MCP resources: runs, their full-size images and their ZIP bundles, by atelier:// URI."""
+"""Atelier's MCP resources by atelier:// URI: runs, their full-size images and their ZIP bundles;
+characters and their training images.
+
+An image's declared MIME type is the template's (`image/png`); `build_mcp`'s server reports the
+type the bytes themselves have (a character's images may be JPEG or WebP)."""
 
 from __future__ import annotations
 
@@ -15,9 +19,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
 from core.engine import Engine
-from core.errors import ArtifactNotFound, AtelierError, Conflict, RunNotFound
+from core.errors import ArtifactNotFound, AtelierError, CharacterNotFound, Conflict, RunNotFound
 from core.ids import check_filename, check_run_id
-from mcp_server import views
+from mcp_server import character_views, views
 
 # The resource-not-found code of the 2025 protocols; 2026-07-28 answers INVALID_PARAMS instead (SEP-2164).
 RESOURCE_NOT_FOUND_2025 = -32002
@@ -43,13 +47,18 @@ def resource_errors(uri: str, ctx: Context | None) -> Iterator[None]:
     `uri` (rebuilt from the template's values, percent-encoded again) goes in `data`."""
     try:
         yield
-    except (RunNotFound, ArtifactNotFound, Conflict) as exc:
-        version = ctx.protocol_version if ctx is not None else None
-        modern = version is not None and version >= FIRST_PROTOCOL_WITH_INVALID_PARAMS_FOR_NOT_FOUND
-        code = INVALID_PARAMS if modern else RESOURCE_NOT_FOUND_2025
-        raise MCPError(code, f"Resource not found: {exc}", {"uri": uri}) from None
+    except (RunNotFound, ArtifactNotFound, CharacterNotFound, Conflict) as exc:
+        raise not_found(uri, ctx, str(exc)) from None
     except AtelierError as exc:
         raise MCPError(INVALID_PARAMS, str(exc), {"uri": uri}) from None
+
+
+def not_found(uri: str, ctx: Context | None, what: str) -> MCPError:
+    """The "resource not found" error in the code of the client's protocol era."""
+    version = ctx.protocol_version if ctx is not None else None
+    modern = version is not None and version >= FIRST_PROTOCOL_WITH_INVALID_PARAMS_FOR_NOT_FOUND
+    code = INVALID_PARAMS if modern else RESOURCE_NOT_FOUND_2025
+    return MCPError(code, f"Resource not found: {what}", {"uri": uri})
 
 
 def templates(engine: Engine) -> list[Template]:
@@ -70,6 +79,22 @@ def templates(engine: Engine) -> list[Template]:
             bundle = await engine.bundle(check_run_id(run_id))
             return await anyio.Path(bundle.path).read_bytes()
 
+    async def character_resource(character_id: str, ctx: Context) -> str:
+        with resource_errors(character_views.character_uri(quote(character_id, safe="")), ctx):
+            character = await engine.characters.get(character_id)
+            training = await engine.training_of(character.id)
+            view = character_views.character_view(engine, character, training, expose_paths=False)
+            return view.model_dump_json()
+
+    async def character_image_resource(character_id: str, filename: str, ctx: Context) -> bytes:
+        uri = character_views.character_image_uri(quote(character_id, safe=""), quote(filename, safe=""))
+        with resource_errors(uri, ctx):
+            character = await engine.characters.get(character_id)
+            if character.image(check_filename(filename)) is None:
+                raise not_found(uri, ctx, f"{character.name} has no image {filename!r}")
+            _, data = await engine.characters.read_image(character.id, filename)
+            return data
+
     return [
         Template("atelier://runs/{run_id}", "application/json", "A run, as JSON.", run_resource),
         Template(
@@ -83,5 +108,17 @@ def templates(engine: Engine) -> list[Template]:
             "application/zip",
             "A run's images as a ZIP.",
             bundle_resource,
+        ),
+        Template(
+            "atelier://characters/{character_id}",
+            "application/json",
+            "A character (by id or name), as JSON: its images, LoRA versions and training runs.",
+            character_resource,
+        ),
+        Template(
+            "atelier://characters/{character_id}/images/{filename}",
+            "image/png",
+            "A character's training image as stored (PNG, JPEG or WebP: the contents carry its type).",
+            character_image_resource,
         ),
     ]

@@ -18,11 +18,16 @@ Errors, decided once here for every tool module (`tools/shared.py`) and for `res
 
 from __future__ import annotations
 
-from mcp.server.mcpserver import MCPServer
+from typing import Any
 
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import MCPServer
+from mcp_types import InputRequiredResult
+
+from core.characters.uploads import sniff_media_type
 from core.engine import Engine
 from mcp_server import resources
-from mcp_server.tools import images, runs, status
+from mcp_server.tools import characters, images, runs, status
 
 INSTRUCTIONS = """\
 Atelier makes images and keeps a durable record of every run.
@@ -33,12 +38,36 @@ workflows, checkpoints and LoRAs can be named. Finished runs come back as
 small thumbnails plus links (atelier://runs/{run_id}/images/{filename}) to the full-size files.
 list_runs, get_run, cancel_run, retry_run, delete_run and bundle_run manage runs; get_status
 reports backend health and the queue.
+Characters: create_character, then add_character_images (10-30 images), then train_character
+(a training run; progress shows step and loss). generate_image and transform_image then take
+`character` (its id or name) to draw it with its LoRA. list_characters and get_character show
+them (atelier://characters/{id}).
 """
+
+
+class AtelierServer(MCPServer):
+    """The SDK's server, except that an image resource is reported with the type its bytes have.
+
+    A resource template declares one MIME type; a character's images may be PNG, JPEG or WebP."""
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        results = await super().read_resource(uri, context)
+        if isinstance(results, InputRequiredResult):
+            return results
+        return [_with_sniffed_type(item) for item in results]
+
+
+def _with_sniffed_type(item: ReadResourceContents) -> ReadResourceContents:
+    if isinstance(item.content, bytes) and (item.mime_type or "").startswith("image/"):
+        sniffed = sniff_media_type(item.content)
+        if sniffed and sniffed != item.mime_type:
+            return ReadResourceContents(content=item.content, mime_type=sniffed, meta=item.meta)
+    return item
 
 
 def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
     """An MCP server over `engine`. `expose_paths` adds server-side file paths to results (stdio)."""
-    mcp = MCPServer(
+    mcp = AtelierServer(
         "atelier",
         instructions=INSTRUCTIONS,
         version=_version(),
@@ -46,6 +75,7 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
         tools=[
             *images.tools(engine, expose_paths=expose_paths),
             *runs.tools(engine, expose_paths=expose_paths),
+            *characters.tools(engine, expose_paths=expose_paths),
             *status.tools(engine),
         ],
     )

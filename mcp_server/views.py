@@ -54,6 +54,9 @@ class RunView(BaseModel):
     max_attempts: int
     error: str | None
     inputs: dict[str, Any]
+    result: dict[str, Any] | None = Field(
+        default=None, description="What a finished run made; for a training run, the LoRA version it added."
+    )
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -106,6 +109,7 @@ def run_view(engine: Engine, run: Run, *, expose_paths: bool, logs: list[str] | 
         max_attempts=run.max_attempts,
         error=run.error,
         inputs=run.inputs,
+        result=run.result,
         created_at=run.created_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
@@ -134,6 +138,12 @@ def next_step(run: Run) -> str:
     match run.status.value:
         case "queued" | "running":
             return f"Still {run.status.value}. Call wait_for_run with run_id={run.id!r} to wait for it."
+        case "completed" if run.kind.value == "training" and run.result:
+            name = run.result.get("character_name") or run.result.get("character_id")
+            return (
+                f"Done: {name}'s LoRA v{run.result.get('version')} is trained and active. "
+                f"generate_image with character={name!r} uses it."
+            )
         case "completed":
             return "Done. Full-size images are at the `uri` of each image; bundle_run makes a ZIP."
         case "failed":
@@ -206,8 +216,10 @@ async def run_result(
 
 def _summary(view: RunView) -> str:
     head = f"Run {view.run_id}: {view.status}"
+    if view.kind == "training":
+        head = f"Training run {view.run_id} of {view.inputs.get('character_name')}: {view.status}"
     if view.status == "running":
-        head += f" ({view.step}/{view.max_steps} steps)"
+        head += f" ({view.step}/{view.max_steps} steps{', ' + view.message if view.message else ''})"
     if view.images:
         head += f", {len(view.images)} image(s)"
     return f"{head}. {view.next}"
@@ -218,6 +230,11 @@ async def thumbnails(engine: Engine, run: Run, max_px: int) -> list[ImageContent
     sources = [
         await engine.store.read(a.storage_key) for a in run.artifacts if a.media_type.startswith("image/")
     ]
+    return await image_thumbnails(sources, max_px)
+
+
+async def image_thumbnails(sources: list[bytes], max_px: int) -> list[ImageContent]:
+    """JPEG thumbnails of encoded images (PNG, JPEG, WebP), together within `INLINE_IMAGE_BUDGET`."""
     encoded = await anyio.to_thread.run_sync(_encode_thumbnails, sources, max_px)
     return [ImageContent(type="image", data=data, mime_type="image/jpeg") for data in encoded]
 

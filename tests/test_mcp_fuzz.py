@@ -110,6 +110,7 @@ WHOLE_REQUEST_LINES = [
 
 # Placeholders for what a real caller has to hand, filled in by the test (see `Known`).
 RUN_ID, IMAGE_URI, PNG_DATA_URL = "<known run id>", "<known image uri>", "<known png data url>"
+CHARACTER, CHARACTER_IMAGE = "<known character>", "<known character image>"
 # Realistic values per argument, beside what the schema alone would give.
 POOLS: dict[str, list[Any]] = {
     "run_id": [RUN_ID, RUN_ID, UNKNOWN_ID],
@@ -119,23 +120,40 @@ POOLS: dict[str, list[Any]] = {
     "scheduler": ["normal", "karras"],
     "checkpoint": ["sd_xl_base_1.0.safetensors"],
     "loras": [["pixel-art.safetensors:0.8"]],
+    "character": [CHARACTER, CHARACTER, "nobody"],
+    "sources": [[PNG_DATA_URL], [IMAGE_URI, RUN_ID], [PNG_DATA_URL, "x"]],
+    "filename": [CHARACTER_IMAGE, "image-01.png"],
 }
 
 
 @dataclass
 class Known:
-    """A finished run and its image, made before the fuzzing starts."""
+    """A finished run and its image, and a trained character with one image, made before the fuzzing starts."""
 
     run_id: str
     image_uri: str
     png_data_url: str
+    character: str
+    character_image: str
 
     def fill(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """`args` with the placeholders replaced by the real values."""
-        real = {RUN_ID: self.run_id, IMAGE_URI: self.image_uri, PNG_DATA_URL: self.png_data_url}
-        return {
-            name: real.get(value, value) if isinstance(value, str) else value for name, value in args.items()
+        """`args` with the placeholders replaced by the real values (in lists too)."""
+        real = {
+            RUN_ID: self.run_id,
+            IMAGE_URI: self.image_uri,
+            PNG_DATA_URL: self.png_data_url,
+            CHARACTER: self.character,
+            CHARACTER_IMAGE: self.character_image,
         }
+
+        def filled(value: Any) -> Any:
+            if isinstance(value, str):
+                return real.get(value, value)
+            if isinstance(value, list):
+                return [filled(item) for item in value]
+            return value
+
+        return {name: filled(value) for name, value in args.items()}
 
 
 def advertised_tools() -> dict[str, Tool]:
@@ -307,7 +325,25 @@ async def known(client: Client) -> Known:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 80, 20)).save(buffer, format="PNG")
     data_url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    return Known(run_id=made.structured_content["run_id"], image_uri=image["uri"], png_data_url=data_url)
+    character = await client.call_tool("create_character", {"name": "Mara"})
+    assert character.structured_content is not None, text_of(character)
+    photo = io.BytesIO()
+    Image.new("RGB", (256, 256), (200, 80, 20)).save(photo, format="PNG")
+    added = await client.call_tool(
+        "add_character_images",
+        {"character": "Mara", "sources": [base64.b64encode(photo.getvalue()).decode()]},
+    )
+    assert added.structured_content is not None and added.structured_content["added"], text_of(added)
+    trained = await client.call_tool("train_character", {"character": "Mara", "steps": 5, "wait_seconds": 30})
+    assert trained.structured_content is not None, text_of(trained)
+    assert trained.structured_content["status"] == "completed", text_of(trained)
+    return Known(
+        run_id=made.structured_content["run_id"],
+        image_uri=image["uri"],
+        png_data_url=data_url,
+        character=character.structured_content["id"],
+        character_image=added.structured_content["added"][0]["filename"],
+    )
 
 
 def test_the_fuzzed_tools_are_every_tool_listed() -> None:
@@ -351,9 +387,13 @@ RESOURCE_TEMPLATES = [
     "atelier://runs/{run_id}",
     "atelier://runs/{run_id}/images/{filename}",
     "atelier://runs/{run_id}/bundle.zip",
+    "atelier://characters/{character_id}",
+    "atelier://characters/{character_id}/images/{filename}",
 ]
 PART = st.one_of(
-    st.sampled_from([RUN_ID, UNKNOWN_ID, "image-01.png", "image-99.png", *ODD_STRINGS]),
+    st.sampled_from(
+        [RUN_ID, UNKNOWN_ID, CHARACTER, "char-000000000000", "image-01.png", CHARACTER_IMAGE, *ODD_STRINGS]
+    ),
     st.text(max_size=30),
 )
 
@@ -363,7 +403,8 @@ PART = st.one_of(
 async def test_any_resource_uri_is_read_or_refused_as_not_found_or_invalid_params(
     client: Client, known: Known, template: str, run_id: str, filename: str
 ) -> None:
-    parts = known.fill({"run_id": run_id, "filename": filename})
+    # The first part names a run or a character, whichever the template reads.
+    parts = known.fill({"run_id": run_id, "character_id": run_id, "filename": filename})
     uri = template.format(**{name: quote(value, safe="") for name, value in parts.items()})
     event(template)
     try:

@@ -52,6 +52,14 @@ TOOLS = {
     "upscale_image",
     "list_workflows",
     "list_models",
+    "create_character",
+    "list_characters",
+    "get_character",
+    "update_character",
+    "delete_character",
+    "add_character_images",
+    "remove_character_image",
+    "train_character",
 }
 RUN_ID_TOOLS = ["get_run", "cancel_run", "delete_run", "retry_run", "wait_for_run", "bundle_run"]
 # The slow engine's pace: a run of SLOW_STEPS steps takes about 0.5 s.
@@ -689,13 +697,16 @@ async def test_a_malformed_resource_uri_is_invalid_params(client_both: Client, p
     assert raised.value.data == {"uri": uri}
 
 
-async def test_resource_templates_cover_runs_images_and_bundles(client: Client) -> None:
+async def test_resource_templates_cover_runs_images_bundles_and_characters(client: Client) -> None:
     with anyio.fail_after(10):
         templates = (await client.list_resource_templates()).resource_templates
     assert {t.uri_template: t.mime_type for t in templates} == {
         "atelier://runs/{run_id}": "application/json",
         "atelier://runs/{run_id}/images/{filename}": "image/png",
         "atelier://runs/{run_id}/bundle.zip": "application/zip",
+        "atelier://characters/{character_id}": "application/json",
+        # A character's image is read with the type of its own bytes (PNG, JPEG or WebP).
+        "atelier://characters/{character_id}/images/{filename}": "image/png",
     }
 
 

@@ -129,7 +129,9 @@ class PreviewTrainer:
             for offset, loss in enumerate(losses):
                 step = fit.step - count + 1 + offset
                 eta = (steps - step) / rate if rate > 0 else None
-                on_progress(Progress(step, steps, "learning colours", loss=loss, eta_s=eta))
+                # The loss is in the message too: a run read back from the ledger keeps only the message.
+                message = f"learning colours, loss {loss:.4f}"
+                on_progress(Progress(step, steps, message, loss=loss, eta_s=eta))
             if fit.step % self.checkpoint_every == 0 and fit.step < steps:
                 await anyio.to_thread.run_sync(_save_checkpoint, fit, checkpoint, fingerprint)
 

@@ -70,6 +70,19 @@ PriorityName = Annotated[
 IdempotencyKey = Annotated[
     str | None, Field(description="Calling again with the same key returns the same run, not a new one.")
 ]
+CharacterName = Annotated[
+    str | None,
+    Field(
+        description="A trained character (its id or name, see list_characters): its LoRA is applied and its "
+        "trigger word put at the front of the prompt.",
+        min_length=1,
+        max_length=100,
+    ),
+]
+CharacterStrength = Annotated[
+    float | None,
+    Field(description="How strongly the character's LoRA applies, 0..2. Default 0.8.", ge=0, le=2),
+]
 Source = Annotated[
     str,
     Field(
@@ -115,6 +128,8 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         checkpoint: Checkpoint = None,
         loras: Loras = None,
         denoise: Denoise = None,
+        character: CharacterName = None,
+        character_strength: CharacterStrength = None,
         priority: PriorityName = "normal",
         idempotency_key: IdempotencyKey = None,
         wait_seconds: WaitSeconds = 20,
@@ -125,7 +140,8 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         Queues a run and waits up to `wait_seconds` for it. Returns the run (id, status,
         inputs including the seed used) and, once finished, thumbnails plus resource links to
         the full-size PNGs. If it is still running, call wait_for_run with the run id.
-        Options left out take the workflow's defaults (see list_workflows).
+        Options left out take the workflow's defaults (see list_workflows). `character` draws a
+        trained character (train_character) with its LoRA; the run records the version used.
         """
         params = {
             "prompt": prompt,
@@ -142,6 +158,8 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
             "checkpoint": checkpoint,
             "loras": loras,
             "denoise": denoise,
+            "character": character,
+            "character_strength": character_strength,
         }
         return await submit_and_wait(params, priority, idempotency_key, wait_seconds, ctx)
 
@@ -167,6 +185,8 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         workflow: WorkflowName = None,
         checkpoint: Checkpoint = None,
         loras: Loras = None,
+        character: CharacterName = None,
+        character_strength: CharacterStrength = None,
         priority: PriorityName = "normal",
         idempotency_key: IdempotencyKey = None,
         wait_seconds: WaitSeconds = 20,
@@ -175,7 +195,8 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         """Image-to-image: repaint a source image guided by a prompt. The result keeps the source's size.
 
         Returns like generate_image. The source is stored with the run, so retries and
-        restarts use the same pixels.
+        restarts use the same pixels. `character` applies a trained character's LoRA, as in
+        generate_image.
         """
         params = {
             "operation": "img2img",
@@ -192,6 +213,8 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
             "workflow": workflow,
             "checkpoint": checkpoint,
             "loras": loras,
+            "character": character,
+            "character_strength": character_strength,
         }
         return await submit_and_wait(params, priority, idempotency_key, wait_seconds, ctx)
 

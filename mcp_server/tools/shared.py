@@ -14,7 +14,7 @@ from pydantic import Field
 
 from core.backends import Progress
 from core.engine import Engine
-from core.errors import AtelierError, InvalidInput
+from core.errors import AtelierError, CharacterNotFound, InvalidInput
 from core.models import Run
 from mcp_server import views
 from mcp_server.arguments import CheckedTool, lines
@@ -45,14 +45,20 @@ class ToolList:
         self.tools: list[Tool] = []
 
     def tool(
-        self, annotations: ToolAnnotations, *, structured_output: bool | None = None
+        self,
+        annotations: ToolAnnotations,
+        *,
+        structured_output: bool | None = None,
+        engine_rules: bool = True,
     ) -> Callable[[F], F]:
-        """Collect a function as a tool that checks its arguments in Atelier's words."""
+        """Collect a function as a tool that checks its arguments in Atelier's words.
+
+        `engine_rules=False` words argument errors from the tool's own schema only (see `CheckedTool`)."""
 
         def collect(fn: F) -> F:
-            self.tools.append(
-                CheckedTool.from_function(fn, annotations=annotations, structured_output=structured_output)
-            )
+            tool = CheckedTool.from_function(fn, annotations=annotations, structured_output=structured_output)
+            tool.engine_rules = engine_rules
+            self.tools.append(tool)
             return fn
 
         return collect
@@ -65,6 +71,11 @@ def tool_errors() -> Iterator[None]:
         yield
     except InvalidInput as exc:
         raise ToolError(lines(exc)) from None
+    except CharacterNotFound as exc:
+        # Named as the argument it came from, like every other bad argument.
+        raise ToolError(
+            f"character: there is no character {exc.ref[:80]!r} (list_characters shows the ones that exist)"
+        ) from None
     except AtelierError as exc:
         raise ToolError(str(exc)) from None
 
@@ -88,6 +99,25 @@ async def wait_reporting(engine: Engine, run: Run, seconds: float, ctx: Context 
         value = max(best, round(progress.fraction * 100, 2))
         if ctx is not None and value > best:
             best = value
-            await ctx.report_progress(value, 100, f"step {progress.step}/{progress.max_steps}")
+            await ctx.report_progress(value, 100, progress_message(progress))
 
     return await engine.wait(run.id, seconds, on_progress=report)
+
+
+def progress_message(progress: Progress) -> str:
+    """A progress notification's words: "step 450/1000 · loss 0.1234 · ETA 12s" (loss and ETA when known)."""
+    parts = [f"step {progress.step}/{progress.max_steps}"]
+    if progress.loss is not None:
+        parts.append(f"loss {progress.loss:.4f}")
+    if progress.eta_s is not None:
+        parts.append(f"ETA {_duration(progress.eta_s)}")
+    return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
