@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from core.characters.models import CHARACTER_ID_RE
 from core.engine import Engine
-from core.errors import CharacterNotFound, RunNotFound
+from core.errors import CharacterNotFound, InvalidInput, RunNotFound
 from core.models import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE
 from core.settings import Settings
 from http_compat.api import Api, Param
@@ -151,6 +151,10 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
             run = await engine.submit_image(params, meta=meta)
         except CharacterNotFound:
             raise not_found("Character", config.lora_id or "") from None
+        except InvalidInput as exc:
+            if exc.field != "character":
+                raise
+            raise ApiError(400, f"lora_id: {exc.problem}") from None  # the engine's field, by its name here
         return json_response(await jobs.generation_view(run), 201)
 
     # Before /{id}/stream, or a file named "stream" would be read as a job id.

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.engine import Engine
-from core.errors import CharacterNotFound, Conflict
+from core.errors import CharacterNotFound, Conflict, InvalidInput
 from core.models import Run
 from core.settings import Settings
 from http_compat.api import Api, Param
@@ -110,6 +110,10 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
             run = await engine.submit_training(character.id, params, meta={"door": "isengard"})
         except CharacterNotFound:  # deleted meanwhile
             raise not_found("Character", body.character_id) from None
+        except InvalidInput as exc:
+            if exc.field != "character":
+                raise
+            raise ApiError(400, exc.problem) from None  # the document's own words, unprefixed
         except Conflict:  # another start won the race
             busy = await engine.training_of(character.id, active_only=True)
             if not busy:

@@ -136,7 +136,8 @@ def output_name(run: Run, index: int) -> str:
 def percent(run: Run) -> int:
     if run.status is RunStatus.COMPLETED:
         return 100
-    return max(0, min(100, math.floor(run.progress * 100)))
+    # A hair over: 116/400 is 0.28999... in floating point, and should read 29.
+    return max(0, min(100, math.floor(run.progress * 100 + 1e-9)))
 
 
 def config_of(run: Run, first_item: Run | None) -> ConfigView:
