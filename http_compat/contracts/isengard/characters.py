@@ -22,9 +22,10 @@ from http_compat.contracts.isengard.views import CharacterView, CharacterViews, 
 from http_compat.errors import ApiError
 from http_compat.responses import json_response
 
-# The multipart parser spools each file to disk past this many bytes, so an upload is never
-# held in memory whole; only one file at a time is read back, to be checked and stored.
-SPOOL_BYTES = 1024 * 1024
+# The largest text part (a caption) of an upload. Its file parts are spooled to disk by the
+# multipart parser past 1 MiB each, so an upload is never held in memory whole; they are read
+# back one at a time, to be checked and stored.
+MAX_FIELD_BYTES = 64 * 1024
 
 
 class NewCharacter(BaseModel):
@@ -167,7 +168,9 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
         character = await jobs.character(request.path_params["id"])
         cap = settings.max_character_images
         try:
-            async with request.form(max_files=cap, max_fields=cap + 10, max_part_size=SPOOL_BYTES) as form:
+            async with request.form(
+                max_files=cap, max_fields=cap + 10, max_part_size=MAX_FIELD_BYTES
+            ) as form:
                 parts = form.getlist("files")
                 captions = [c for c in form.getlist("captions") if isinstance(c, str)]
                 if not parts:
