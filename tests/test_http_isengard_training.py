@@ -52,6 +52,17 @@ TRAINING_KEYS = {
 }
 UNKNOWN_CHARACTER = "char-000000000000"
 UNKNOWN_TRAINING = "train-" + "0" * 26
+# The document's example training config (its `method` aside).
+DOCUMENT_CONFIG = {
+    "steps": 1000,
+    "learning_rate": 0.0001,
+    "batch_size": 1,
+    "resolution": 1024,
+    "lora_rank": 16,
+    "optimizer": "adamw8bit",
+    "scheduler": "cosine",
+    "precision": "bf16",
+}
 
 
 async def create(served: Served, name: str = "Mara", **fields: Any) -> dict[str, Any]:
@@ -449,23 +460,24 @@ async def test_training_refusals_cancel_and_conflicts(tmp_path: Path) -> None:
 
 async def test_training_list_filters_by_character(tmp_path: Path) -> None:
     async with atelier_http(tmp_path, preview_train_step_ms=0) as served:
-        jobs = {}
+        jobs: dict[str, list[dict[str, Any]]] = {}
         for name in ("Mara", "Ivo"):
             character = await create(served, name)
-            await upload(
-                served, character["id"], [(f"{name}-{i}.png", photo(i + len(name))) for i in range(2)]
-            )
-            jobs[character["id"]] = await finished(served, await train(served, character["id"], steps=10))
+            images = [(f"{name}-{i}.png", photo(i + len(name))) for i in range(2)]
+            await upload(served, character["id"], images)
+            jobs[character["id"]] = [await finished(served, await train(served, character["id"], steps=10))]
+        # The document's own example config is taken as it is, and echoed.
+        job = await finished(served, await train(served, character["id"], **DOCUMENT_CONFIG))
+        assert job["status"] == "completed" and job["config"] == {"method": "lora", **DOCUMENT_CONFIG}
+        jobs[character["id"]].insert(0, job)  # newest first
+
         everything = (await served.http.get("/isengard/api/training")).json()
-        assert {job["id"] for job in everything} == {job["id"] for job in jobs.values()}
-        for character_id, job in jobs.items():
-            only = (
-                await served.http.get("/isengard/api/training", params={"character_id": character_id})
-            ).json()
-            assert only == [job]
-        assert (
-            await served.http.get("/isengard/api/training", params={"character_id": UNKNOWN_CHARACTER})
-        ).json() == []
+        assert sorted(job["id"] for job in everything) == sorted(j["id"] for js in jobs.values() for j in js)
+        for character_id, expected in jobs.items():
+            params = {"character_id": character_id}
+            assert (await served.http.get("/isengard/api/training", params=params)).json() == expected
+        params = {"character_id": UNKNOWN_CHARACTER}
+        assert (await served.http.get("/isengard/api/training", params=params)).json() == []
 
 
 async def test_generation_by_a_character_without_a_lora_is_400_naming_it(tmp_path: Path) -> None:
