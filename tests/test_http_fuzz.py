@@ -92,12 +92,13 @@ async def finished_run(served: Served) -> Run:
 
 
 async def trained_character(served: Served) -> dict[str, list[str]]:
-    """A character with a training image and a finished training: its id, the job's, the image's name."""
+    """A character with training images and a finished training: its id, the job's, the images' names."""
     character = await served.engine.characters.create("Fuzz")
-    await served.engine.characters.add_images(character.id, [Upload("fuzz.png", photo(1))])
+    images = [Upload("fuzz.png", photo(1)), Upload("fuzz.jpg", photo(2, fmt="JPEG"))]
+    await served.engine.characters.add_images(character.id, images)
     run = await served.engine.submit_training(character.id, {"steps": 5})
     await served.finished(run.id)
-    return {"ids": [character.id, f"train-{run.id}"], "files": ["fuzz.png"]}
+    return {"ids": [character.id, f"train-{run.id}"], "files": ["fuzz.png", "fuzz.jpg"]}
 
 
 def known_values(contract: str, run: Run, more: dict[str, list[str]]) -> dict[str, Any]:

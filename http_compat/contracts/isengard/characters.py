@@ -210,8 +210,8 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
         "GET",
         "/api/characters/{id}/images/{filename}",
         summary="One training image, as stored (orientation applied, metadata stripped)",
-        responses={200: "The image's bytes", 404: (Detail, "No such character or image")},
-        produces="image/png",
+        responses={200: "The image's bytes: PNG, JPEG or WebP", 404: (Detail, "No such character or image")},
+        produces="image/*",
     )
     async def image(request: Request) -> Response:
         character = await jobs.character(request.path_params["id"])
