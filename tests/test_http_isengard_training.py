@@ -530,11 +530,12 @@ async def test_info_shows_the_trainers_declared_parameters(tmp_path: Path) -> No
             "/isengard/api/training",
             json={
                 "character_id": UNKNOWN_CHARACTER,
-                "config": {"method": "dreambooth", "steps": 0, "colour": "red"},
+                "config": {"method": "dreambooth", "steps": 0, "learning_rate": "0.001", "colour": "red"},
             },
         )
         assert bad.status_code == 400
-        for field in ("method", "steps", "colour"):
+        # Each bad field named; a number sent as text is refused, not read.
+        for field in ("method", "steps", "learning_rate", "colour"):
             assert f"config.{field}" in bad.json()["detail"]
 
         schema = (await served.http.get("/isengard/openapi.json")).json()["components"]["schemas"]

@@ -44,7 +44,9 @@ def config_model(engine: Engine) -> type[BaseModel]:
                 description=f"{spec['description']} (default {spec['default']!r}"
                 + ("" if spec["wired"] else "; accepted and recorded, not used by this trainer")
                 + ")",
-                strict=None if spec.get("choices") or spec["type"] == "float" else True,
+                # Strict: a number sent as text is refused, as the trainer's own check refuses it
+                # (ai-toolkit would read it as something else); a float still takes an integer.
+                strict=None if spec.get("choices") else True,
             ),
         )
     return create_model("TrainingConfig", __config__=ConfigDict(extra="forbid"), **fields)
