@@ -284,6 +284,15 @@ async def test_an_upload_needs_files_and_its_captions_match_them(tmp_path: Path)
         assert empty.status_code == 400 and "No files" in empty.json()["detail"]
         as_json = await served.http.post(url, json={"files": []})
         assert as_json.status_code == 400
+        malformed = await served.http.post(
+            url, content=b"--x\r\nnot a part", headers={"Content-Type": "multipart/form-data"}
+        )
+        assert malformed.status_code == 400 and "multipart" in malformed.json()["detail"]
+        text_part = await upload(served, mara["id"], [("a.png", photo(1))], data={"files": "not a file"})
+        assert text_part.status_code == 201
+        assert text_part.json()["uploaded"] == ["a.png"]
+        assert "not a file" in text_part.json()["rejected"][0]["reason"]
+        await served.http.delete(f"{url}/a.png")
         mismatch = await upload(
             served, mara["id"], [("a.png", photo(1)), ("b.png", photo(2))], data={"captions": "one"}
         )
