@@ -26,13 +26,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute, compile_path
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from core.errors import AtelierError
 from http_compat.errors import ApiError, ErrorRenderer, from_engine
-from http_compat.inputs import BodyLimit, read_json, validate
+from http_compat.inputs import BodyLimit, StreamedBody, read_json, validate
 from http_compat.responses import base_url
 
 log = logging.getLogger("atelier.http")
@@ -64,6 +64,8 @@ class Endpoint:
     description: str = ""
     example: Any = None
     media_type: str = "application/json"
+    # A multipart/form-data body (its parts as a model's fields), read by the handler itself.
+    form: type[BaseModel] | None = None
 
 
 ResponseSpec = Mapping[int, type[BaseModel] | str | tuple[type[BaseModel] | None, str] | None]
@@ -89,6 +91,8 @@ class Api:
     # Each declared path's handlers by method, and where its one route is in `routes`.
     _methods: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = field(default_factory=dict)
     _route_index: dict[str, int] = field(default_factory=dict)
+    # Routes whose bodies are streamed to their handler under a cap of their own (uploads).
+    _streamed: list[StreamedBody] = field(default_factory=list)
 
     def route(
         self,
@@ -102,11 +106,17 @@ class Api:
         description: str = "",
         example: Any = None,
         produces: str = "application/json",
+        form: type[BaseModel] | None = None,
+        streamed_body: tuple[int, str] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Route `method path` to the handler, which is called as `handler(request)` or, with a
         `body` model, `handler(request, body)` once the JSON body has validated.
 
         `produces` is the media type of a success body that is not JSON (a file, a stream).
+        `form` documents a multipart/form-data body (the model's fields are its parts; `bytes`
+        ones are files), which the handler reads itself. `streamed_body` = (limit, setting): the
+        body is not read ahead under the contract's JSON cap but streamed to the handler, refused
+        with a 413 past `limit` bytes (see `BodyLimit`).
         """
 
         def register(handler: Handler) -> Handler:
@@ -125,6 +135,9 @@ class Api:
                     return self.render_error(ApiError(500, "internal error; the server log has the details"))
 
             self._route_method(method, path, endpoint)
+            if streamed_body is not None:
+                limit, setting = streamed_body
+                self._streamed.append(StreamedBody(method, compile_path(path)[0], limit, setting))
             every_param = [*_path_params(path), *params]
             self.endpoints.append(
                 Endpoint(
@@ -137,6 +150,7 @@ class Api:
                     description or (handler.__doc__ or "").strip(),
                     example,
                     produces,
+                    form,
                 )
             )
             return handler
@@ -249,7 +263,12 @@ class Api:
             # The contract's own middleware wraps the size cap, so it sees (and may decorate) 413s too.
             middleware=[
                 *self.middleware,
-                Middleware(BodyLimit, limit=max_body_bytes, render_error=self.render_error),
+                Middleware(
+                    BodyLimit,
+                    limit=max_body_bytes,
+                    render_error=self.render_error,
+                    streamed=self._streamed,
+                ),
             ],
         )
         return app
@@ -261,6 +280,7 @@ class Api:
             for endpoint in self.endpoints
             for model, mode in [
                 *([(endpoint.body, "validation")] if endpoint.body else []),
+                *([(endpoint.form, "validation")] if endpoint.form else []),
                 *((m, "serialization") for m, _ in endpoint.responses.values() if m is not None),
             ]
         }
@@ -300,6 +320,9 @@ class Api:
                 # An empty body is read as `{}`: it is only missing if the model requires a field.
                 required = bool(endpoint.body.model_json_schema().get("required"))
                 operation["requestBody"] = {"required": required, "content": {"application/json": content}}
+            if endpoint.form is not None:
+                form_schema = {"schema": refs[(endpoint.form, "validation")]}
+                operation["requestBody"] = {"required": True, "content": {"multipart/form-data": form_schema}}
             paths.setdefault(endpoint.path, {})[endpoint.method] = operation
         document: dict[str, Any] = {
             "openapi": "3.1.0",

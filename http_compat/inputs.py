@@ -9,7 +9,10 @@ drive the API whatever the origin check.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -106,6 +109,40 @@ def query_int(
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class StreamedBody:
+    """A route whose body is streamed to its handler under a cap of its own (a multipart upload
+    of several images), instead of being read ahead under the JSON cap."""
+
+    method: str
+    # The route's path inside the contract, as a regular expression (Starlette's `compile_path`).
+    path: re.Pattern[str]
+    limit: int
+    # The setting that sets `limit`, named in the 413.
+    setting: str
+
+
+def route_path(scope: Scope) -> str:
+    """The path inside the app the request reached (without the prefix it is mounted at)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
+class BodyTooLarge(ApiError):
+    """A 413: raised by a streamed body's `receive` once the body passes its cap, and so out of
+    whatever the handler was reading it with (the route answers it in the contract's envelope)."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(
+            413,
+            f"the request body is larger than {limit:,} bytes (the cap follows {setting})",
+            code="PAYLOAD_TOO_LARGE",
+        )
+
+
 class BodyLimit:
     """Refuse request bodies over `limit` bytes with a 413 in the contract's shape, whether the
     client declares the length or streams the body.
@@ -113,12 +150,20 @@ class BodyLimit:
     The body is read (up to the cap) before the app runs, then handed on: handlers read whole
     bodies anyway, and so a streamed body over the cap is answered here, in the right envelope,
     rather than failing half-way through a handler (or an SDK's transport).
+
+    `streamed` routes are the exception: their bodies may be far larger (uploads), so they are not
+    read ahead into memory but counted as the handler reads them (a multipart parser spools files
+    to disk); past their own cap, `receive` raises `BodyTooLarge`. A declared length over it is
+    refused before anything is read.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, render_error: ErrorRenderer) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, render_error: ErrorRenderer, streamed: Sequence[StreamedBody] = ()
+    ) -> None:
         self.app = app
         self.limit = limit
         self.render_error = render_error
+        self.streamed = tuple(streamed)
 
     def _too_large(self) -> ApiError:
         return ApiError(
@@ -137,6 +182,10 @@ class BodyLimit:
         if declared is None and b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # no body (a GET): nothing to count
             return
+        for rule in self.streamed:
+            if scope["method"] == rule.method and rule.path.fullmatch(route_path(scope)):
+                await self._streamed(rule, declared, scope, receive, send)
+                return
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self.render_error(self._too_large())(scope, receive, send)
             return
@@ -159,3 +208,22 @@ class BodyLimit:
             return read.popleft() if read else await receive()
 
         await self.app(scope, replay, send)
+
+    async def _streamed(
+        self, rule: StreamedBody, declared: bytes | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if declared is not None and declared.isdigit() and int(declared) > rule.limit:
+            await self.render_error(BodyTooLarge(rule.limit, rule.setting))(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > rule.limit:
+                    raise BodyTooLarge(rule.limit, rule.setting)
+            return message
+
+        await self.app(scope, counted, send)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from core.backends import Progress
 from core.engine import Engine
 from core.errors import RunNotFound
 from core.models import Run
@@ -26,19 +28,30 @@ log = logging.getLogger("atelier.http")
 
 async def run_updates(engine: Engine, run_id: str) -> AsyncIterator[Run]:
     """The run now, then again at each change or progress step, until it is final (or deleted)."""
+    async with aclosing(run_progress(engine, run_id)) as updates:
+        async for run, _ in updates:
+            yield run
+
+
+async def run_progress(engine: Engine, run_id: str) -> AsyncIterator[tuple[Run, Progress | None]]:
+    """As `run_updates`, each with the latest progress report seen (None before the first): what
+    a run does not keep, such as a trainer's loss."""
+    latest: Progress | None = None
     with engine.events.subscribe(run_id) as events:
         run = await engine.get_run(run_id)
-        yield run
+        yield run, latest
         while not run.status.is_final:
             event = await events.get()
             if event.kind == "run" and event.run is None:
                 return  # deleted
+            if event.kind == "progress" and event.progress is not None:
+                latest = event.progress
             if event.kind in ("run", "progress"):
                 try:
                     run = await engine.get_run(run_id)
                 except RunNotFound:
                     return
-                yield run
+                yield run, latest
 
 
 KEEP_ALIVE = b": keep-alive\n\n"

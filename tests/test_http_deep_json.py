@@ -52,8 +52,9 @@ async def test_deeply_nested_json_is_a_400_on_every_post(tmp_path: Path, contrac
                     headers={"Content-Type": "application/json"},
                 )
                 where = f"POST /{contract}{path} with {depth} levels"
-                if "requestBody" not in operation:
-                    # The route reads no body: whatever it answers, the nesting cannot break it.
+                if "application/json" not in operation.get("requestBody", {}).get("content", {}):
+                    # The route reads no JSON body (none, or a multipart upload): whatever it
+                    # answers, the nesting cannot break it.
                     assert response.status_code < 500 or response.status_code == 501, where
                     continue
                 assert response.status_code == 400, f"{where}: {response.status_code} {response.text}"

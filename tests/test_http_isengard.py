@@ -3,7 +3,7 @@ own requests.
 
 A real uvicorn server on loopback over a real engine (preview renderer); every response is
 checked against the shapes, status codes, headers and SSE events a client of the document sees.
-Characters and training are a later issue: they must answer 501 (and still be rate limited).
+Characters and training have their own file, tests/test_http_isengard_training.py.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ CLIENT_LOGS = {
         }
     ]
 }
-NOT_YET = "Characters and LoRA training are not available in this Atelier release yet"
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 JOB_ID = re.compile(r"^gen-[0-9a-z]{26}$")
 UNKNOWN = "gen-" + "0" * 26
@@ -118,23 +117,11 @@ async def test_health_ready_and_info_at_the_root_and_under_api(tmp_path: Path) -
         info = (await served.http.get("/isengard/info")).json()
         assert (info["name"], info["version"], info["mode"]) == ("Isengard API", "0.1.0", "fast-test")
         training = info["training"]
-        assert (training["method"], training["backend"], training["available"]) == (
-            "lora",
-            "ai-toolkit",
-            False,
+        # The preview trainer (the default); its parameters are checked in the training tests.
+        assert (training["method"], training["backend"], training["available"]) == ("lora", "preview", True)
+        assert {"steps", "learning_rate", "batch_size", "resolution", "lora_rank"} <= set(
+            training["parameters"]
         )
-        assert training["reason"] == NOT_YET
-        assert training["parameters"]["steps"] == {
-            "type": "int",
-            "min": 100,
-            "max": 10000,
-            "default": 1000,
-            "wired": False,
-            "description": "Number of training steps",
-            "options": None,
-        }
-        assert {"learning_rate", "batch_size", "resolution", "lora_rank"} <= set(training["parameters"])
-        assert not any(p["wired"] for p in training["parameters"].values())
 
         generation = info["image_generation"]
         assert generation["backend"] == "local"
@@ -167,7 +154,7 @@ async def test_health_ready_and_info_at_the_root_and_under_api(tmp_path: Path) -
             "guidance_scale": ("float", 0, 30, 3.5, True),
             "seed": ("int", 0, 2**32 - 1, None, True),
             "count": ("int", 1, 16, 1, True),
-            "lora_strength": ("float", -5, 5, 1.0, False),
+            "lora_strength": ("float", 0, 2, 1.0, True),
             "prompt": ("str", 1, 4000, None, True),
         }
         for name, (kind, low, high, default, wired) in expected.items():
@@ -478,48 +465,13 @@ async def test_the_21st_generation_within_a_minute_is_429_with_retry_after(tmp_p
         # Other endpoints are not limited by it.
         assert (await served.http.get("/isengard/health")).status_code == 200
 
-        # Training keeps its own limit (5/min) even though it answers 501 for now.
+        # Training and uploads keep their own limits (5/min, 30/min), counted for invalid requests too.
         statuses = [(await served.http.post("/isengard/api/training", json={})).status_code for _ in range(6)]
-        assert statuses == [501] * 5 + [429]
+        assert statuses == [400] * 5 + [429]
         uploads = [
             (await served.http.post("/isengard/api/characters/char-1/images")).status_code for _ in range(31)
         ]
-        assert uploads == [501] * 30 + [429]
-
-
-async def test_characters_and_training_answer_501(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path) as served:
-        calls = [
-            ("GET", "/api/characters", None),
-            (
-                "POST",
-                "/api/characters",
-                {"name": "John Smith", "description": "x", "trigger_word": "js_person"},
-            ),
-            ("GET", "/api/characters/char-abc123", None),
-            ("PATCH", "/api/characters/char-abc123", {"name": "Updated Name"}),
-            ("DELETE", "/api/characters/char-abc123", None),
-            ("GET", "/api/characters/char-abc123/images", None),
-            ("GET", "/api/characters/char-abc123/images/image1.jpg", None),
-            ("DELETE", "/api/characters/char-abc123/images/image1.jpg", None),
-            ("GET", "/api/training", None),
-            ("GET", "/api/training?character_id=char-xyz789", None),
-            ("POST", "/api/training", {"character_id": "char-xyz789", "config": {"method": "lora"}}),
-            ("GET", "/api/training/train-abc123", None),
-            ("GET", "/api/training/train-abc123/stream", None),
-            ("POST", "/api/training/train-abc123/cancel", None),
-            ("PUT", "/api/characters/char-abc123", {"name": "x"}),  # not in the document: still 501
-            ("GET", "/api/characters/char-abc123/anything/else", None),
-        ]
-        for method, path, body in calls:
-            response = await served.http.request(method, f"/isengard{path}", json=body)
-            assert response.status_code == 501, (method, path)
-            assert response.json() == {"detail": NOT_YET}, (method, path)
-        upload = await served.http.post(
-            "/isengard/api/characters/char-abc123/images",
-            files={"files": ("image1.jpg", b"\xff\xd8", "image/jpeg")},
-        )
-        assert upload.status_code == 501 and upload.json() == {"detail": NOT_YET}
+        assert uploads == [404] * 30 + [429]
 
 
 # --- logs and correlation ids ---------------------------------------------------------------
@@ -622,7 +574,7 @@ async def test_correlation_ids_are_echoed_generated_and_logged(
             ("GET", f"/isengard/api/generation/{UNKNOWN}", None),
             ("POST", "/isengard/api/generation", {"config": {}}),
             ("GET", "/isengard/missing", None),
-            ("GET", "/isengard/api/characters", None),
+            ("GET", "/isengard/api/characters/char-000000000000", None),
         ):
             response = await served.http.request(
                 method, path, json=body, headers={"X-Correlation-ID": "err-1"}
@@ -726,7 +678,11 @@ async def test_openapi_lists_every_documented_endpoint(tmp_path: Path) -> None:
             ("GET", "/api/jobs/{id}/logs"),
             ("POST", "/api/client-logs"),
         }
-        assert "501" in document["paths"]["/api/training"]["post"]["responses"]
+        assert not any(
+            "501" in op["responses"] for item in document["paths"].values() for op in item.values()
+        )
+        upload = document["paths"]["/api/characters/{id}/images"]["post"]
+        assert "multipart/form-data" in upload["requestBody"]["content"]
         assert "429" in document["paths"]["/api/generation"]["post"]["responses"]
         docs = await served.http.get("/isengard/docs")
         assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
@@ -744,4 +700,4 @@ async def test_root_contract_serves_isengard_at_the_root(tmp_path: Path) -> None
         job = response.json()
         assert (await served.http.get(f"/isengard/api/generation/{job['id']}")).json()["id"] == job["id"]
         statuses = [(await served.http.post("/api/training", json={})).status_code for _ in range(6)]
-        assert statuses == [501] * 5 + [429]
+        assert statuses == [400] * 5 + [429]
