@@ -388,6 +388,10 @@ class Engine:
             "parameters": {name: p.to_dict() for name, p in trainer.parameters().items()},
         }
 
+    async def trainer_health(self) -> dict[str, Any]:
+        """Whether training can start now (`{"ok": ...}` and, if not, why)."""
+        return await self._training.trainer.health()
+
     async def _refresh_models(self) -> None:
         """A LoRA was installed: backends re-read their model lists so it validates at once."""
         for backend in self.backends.values():

@@ -57,7 +57,7 @@ def make_trainer(settings: Settings) -> Trainer:
         from core.training.aitoolkit import AIToolkitTrainer
 
         return AIToolkitTrainer(
-            settings.aitoolkit_dir,
+            directory=settings.aitoolkit_dir,
             python=settings.aitoolkit_python,
             base_model=settings.aitoolkit_base_model,
             grace_s=settings.aitoolkit_grace_s,

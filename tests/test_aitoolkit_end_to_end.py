@@ -94,7 +94,8 @@ async def test_progress_reaches_isengard_sse_with_step_and_loss(tmp_path: Path) 
             steps = [data["current_step"] for data in progress]
             assert steps == sorted(steps) and steps[-1] <= 40
             assert all(data["total_steps"] == 40 and data["job_type"] == "training" for data in progress)
-            assert any("loss" in data["message"] for data in progress), progress[-1]
+            assert all(data["message"] == f"Step {data['current_step']}/40" for data in progress)
+            assert any(isinstance(data.get("loss"), float) for data in progress), progress[-1]
             assert events[-1][0] == "complete" and events[-1][1]["status"] == "completed"
             character = (await http.get(f"/isengard/api/characters/{character_id}")).json()
             assert character["lora_path"] and character["lora_trained_at"]

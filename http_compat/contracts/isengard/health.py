@@ -189,6 +189,7 @@ def declare(api: Api, engine: Engine, settings: Settings, version: str) -> None:
                 w["name"] for w in engine.list_workflows()["workflows"] if w.get("operation") == "txt2img"
             ]
             declared = engine.trainer_parameters()
+            ready = await engine.trainer_health()
             body = Info(
                 name="Isengard API",
                 version=version,
@@ -197,8 +198,10 @@ def declare(api: Api, engine: Engine, settings: Settings, version: str) -> None:
                     method="lora",
                     backend=TRAINER_BACKENDS.get(trainer, trainer),
                     base_model=declared["base_model"],
-                    available=True,
-                    reason=TRAINER_NOTES.get(trainer, trainer),
+                    available=bool(ready.get("ok")),
+                    reason=TRAINER_NOTES.get(trainer, trainer)
+                    if ready.get("ok")
+                    else f"cannot train now: {ready.get('error') or ready.get('reason') or 'the trainer is not ready'}",
                     parameters=training_parameters(engine),
                 ),
                 image_generation=ImageGenerationInfo(
