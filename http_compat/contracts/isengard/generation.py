@@ -3,8 +3,6 @@ cancel, and the generated files by name."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +16,7 @@ from core.models import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE
 from core.settings import Settings
 from http_compat.api import Api, Param
 from http_compat.contracts.isengard.envelope import Detail, not_found
+from http_compat.contracts.isengard.streams import cancel_job, job_stream
 from http_compat.contracts.isengard.views import (
     GENERATION_KINDS,
     OUTPUT_RE,
@@ -29,7 +28,6 @@ from http_compat.contracts.isengard.views import (
 )
 from http_compat.errors import ApiError
 from http_compat.inputs import query_int
-from http_compat.realtime import run_updates, sse_response
 from http_compat.responses import artifact_response, json_response
 
 # Why each toggle of the original cannot be honoured by Atelier's generation runs.
@@ -202,20 +200,7 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
     async def stream(request: Request) -> Response:
         run = await jobs.generation_run(request.path_params["id"])
 
-        async def events() -> AsyncIterator[tuple[str, dict[str, Any]]]:
-            last: dict[str, Any] | None = None
-            # aclosing: the event subscription ends with the stream, not when the generator is collected.
-            async with aclosing(run_updates(engine, run.id)) as updates:
-                async for now in updates:
-                    name, data = await jobs.generation_event(now)
-                    if name == "complete":
-                        yield name, data
-                        return
-                    if data != last:
-                        last = data
-                        yield name, data
-
-        return sse_response(events(), keepalive_s=settings.sse_keepalive_s)
+        return job_stream(engine, run.id, lambda now, _: jobs.generation_event(now), settings.sse_keepalive_s)
 
     @api.route(
         "POST",
@@ -225,6 +210,4 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
     )
     async def cancel(request: Request) -> Response:
         run = await jobs.generation_run(request.path_params["id"])
-        if run.status.is_final:
-            raise ApiError(400, f"Cannot cancel job in {run.status.value} state")
-        return json_response(await jobs.generation_view(await engine.cancel(run.id)))
+        return json_response(await jobs.generation_view(await cancel_job(engine, run)))

@@ -3,8 +3,6 @@ with step and loss, cancel. A training job is an Atelier training run, `train-<r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -17,9 +15,9 @@ from core.models import Run
 from core.settings import Settings
 from http_compat.api import Api, Param
 from http_compat.contracts.isengard.envelope import Detail, not_found
+from http_compat.contracts.isengard.streams import cancel_job, job_stream
 from http_compat.contracts.isengard.views import Jobs, ProgressEvent, TrainingJob, TrainingJobs
 from http_compat.errors import ApiError
-from http_compat.realtime import run_progress, sse_response
 from http_compat.responses import json_response
 
 _TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": bool}
@@ -137,20 +135,12 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
     async def stream(request: Request) -> Response:
         run = await jobs.training_run(request.path_params["id"])
 
-        async def events() -> AsyncIterator[tuple[str, dict[str, Any]]]:
-            last: dict[str, Any] | None = None
-            async with aclosing(run_progress(engine, run.id)) as updates:
-                async for now, progress in updates:
-                    loss = progress.loss if progress is not None else None
-                    name, data = await jobs.training_event(now, loss)
-                    if name == "complete":
-                        yield name, data
-                        return
-                    if data != last:
-                        last = data
-                        yield name, data
-
-        return sse_response(events(), keepalive_s=settings.sse_keepalive_s)
+        return job_stream(
+            engine,
+            run.id,
+            lambda now, progress: jobs.training_event(now, progress.loss if progress is not None else None),
+            settings.sse_keepalive_s,
+        )
 
     @api.route(
         "POST",
@@ -160,9 +150,7 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
     )
     async def cancel(request: Request) -> Response:
         run = await jobs.training_run(request.path_params["id"])
-        if run.status.is_final:
-            raise ApiError(400, f"Cannot cancel job in {run.status.value} state")
-        return json_response(await jobs.training_view(await engine.cancel(run.id)))
+        return json_response(await jobs.training_view(await cancel_job(engine, run)))
 
 
 def already_training(name: str, run: Run) -> ApiError:
