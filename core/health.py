@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -70,6 +70,23 @@ class Metrics:
         }
 
 
+async def _asked(check: Callable[[], Awaitable[Mapping[str, Any]]], down: dict[str, Any]) -> dict[str, Any]:
+    """A component's own health report, or `down` with why it could not give one in time."""
+    with anyio.move_on_after(HEALTH_CHECK_S):
+        try:
+            return dict(await check())
+        except Exception as exc:
+            return {**down, "error": f"{type(exc).__name__}: {exc}"}
+    return {**down, "error": "health check timed out"}
+
+
+def _with_lane(health: dict[str, Any], scheduler: Scheduler, lane_name: str) -> dict[str, Any]:
+    lane = scheduler.lanes.get(lane_name)
+    if lane is not None:
+        health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
+    return health
+
+
 async def report(
     *,
     backends: Mapping[str, GenerationBackend],
@@ -87,27 +104,10 @@ async def report(
     reported, but image generation stays healthy without it."""
     backend_health = {}
     for name, backend in backends.items():
-        health: dict[str, Any] = {"up": False, "error": "health check timed out"}
-        with anyio.move_on_after(HEALTH_CHECK_S):
-            try:
-                health = dict(await backend.health())
-            except Exception as exc:
-                health = {"up": False, "error": f"{type(exc).__name__}: {exc}"}
-        lane = scheduler.lanes.get(name)
-        if lane is not None:
-            health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
-        backend_health[name] = health
-    trainer_health: dict[str, Any] | None = None
+        backend_health[name] = _with_lane(await _asked(backend.health, {"up": False}), scheduler, name)
+    trainer_health = None
     if trainer is not None:
-        trainer_health = {"ok": False, "error": "health check timed out"}
-        with anyio.move_on_after(HEALTH_CHECK_S):
-            try:
-                trainer_health = dict(await trainer.health())
-            except Exception as exc:
-                trainer_health = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        lane = scheduler.lanes.get(training_lane)
-        if lane is not None:
-            trainer_health.update(queued=len(lane), running=lane.busy, slots=lane.concurrency)
+        trainer_health = _with_lane(await _asked(trainer.health, {"ok": False}), scheduler, training_lane)
     now = time.time()
     storage = dict(await store.health())
     ledger_health: dict[str, Any] = {"ok": True, "error": None}

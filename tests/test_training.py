@@ -3,6 +3,8 @@ train, generate by character; the training lane, conflicts, deletion, and a rest
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import anyio
@@ -184,3 +186,38 @@ async def test_a_training_stopped_by_a_restart_resumes_from_its_checkpoint(tmp_p
     assert handed.status is RunStatus.COMPLETED, handed.error
     assert handed.attempts == 1  # a restart does not spend an attempt
     assert handed.result is not None and 0 < handed.result["resumed_from_step"] <= stopped_at
+
+
+async def test_an_ai_toolkit_that_is_not_installed_is_reported_and_fails_its_runs_plainly(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.from_env({}, home=tmp_path / "home", local_step_ms=0, trainer="aitoolkit")
+    async with Engine.open(settings) as engine:
+        status = await engine.status()
+        assert status["healthy"] is True  # image generation does not need the trainer
+        assert status["trainer"]["ok"] is False and "ATELIER_AITOOLKIT_DIR" in status["trainer"]["reason"]
+        mara = await mara_with_images(engine, 2)
+        run = await engine.submit_training(mara, {"steps": 10})
+        failed = await engine.wait(run.id, timeout_s=30)
+        assert failed.status is RunStatus.FAILED and failed.attempts == 1
+        assert "ai-toolkit cannot start" in (failed.error or "") and "ATELIER_AITOOLKIT_DIR" in (
+            failed.error or ""
+        )
+
+
+async def test_a_gpu_out_of_memory_fails_the_run_at_once_saying_what_to_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "ai-toolkit"
+    folder.mkdir()
+    shutil.copyfile(Path(__file__).parent / "fakes" / "aitoolkit.py", folder / "run.py")
+    monkeypatch.setenv("FAKE_AITOOLKIT_FAIL", "oom")  # the fake ai-toolkit's knob, read by its process
+    settings = Settings.from_env(
+        {}, home=tmp_path / "home", trainer="aitoolkit", aitoolkit_dir=folder, aitoolkit_python=sys.executable
+    )
+    async with Engine.open(settings) as engine:
+        mara = await mara_with_images(engine, 2)
+        run = await engine.submit_training(mara, {"steps": 10})
+        failed = await engine.wait(run.id, timeout_s=30)
+    assert failed.status is RunStatus.FAILED and failed.attempts == 1  # not retried: it cannot succeed
+    assert "the GPU ran out of memory" in (failed.error or "")

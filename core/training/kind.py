@@ -188,15 +188,30 @@ class TrainingKind:
             while True:
                 await arrived.wait()
                 arrived = anyio.Event()
-                while lines:
-                    await self._ledger.add_log(job.run_id, lines.pop(0))
+                await self._write_log(job.run_id, lines)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(write_lines)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(write_lines)
+                try:
+                    return await self.trainer.train(job, on_progress, on_log=on_log)
+                finally:
+                    group.cancel_scope.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await self._write_log(job.run_id, lines)
+        except BaseExceptionGroup as group_error:
+            # The trainer's own error, not a group: the task group only wrapped it (the engine
+            # reads `BackendError.retryable`).
+            if len(group_error.exceptions) == 1:
+                raise group_error.exceptions[0] from None
+            raise
+
+    async def _write_log(self, run_id: str, lines: list[str]) -> None:
+        while lines:
             try:
-                return await self.trainer.train(job, on_progress, on_log=on_log)
-            finally:
-                group.cancel_scope.cancel()
+                await self._ledger.add_log(run_id, lines.pop(0))
+            except Exception:  # a log line is not worth a run: the ledger's trouble is reported elsewhere
+                return
 
     async def complete(self, run: Run, trained: TrainedLora) -> Completion:
         try:
