@@ -221,3 +221,30 @@ async def test_a_gpu_out_of_memory_fails_the_run_at_once_saying_what_to_change(
         failed = await engine.wait(run.id, timeout_s=30)
     assert failed.status is RunStatus.FAILED and failed.attempts == 1  # not retried: it cannot succeed
     assert "the GPU ran out of memory" in (failed.error or "")
+
+
+async def test_a_cancelled_training_retried_resumes_and_deleting_it_removes_its_folder(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.from_env({}, home=tmp_path / "home", preview_train_step_ms=2)
+    async with Engine.open(settings) as engine:
+        mara = await mara_with_images(engine, 2)
+        run = await engine.submit_training(mara, {"steps": 600})
+        with anyio.fail_after(30):
+            while (await engine.get_run(run.id)).step < 250:
+                await anyio.sleep(0.05)
+        cancelled = await engine.cancel(run.id)
+        assert cancelled.status is RunStatus.CANCELLED
+        assert (settings.training_dir / run.id).is_dir()  # its checkpoint waits for a retry
+        await engine.retry(run.id)
+        done = await engine.wait(run.id, timeout_s=60)
+        assert done.status is RunStatus.COMPLETED and done.result is not None
+        assert done.result["resumed_from_step"] >= 200
+        assert any("resumed from the checkpoint" in e.message for e in await engine.logs(run.id))
+        again = await engine.submit_training(mara, {"steps": 5000})
+        with anyio.fail_after(30):
+            while not (settings.training_dir / again.id).is_dir():
+                await anyio.sleep(0.02)
+        await engine.delete(again.id)
+        assert not (settings.training_dir / again.id).exists()
+        assert [v.version for v in (await engine.characters.get(mara)).versions] == [1]
