@@ -57,6 +57,10 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/comfyui_keep_busy.py
 	$(BIN)/python bench/http_run_status.py
 	$(BIN)/python bench/upscale_memory.py
+	$(BIN)/python bench/character_upload.py
+	$(BIN)/python bench/character_upload_http.py
+	$(BIN)/python bench/aitoolkit_progress.py
+	$(BIN)/python bench/preview_training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

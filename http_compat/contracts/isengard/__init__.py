@@ -142,8 +142,9 @@ def build(engine: Engine, settings: Settings) -> Api:
     )
     jobs = Jobs(engine)
     health.declare(api, engine, settings, VERSION)
+    # Generation first: routes are matched in order, and its status GETs are the busiest.
+    generation.declare(api, engine, settings, jobs)
     characters.declare(api, engine, settings, jobs)
     training.declare(api, engine, settings, jobs)
-    generation.declare(api, engine, settings, jobs)
     logs.declare(api, engine, jobs)
     return api
