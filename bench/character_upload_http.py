@@ -32,7 +32,7 @@ from tests.procs import free_port, serve
 
 MIB = 1024 * 1024
 
-BARE_APP = '''
+BARE_APP = """
 import hashlib
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -50,7 +50,7 @@ async def upload(request):
     return JSONResponse({"uploaded": len(digests)}, status_code=201)
 
 app = Starlette(routes=[Route("/upload", upload, methods=["POST"])])
-'''
+"""
 
 
 def post(url: str, paths: list[Path]) -> tuple[float, httpx.Response]:
@@ -109,12 +109,16 @@ def main() -> None:
                 server.process.pid, f"{server.url}/isengard/api/characters/{character}/images", paths
             )
             kept = httpx.get(f"{server.url}/isengard/api/characters/{character}/images", timeout=30).json()
-        print(f"reference (bare Starlette: parse + sha256): {ref_time:6.2f} s, peak +{ref_memory / MIB:5.1f} MiB")
+        print(
+            f"reference (bare Starlette: parse + sha256): {ref_time:6.2f} s, peak +{ref_memory / MIB:5.1f} MiB"
+        )
         print(
             f"atelier (check, strip, store, record):    {took:6.2f} s, peak +{memory / MIB:5.1f} MiB "
             f"({kept['count']} images kept, {took / len(paths) * 1000:.0f} ms/image)"
         )
-        print(f"ratio atelier / reference: time {took / ref_time:.1f}x, peak memory {memory / max(ref_memory, 1):.1f}x")
+        print(
+            f"ratio atelier / reference: time {took / ref_time:.1f}x, peak memory {memory / max(ref_memory, 1):.1f}x"
+        )
 
 
 if __name__ == "__main__":

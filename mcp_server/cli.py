@@ -157,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("run_id", nargs="?")
     runs.add_argument("--status", help="only this status (queued, running, completed, failed, cancelled)")
+    runs.add_argument("--kind", help="only this kind (image, batch, training)")
     runs.add_argument("--limit", type=int, default=20)
     runs.add_argument("--json", action="store_true", help="print JSON")
     runs.set_defaults(handler=_runs)
@@ -323,7 +324,7 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
 
     async with Engine.open(settings, role="client") as engine:
         if args.action == "list":
-            page = await engine.list_runs(status=args.status, limit=args.limit)
+            page = await engine.list_runs(status=args.status, kind=args.kind, limit=args.limit)
             if args.json:
                 print(json.dumps([r.to_dict() for r in page.items], indent=2))
             else:
@@ -361,12 +362,20 @@ def _finished_word(run: Any) -> str:
     return {"completed": "completed", "failed": "failed", "cancelled": "been cancelled"}[run.status.value]
 
 
+def _what(run: Any) -> str:
+    """The last column: an image run's prompt, or what a training run trains."""
+    if run.kind.value == "training":
+        steps = run.inputs.get("params", {}).get("steps")
+        return f"train {run.inputs.get('character_name')} ({run.inputs.get('trainer')}, {steps} steps)"
+    return " ".join(str(run.inputs.get("prompt", "")).split())
+
+
 def _print_table(runs: Sequence[Any]) -> None:
     """One line per run. Every column keeps its whole text (ids are copied into other commands);
     only the prompt is shortened, to the terminal's width (60 characters when piped)."""
     import shutil
 
-    header = ("id", "status", "progress", "created", "images", "prompt")
+    header = ("id", "status", "progress", "created", "images", "prompt / training")
     rows = [
         (
             run.id,
@@ -374,7 +383,7 @@ def _print_table(runs: Sequence[Any]) -> None:
             f"{run.progress:.0%}",
             _when(run.created_at),
             str(len(run.artifacts)),
-            " ".join(str(run.inputs.get("prompt", "")).split()),
+            _what(run),
         )
         for run in runs
     ]

@@ -4,6 +4,7 @@ train, generate by character; the training lane, conflicts, deletion, and a rest
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from core.errors import CharacterNotFound, Conflict, InvalidInput
 from core.models import RunKind, RunStatus
 from core.settings import Settings
 from tests.character_images import distance, mean_colour, photo
+from tests.procs import atelier_command, atelier_env
 
 pytestmark = pytest.mark.anyio
 
@@ -248,3 +250,20 @@ async def test_a_cancelled_training_retried_resumes_and_deleting_it_removes_its_
         await engine.delete(again.id)
         assert not (settings.training_dir / again.id).exists()
         assert [v.version for v in (await engine.characters.get(mara)).versions] == [1]
+
+
+async def test_the_command_line_lists_a_training_run_by_what_it_trains(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=tmp_path / "home", preview_train_step_ms=0)
+    async with Engine.open(settings) as engine:
+        mara = await mara_with_images(engine, 2)
+        run = await engine.submit_training(mara, {"steps": 30})
+        assert (await engine.wait(run.id, timeout_s=30)).status is RunStatus.COMPLETED
+    listed = subprocess.run(
+        [*atelier_command(), "runs", "--kind", "training"],
+        env=atelier_env(settings.home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert run.id in listed.stdout and "train Mara (preview, 30 steps)" in listed.stdout
