@@ -114,6 +114,38 @@ class Settings(BaseModel):
         le=10_000_000_000,
         description="Largest multipart upload (several training images in one request).",
     )
+    enabled_platforms: str = Field(
+        default="storefront",
+        description="Platforms products are published on (comma-separated: storefront, printify, shopify).",
+    )
+    catalog: Path | None = Field(
+        default=None, description="A JSON file of product types over the built-in catalog."
+    )
+    printify_token: SecretStr | None = Field(default=None, description="Printify personal access token.")
+    printify_shop_id: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,20}$", description="Printify shop id."
+    )
+    printify_url: str = Field(default="https://api.printify.com/v1", description="Printify's API base URL.")
+    shopify_store: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,60}$",
+        description="Shopify store name (<name>.myshopify.com).",
+    )
+    shopify_access_token: SecretStr | None = Field(
+        default=None, description="Shopify Admin API access token."
+    )
+    shopify_client_id: str | None = Field(
+        default=None, description="Shopify app client id (client-credentials grant)."
+    )
+    shopify_client_secret: SecretStr | None = Field(default=None, description="Shopify app client secret.")
+    shopify_api_version: str = Field(
+        default="2025-01",
+        pattern=r"^20[0-9]{2}-(01|04|07|10)$",
+        description="Shopify Admin API version (pinned).",
+    )
+    shopify_url: str | None = Field(
+        default=None, description="Shopify base URL override (default https://<store>.myshopify.com)."
+    )
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per run before it fails.")
     run_timeout_s: float = Field(default=900.0, gt=0, description="Per-attempt time limit of a run.")
     retry_backoff_s: float = Field(default=1.0, ge=0, le=600, description="First retry delay; doubles.")
@@ -170,6 +202,14 @@ class Settings(BaseModel):
             error = exc.errors()[0]
             name = str(error["loc"][0]) if error["loc"] else "settings"
             raise InvalidInput(ENV_PREFIX + name.upper(), error["msg"]) from None
+
+    @field_validator("enabled_platforms")
+    @classmethod
+    def _known_platforms(cls, value: str) -> str:
+        unknown = [p for p in _split(value, ",") if p.lower() not in ("storefront", "printify", "shopify")]
+        if unknown:
+            raise ValueError(f"unknown platform {unknown[0]!r}: use storefront, printify and/or shopify")
+        return value
 
     @field_validator("comfyui_urls")
     @classmethod
@@ -257,6 +297,11 @@ class Settings(BaseModel):
     @property
     def bundles_dir(self) -> Path:
         return self.home / "bundles"
+
+    @property
+    def platform_names(self) -> list[str]:
+        """ATELIER_ENABLED_PLATFORMS, lower-cased, in order, without repeats."""
+        return list(dict.fromkeys(name.lower() for name in _split(self.enabled_platforms, ",")))
 
     @property
     def characters_dir(self) -> Path:

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from core.characters.models import Character, CharacterImage, LoraVersion
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
+from core.publishing.models import Listing, Product
 
 
 class Increment(int):
@@ -49,7 +50,35 @@ class CharacterLedger(Protocol):
         ...
 
 
-class Ledger(CharacterLedger, Protocol):
+class ProductLedger(Protocol):
+    """Products and their listings on platforms; each call one transaction."""
+
+    async def insert_product(self, product: Product) -> Product:
+        """Store a new product; one with the same id already stored is returned as it is."""
+        ...
+
+    async def get_product(self, product_id: str) -> Product | None: ...
+
+    async def list_products(
+        self,
+        *,
+        status: str | None = None,
+        type: str | None = None,
+        run_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Product]: ...
+
+    async def published_on(self, platform: str, limit: int = 200, offset: int = 0) -> list[Product]: ...
+
+    async def update_product(self, product_id: str, **changes: Any) -> Product | None: ...
+
+    async def delete_product(self, product_id: str) -> bool: ...
+
+    async def put_listing(self, product_id: str, listing: Listing) -> None: ...
+
+
+class Ledger(CharacterLedger, ProductLedger, Protocol):
     """Every state change is one call, and each call is one transaction."""
 
     async def insert_run(self, run: Run, log: str | None = None) -> Run:

@@ -32,6 +32,7 @@ import anyio
 from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ledger import Increment
 from core.ledger.sqlite_characters import SQLiteCharacters
+from core.ledger.sqlite_products import SQLiteProducts
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 
 _RUN_COLUMNS = (
@@ -62,8 +63,9 @@ T = TypeVar("T")
 _READ_BUSY_MS = 100
 
 
-class SQLiteLedger(SQLiteCharacters):
-    """`Ledger` over one SQLite file (its character rows: `core.ledger.sqlite_characters`). Open with `SQLiteLedger.open(path)`."""
+class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
+    """`Ledger` over one SQLite file (its character and product rows: `core.ledger.sqlite_characters`,
+    `core.ledger.sqlite_products`). Open with `SQLiteLedger.open(path)`."""
 
     def __init__(self, path: Path, *, synchronous: str, busy_timeout_s: float) -> None:
         self._path = path
