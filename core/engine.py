@@ -38,6 +38,7 @@ from core.errors import (
     HomeLocked,
     InvalidInput,
     LedgerUnavailable,
+    ProductNotFound,
     RunNotFound,
 )
 from core.events import Event, EventBus
@@ -48,6 +49,11 @@ from core.kinds import Attempt, AttemptFailed, Queueing, RunHandler
 from core.ledger import Increment, Ledger
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus, parse_filter
 from core.progress import LiveProgress
+from core.publishing import Publisher
+from core.publishing.catalog import load_catalog
+from core.publishing.kind import LANE as PUBLISHING_LANE
+from core.publishing.kind import ProductsKind, Publishing, PublishKind, RunServices
+from core.publishing.models import PRODUCT_ID_RE, Product
 from core.scheduler import Scheduler
 from core.settings import Settings
 from core.training import Trainer
@@ -60,6 +66,7 @@ _ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 _RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 PROGRESS_FLUSH_S = 1.0
 MAX_PAGE = 200
+PUBLISHING_CONCURRENCY = 2
 Role = Literal["owner", "shared", "client"]
 T = TypeVar("T")
 
@@ -74,6 +81,7 @@ class Engine:
         store: ArtifactStore,
         backends: Mapping[str, GenerationBackend],
         trainer: Trainer | None = None,
+        publishers: Mapping[str, Publisher] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -90,10 +98,25 @@ class Engine:
             settings, ledger, self.characters, trainer or factory.make_trainer(settings), self._refresh_models
         )
         self._scheduler.add_lane(TRAINING_LANE, settings.training_concurrency)
+        self.catalog = load_catalog(settings.catalog)
+        self.publishers = dict(publishers or factory.make_publishers(settings, ledger))
+        self._publishing = Publishing(
+            settings,
+            ledger,
+            store,
+            self.catalog,
+            self.publishers,
+            RunServices(self.submit_image, self.wait, self.read_artifact, self.read_source),
+        )
+        self._products = ProductsKind(self._publishing)
+        self._publish = PublishKind(self._publishing)
+        self._scheduler.add_lane(PUBLISHING_LANE, PUBLISHING_CONCURRENCY)
         # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
         self._kinds: dict[RunKind, RunHandler] = {
             RunKind.IMAGE: self._images,
             RunKind.TRAINING: self._training,
+            RunKind.POD: self._products,
+            RunKind.PUBLISH: self._publish,
         }
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
         self._resume: dict[str, str] = {}
@@ -188,6 +211,8 @@ class Engine:
                     await engine._hand_back(engine._started_here)
                     for backend in engine.backends.values():
                         await backend.aclose()
+                    for publisher in engine.publishers.values():
+                        await publisher.aclose()
             if ledger is not None:
                 await ledger.close()
             owned = engine._lock if engine is not None else lock
@@ -357,6 +382,76 @@ class Engine:
             log=f"queued: train {found.name} with {self._training.trainer.name} ({checked['steps']} steps)",
             same_request=lambda existing: self._training.same_request(existing, found, checked),
         )
+
+    async def submit_products(
+        self,
+        request: Mapping[str, Any],
+        *,
+        priority: str | Priority = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Queue a run that makes products from designs and lists them (see `core.publishing.kind`).
+
+        `request`: `designs` (each `{prompt, ...}` to generate or `{source}` to use as is),
+        `product_types`, `platforms` (default ATELIER_ENABLED_PLATFORMS), `publish` (default
+        false: drafts), and optionally `title`, `description`, `price_cents`, `composed_from`.
+        """
+        queueing = self._queueing(priority, idempotency_key, max_attempts, None, meta)
+        inputs = await self._products.validate(request)
+        return await self._accept(
+            queueing,
+            lambda: _one(self._products.new_run(inputs, queueing)),
+            log=f"queued: {len(inputs['designs'])} design(s) as {', '.join(inputs['product_types'])} "
+            f"on {', '.join(inputs['platforms'])}" + (" (publish)" if inputs["publish"] else " (drafts)"),
+            same_request=lambda existing: _same_inputs(existing, inputs),
+        )
+
+    async def submit_publish(
+        self,
+        product_ids: Sequence[str],
+        platforms: Sequence[str] | None = None,
+        *,
+        action: str = "publish",
+        priority: str | Priority = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Queue a run that publishes (or unpublishes) products on platforms, durably."""
+        queueing = self._queueing(priority, idempotency_key, None, None, meta)
+        inputs = await self._publish.validate(product_ids, platforms, action)
+        return await self._accept(
+            queueing,
+            lambda: _one(self._publish.new_run(inputs, queueing)),
+            log=f"queued: {action} {len(inputs['product_ids'])} product(s) on {', '.join(inputs['platforms'])}",
+            same_request=lambda existing: _same_inputs(existing, inputs),
+        )
+
+    async def get_product(self, product_id: str) -> Product:
+        if not isinstance(product_id, str) or not PRODUCT_ID_RE.fullmatch(product_id):
+            raise InvalidInput(
+                "product_id", f"is not a product id (prod- and 12 of 0-9 a-z; got {product_id!r:.40})"
+            )
+        product = await self.ledger.get_product(product_id)
+        if product is None:
+            raise ProductNotFound(product_id)
+        return product
+
+    async def list_products(
+        self, *, status: str | None = None, type: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Product]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput("limit", f"must be an integer in 1..{MAX_PAGE} (got {limit!r})")
+        if status is not None and status not in ("draft", "published", "unpublished"):
+            raise InvalidInput("status", "must be draft, published or unpublished")
+        if type is not None:
+            self.catalog.get(type)
+        return await self.ledger.list_products(status=status, type=type, limit=limit, offset=offset)
+
+    async def platform_health(self) -> dict[str, dict[str, Any]]:
+        """Each platform: configured, and answering (`ok`)."""
+        return {name: await publisher.health() for name, publisher in self.publishers.items()}
 
     async def training_of(self, character_id: str, *, active_only: bool = False) -> list[Run]:
         """A character's training runs, newest first (only queued and running ones if `active_only`)."""
@@ -1020,6 +1115,20 @@ class Engine:
         """Bring a batch up to date with its children; refreshes asked for meanwhile coalesce."""
         if self._task_group is not None and self._batches.claim(parent_id):
             self._start(self._batches.refresh, parent_id)
+
+
+async def _one(run: Run) -> list[Run]:
+    return [run]
+
+
+def _same_inputs(existing: Run, inputs: Mapping[str, Any]) -> Run:
+    """`existing` if made by the same request; `Conflict` if its idempotency key was reused."""
+    if existing.inputs != dict(inputs):
+        raise Conflict(
+            f"idempotency key {existing.idempotency_key!r} was used for a different request "
+            f"(run {existing.id}); use a new key for new parameters"
+        )
+    return existing
 
 
 __all__ = ["Bundle", "Engine"]

@@ -57,6 +57,12 @@ class CharacterNotFound(AtelierError):
         super().__init__(f"Character {ref} not found (list_characters shows the ones that exist)")
 
 
+class ProductNotFound(AtelierError):
+    def __init__(self, product_id: str) -> None:
+        self.product_id = product_id
+        super().__init__(f"product {product_id!r} does not exist (list_products shows the ones that do)")
+
+
 class Conflict(AtelierError):
     """The request is valid but the run's state does not allow it (e.g. retry a running run)."""
 

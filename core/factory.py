@@ -8,6 +8,7 @@ from core.backends import GenerationBackend
 from core.backends.comfyui.workflows import WorkflowLibrary
 from core.ledger import Ledger
 from core.ledger.sqlite import SQLiteLedger
+from core.publishing import Publisher
 from core.settings import Settings
 from core.training import Trainer
 
@@ -65,3 +66,16 @@ def make_trainer(settings: Settings) -> Trainer:
     from core.training.preview import PreviewTrainer
 
     return PreviewTrainer(step_ms=settings.preview_train_step_ms)
+
+
+def make_publishers(settings: Settings, ledger: Ledger) -> dict[str, Publisher]:
+    """Every platform products can be listed on (each says whether it is configured)."""
+    from core.publishing.printify import PrintifyPublisher
+    from core.publishing.shopify import ShopifyPublisher
+    from core.publishing.storefront import StorefrontPublisher
+
+    return {
+        "storefront": StorefrontPublisher(ledger, settings),
+        "printify": PrintifyPublisher.from_settings(settings),
+        "shopify": ShopifyPublisher.from_settings(settings),
+    }

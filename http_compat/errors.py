@@ -14,6 +14,7 @@ from core.errors import (
     ArtifactNotFound,
     AtelierError,
     CharacterNotFound,
+    ProductNotFound,
     Conflict,
     HomeLocked,
     InvalidInput,
@@ -97,7 +98,7 @@ def from_engine(exc: AtelierError, invalid_status: int = 400) -> ApiError:
     """The HTTP answer to an engine error."""
     if isinstance(exc, InvalidInput):
         return ApiError(invalid_status, str(exc), code=CODES[invalid_status], details={"field": exc.field})
-    if isinstance(exc, RunNotFound | ArtifactNotFound | CharacterNotFound):
+    if isinstance(exc, RunNotFound | ArtifactNotFound | CharacterNotFound | ProductNotFound):
         return ApiError(404, str(exc), code="NOT_FOUND")
     if isinstance(exc, Conflict):
         return ApiError(409, str(exc), code="CONFLICT")

@@ -1,0 +1,563 @@
+"""The print-on-demand run kinds: making products from designs, and publishing them.
+
+`products` runs (kind `pod`) take designs (prompts to generate, or images given as sources),
+product types and platforms. For each attempt they:
+1. generate each prompt's design as an image run of its own (idempotency key
+   `pod:<run>:design:<n>`, so a retry or a restart finds the same run instead of a new one);
+2. for each design and product type: enlarge the design through an upscale run when the print
+   area needs it (`pod:<run>:upscale:<n>:<scale>`), fit it to each print area at its DPI
+   (`core.publishing.print_files`), draw a mockup per colour (`core.publishing.mockups`), and
+   record the product (a draft; its id is derived from the run, the design and the type, so a
+   retry records the same product);
+3. list each product on each platform, and publish it if asked (`core.publishing.listings`,
+   durable: never a second product on a platform).
+A design too small for a product type even after the largest upscale is refused for that
+product, with the sizes named, and the others are made. A platform that fails keeps the other
+platforms' products: its failure is named in the result's `errors`; a failure that can pass is
+retried (the whole attempt again, which skips what is done) until the last attempt, which
+completes with the errors recorded.
+
+`publish` runs (kind `publish`) bring existing products' listings to published or unpublished
+on the given platforms, with the same durable steps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+
+from core.artifacts import ArtifactStore, input_key, run_key
+from core.backends import Progress, ProgressCallback
+from core.errors import BackendError, InvalidInput
+from core.ids import new_run_id
+from core.kinds import Attempt, Completion, Queueing
+from core.ledger import ProductLedger
+from core.models import Artifact, Run, RunKind, RunStatus
+from core.publishing import ListedFile, Publisher
+from core.publishing.catalog import Catalog, ProductType
+from core.publishing.listings import Action, list_product, record_failure
+from core.publishing.models import PRODUCT_ID_RE, Product, ProductFile
+from core.settings import Settings
+
+LANE = "publishing"
+MAX_DESIGNS = 16
+DESIGN_WAIT_S = 3600.0
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+SubmitImage = Callable[..., Awaitable[Run]]
+WaitRun = Callable[[str, float], Awaitable[Run]]
+ReadArtifact = Callable[[str, str], Awaitable[tuple[Artifact, bytes]]]
+ReadSource = Callable[[str], Awaitable[tuple[bytes, str]]]
+
+
+@dataclass(slots=True, frozen=True)
+class RunServices:
+    """What these kinds ask of the engine: image runs for designs and upscales, and their files."""
+
+    submit_image: SubmitImage
+    wait: WaitRun
+    read_artifact: ReadArtifact
+    read_source: ReadSource
+
+
+@dataclass(slots=True)
+class Outcome:
+    artifacts: list[Artifact] = field(default_factory=list)
+    designs: list[dict[str, Any]] = field(default_factory=list)
+    products: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Publishing:
+    """Both kinds share the catalog, the platforms and the durable listing steps."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: ProductLedger,
+        store: ArtifactStore,
+        catalog: Catalog,
+        publishers: Mapping[str, Publisher],
+        services: RunServices,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.store = store
+        self.catalog = catalog
+        self.publishers = dict(publishers)
+        self.services = services
+
+    def check_platforms(self, platforms: object) -> list[str]:
+        """The platforms asked for (default: ATELIER_ENABLED_PLATFORMS), each configured."""
+        if platforms is None:
+            platforms = self.settings.platform_names
+        if isinstance(platforms, str):
+            platforms = [p for p in platforms.split(",") if p.strip()]
+        if not isinstance(platforms, list | tuple):
+            raise InvalidInput("platforms", "must be a list of platforms (storefront, printify, shopify)")
+        names = list(dict.fromkeys(str(p).strip().lower() for p in platforms))
+        for name in names:
+            publisher = self.publishers.get(name)
+            if publisher is None:
+                raise InvalidInput(
+                    "platforms", f"{name!r:.40} is not a platform (storefront, printify, shopify)"
+                )
+            if not publisher.configured():
+                raise InvalidInput("platforms", _not_configured(name))
+        return names
+
+    async def list_all(
+        self,
+        products: Sequence[Product],
+        platforms: Sequence[str],
+        action: Action,
+        outcome: Outcome,
+        on_step: Callable[[], None],
+    ) -> bool:
+        """List every product on every platform; failures go to `outcome.errors`. True if one may pass on a retry."""
+        retryable = False
+        for product in products:
+            product_type = self.catalog.types.get(product.type)
+            for platform in platforms:
+                publisher = self.publishers[platform]
+                try:
+                    if product_type is None:
+                        raise BackendError(
+                            f"product type {product.type!r} is no longer in the catalog", retryable=False
+                        )
+                    await list_product(self.ledger, publisher, product, product_type, self._files_of, action)
+                except BackendError as exc:
+                    retryable = retryable or exc.retryable
+                    outcome.errors.append(f"{platform}: {product.title} ({product.type}): {exc}")
+                    await record_failure(self.ledger, product, platform, str(exc))
+                on_step()
+        return retryable
+
+    async def _files_of(self, product: Product) -> list[ListedFile]:
+        files = []
+        for item in product.files:
+            data = await self.store.read(run_key(product.run_id, item.filename))
+            files.append(
+                ListedFile(
+                    item.role, item.name, item.filename, "image/png", data, item.width, item.height, item.dpi
+                )
+            )
+        return files
+
+
+class ProductsKind:
+    """`pod` runs: designs -> print files and mockups -> products -> listings (see the module docstring)."""
+
+    def __init__(self, publishing: Publishing) -> None:
+        self.p = publishing
+
+    async def validate(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The run's inputs: designs (sources read and stored), product types, platforms, terms."""
+        designs = request.get("designs")
+        if not isinstance(designs, list | tuple) or not 1 <= len(designs) <= MAX_DESIGNS:
+            raise InvalidInput(
+                "designs", f"must be a list of 1..{MAX_DESIGNS} designs (a prompt or a source each)"
+            )
+        types = [t.key for t in self.p.catalog.check(request.get("product_types"))]
+        platforms = self.p.check_platforms(request.get("platforms"))
+        stored = []
+        for index, design in enumerate(designs):
+            stored.append(await self._design(index, design))
+        price = request.get("price_cents")
+        if price is not None and (
+            isinstance(price, bool) or not isinstance(price, int) or not 1 <= price <= 10_000_000
+        ):
+            raise InvalidInput(
+                "price_cents", f"must be a whole number of cents in 1..10000000 (got {price!r:.40})"
+            )
+        title = request.get("title")
+        if title is not None and (not isinstance(title, str) or not 1 <= len(title.strip()) <= 200):
+            raise InvalidInput("title", "must be 1..200 characters")
+        description = request.get("description") or ""
+        if not isinstance(description, str) or len(description) > 5000:
+            raise InvalidInput("description", "must be text of at most 5000 characters")
+        return {
+            "designs": stored,
+            "product_types": types,
+            "platforms": platforms,
+            "publish": bool(request.get("publish", False)),
+            "title": title.strip() if isinstance(title, str) else None,
+            "description": description,
+            "price_cents": price,
+            **({"composed_from": dict(request["composed_from"])} if request.get("composed_from") else {}),
+        }
+
+    async def _design(self, index: int, design: object) -> dict[str, Any]:
+        where = f"designs[{index}]"
+        if isinstance(design, str):
+            design = {"prompt": design}
+        if not isinstance(design, Mapping):
+            raise InvalidInput(where, "must be {prompt: ...} or {source: ...}")
+        if design.get("source") is not None:
+            if not isinstance(design["source"], str):
+                raise InvalidInput(f"{where}.source", "must be a run image, a file path, a URL or base64")
+            try:
+                data, origin = await self.p.services.read_source(design["source"])
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}.source", exc.problem) from None
+            width, height, media_type = await anyio.to_thread.run_sync(_measure, data)
+            sha = hashlib.sha256(data).hexdigest()
+            await self.p.store.put(input_key(sha, media_type), data)
+            return {
+                "source": {
+                    "sha256": sha,
+                    "media_type": media_type,
+                    "width": width,
+                    "height": height,
+                    "origin": origin[:300],
+                }
+            }
+        prompt = design.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInput(f"{where}.prompt", "must be non-blank text (or give a source)")
+        extra = {
+            k: design[k]
+            for k in ("width", "height", "steps", "seed", "negative_prompt", "character")
+            if k in design
+        }
+        return {"prompt": prompt.strip(), **extra}
+
+    def new_run(self, inputs: dict[str, Any], queueing: Queueing) -> Run:
+        steps = len(inputs["designs"]) * (1 + len(inputs["product_types"]) * (1 + len(inputs["platforms"])))
+        return Run(
+            id=new_run_id(),
+            seq=0,
+            kind=RunKind.POD,
+            status=RunStatus.QUEUED,
+            priority=queueing.priority,
+            inputs=inputs,
+            backend=LANE,
+            created_at=time.time(),
+            max_steps=steps,
+            max_attempts=queueing.max_attempts,
+            timeout_s=queueing.timeout_s,
+            idempotency_key=queueing.idempotency_key,
+            meta=queueing.meta,
+        )
+
+    # -- RunHandler -----------------------------------------------------------------------------
+
+    async def prepare(self, run: Run, attempt: Attempt) -> tuple[Run, Attempt]:
+        return run, attempt
+
+    async def execute(self, work: tuple[Run, Attempt], on_progress: ProgressCallback) -> Outcome:
+        run, attempt = work
+        inputs = run.inputs
+        outcome = Outcome()
+        done = 0
+
+        def step(message: str) -> None:
+            nonlocal done
+            done += 1
+            on_progress(Progress(min(done, run.max_steps), run.max_steps, message))
+
+        from core.publishing.mockups import make_mockups
+        from core.publishing.print_files import check_reachable, make_print_file, upscale_needed
+
+        products: list[Product] = []
+        for index, design in enumerate(inputs["designs"]):
+            data, ref, source = await self._design_bytes(run, index, design)
+            outcome.designs.append(ref)
+            step(f"design {index + 1}/{len(inputs['designs'])} ready")
+            width, height, _ = await anyio.to_thread.run_sync(_measure, data)
+            for type_key in inputs["product_types"]:
+                product_type = self.p.catalog.get(type_key)
+                files: list[ProductFile] = []
+                try:
+                    for area_name, area in product_type.print_areas.items():
+                        check_reachable(width, height, area, product=product_type.key, area_name=area_name)
+                        scale = upscale_needed(width, height, area)
+                        big = data if scale <= 1 else await self._upscaled(run, index, source, scale)
+                        made = await anyio.to_thread.run_sync(make_print_file, big, area)
+                        filename = f"print-{index + 1:02d}-{type_key}-{_slug(area_name)}.png"
+                        outcome.artifacts.append(
+                            await self._keep(run, filename, made.data, made.width, made.height)
+                        )
+                        files.append(
+                            ProductFile(
+                                "print", area_name, run.id, filename, made.width, made.height, made.dpi
+                            )
+                        )
+                    for colour, png in await anyio.to_thread.run_sync(make_mockups, data, product_type):
+                        filename = f"mockup-{index + 1:02d}-{type_key}-{_slug(colour)}.png"
+                        artifact = await self._keep(run, filename, png, None, None)
+                        outcome.artifacts.append(artifact)
+                        files.append(
+                            ProductFile(
+                                "mockup", colour, run.id, filename, artifact.width or 0, artifact.height or 0
+                            )
+                        )
+                except InvalidInput as exc:
+                    outcome.errors.append(f"design {index + 1}, {type_key}: {exc.problem}")
+                    step(f"design {index + 1}: {type_key} refused")
+                    continue
+                products.append(await self._product(run, index, product_type, ref, files))
+                outcome.products.append(products[-1].id)
+                step(f"design {index + 1}: {type_key} print files and mockups made")
+        action: Action = "publish" if inputs.get("publish") else "draft"
+        retryable = await self.p.list_all(
+            products, inputs["platforms"], action, outcome, lambda: step("listed on a platform")
+        )
+        if retryable and attempt.number < run.max_attempts:
+            raise BackendError(
+                "; ".join(outcome.errors) + " (retrying: what is done is kept)", retryable=True
+            )
+        return outcome
+
+    async def complete(self, run: Run, outcome: Outcome) -> Completion:
+        return Completion(
+            result=await result_of(self.p.ledger, outcome),
+            artifacts=outcome.artifacts,
+            log=f"made {len(outcome.products)} product(s)"
+            + (f", {len(outcome.errors)} error(s)" if outcome.errors else ""),
+        )
+
+    async def forget(self, run: Run) -> None:
+        for product in await self.p.ledger.list_products(run_id=run.id, limit=1000):
+            if not any(
+                listing.external_id for listing in product.listings if listing.platform != "storefront"
+            ):
+                await self.p.ledger.delete_product(product.id)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    async def _design_bytes(
+        self, run: Run, index: int, design: Mapping[str, Any]
+    ) -> tuple[bytes, dict[str, Any], str]:
+        """The design's bytes, what the product records of it, and how an upscale names it as a source."""
+        if "source" in design:
+            source = design["source"]
+            try:
+                data = await self.p.store.read(input_key(source["sha256"], source["media_type"]))
+            except OSError as exc:
+                raise BackendError(
+                    f"design {index + 1}'s stored image cannot be read: {exc}", retryable=False
+                ) from exc
+            encoded = base64.b64encode(data).decode()
+            return (
+                data,
+                {"sha256": source["sha256"], "origin": source.get("origin", "")},
+                f"data:{source['media_type']};base64,{encoded}",
+            )
+        params = {k: v for k, v in design.items() if k != "prompt"}
+        made = await self.p.services.submit_image(
+            {"prompt": design["prompt"], "width": 1024, "height": 1024, **params},
+            idempotency_key=f"pod:{run.id}:design:{index}",
+        )
+        made = await self.p.services.wait(made.id, DESIGN_WAIT_S)
+        if made.status is not RunStatus.COMPLETED or not made.artifacts:
+            raise BackendError(
+                f"design {index + 1} ({design['prompt'][:60]!r}) was not generated: {made.error or made.status.value}",
+                retryable=made.status is RunStatus.FAILED,
+            )
+        artifact, data = await self.p.services.read_artifact(made.id, made.artifacts[0].filename)
+        ref = {
+            "run_id": made.id,
+            "filename": artifact.filename,
+            "sha256": artifact.sha256,
+            "prompt": design["prompt"],
+        }
+        return data, ref, f"atelier://runs/{made.id}/images/{artifact.filename}"
+
+    async def _upscaled(self, run: Run, index: int, source: str, scale: float) -> bytes:
+        made = await self.p.services.submit_image(
+            {"operation": "upscale", "source": source, "scale": scale},
+            idempotency_key=f"pod:{run.id}:upscale:{index}:{scale:g}",
+        )
+        made = await self.p.services.wait(made.id, DESIGN_WAIT_S)
+        if made.status is not RunStatus.COMPLETED or not made.artifacts:
+            raise BackendError(
+                f"design {index + 1} could not be enlarged x{scale:g}: {made.error}", retryable=True
+            )
+        _, data = await self.p.services.read_artifact(made.id, made.artifacts[0].filename)
+        return data
+
+    async def _keep(
+        self, run: Run, filename: str, data: bytes, width: int | None, height: int | None
+    ) -> Artifact:
+        if width is None or height is None:
+            width, height, _ = await anyio.to_thread.run_sync(_measure, data)
+        key = run_key(run.id, filename)
+        await self.p.store.put(key, data)
+        return Artifact(
+            run.id, filename, "image/png", len(data), hashlib.sha256(data).hexdigest(), key, width, height
+        )
+
+    async def _product(
+        self,
+        run: Run,
+        index: int,
+        product_type: ProductType,
+        design: dict[str, Any],
+        files: list[ProductFile],
+    ) -> Product:
+        inputs = run.inputs
+        title = inputs.get("title") or _title(design.get("prompt"), product_type)
+        if len(inputs["designs"]) > 1 and inputs.get("title"):
+            title = f"{title} #{index + 1}"
+        now = time.time()
+        return await self.p.ledger.insert_product(
+            Product(
+                id=product_id(run.id, index, product_type.key),
+                type=product_type.key,
+                title=title,
+                description=inputs.get("description") or "",
+                price_cents=inputs.get("price_cents") or product_type.price_cents,
+                design=design,
+                colours=list(product_type.colours),
+                sizes=list(product_type.sizes),
+                files=files,
+                status="draft",
+                run_id=run.id,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+class PublishKind:
+    """`publish` runs: bring products' listings to published (or unpublished) on platforms."""
+
+    def __init__(self, publishing: Publishing) -> None:
+        self.p = publishing
+
+    async def validate(self, product_ids: object, platforms: object, action: str) -> dict[str, Any]:
+        if isinstance(product_ids, str):
+            product_ids = [product_ids]
+        if not isinstance(product_ids, list | tuple) or not 1 <= len(product_ids) <= 200:
+            raise InvalidInput("product_ids", "must be a list of 1..200 product ids")
+        for product_id_ in product_ids:
+            if not isinstance(product_id_, str) or not PRODUCT_ID_RE.fullmatch(product_id_):
+                raise InvalidInput("product_ids", f"{product_id_!r:.40} is not a product id (prod-...)")
+            if await self.p.ledger.get_product(product_id_) is None:
+                raise InvalidInput(
+                    "product_ids", f"product {product_id_} does not exist (list_products shows them)"
+                )
+        if action not in ("publish", "unpublish"):
+            raise InvalidInput("action", "must be publish or unpublish")
+        return {
+            "product_ids": list(dict.fromkeys(product_ids)),
+            "platforms": self.p.check_platforms(platforms),
+            "action": action,
+        }
+
+    def new_run(self, inputs: dict[str, Any], queueing: Queueing) -> Run:
+        return Run(
+            id=new_run_id(),
+            seq=0,
+            kind=RunKind.PUBLISH,
+            status=RunStatus.QUEUED,
+            priority=queueing.priority,
+            inputs=inputs,
+            backend=LANE,
+            created_at=time.time(),
+            max_steps=len(inputs["product_ids"]) * len(inputs["platforms"]),
+            max_attempts=queueing.max_attempts,
+            timeout_s=queueing.timeout_s,
+            idempotency_key=queueing.idempotency_key,
+            meta=queueing.meta,
+        )
+
+    async def prepare(self, run: Run, attempt: Attempt) -> tuple[Run, Attempt]:
+        return run, attempt
+
+    async def execute(self, work: tuple[Run, Attempt], on_progress: ProgressCallback) -> Outcome:
+        run, attempt = work
+        outcome = Outcome(products=list(run.inputs["product_ids"]))
+        products = [
+            p for p in [await self.p.ledger.get_product(i) for i in outcome.products] if p is not None
+        ]
+        done = 0
+
+        def step() -> None:
+            nonlocal done
+            done += 1
+            on_progress(Progress(done, run.max_steps, f"{done}/{run.max_steps} listings"))
+
+        retryable = await self.p.list_all(
+            products, run.inputs["platforms"], run.inputs["action"], outcome, step
+        )
+        if retryable and attempt.number < run.max_attempts:
+            raise BackendError(
+                "; ".join(outcome.errors) + " (retrying: what is done is kept)", retryable=True
+            )
+        status = "published" if run.inputs["action"] == "publish" else "unpublished"
+        for product in products:
+            await self.p.ledger.update_product(product.id, status=status)
+        return outcome
+
+    async def complete(self, run: Run, outcome: Outcome) -> Completion:
+        return Completion(
+            result=await result_of(self.p.ledger, outcome),
+            log=f"{run.inputs['action']}ed {len(outcome.products)} product(s)",
+        )
+
+    async def forget(self, run: Run) -> None:
+        return None
+
+
+async def result_of(ledger: ProductLedger, outcome: Outcome) -> dict[str, Any]:
+    """A run's result: its designs, each product with its listings, and every error by name."""
+    products = []
+    for product_id_ in outcome.products:
+        product = await ledger.get_product(product_id_)
+        if product is not None:
+            products.append(
+                {
+                    "id": product.id,
+                    "type": product.type,
+                    "title": product.title,
+                    "price_cents": product.price_cents,
+                    "listings": [listing.to_dict() for listing in product.listings],
+                }
+            )
+    return {"designs": outcome.designs, "products": products, "errors": outcome.errors}
+
+
+def product_id(run_id: str, index: int, type_key: str) -> str:
+    """The product a run makes from design `index` as `type_key`: the same id on every attempt."""
+    digest = hashlib.sha256(f"{run_id}:{index}:{type_key}".encode()).digest()
+    return "prod-" + "".join(_ALPHABET[b % 36] for b in digest[:12])
+
+
+def _not_configured(name: str) -> str:
+    needs = {
+        "printify": "ATELIER_PRINTIFY_TOKEN and ATELIER_PRINTIFY_SHOP_ID",
+        "shopify": "ATELIER_SHOPIFY_STORE and ATELIER_SHOPIFY_ACCESS_TOKEN (or ATELIER_SHOPIFY_CLIENT_ID and _SECRET)",
+    }.get(name, "its settings")
+    return f"{name} is not configured: set {needs}"
+
+
+def _measure(data: bytes) -> tuple[int, int, str]:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}.get(image.format or "")
+            if kind is None:
+                raise InvalidInput("design", f"must be a PNG, JPEG or WebP image (got {image.format})")
+            return image.width, image.height, kind
+    except (OSError, ValueError) as exc:
+        raise InvalidInput("design", f"is not an image Atelier can read ({exc})") from None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def _title(prompt: object, product_type: ProductType) -> str:
+    words = " ".join(str(prompt or "Design").split()[:8]).strip(" ,.")
+    return f"{words[:1].upper()}{words[1:]} {product_type.name.lower()}"[:200]
