@@ -40,6 +40,7 @@ __all__ = [
     "PrintFile",
     "UpscalePlan",
     "check_reachable",
+    "fit_inside",
     "fitted_size",
     "make_print_file",
     "minimum_dpi",
@@ -107,11 +108,14 @@ def minimum_dpi(area: PrintArea) -> int:
 
 def fitted_size(design_width: int, design_height: int, area: PrintArea) -> tuple[int, int]:
     """The design's size fitted inside `area` (aspect kept; the limiting side equal to the area's)."""
-    factor = upscale_needed(design_width, design_height, area)
-    return (
-        min(area.width, max(1, round(design_width * factor))),
-        min(area.height, max(1, round(design_height * factor))),
-    )
+    return fit_inside(design_width, design_height, area.width, area.height)
+
+
+def fit_inside(width: int, height: int, box_width: int, box_height: int) -> tuple[int, int]:
+    """`width`x`height` scaled, keeping its aspect, until its limiting side meets the box's."""
+    _check_size(width, height)
+    factor = min(box_width / width, box_height / height)
+    return min(box_width, max(1, round(width * factor))), min(box_height, max(1, round(height * factor)))
 
 
 def check_reachable(
