@@ -14,6 +14,7 @@ from PIL import Image
 
 from core.errors import InvalidInput
 from core.publishing.catalog import PrintArea, load_catalog
+from core.publishing.mockups import make_mockup, make_mockups, print_box
 from core.publishing.print_files import check_reachable, make_print_file, upscale_needed
 
 TEE_FRONT = load_catalog(None).get("tshirt").print_areas["front"]
@@ -163,3 +164,101 @@ def test_a_transparent_design_keeps_its_transparency() -> None:
 def test_bytes_that_are_not_an_image_are_refused() -> None:
     with pytest.raises(InvalidInput, match="not an image"):
         make_print_file(b"not a png", TEE_FRONT)
+
+
+# --- mockups --------------------------------------------------------------------------------
+
+CATALOG = load_catalog(None)
+ORANGE = (230, 120, 30)
+
+
+def flat(colour: tuple[int, int, int], width: int = 512, height: int = 512) -> bytes:
+    return png(Image.new("RGB", (width, height), colour))
+
+
+def hex_rgb(value: str) -> tuple[int, int, int]:
+    return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
+
+
+def near(found: tuple[int, ...], expected: tuple[int, ...], within: int) -> bool:
+    return all(abs(a - b) <= within for a, b in zip(found[:3], expected[:3], strict=True))
+
+
+def jpeg(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "JPEG"
+    return image.convert("RGB")
+
+
+@pytest.mark.parametrize("key", ["tshirt", "hoodie"])
+def test_garment_mockups_one_per_colour_show_the_garment_and_the_design(key: str) -> None:
+    product = CATALOG.get(key)
+    mockups = make_mockups(flat(ORANGE), product, size=512)
+
+    assert [name for name, _ in mockups] == list(product.colours)
+    left, top, right, bottom = print_box(product, 512)
+    for name, data in mockups:
+        image = jpeg(data)
+        assert image.size == (512, 512)
+        garment = hex_rgb(product.colours[name])
+        # The fabric below the print (the belly; a hoodie's pocket) is the colour asked for.
+        assert near(image.getpixel((256, round(0.78 * 512))), garment, 14), name
+        # The design is printed in the middle of the print box, its colour kept on every garment.
+        assert near(image.getpixel(((left + right) // 2, (top + bottom) // 2)), ORANGE, 30), name
+        # A square design in a taller print box leaves fabric above it.
+        assert near(image.getpixel(((left + right) // 2, top + 3)), garment, 20), name
+
+
+def test_the_print_box_has_the_print_areas_shape() -> None:
+    left, top, right, bottom = print_box(CATALOG.get("tshirt"), 1000)
+    assert (right - left) / (bottom - top) == pytest.approx(4500 / 5400, abs=0.01)
+
+
+def test_a_poster_mockup_shows_the_design_on_its_paper_in_a_frame() -> None:
+    product = CATALOG.get("poster")
+    (name, data), *others = make_mockups(flat(ORANGE), product, size=512)
+
+    assert name == "white" and others == []
+    image = jpeg(data)
+    left, top, right, bottom = print_box(product, 512)
+    assert near(image.getpixel(((left + right) // 2, (top + bottom) // 2)), ORANGE, 20)
+    assert near(image.getpixel(((left + right) // 2, top - 8)), (255, 255, 255), 14)  # the mat
+    assert max(image.getpixel((left - 30, (top + bottom) // 2))) < 90  # the frame
+
+
+def test_a_mug_mockup_shows_the_design_wrapped_on_its_body() -> None:
+    product = CATALOG.get("mug")
+    [(_, data)] = make_mockups(flat(ORANGE, 1024, 512), product, size=512)
+
+    image = jpeg(data)
+    left, top, right, bottom = print_box(product, 512)
+    assert near(image.getpixel(((left + right) // 2, (top + bottom) // 2)), ORANGE, 30)
+    # The white ceramic around it, and the light backdrop beyond the handle.
+    assert min(image.getpixel(((left + right) // 2, round(0.78 * 512)))) > 200
+    assert near(image.getpixel((500, 256)), (236, 235, 232), 10)
+
+
+def test_mockups_are_the_same_bytes_every_time() -> None:
+    design = png(noise(300, 300))
+    for key in ("tshirt", "hoodie", "poster", "mug"):
+        product = CATALOG.get(key)
+        colour = next(iter(product.colours))
+        first = make_mockup(design, product, colour, product.colours[colour], size=256)
+        assert make_mockup(design, product, colour, product.colours[colour], size=256) == first
+
+
+def test_a_transparent_design_shows_the_garment_through() -> None:
+    design = Image.new("RGBA", (400, 400), (0, 0, 0, 0))
+    design.paste((*ORANGE, 255), (150, 150, 250, 250))
+    product = CATALOG.get("tshirt")
+    image = jpeg(make_mockup(png(design), product, "navy", product.colours["navy"], size=512))
+
+    left, top, right, bottom = print_box(product, 512)
+    centre = ((left + right) // 2, (top + bottom) // 2)
+    assert near(image.getpixel(centre), ORANGE, 30)
+    assert near(image.getpixel((left + 8, centre[1])), hex_rgb(product.colours["navy"]), 14)
+
+
+def test_a_colour_that_is_not_hex_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidInput, match="'sky': 'blue' is not a colour"):
+        make_mockup(flat(ORANGE), CATALOG.get("tshirt"), "sky", "blue")
