@@ -52,9 +52,9 @@ MAX_UPSCALE = 8.0
 MIN_EFFECTIVE_DPI = 150
 # Rows are resampled, filtered and compressed about this many bytes of RGBA pixels at a time.
 STRIP_BYTES = 4 * 1024 * 1024
-# Pillow's default for PNG: print files are uploaded to platforms, so size matters more than
-# the second or so that level 1 would save.
-COMPRESS_LEVEL = 6
+# zlib level 3: on a detailed 4500x5400 design it made a 32 MB file in 3.8 s where level 6
+# (Pillow's default) took 10.6 s for 28 MB and level 1 3.7 s for 35 MB.
+COMPRESS_LEVEL = 3
 _INCH_M = 0.0254
 
 
