@@ -104,11 +104,28 @@ def print_box(product_type: ProductType, size: int = 1024) -> tuple[int, int, in
 def make_mockup(
     design_bytes: bytes, product_type: ProductType, colour_name: str, colour_hex: str, size: int = 1024
 ) -> bytes:
-    """A `size`x`size` JPEG of the design on `product_type` in `colour_name` (`colour_hex`, "#rrggbb")."""
+    """A `size`x`size` JPEG of the design on `product_type` in `colour_name` (`colour_hex`, "#rrggbb").
+
+    Pass the design as generated: a mockup shows it at most a few hundred pixels wide, so an
+    enlarged one only costs decoding.
+    """
+    return _render(_open_design(design_bytes), product_type, colour_name, colour_hex, size)
+
+
+def make_mockups(design_bytes: bytes, product_type: ProductType, size: int = 1024) -> list[tuple[str, bytes]]:
+    """One mockup per colour of `product_type`, in the catalog's order: (colour name, JPEG bytes)."""
+    design = _open_design(design_bytes)
+    return [
+        (name, _render(design, product_type, name, hex_, size)) for name, hex_ in product_type.colours.items()
+    ]
+
+
+def _render(
+    design: Image.Image, product_type: ProductType, colour_name: str, colour_hex: str, size: int
+) -> bytes:
     colour = _parse_colour(colour_name, colour_hex)
     if not 64 <= size <= 4096:
         raise InvalidInput("size", f"must be 64..4096 pixels (got {size})")
-    design = _open_design(design_bytes)
     template = template_for(product_type)
     area = next(iter(product_type.print_areas.values()))
     if template == "mug":
@@ -120,14 +137,6 @@ def make_mockup(
     buffer = io.BytesIO()
     picture.save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
     return buffer.getvalue()
-
-
-def make_mockups(design_bytes: bytes, product_type: ProductType, size: int = 1024) -> list[tuple[str, bytes]]:
-    """One mockup per colour of `product_type`, in the catalog's order: (colour name, JPEG bytes)."""
-    return [
-        (name, make_mockup(design_bytes, product_type, name, hex_, size))
-        for name, hex_ in product_type.colours.items()
-    ]
 
 
 # --- the templates ----------------------------------------------------------------------------
