@@ -290,7 +290,7 @@ class ProductsKind:
                             )
                         )
                     for colour, png in await anyio.to_thread.run_sync(make_mockups, data, product_type):
-                        filename = f"mockup-{index + 1:02d}-{type_key}-{_slug(colour)}.png"
+                        filename = f"mockup-{index + 1:02d}-{type_key}-{_slug(colour)}.jpg"
                         artifact = await self._keep(run, filename, png, None, None)
                         outcome.artifacts.append(artifact)
                         files.append(
@@ -550,6 +550,10 @@ def _measure(data: bytes) -> tuple[int, int, str]:
             return image.width, image.height, kind
     except (OSError, ValueError) as exc:
         raise InvalidInput("design", f"is not an image Atelier can read ({exc})") from None
+
+
+def _media_type(filename: str) -> str:
+    return "image/jpeg" if filename.endswith(".jpg") else "image/png"
 
 
 def _slug(text: str) -> str:
