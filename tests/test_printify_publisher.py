@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from PIL import Image
 from pydantic import SecretStr
@@ -307,3 +308,80 @@ async def test_the_token_appears_in_no_log_error_or_repr(
     logged = [record.getMessage() for record in caplog.records]
     assert any("created" in line for line in logged), "the flow logs what it does"
     assert not [text for text in [*texts, *logged] if "SECRET" in text]
+
+
+async def test_a_create_whose_answer_was_lost_is_found_instead_of_made_twice(tmp_path: Path) -> None:
+    fake = FakePrintify(token=TOKEN, shop_id=SHOP)
+    fake.lose_next_answer("/products.json")
+    mine = product()
+    async with printify(tmp_path, fake) as publisher:
+        with pytest.raises(BackendError) as caught:
+            await publisher.create(mine, TYPES.get("tshirt"), print_files())
+        assert caught.value.retryable is True
+        # What the durable publication does on its retry: ask before creating.
+        found = await publisher.find(mine)
+    [held] = fake.shop_products()
+    assert found is not None and found.external_id == held["id"]
+
+
+async def test_rate_limits_that_do_not_end_stop_after_a_bounded_number_of_tries(tmp_path: Path) -> None:
+    fake = FakePrintify(token=TOKEN, shop_id=SHOP)
+    fake.rate_limit_next(50, retry_after=0.01)
+    async with printify(tmp_path, fake, max_retries=3) as publisher:
+        with pytest.raises(BackendError) as caught:
+            await publisher.find(product())
+    assert caught.value.retryable is True
+    assert len(fake.requests) == 4
+
+
+async def test_the_fake_refuses_what_printify_refuses(tmp_path: Path) -> None:
+    fake = FakePrintify(token=TOKEN, shop_id=SHOP)
+    headers = {"Authorization": f"Bearer {TOKEN}", "User-Agent": "test"}
+    variants = CATALOG[(12, 99)][:2]
+    async with serve_printify(fake) as url, httpx.AsyncClient(base_url=url, headers=headers) as client:
+        unauthenticated = await client.get("/shops.json", headers={"Authorization": "Bearer nope"})
+        upload = (
+            await client.post("/uploads/images.json", json={"file_name": "a.png", "contents": "aGk="})
+        ).json()
+
+        async def refusal(**changes: Any) -> str:
+            body = {
+                "title": "T",
+                "description": "",
+                "blueprint_id": 12,
+                "print_provider_id": 99,
+                "variants": [{"id": v["id"], "price": 2000, "is_enabled": True} for v in variants],
+                "print_areas": [
+                    {
+                        "variant_ids": [v["id"] for v in variants],
+                        "placeholders": [
+                            {
+                                "position": "front",
+                                "images": [{"id": upload["id"], "x": 0.5, "y": 0.5, "scale": 1, "angle": 0}],
+                            }
+                        ],
+                    }
+                ],
+                **changes,
+            }
+            answer = await client.post(f"/shops/{SHOP}/products.json", json=body)
+            assert answer.status_code == 400
+            return answer.json()["errors"]["reason"]
+
+        assert "price" in await refusal(
+            variants=[{"id": variants[0]["id"], "price": 20.0, "is_enabled": True}]
+        )
+        half = [{"variant_ids": [variants[0]["id"]], "placeholders": [{"position": "front", "images": []}]}]
+        assert "exactly one print area" in await refusal(print_areas=half)
+        bad_image = [{"id": "nope", "x": 0.5, "y": 0.5, "scale": 1, "angle": 0}]
+        stranger = [
+            {
+                "variant_ids": [v["id"] for v in variants],
+                "placeholders": [{"position": "front", "images": bad_image}],
+            }
+        ]
+        assert "not an upload" in await refusal(print_areas=stranger)
+        assert "blueprint" in await refusal(blueprint_id=999)
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.json()["message"] == "Unauthenticated."
+    assert fake.shop_products() == []

@@ -17,7 +17,8 @@ What it follows (../shared/notes/external-apis.md, Printify's API reference):
   `channel_url` is set) or `publishing_failed.json`; `unpublish.json` unlists it;
 - 600 requests a minute per account (429 with Retry-After beyond, the window a knob), and 200
   publishes per 30 minutes.
-Knobs: `rate_limit_next(n, retry_after)`, `fail_next(n, status)`, `latency_s`, `rate_limit`.
+Knobs: `rate_limit_next(n, retry_after)`, `fail_next(n, status)`, `lose_next_answer(path)`,
+`latency_s`, `rate_limit`, `publish_limit`, `channel_url`.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class FakePrintify:
         self._published_at: list[float] = []
         self._rate_limited: list[float] = []  # Retry-After of each 429 still to give
         self._failures: list[int] = []
+        self._lost_answers: list[str] = []  # path suffixes whose next answer is lost
         self.app = Starlette(routes=self._routes())
 
     # --- knobs and inspection -------------------------------------------------------------
@@ -147,6 +149,11 @@ class FakePrintify:
     def fail_next(self, count: int, status: int = 503) -> None:
         """The next `count` requests get `status` (a server error)."""
         self._failures.extend([status] * count)
+
+    def lose_next_answer(self, suffix: str) -> None:
+        """The next request whose path ends with `suffix` is carried out, but answered 502 (as when
+        a proxy or the connection fails after Printify did the work)."""
+        self._lost_answers.append(suffix)
 
     def requests_to(self, method: str, suffix: str) -> list[RecordedRequest]:
         """Every recorded request of `method` whose path ends with `suffix`."""
@@ -198,6 +205,10 @@ class FakePrintify:
             if self.latency_s:
                 await anyio.sleep(self.latency_s)
             response = self._refusal(request, record) or await handler(request, body)
+            lost = next((s for s in self._lost_answers if record.path.endswith(s)), None)
+            if lost is not None and response.status_code < 400:
+                self._lost_answers.remove(lost)
+                response = _error(502, "Bad Gateway")
             record.status = response.status_code
             return response
 
