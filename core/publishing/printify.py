@@ -107,7 +107,7 @@ class PrintifyPublisher:
         if not self.configured():
             return {"ok": False, "configured": False, "error": _NOT_CONFIGURED}
         try:
-            shops = await self._call("GET", "/shops.json", retries=0)
+            shops = await self._call("GET", "/shops.json", retries=0, timeout=10.0)
         except BackendError as exc:
             return {"ok": False, "configured": True, "error": str(exc)}
         except Exception as exc:  # health never raises
@@ -258,6 +258,7 @@ class PrintifyPublisher:
         json: Any = None,
         params: dict[str, Any] | None = None,
         retries: int | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """One API call, paced by the bucket; a 429 waited out (bounded); errors as BackendError."""
         if not self.configured():
@@ -269,7 +270,12 @@ class PrintifyPublisher:
             await self._bucket.acquire()
             try:
                 response = await self._client.request(
-                    method, self.url + path, json=json, params=params, headers=headers
+                    method,
+                    self.url + path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.HTTPError as exc:
                 raise BackendError(
