@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -124,8 +125,6 @@ async def test_create_holds_a_draft_with_options_variants_and_staged_media() -> 
 
 async def test_staged_bucket_refuses_a_form_with_the_file_not_last() -> None:
     # The fake's bucket is strict the way the real one is; this is what the publisher must get right.
-    import httpx
-
     async with static_shop() as (fake, _):
         async with httpx.AsyncClient() as client:
             stage = await client.post(
@@ -151,6 +150,43 @@ async def test_staged_bucket_refuses_a_form_with_the_file_not_last() -> None:
             refused = await client.post(target["url"], files=fields)
         assert refused.status_code == 403 and "AccessDenied" in refused.text
         assert fake.staged_files == {}
+
+
+async def test_a_print_file_over_shopifys_image_limits_is_left_out_of_the_media() -> None:
+    # A poster's print area (5400x7200, 39 megapixels) is over Shopify's 25-megapixel limit.
+    async with static_shop() as (fake, publisher):
+        product = make_product(colours=("white",), sizes=("18x24",))
+        product.type = "poster"
+        big = png((250, 250, 250), (5400, 7200))
+        files = [
+            ListedFile("print", "front", "front.png", "image/png", big, 5400, 7200, 300),
+            ListedFile("mockup", "white", "mockup-white.png", "image/png", png((9, 9, 9)), 48, 64),
+        ]
+        poster = ProductType(key="poster", **DEFAULT_CATALOG["poster"])
+        listed = await publisher.create(product, poster, files)
+        held = fake.products[listed.external_id]
+        assert held.product_type == "Poster"
+        assert [m["alt"] for m in held.media] == ["Fern Valley in White"]
+        assert all(m["status"] == "READY" for m in held.media)
+        assert [f.filename for f in fake.staged_files.values()] == ["mockup-white.png"]
+
+
+async def test_the_fake_answers_a_malformed_input_with_top_level_errors() -> None:
+    async with static_shop() as (fake, _):
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                f"{fake.base_url}/admin/api/2025-01/graphql.json",
+                headers={"X-Shopify-Access-Token": STATIC_TOKEN},
+                json={
+                    "query": "mutation C($input: ProductSetInput!) { productSet(synchronous: true, input: $input) { product { id } } }",
+                    "variables": {"input": {"title": "T", "status": "LIVE"}},
+                },
+            )
+        assert answer.status_code == 200
+        error = answer.json()["errors"][0]
+        assert "ACTIVE, ARCHIVED, DRAFT" in error["message"]
+        assert error["extensions"]["problems"][0]["path"] == ["input", "status"]
+        assert fake.products == {}
 
 
 async def test_publish_and_unpublish_change_the_status() -> None:

@@ -12,7 +12,9 @@ Decisions, stated once:
   then a multipart POST of the returned parameters unchanged with the file last, to the target
   (a storage bucket: the access token is never sent there); the `resourceUrl` is the media's
   `originalSource` in `productSet`. Mockups come first (the first is the featured image), the
-  print files after them, each with an alt text saying what it is.
+  print files after them, each with an alt text saying what it is. A file over Shopify's image
+  limits (20 MB, 25 megapixels: a poster's 5400x7200 print file) is left out of the product's
+  media and logged; Shopify does not print, so the product lacks nothing a buyer needs.
 - Create: `productSet(synchronous: true)` with options Color and Size from the product's colours
   and sizes, one variant per pair at `price_cents / 100` as a decimal string, status DRAFT,
   productType from the catalog's shopify mapping, and tags `atelier` and `atelier:<product id>`.
@@ -51,6 +53,9 @@ from core.settings import Settings
 log = logging.getLogger("atelier.publishing.shopify")
 
 THROTTLE_ATTEMPTS = 6
+# Shopify's limits for a product image; a larger one would fail the upload or the media.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 25_000_000
 # The longest a THROTTLED answer is waited out: a full 2000-point bucket refills in 20 s at 100/s.
 MAX_THROTTLE_WAIT_S = 30.0
 # A client-credentials token is replaced this long before Shopify says it expires.
@@ -134,6 +139,14 @@ class ShopifyPublisher:
 
     async def create(self, product: Product, product_type: ProductType, files: list[ListedFile]) -> Listed:
         ordered = [f for f in files if f.role == "mockup"] + [f for f in files if f.role != "mockup"]
+        for file in [f for f in ordered if not _fits_media(f)]:
+            log.info(
+                "%s (%dx%d) is over Shopify's image limits; it is left out of the product's media",
+                file.filename,
+                file.width,
+                file.height,
+            )
+        ordered = [f for f in ordered if _fits_media(f)]
         sources = await self._stage(ordered)
         colours = [_colour_name(c) for c in product.colours]
         price = f"{product.price_cents // 100}.{product.price_cents % 100:02d}"
@@ -270,8 +283,15 @@ class ShopifyPublisher:
                     log.info("Shopify throttled the request; waiting %.2f s as its throttleStatus says", wait)
                     await anyio.sleep(wait)
                     continue
+                if any(_code(e) == "ACCESS_DENIED" for e in errors):
+                    raise BackendError(
+                        "Shopify denied access: the app needs the write_products and write_files scopes",
+                        retryable=False,
+                    )
                 messages = "; ".join(_describe(e) for e in errors)[:500]
                 raise BackendError(f"Shopify rejected the request: {messages}", retryable=False)
+            if not isinstance(body.get("data"), dict):
+                raise BackendError("Shopify answered without data", retryable=True)
             return body["data"]
 
     async def _access_token(self) -> str:
@@ -361,6 +381,10 @@ def _throttle_wait(body: dict[str, Any]) -> float:
     if not math.isfinite(wait):
         return 1.0
     return min(MAX_THROTTLE_WAIT_S, max(0.0, wait))
+
+
+def _fits_media(file: ListedFile) -> bool:
+    return len(file.data) <= MAX_IMAGE_BYTES and file.width * file.height <= MAX_IMAGE_PIXELS
 
 
 def _colour_name(colour: str) -> str:

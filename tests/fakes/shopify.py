@@ -24,13 +24,15 @@ Shopify's schema would check them.
   the bucket takes a multipart POST of every issued parameter unchanged, then the file part last,
   and refuses anything else (403, XML, as Google Cloud Storage does). `productSet` files must
   name a `resourceUrl` that was uploaded (an un-uploaded one is a userError, where Shopify
-  would mark the media FAILED later).
+  would mark the media FAILED later). Shopify's image limits hold: the bucket refuses a file
+  over 20 MB (400 EntityTooLarge) and an image over 25 megapixels is held with status FAILED.
 - Knobs: `throttle_next`, `fail_next` (5xx), `user_error_next`, `expire_tokens`, `revoke_tokens`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import re
 import secrets
@@ -44,12 +46,16 @@ from typing import Any
 
 import anyio
 import uvicorn
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+# Shopify's limits for a product image: 20 MB (the staged target's policy) and 25 megapixels.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 25_000_000
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 STATUSES = ("ACTIVE", "ARCHIVED", "DRAFT")
 CONTENT_TYPES = ("IMAGE", "VIDEO", "MODEL_3D", "EXTERNAL_VIDEO", "FILE")
@@ -217,6 +223,10 @@ class FakeShopify:
             return Response(body, status_code=403, media_type="application/xml")
         assert isinstance(last, UploadFile)
         data = await last.read()
+        if len(data) > MAX_IMAGE_BYTES:
+            self.requests.append(("POST", request.url.path, None, 400))
+            body = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>EntityTooLarge</Code><Message>Your proposed upload is larger than the maximum object size specified in your Policy Document.</Message></Error>"
+            return Response(body, status_code=400, media_type="application/xml")
         url = f"{self.base_url}/staged-uploads/{key}"
         self.staged_files[url] = StagedFile(key, last.filename or "", fields.get("Content-Type", ""), data)
         self.requests.append(("POST", request.url.path, None, 201))
@@ -398,13 +408,16 @@ class FakeShopify:
                 return user_error(
                     ["input", "files", index, "originalSource"], "File at originalSource was never uploaded"
                 )
+            staged = self.staged_files.get(source)
+            # Shopify accepts the input and fails the media while processing it, after the answer.
+            status = "FAILED" if staged is not None and _pixels(staged.data) > MAX_IMAGE_PIXELS else "READY"
             media.append(
                 {
                     "id": f"gid://shopify/MediaImage/{next(self._ids)}",
                     "alt": item.get("alt", ""),
                     "originalSource": item["originalSource"],
                     "mediaContentType": item["contentType"],
-                    "status": "READY",
+                    "status": status,
                 }
             )
         product = existing or HeldProduct(
@@ -475,6 +488,14 @@ def _root_field(query: str) -> str | None:
     body = query[query.find("{") + 1 :] if "{" in query else ""
     match = re.match(r"\s*(?:\w+\s*:\s*)?(\w+)", body)
     return match.group(1) if match else None
+
+
+def _pixels(data: bytes) -> int:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except Exception:
+        return 0
 
 
 def _cost(requested: int, actual: int | None, available: float) -> dict[str, Any]:
