@@ -73,7 +73,7 @@ async def shop(fake: FakeShopify, **settings: object) -> AsyncIterator[tuple[Fak
         values = {
             "shopify_store": fake.store,
             "shopify_url": url,
-            "shopify_api_version": "2025-01",
+            "shopify_api_version": "2026-10",
             **settings,
         }
         publisher = ShopifyPublisher(Settings.from_env({}, **values))
@@ -120,7 +120,9 @@ async def test_create_holds_a_draft_with_options_variants_and_staged_media() -> 
         assert [r.filename for r in received] == ["mockup-white.png", "mockup-heather-grey.png", "front.png"]
         assert [r.data for r in received] == [files[1].data, files[2].data, files[0].data]
         assert held.media[0]["alt"] == "Fern Valley in White"
-        assert listed.url == f"https://{fake.store}.myshopify.com/products/fern-valley"
+        handle = f"fern-valley-{product.id.removeprefix('prod-')}"
+        assert held.handle == handle
+        assert listed.url == f"https://{fake.store}.myshopify.com/products/{handle}"
 
 
 async def test_staged_bucket_refuses_a_form_with_the_file_not_last() -> None:
@@ -194,10 +196,11 @@ async def test_publish_and_unpublish_change_the_status() -> None:
         product = make_product()
         listed = await publisher.create(product, tshirt(), listed_files(product))
         published = await publisher.publish(product, listed)
-        assert fake.products[listed.external_id].status == "ACTIVE"
+        held = fake.products[listed.external_id]
+        assert held.status == "ACTIVE"
         assert (
             published.published
-            and published.url == f"https://{fake.store}.myshopify.com/products/fern-valley"
+            and published.url == f"https://{fake.store}.myshopify.com/products/{held.handle}"
         )
         unpublished = await publisher.unpublish(product, published)
         assert fake.products[listed.external_id].status == "DRAFT" and not unpublished.published
@@ -213,6 +216,25 @@ async def test_find_returns_the_product_create_made_and_nothing_for_another() ->
         found = await publisher.find(product)
         assert found is not None and found.external_id == listed.external_id
         assert await publisher.find(make_product()) is None
+
+
+async def test_a_create_retried_after_a_lost_answer_updates_the_same_product() -> None:
+    # From API 2025-04 productSet upserts by handle: no second product even before search shows the first.
+    async with static_shop() as (fake, publisher):
+        product = make_product()
+        first = await publisher.create(product, tshirt(), listed_files(product))
+        second = await publisher.create(product, tshirt(), listed_files(product))
+        assert second.external_id == first.external_id
+        assert len(fake.products) == 1
+
+
+async def test_an_older_pinned_version_creates_without_the_upsert_identifier() -> None:
+    fake = FakeShopify(access_tokens=(STATIC_TOKEN,))  # refuses `identifier` before 2025-04
+    async with shop(fake, shopify_access_token=STATIC_TOKEN, shopify_api_version="2025-01") as (_, publisher):
+        product = make_product()
+        listed = await publisher.create(product, tshirt(), listed_files(product))
+        assert fake.products[listed.external_id].handle.endswith(product.id.removeprefix("prod-"))
+        assert any(path == "/admin/api/2025-01/graphql.json" for _, path, *_ in fake.requests)
 
 
 async def test_throttled_requests_are_waited_out_then_succeed() -> None:

@@ -19,6 +19,9 @@ Decisions, stated once:
   and sizes, one variant per pair at `price_cents / 100` as a decimal string, status DRAFT,
   productType from the catalog's shopify mapping, and tags `atelier` and `atelier:<product id>`.
   `find` searches `products(query: "tag:\"atelier:<id>\"")`, so a retried publication finds it.
+  The handle is the title's slug and Atelier's id (`fern-valley-0a1b2c3d4e5f`); from API 2025-04
+  on, `productSet` is sent with `identifier: {handle}` and upserts, so even a create retried
+  before Shopify's search index shows the first attempt cannot make a second product.
 - Publish: `productUpdate(product: {id, status: ACTIVE})` (`productChangeStatus` is deprecated).
   The URL is `onlineStoreUrl`, or `https://<store>.myshopify.com/products/<handle>` while the
   product is not on the Online Store channel (publishing to sales channels is the store's own
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from html import escape
 from typing import Any
@@ -77,6 +81,15 @@ PRODUCT_SET = """mutation AtelierCreate($input: ProductSetInput!) {
     userErrors { field message code }
   }
 }"""
+# From 2025-04, productSet upserts by `identifier`: a create retried after a lost answer updates
+# the product it made instead of making a second one.
+PRODUCT_UPSERT = """mutation AtelierCreate($input: ProductSetInput!, $identifier: ProductSetIdentifiers) {
+  productSet(synchronous: true, input: $input, identifier: $identifier) {
+    product { id handle status onlineStoreUrl }
+    userErrors { field message code }
+  }
+}"""
+UPSERT_SINCE = "2025-04"
 PRODUCT_STATUS = """mutation AtelierStatus($product: ProductUpdateInput!) {
   productUpdate(product: $product) {
     product { id handle status onlineStoreUrl }
@@ -88,6 +101,13 @@ PRODUCT_STATUS = """mutation AtelierStatus($product: ProductUpdateInput!) {
 def atelier_tag(product: Product) -> str:
     """The tag every product Atelier creates carries, by which `find` recognises it."""
     return f"atelier:{product.id}"
+
+
+def product_handle(product: Product) -> str:
+    """The product's URL handle: its title as a slug, then Atelier's id (so it is ours alone)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", product.title.lower()).strip("-")[:60].strip("-")
+    suffix = product.id.removeprefix("prod-")
+    return f"{slug}-{suffix}" if slug else f"atelier-{suffix}"
 
 
 class ShopifyPublisher:
@@ -177,7 +197,13 @@ class ShopifyPublisher:
                 for f, source in zip(ordered, sources, strict=True)
             ],
         }
-        data = await self._graphql(PRODUCT_SET, {"input": data_input})
+        handle = product_handle(product)
+        data_input["handle"] = handle
+        if self._settings.shopify_api_version >= UPSERT_SINCE:
+            variables = {"input": data_input, "identifier": {"handle": handle}}
+            data = await self._graphql(PRODUCT_UPSERT, variables)
+        else:
+            data = await self._graphql(PRODUCT_SET, {"input": data_input})
         result = data["productSet"]
         _raise_user_errors("productSet", result.get("userErrors"))
         return self._listed(result["product"])

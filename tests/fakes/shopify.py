@@ -61,22 +61,12 @@ STATUSES = ("ACTIVE", "ARCHIVED", "DRAFT")
 CONTENT_TYPES = ("IMAGE", "VIDEO", "MODEL_3D", "EXTERNAL_VIDEO", "FILE")
 # What each root field is charged, as the cost calculator roughly charges it.
 COSTS = {"shop": 1, "products": 12, "stagedUploadsCreate": 10, "productSet": 10, "productUpdate": 10}
+# fmt: off
 PRODUCT_SET_FIELDS = {
-    "title",
-    "descriptionHtml",
-    "status",
-    "productType",
-    "vendor",
-    "tags",
-    "productOptions",
-    "variants",
-    "files",
-    "handle",
-    "seo",
-    "metafields",
-    "collections",
-    "giftCard",
+    "title", "descriptionHtml", "status", "productType", "vendor", "tags", "productOptions",
+    "variants", "files", "handle", "id", "seo", "metafields", "collections", "giftCard",
 }
+# fmt: on
 VARIANT_FIELDS = {"optionValues", "price", "compareAtPrice", "sku", "barcode", "taxable", "inventoryPolicy"}
 
 
@@ -268,7 +258,7 @@ class FakeShopify:
             # Short of the cost by a hair, so that a client waiting as told waits milliseconds.
             return JSONResponse({"errors": [error], "extensions": _cost(cost, None, cost - 0.5)})
         try:
-            data = self._execute(operation, query, variables)
+            data = self._execute(operation, query, variables, request.path_params["version"])
         except GraphQLErrors as error:
             problems = [{"path": error.path, "explanation": error.message}]
             body = {
@@ -284,7 +274,9 @@ class FakeShopify:
 
     # -- operations ----------------------------------------------------------------------------
 
-    def _execute(self, operation: str | None, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    def _execute(
+        self, operation: str | None, query: str, variables: dict[str, Any], version: str
+    ) -> dict[str, Any]:
         if operation == "shop":
             return {"shop": {"name": self.store.replace("-", " ").title()}}
         if operation == "products":
@@ -294,6 +286,8 @@ class FakeShopify:
         if operation == "productSet":
             if not re.search(r"synchronous\s*:\s*true", query):
                 raise GraphQLErrors("this fake answers productSet(synchronous: true) only")
+            if "identifier" in variables and version < "2025-04":
+                raise GraphQLErrors(f"Field 'productSet' doesn't accept argument 'identifier' in {version}")
             return {"productSet": self._product_set(variables)}
         if operation == "productUpdate":
             return {"productUpdate": self._product_update(variables)}
@@ -387,12 +381,16 @@ class FakeShopify:
         if self._user_error is not None:
             (field_path, message), self._user_error = self._user_error, None
             return user_error(field_path, message)
-        identifier = variables.get("identifier")
+        # From 2025-04 an identifier upserts: by id it must exist; by handle it is created if absent.
+        identifier = variables.get("identifier") or {}
         existing = None
-        if identifier is not None:
-            existing = self.products.get((identifier or {}).get("id", ""))
+        if "id" in identifier or "id" in data:
+            existing = self.products.get(str(identifier.get("id") or data.get("id")))
             if existing is None:
                 return user_error(["identifier", "id"], "Product does not exist")
+        handle = identifier.get("handle") or data.get("handle")
+        if existing is None and handle is not None:
+            existing = next((p for p in self.products.values() if p.handle == handle), None)
         title = data.get("title", existing.title if existing else None)
         if not isinstance(title, str) or not title.strip():
             return user_error(["input", "title"], "Title can't be blank")
@@ -422,7 +420,7 @@ class FakeShopify:
             )
         product = existing or HeldProduct(
             id=f"gid://shopify/Product/{next(self._ids)}",
-            handle=self._handle(title),
+            handle=self._handle(handle or title),
             title=title,
             status="DRAFT",
         )
