@@ -174,6 +174,7 @@ class ShopifyPublisher:
         product_kind = (
             str(getattr(mapping, "product_type", "") or product_type.name) if mapping else product_type.name
         )
+        handle = product_handle(product)
         data_input = {
             "title": product.title,
             "descriptionHtml": _paragraphs(product.description),
@@ -196,9 +197,8 @@ class ShopifyPublisher:
                 {"originalSource": source, "contentType": "IMAGE", "alt": _alt(product, f)}
                 for f, source in zip(ordered, sources, strict=True)
             ],
+            "handle": handle,
         }
-        handle = product_handle(product)
-        data_input["handle"] = handle
         if self._settings.shopify_api_version >= UPSERT_SINCE:
             variables = {"input": data_input, "identifier": {"handle": handle}}
             data = await self._graphql(PRODUCT_UPSERT, variables)
@@ -255,8 +255,11 @@ class ShopifyPublisher:
                     f"Shopify staged upload of {file.filename} failed: {type(error).__name__}"
                 ) from None
             if response.status_code >= 400:
+                # The bucket answers storage XML: <Error><Code>EntityTooLarge</Code>...
+                code = re.search(r"<Code>(\w{1,60})</Code>", response.text)
+                reason = f", {code.group(1)}" if code else ""
                 raise BackendError(
-                    f"Shopify staged upload of {file.filename} refused (HTTP {response.status_code})",
+                    f"Shopify staged upload of {file.filename} refused (HTTP {response.status_code}{reason})",
                     retryable=response.status_code >= 500,
                 )
         return [target["resourceUrl"] for target in targets]
