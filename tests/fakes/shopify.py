@@ -7,7 +7,7 @@ a Starlette app; `serve_fake()` runs it under uvicorn inside the caller's event 
 Faithful to what ../shared/notes/external-apis.md and shopify.dev document, without being a
 GraphQL server: an operation is recognised by its root field (`shop`, `products`,
 `stagedUploadsCreate`, `productSet`, `productUpdate`) and its variables are checked as
-Shopify's schema would check them.
+Shopify's schema would check them (`tests.fakes.shopify_schema`).
 
 - `POST /admin/api/{version}/graphql.json` needs `X-Shopify-Access-Token`; without a valid one it
   answers 401 `{"errors": "[API] Invalid API key or access token (unrecognized login or wrong
@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -53,21 +53,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.shopify_schema import (
+    PRODUCT_SET_FIELDS,
+    STATUSES,
+    GraphQLErrors,
+    checked_files,
+    checked_options,
+    checked_variants,
+    variants_problem,
+)
+
 # Shopify's limits for a product image: 20 MB (the staged target's policy) and 25 megapixels.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 25_000_000
-INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
-STATUSES = ("ACTIVE", "ARCHIVED", "DRAFT")
-CONTENT_TYPES = ("IMAGE", "VIDEO", "MODEL_3D", "EXTERNAL_VIDEO", "FILE")
 # What each root field is charged, as the cost calculator roughly charges it.
 COSTS = {"shop": 1, "products": 12, "stagedUploadsCreate": 10, "productSet": 10, "productUpdate": 10}
-# fmt: off
-PRODUCT_SET_FIELDS = {
-    "title", "descriptionHtml", "status", "productType", "vendor", "tags", "productOptions",
-    "variants", "files", "handle", "id", "seo", "metafields", "collections", "giftCard",
-}
-# fmt: on
-VARIANT_FIELDS = {"optionValues", "price", "compareAtPrice", "sku", "barcode", "taxable", "inventoryPolicy"}
+INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 
 
 @dataclass
@@ -92,14 +93,6 @@ class HeldProduct:
     options: list[dict[str, Any]] = field(default_factory=list)
     variants: list[dict[str, Any]] = field(default_factory=list)
     media: list[dict[str, Any]] = field(default_factory=list)
-
-
-class GraphQLErrors(Exception):
-    """Top-level `errors` (HTTP 200): the operation did not validate."""
-
-    def __init__(self, message: str, path: list[Any] | None = None) -> None:
-        super().__init__(message)
-        self.message, self.path = message, path or []
 
 
 class FakeShopify:
@@ -303,7 +296,7 @@ class FakeShopify:
         tag = next((g for g in match.groups() if g is not None), "") if match else ""
         found = [p for p in self.products.values() if not tag or tag in p.tags]
         first = variables.get("first", 10)
-        return {"nodes": [_product_view(p, self) for p in found[: int(first)]]}
+        return {"nodes": [_product_view(p) for p in found[: int(first)]]}
 
     def _staged_uploads_create(self, variables: dict[str, Any]) -> dict[str, Any]:
         inputs = variables.get("input")
@@ -362,9 +355,9 @@ class FakeShopify:
             raise GraphQLErrors(
                 f'Expected "{data["status"]}" to be one of: ACTIVE, ARCHIVED, DRAFT', ["input", "status"]
             )
-        options = _checked_options(data.get("productOptions", []))
-        variants = _checked_variants(data.get("variants", []))
-        files = _checked_files(data.get("files", []))
+        options = checked_options(data.get("productOptions", []))
+        variants = checked_variants(data.get("variants", []))
+        files = checked_files(data.get("files", []))
         tags = data.get("tags", [])
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]
@@ -396,7 +389,7 @@ class FakeShopify:
             return user_error(["input", "title"], "Title can't be blank")
         if len(title) > 255:
             return user_error(["input", "title"], "Title is too long (maximum is 255 characters)")
-        problem = _variants_problem(options, variants)
+        problem = variants_problem(options, variants)
         if problem is not None:
             return user_error(*problem)
         media = []
@@ -443,7 +436,7 @@ class FakeShopify:
             ]
         product.media = media or product.media
         self.products[product.id] = product
-        return {"product": _product_view(product, self), "productSetOperation": None, "userErrors": []}
+        return {"product": _product_view(product), "productSetOperation": None, "userErrors": []}
 
     def _product_update(self, variables: dict[str, Any]) -> dict[str, Any]:
         data = variables.get("product")
@@ -471,7 +464,7 @@ class FakeShopify:
         if product is None:
             return {"product": None, "userErrors": [{"field": ["id"], "message": "Product does not exist"}]}
         product.status = data.get("status", product.status)
-        return {"product": _product_view(product, self), "userErrors": []}
+        return {"product": _product_view(product), "userErrors": []}
 
     def _handle(self, title: str) -> str:
         base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "product"
@@ -501,102 +494,10 @@ def _cost(requested: int, actual: int | None, available: float) -> dict[str, Any
     return {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual, "throttleStatus": status}}
 
 
-def _product_view(product: HeldProduct, fake: FakeShopify) -> dict[str, Any]:
+def _product_view(product: HeldProduct) -> dict[str, Any]:
     # onlineStoreUrl is null unless the product is published to the Online Store channel, which
     # a status change alone does not do; the fake never publishes to channels.
     return {"id": product.id, "handle": product.handle, "status": product.status, "onlineStoreUrl": None}
-
-
-def _checked_options(options: Any) -> list[dict[str, Any]]:
-    if not isinstance(options, list):
-        raise GraphQLErrors("Expected value to be a list", ["input", "productOptions"])
-    for index, option in enumerate(options):
-        path = ["input", "productOptions", index]
-        if not isinstance(option, dict) or not isinstance(option.get("name"), str):
-            raise GraphQLErrors("Expected value to not be null for name", [*path, "name"])
-        if set(option) - {"name", "position", "values", "id"}:
-            raise GraphQLErrors(
-                "Field is not defined on OptionSetInput",
-                [*path, sorted(set(option) - {"name", "position", "values", "id"})[0]],
-            )
-        values = option.get("values")
-        if not isinstance(values, list) or not all(
-            isinstance(v, dict) and isinstance(v.get("name"), str) for v in values
-        ):
-            raise GraphQLErrors("Expected a list of OptionValueSetInput {name}", [*path, "values"])
-    return options
-
-
-def _checked_variants(variants: Any) -> list[dict[str, Any]]:
-    if not isinstance(variants, list):
-        raise GraphQLErrors("Expected value to be a list", ["input", "variants"])
-    for index, variant in enumerate(variants):
-        path = ["input", "variants", index]
-        if not isinstance(variant, dict):
-            raise GraphQLErrors("Expected value to be an object", path)
-        if set(variant) - VARIANT_FIELDS:
-            raise GraphQLErrors(
-                "Field is not defined on ProductVariantSetInput",
-                [*path, sorted(set(variant) - VARIANT_FIELDS)[0]],
-            )
-        values = variant.get("optionValues")
-        if not isinstance(values, list) or not all(
-            isinstance(v, dict) and isinstance(v.get("optionName"), str) and isinstance(v.get("name"), str)
-            for v in values
-        ):
-            raise GraphQLErrors(
-                "Expected a list of VariantOptionValueInput {optionName, name}", [*path, "optionValues"]
-            )
-        try:
-            if isinstance(variant.get("price"), bool) or Decimal(str(variant.get("price"))).is_nan():
-                raise InvalidOperation
-        except InvalidOperation:
-            raise GraphQLErrors(
-                f"invalid value for Money: {variant.get('price')!r}", [*path, "price"]
-            ) from None
-    return variants
-
-
-def _checked_files(files: Any) -> list[dict[str, Any]]:
-    if not isinstance(files, list):
-        raise GraphQLErrors("Expected value to be a list", ["input", "files"])
-    for index, item in enumerate(files):
-        path = ["input", "files", index]
-        if not isinstance(item, dict) or not isinstance(item.get("originalSource"), str):
-            raise GraphQLErrors("Expected value to not be null for originalSource", [*path, "originalSource"])
-        if set(item) - {"originalSource", "contentType", "alt", "filename", "id", "duplicateResolutionMode"}:
-            raise GraphQLErrors("Field is not defined on FileSetInput", path)
-        if item.get("contentType") not in CONTENT_TYPES:
-            raise GraphQLErrors(
-                f"Expected {item.get('contentType')!r} to be one of: {', '.join(CONTENT_TYPES)}",
-                [*path, "contentType"],
-            )
-    return files
-
-
-def _variants_problem(
-    options: list[dict[str, Any]], variants: list[dict[str, Any]]
-) -> tuple[list[Any], str] | None:
-    """The userError Shopify gives a variant that does not match the product's options, if any."""
-    if variants and not options:
-        return ["input", "productOptions"], "Product options are required when variants are given"
-    allowed = {o["name"]: {v["name"] for v in o["values"]} for o in options}
-    seen: set[tuple[tuple[str, str], ...]] = set()
-    for index, variant in enumerate(variants):
-        path = ["input", "variants", index]
-        chosen = {v["optionName"]: v["name"] for v in variant["optionValues"]}
-        if set(chosen) != set(allowed):
-            return [*path, "optionValues"], "Variant must have a value for every product option"
-        for name, value in chosen.items():
-            if value not in allowed[name]:
-                return [*path, "optionValues"], f"Option value '{value}' does not exist on option '{name}'"
-        if Decimal(str(variant["price"])) < 0:
-            return [*path, "price"], "Price must be greater than or equal to 0"
-        combination = tuple(sorted(chosen.items()))
-        if combination in seen:
-            return [*path, "optionValues"], "The variant already exists"
-        seen.add(combination)
-    return None
 
 
 # -- serving ----------------------------------------------------------------------------------
