@@ -25,6 +25,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -35,8 +36,9 @@ from core.publishing.catalog import load_catalog
 from core.publishing.models import PRODUCT_ID_RE, Product, ProductFile
 from core.publishing.storefront import PLATFORM
 from core.settings import Settings
-from http_compat.api import Api
+from http_compat.api import Api, Param
 from http_compat.errors import ApiError, atelier_error
+from http_compat.inputs import query_int
 from http_compat.responses import artifact_response, base_url, json_response
 
 # The shop's pages run no script at all; images and the inline stylesheet come from here only.
@@ -47,7 +49,8 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-MAX_SHELF = 200
+PAGE_SIZE = 48  # products per page of the grid
+MAX_LIMIT = 200
 
 
 def format_price(cents: int) -> str:
@@ -63,8 +66,10 @@ class Shelf:
         # Product type names for display; a type no longer in the catalog shows its key.
         self.type_names = {key: t.name for key, t in load_catalog(settings.catalog).types.items()}
 
-    async def products(self) -> list[Product]:
-        return await self.engine.ledger.published_on(PLATFORM, limit=MAX_SHELF)
+    async def products(self, limit: int, offset: int = 0) -> tuple[list[Product], bool]:
+        """Up to `limit` published products from `offset`, newest first, and whether more follow."""
+        found = await self.engine.ledger.published_on(PLATFORM, limit=limit + 1, offset=offset)
+        return found[:limit], len(found) > limit
 
     async def product(self, product_id: str) -> Product:
         """A published product; `ApiError` 404 for anything else (malformed, unknown, not published)."""
@@ -103,6 +108,50 @@ def _image_path(root: str, product: Product, filename: str) -> str:
     return f"{root}/products/{product.id}/images/{filename}"
 
 
+class ShopFile(BaseModel):
+    url: str = Field(description="Absolute URL of the image (PNG).")
+    width: int
+    height: int
+
+
+class ShopMockup(ShopFile):
+    colour: str
+
+
+class ShopPrintFile(ShopFile):
+    area: str = Field(description="The print area: front, back, wrap.")
+    dpi: int | None = None
+
+
+class ShopDesign(BaseModel):
+    url: str
+    prompt: str | None = None
+
+
+class ShopProduct(BaseModel):
+    """A product for sale on the storefront."""
+
+    id: str = Field(examples=["prod-0a1b2c3d4e5f"])
+    title: str
+    description: str
+    type: str = Field(description="The catalog's product type key (tshirt, hoodie, poster, mug).")
+    type_name: str
+    price_cents: int
+    price: str = Field(description="The price as shown: `$24.99`.", examples=["$24.99"])
+    colours: list[str]
+    sizes: list[str]
+    url: str = Field(description="Absolute URL of the product's page.")
+    mockups: list[ShopMockup]
+    print_files: list[ShopPrintFile]
+    design: ShopDesign | None
+    published_at: float = Field(description="Epoch seconds of its listing's last change.")
+
+
+class ShopProducts(BaseModel):
+    products: list[ShopProduct]
+    next_offset: int | None = Field(description="The `offset` of the next page; null on the last one.")
+
+
 def product_json(shelf: Shelf, product: Product, base: str) -> dict[str, Any]:
     """A product as the JSON routes show it; `base` is the shop's absolute URL."""
 
@@ -134,7 +183,7 @@ def product_json(shelf: Shelf, product: Product, base: str) -> dict[str, Any]:
             if isinstance(design.get("filename"), str) and isinstance(design.get("run_id"), str)
             else None
         ),
-        "published_at": (product.listing(PLATFORM) or product.listings[0]).updated_at,
+        "published_at": listing.updated_at if (listing := product.listing(PLATFORM)) else 0.0,
     }
 
 
@@ -166,6 +215,7 @@ figcaption{text-align:center;color:#5a5a60;font-size:.9rem}
 .description{white-space:pre-line;overflow-wrap:anywhere}
 .design img{max-width:16rem;width:100%;height:auto;border:1px solid #e3e3e0}
 .empty{color:#5a5a60}
+.pages{display:flex;gap:1.5rem;margin-top:1.5rem}
 """
 
 
@@ -200,13 +250,22 @@ def _card(shelf: Shelf, product: Product, root: str) -> str:
     )
 
 
-def grid_page(shelf: Shelf, products: list[Product], root: str) -> Response:
+def grid_page(shelf: Shelf, products: list[Product], root: str, page: int, more: bool) -> Response:
     if products:
         cards = "".join(_card(shelf, product, root) for product in products)
         body = f'<h1>Shop</h1><ul class="grid" aria-label="Products">{cards}</ul>'
+    elif page > 1:
+        body = f'<h1>Shop</h1><p class="empty">No more products. <a href="{_e(root)}/">Back to the first page</a></p>'
     else:
         body = '<h1>Shop</h1><p class="empty">Nothing is for sale yet.</p>'
-    return _page("Shop", root, body)
+    links = []
+    if page > 1:
+        links.append(f'<a rel="prev" href="{_e(root)}/?page={page - 1}">Previous page</a>')
+    if more:
+        links.append(f'<a rel="next" href="{_e(root)}/?page={page + 1}">Next page</a>')
+    if links:
+        body += f'<nav class="pages" aria-label="Pages">{" ".join(links)}</nav>'
+    return _page("Shop" if page == 1 else f"Shop, page {page}", root, body)
 
 
 def product_page(shelf: Shelf, product: Product, root: str) -> Response:
@@ -217,9 +276,9 @@ def product_page(shelf: Shelf, product: Product, root: str) -> Response:
         for f in product.mockups
     )
     sizes = "".join(f"<li>{_e(size)}</li>" for size in product.sizes)
+    # Print quality as text: the print-ready file itself is for platforms, not for a buyer's tab.
     prints = "".join(
-        f'<li><a href="{_e(_image_path(root, product, f.filename))}">{_e(f.name)} print file</a>: '
-        f"{f.width}×{f.height} px" + (f" at {f.dpi} DPI" if f.dpi else "") + "</li>"
+        f"<li>{_e(f.name)}: {f.width}×{f.height} px" + (f" at {f.dpi} DPI" if f.dpi else "") + "</li>"
         for f in product.print_files
     )
     design = product.design or {}
@@ -237,7 +296,9 @@ def product_page(shelf: Shelf, product: Product, root: str) -> Response:
         f'<span class="type">{_e(shelf.type_name(product))}</span></p>'
         f'<h2>Sizes</h2><ul class="sizes">{sizes}</ul>'
         f'<h2>Description</h2><p class="description">{_e(product.description)}</p>'
-        f"{design_html}" + (f"<h2>Print files</h2><ul>{prints}</ul>" if prints else "") + "</div></article>"
+        f"{design_html}"
+        + (f'<h2>Printed at</h2><ul class="prints">{prints}</ul>' if prints else "")
+        + "</div></article>"
     )
     return _page(product.title, root, body)
 
@@ -265,9 +326,17 @@ def build(engine: Engine, settings: Settings) -> Api:
     def root_of(request: Request) -> str:
         return request.scope.get("root_path", "")
 
-    @api.route("GET", "/", summary="The shop: published products", produces="text/html")
+    @api.route(
+        "GET",
+        "/",
+        summary="The shop: published products, newest first",
+        params=[Param("page", type="integer", description=f"Page of {PAGE_SIZE} products, from 1.")],
+        produces="text/html",
+    )
     async def shop_page(request: Request) -> Response:
-        return grid_page(shelf, await shelf.products(), root_of(request))
+        page = query_int(request, "page", 1, low=1, high=100_000, invalid_status=400)
+        products, more = await shelf.products(PAGE_SIZE, (page - 1) * PAGE_SIZE)
+        return grid_page(shelf, products, root_of(request), page, more)
 
     @api.route("GET", "/products/{id}", summary="A product's page", produces="text/html")
     async def product_page_route(request: Request) -> Response:
@@ -296,12 +365,29 @@ def build(engine: Engine, settings: Settings) -> Api:
                 return await artifact_response(engine, run, filename)
         raise ApiError(404, f"no file {filename!r} of product {product.id}", code="NOT_FOUND")
 
-    @api.route("GET", "/api/products", summary="Published products, newest first")
+    @api.route(
+        "GET",
+        "/api/products",
+        summary="Published products, newest first",
+        params=[
+            Param("limit", type="integer", description=f"At most this many (1..{MAX_LIMIT}, default 50)."),
+            Param("offset", type="integer", description="Skip this many (default 0)."),
+        ],
+        responses={200: ShopProducts},
+    )
     async def list_json(request: Request) -> Response:
+        limit = query_int(request, "limit", 50, low=1, high=MAX_LIMIT, invalid_status=400)
+        offset = query_int(request, "offset", 0, low=0, invalid_status=400)
+        products, more = await shelf.products(limit, offset)
         base = base_url(request)
-        return json_response({"products": [product_json(shelf, p, base) for p in await shelf.products()]})
+        return json_response(
+            {
+                "products": [product_json(shelf, p, base) for p in products],
+                "next_offset": offset + len(products) if more else None,
+            }
+        )
 
-    @api.route("GET", "/api/products/{id}", summary="A published product")
+    @api.route("GET", "/api/products/{id}", summary="A published product", responses={200: ShopProduct})
     async def get_json(request: Request) -> Response:
         product = await shelf.product(request.path_params["id"])
         return json_response(product_json(shelf, product, base_url(request)))

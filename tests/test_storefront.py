@@ -3,6 +3,7 @@ files) over a real server. Products are made by real preview runs (`tests.shop_p
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from core.publishing.catalog import load_catalog
 from core.publishing.models import new_product_id
 from core.publishing.storefront import StorefrontPublisher, absolute_url, served_base_url
 from core.settings import Settings
+from http_compat.shop import PAGE_SIZE, ShopProduct, ShopProducts
 from tests.http_served import atelier_http
 from tests.shop_products import list_on_storefront, product_with_images
 
@@ -104,7 +106,10 @@ async def test_shop_json_lists_only_published_products_with_absolute_urls(tmp_pa
         await list_on_storefront(served.engine, draft, "draft")
         await list_on_storefront(served.engine, hidden, "unpublished")
 
-        listed = (await served.http.get("/shop/api/products")).json()["products"]
+        document = (await served.http.get("/shop/api/products")).json()
+        ShopProducts.model_validate(document)
+        assert document["next_offset"] is None
+        listed = document["products"]
         assert [p["id"] for p in listed] == [shown.id]
         one = listed[0]
         assert one["title"] == "Shown fox"
@@ -202,7 +207,7 @@ async def test_shop_follows_the_bearer_token_and_origin_rules(tmp_path: Path) ->
         assert (await served.http.get("/shop/api/products")).status_code == 401
         assert (await served.http.get("/shop/")).status_code == 401
         ok = await served.http.get("/shop/api/products", headers={"Authorization": f"Bearer {token}"})
-        assert ok.status_code == 200 and ok.json() == {"products": []}
+        assert ok.status_code == 200 and ok.json() == {"products": [], "next_offset": None}
     async with atelier_http(tmp_path / "b") as served:
         rebinding = await served.http.get("/shop/api/products", headers={"Host": "attacker.example"})
         assert rebinding.status_code == 421
@@ -210,3 +215,79 @@ async def test_shop_follows_the_bearer_token_and_origin_rules(tmp_path: Path) ->
             "/shop/api/products", headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
         )
         assert cross.status_code == 403
+
+
+async def test_publishing_through_the_adapter_shows_it_and_unpublishing_takes_it_down(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        storefront = StorefrontPublisher(served.engine.ledger)
+        product = await product_with_images(served.engine, "Fox mug", type="mug", price_cents=1499)
+        draft = await storefront.create(product, load_catalog(None).get("mug"), [])
+        assert (await served.http.get(f"/shop/api/products/{product.id}")).status_code == 404
+
+        published = await storefront.publish(product, draft)
+        page = await served.http.get(published.url or "")
+        assert page.status_code == 200 and "Fox mug" in page.text and "Mug 11 oz" in page.text
+        shown = ShopProduct.model_validate((await served.http.get(f"/shop/api/products/{product.id}")).json())
+        assert shown.url == absolute_url(published.url or "", served.url)
+
+        await storefront.unpublish(product, published)
+        assert (await served.http.get(published.url or "")).status_code == 404
+        assert (await served.http.get("/shop/api/products")).json()["products"] == []
+
+
+async def test_the_shop_pages_through_many_products(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        first = await product_with_images(served.engine, "Template")
+        # Many products of the same files: what is paged is the listing, not the images.
+        ids = [first.id]
+        await list_on_storefront(served.engine, first)
+        for n in range(PAGE_SIZE + 2):
+            copy = await served.engine.ledger.insert_product(
+                dataclasses.replace(
+                    first, id=new_product_id(), title=f"Fox {n}", created_at=first.created_at + n + 1
+                )
+            )
+            await list_on_storefront(served.engine, copy)
+            ids.insert(0, copy.id)
+
+        seen, offset = [], 0
+        while offset is not None:
+            page = (
+                await served.http.get("/shop/api/products", params={"limit": 20, "offset": offset})
+            ).json()
+            seen += [p["id"] for p in page["products"]]
+            offset = page["next_offset"]
+        assert seen == ids
+
+        grid = (await served.http.get("/shop/")).text
+        assert grid.count('class="card"') == PAGE_SIZE and 'href="/shop/?page=2"' in grid
+        last = (await served.http.get("/shop/", params={"page": 2})).text
+        assert last.count('class="card"') == len(ids) - PAGE_SIZE
+        assert 'href="/shop/?page=1"' in last and "?page=3" not in last
+        for bad in ({"limit": 0}, {"limit": 500}, {"offset": -1}, {"limit": "x"}):
+            answer = await served.http.get("/shop/api/products", params=bad)
+            assert answer.status_code == 400 and answer.json()["error"] == "invalid_parameters"
+
+
+async def test_the_shop_json_is_documented(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        document = (await served.http.get("/shop/openapi.json")).json()
+        assert {
+            "/",
+            "/products/{id}",
+            "/products/{id}/images/{filename}",
+            "/api/products",
+            "/api/products/{id}",
+        } == set(document["paths"])
+        assert "ShopProduct" in document["components"]["schemas"]
+
+
+async def test_shop_stays_at_shop_when_a_contract_is_served_at_the_root(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path, root_contract="pod") as served:
+        product = await product_with_images(served.engine)
+        await list_on_storefront(served.engine, product)
+        assert [p["id"] for p in (await served.http.get("/shop/api/products")).json()["products"]] == [
+            product.id
+        ]
+        assert (await served.http.get("/shop/")).status_code == 200
+        assert (await served.http.get("/health")).json()["status"] in ("healthy", "degraded")
