@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -85,27 +86,43 @@ class Shelf:
         return self.type_names.get(product.type, product.type)
 
 
-def product_files(product: Product) -> list[ProductFile]:
-    """Every file of the product the shop serves: mockups, print files, then the design (as a
-    `ProductFile` of role print named `design`, when the product records where it came from)."""
-    files = list(product.files)
+def file_name(role: str, name: str, filename: str) -> str:
+    """The name the shop serves a product's file by: `mockup-<colour>`, `print-<area>` or
+    `design`, with the file's extension. Names of their own rather than the artifacts': the
+    design run's `image-01.png` and the upscale run's `image-01.png` would be one URL."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "file"
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "png"
+    return f"{role}-{slug}.{extension}" if role != "design" else f"design.{extension}"
+
+
+def design_of(product: Product) -> tuple[str, str] | None:
+    """(run id, filename) of the design the product was made from, when it records one."""
     design = product.design or {}
-    if isinstance(design.get("run_id"), str) and isinstance(design.get("filename"), str):
-        files.append(
-            ProductFile(
-                role="print",
-                name="design",
-                run_id=design["run_id"],
-                filename=design["filename"],
-                width=0,
-                height=0,
-            )
-        )
+    run_id, filename = design.get("run_id"), design.get("filename")
+    return (run_id, filename) if isinstance(run_id, str) and isinstance(filename, str) else None
+
+
+def served_files(product: Product) -> dict[str, tuple[str, str]]:
+    """Every file the shop serves for the product, by its shop name -> (run id, artifact filename):
+    its mockups, print files and design, and nothing else of those runs."""
+    files: dict[str, tuple[str, str]] = {}
+    for f in (*product.mockups, *product.print_files):
+        files.setdefault(file_name(f.role, f.name, f.filename), (f.run_id, f.filename))
+    design = design_of(product)
+    if design is not None:
+        files.setdefault(file_name("design", "design", design[1]), design)
     return files
 
 
-def _image_path(root: str, product: Product, filename: str) -> str:
-    return f"{root}/products/{product.id}/images/{filename}"
+def _image_path(root: str, product: Product, f: ProductFile) -> str:
+    return f"{root}/products/{product.id}/images/{file_name(f.role, f.name, f.filename)}"
+
+
+def _design_path(root: str, product: Product) -> str | None:
+    design = design_of(product)
+    if design is None:
+        return None
+    return f"{root}/products/{product.id}/images/{file_name('design', 'design', design[1])}"
 
 
 class ShopFile(BaseModel):
@@ -156,9 +173,9 @@ def product_json(shelf: Shelf, product: Product, base: str) -> dict[str, Any]:
     """A product as the JSON routes show it; `base` is the shop's absolute URL."""
 
     def file_url(f: ProductFile) -> str:
-        return _image_path(base, product, f.filename)
+        return _image_path(base, product, f)
 
-    design = product.design or {}
+    design_url = _design_path(base, product)
     return {
         "id": product.id,
         "title": product.title,
@@ -179,9 +196,7 @@ def product_json(shelf: Shelf, product: Product, base: str) -> dict[str, Any]:
             for f in product.print_files
         ],
         "design": (
-            {"url": _image_path(base, product, design["filename"]), "prompt": design.get("prompt")}
-            if isinstance(design.get("filename"), str) and isinstance(design.get("run_id"), str)
-            else None
+            {"url": design_url, "prompt": (product.design or {}).get("prompt")} if design_url else None
         ),
         "published_at": listing.updated_at if (listing := product.listing(PLATFORM)) else 0.0,
     }
@@ -237,7 +252,7 @@ def _page(title: str, root: str, body: str, status: int = 200) -> Response:
 def _card(shelf: Shelf, product: Product, root: str) -> str:
     mockup = product.mockups[0] if product.mockups else None
     image = (
-        f'<img src="{_e(_image_path(root, product, mockup.filename))}" width="{mockup.width}" '
+        f'<img src="{_e(_image_path(root, product, mockup))}" width="{mockup.width}" '
         f'height="{mockup.height}" loading="lazy" alt="{_e(product.title)}, {_e(mockup.name)}">'
         if mockup is not None
         else ""
@@ -270,7 +285,7 @@ def grid_page(shelf: Shelf, products: list[Product], root: str, page: int, more:
 
 def product_page(shelf: Shelf, product: Product, root: str) -> Response:
     mockups = "".join(
-        f'<li><figure><img src="{_e(_image_path(root, product, f.filename))}" width="{f.width}" '
+        f'<li><figure><img src="{_e(_image_path(root, product, f))}" width="{f.width}" '
         f'height="{f.height}" alt="{_e(product.title)} in {_e(f.name)}">'
         f"<figcaption>{_e(f.name)}</figcaption></figure></li>"
         for f in product.mockups
@@ -281,12 +296,12 @@ def product_page(shelf: Shelf, product: Product, root: str) -> Response:
         f"<li>{_e(f.name)}: {f.width}×{f.height} px" + (f" at {f.dpi} DPI" if f.dpi else "") + "</li>"
         for f in product.print_files
     )
-    design = product.design or {}
+    design_url = _design_path(root, product)
     design_html = ""
-    if isinstance(design.get("filename"), str) and isinstance(design.get("run_id"), str):
+    if design_url is not None:
         design_html = (
             '<section class="design"><h2>The design</h2>'
-            f'<img src="{_e(_image_path(root, product, design["filename"]))}" loading="lazy" '
+            f'<img src="{_e(design_url)}" loading="lazy" '
             f'alt="The design of {_e(product.title)}"></section>'
         )
     body = (
@@ -359,10 +374,10 @@ def build(engine: Engine, settings: Settings) -> Api:
             check_filename(filename)
         except InvalidInput:
             raise ApiError(404, "no such file of this product", code="NOT_FOUND") from None
-        for file in product_files(product):
-            if file.filename == filename:
-                run = await engine.get_run(file.run_id)
-                return await artifact_response(engine, run, filename)
+        found = served_files(product).get(filename)
+        if found is not None:
+            run_id, artifact = found
+            return await artifact_response(engine, await engine.get_run(run_id), artifact)
         raise ApiError(404, f"no file {filename!r} of product {product.id}", code="NOT_FOUND")
 
     @api.route(

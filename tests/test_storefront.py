@@ -4,6 +4,7 @@ files) over a real server. Products are made by real preview runs (`tests.shop_p
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from pathlib import Path
 
@@ -133,7 +134,7 @@ async def test_shop_json_lists_only_published_products_with_absolute_urls(tmp_pa
             assert answer.json()["error"] == "not_found"
             assert (await served.http.get(f"/shop/products/{product.id}")).status_code == 404
             assert (
-                await served.http.get(f"/shop/products/{product.id}/images/image-02.png")
+                await served.http.get(f"/shop/products/{product.id}/images/mockup-white.png")
             ).status_code == 404
 
 
@@ -153,17 +154,17 @@ async def test_shop_page_shows_the_grid_and_the_product_page_everything_a_buyer_
             text = page.text
             assert "Fox tee" in text and "$1,234.56" in text and "Unisex t-shirt" in text
             assert f'href="/shop/products/{product.id}"' in text
-            assert f'src="/shop/products/{product.id}/images/image-02.png"' in text
+            assert f'src="/shop/products/{product.id}/images/mockup-white.png"' in text
             assert "<script" not in text and "http://" not in text and "https://" not in text
 
         page = (await served.http.get(f"/shop/products/{product.id}")).text
-        for colour, filename in (("white", "image-02.png"), ("black", "image-03.png")):
+        for colour, filename in (("white", "mockup-white.png"), ("black", "mockup-black.png")):
             assert f'src="/shop/products/{product.id}/images/{filename}"' in page
             assert f'alt="Fox tee in {colour}"' in page
         for size in ("S", "M", "L"):
             assert f"<li>{size}</li>" in page
         assert "Soft cotton.\nPrinted on demand." in page
-        assert f'src="/shop/products/{product.id}/images/image-01.png"' in page  # the design
+        assert f'src="/shop/products/{product.id}/images/design.png"' in page  # the design
         assert "256×256 px at 300 DPI" in page
         assert all(re.search(r'\balt="[^"]+"', tag) for tag in re.findall(r"<img[^>]*>", page))
 
@@ -192,13 +193,32 @@ async def test_bad_ids_and_filenames_are_404_and_other_run_files_are_unreachable
             f"{base}/..%2Frun.json",
             f"{base}/.hidden.png",
             f"{base}/image-99.png",
-            "/shop/products/not-a-product/images/image-01.png",
+            f"{base}/image-01.png",  # the run's own name for it: files are served by the shop's names only
+            "/shop/products/not-a-product/images/design.png",
         ):
             answer = await served.http.get(path)
             assert answer.status_code == 404, path
         # Not HTML's business to say which ids exist: the page of an unknown id is a 404 page.
         page = await served.http.get("/shop/products/prod-000000000000")
         assert page.status_code == 404 and "Not in the shop" in page.text
+
+
+async def test_files_of_different_runs_with_the_same_name_are_each_served(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        product = await product_with_images(served.engine, seed=1)
+        other = await product_with_images(served.engine, seed=2)  # another run: its image-01.png differs
+        print_file = other.print_files[0]
+        assert print_file.filename == product.design["filename"] == "image-01.png"
+        product.files = [*product.mockups, print_file]
+        await served.engine.ledger.delete_product(product.id)
+        await served.engine.ledger.insert_product(product)
+        await list_on_storefront(served.engine, product)
+
+        shown = (await served.http.get(f"/shop/api/products/{product.id}")).json()
+        design = await served.http.get(shown["design"]["url"])
+        printed = await served.http.get(shown["print_files"][0]["url"])
+        assert hashlib.sha256(design.content).hexdigest() == product.design["sha256"]
+        assert hashlib.sha256(printed.content).hexdigest() == print_file.sha256 != product.design["sha256"]
 
 
 async def test_shop_follows_the_bearer_token_and_origin_rules(tmp_path: Path) -> None:
