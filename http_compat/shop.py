@@ -3,8 +3,9 @@
 - `GET /shop` is the shop: a grid of the products published on the storefront, newest first
   (first mockup, title, price, product type). `GET /shop/products/{id}` is a product's page: its
   mockups (one per colour), sizes, description, price, the design and its print files.
-  `GET /shop/products/{id}/images/{filename}` serves the product's files (mockups, print files,
-  the design), streamed from the runs that made them; no other file of those runs is reachable.
+  `GET /shop/products/{id}/images/{filename}` serves the product's files, streamed from the runs
+  that made them, under names of the shop's own: `mockup-<colour>.png`, `print-<area>.png`,
+  `design.png` (see `file_name`); no other file of those runs is reachable.
 - `GET /shop/api/products` and `/shop/api/products/{id}` are the same as JSON, with absolute URLs
   built from the address the client used (the ledger keeps them relative).
 - Only products whose storefront listing is `published` exist here: a draft, an unpublished
@@ -16,6 +17,8 @@
   markup that slipped through could not run.
 - Prices are cents, shown as dollars (`$24.99`): the catalog has no currency yet, and USD is the
   default of both Printify and Shopify stores.
+- `GET /shop` answers 307 to `/shop/` (as every mount does); the grid pages by 48 (`?page=`),
+  the JSON by `limit`/`offset` with `next_offset`.
 - Errors of the JSON routes (and of the Host/Origin guard and bearer token in front of all of
   `/shop`) are Atelier's own `{"error", "message"}`; the pages answer an HTML 404 page.
 """
