@@ -36,7 +36,6 @@ from starlette.responses import HTMLResponse, Response
 from core.engine import Engine
 from core.errors import InvalidInput
 from core.ids import check_filename
-from core.publishing.catalog import load_catalog
 from core.publishing.models import PRODUCT_ID_RE, Product, ProductFile
 from core.publishing.storefront import PLATFORM
 from core.settings import Settings
@@ -68,7 +67,7 @@ class Shelf:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         # Product type names for display; a type no longer in the catalog shows its key.
-        self.type_names = {key: t.name for key, t in load_catalog(settings.catalog).types.items()}
+        self.type_names = {key: t.name for key, t in engine.catalog.types.items()}
 
     async def products(self, limit: int, offset: int = 0) -> tuple[list[Product], bool]:
         """Up to `limit` published products from `offset`, newest first, and whether more follow."""
