@@ -1,0 +1,248 @@
+"""The POD Engine contract making products: generate and custom jobs go designs -> print files and
+mockups -> products -> listings on the enabled platforms (the embedded storefront by default),
+over real HTTP and socket.io against a real engine (preview renderer)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.http_served import Served, atelier_http
+from tests.scripted_backend import wait_until
+from tests.test_http_pod import JOB_ID, Listener, job, run_id
+
+pytestmark = pytest.mark.anyio
+
+KNOWN_TYPES = "hoodie, mug, poster, tshirt"
+
+
+def design_base64(side: int) -> str:
+    image = Image.new("RGB", (side, side), (30, 120, 200))
+    image.paste((240, 200, 40), (side // 4, side // 4, 3 * side // 4, 3 * side // 4))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+async def submit(served: Served, path: str, body: dict[str, Any]) -> str:
+    response = await served.http.post(path, json=body)
+    assert response.status_code == 200, response.text
+    job_id = response.json()["jobId"]
+    assert JOB_ID.match(job_id)
+    return job_id
+
+
+async def completed(served: Served, job_id: str) -> dict[str, Any]:
+    await served.finished(run_id(job_id), within=120)
+    done = await job(served, job_id)
+    assert done["status"] == "completed", done["error"]
+    return done
+
+
+async def download(served: Served, url: str) -> Image.Image:
+    response = await served.http.get(url)
+    assert response.status_code == 200, url
+    return Image.open(io.BytesIO(response.content))
+
+
+async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        listener = Listener()
+        await listener.client.connect(served.url, socketio_path="/pod/socket.io", transports=["websocket"])
+        try:
+            job_id = await submit(
+                served,
+                "/pod/api/generate",
+                {
+                    "prompt": "A watercolour fox in the forest",
+                    "productTypes": ["tshirt", "hoodie"],
+                    "autoPublish": True,
+                    "seed": 7,
+                },
+            )
+            await wait_until(
+                lambda: any(u["status"] == "completed" for u in listener.of("job:update", job_id)),
+                timeout=120,
+                what="job:update completed",
+            )
+            updates = listener.of("job:update", job_id)
+            assert [u["status"] for u in updates] == ["pending", "running", "completed"]
+            progress = [p["progress"] for p in listener.of("job:progress", job_id)]
+            assert progress == sorted(progress) and progress[-1] == 100
+            # The design (and its upscales) are parts of the job: no events of their own.
+            assert {u["id"] for u in listener.of("job:update")} == {job_id}
+            assert {p["id"] for p in listener.of("job:progress")} == {job_id}
+            lines = [line for line in listener.of("log") if job_id in line["message"]]
+            assert lines[-1]["type"] == "SUCCESS"
+        finally:
+            await listener.client.disconnect()
+
+        done = await completed(served, job_id)
+        assert done["type"] == "generate" and done["progress"] == 100
+        result = done["result"]
+        assert result["success"] is True and result["errors"] == []
+        assert isinstance(result["totalTime"], int) and result["totalTime"] >= 0
+
+        [image] = result["generatedImages"]
+        assert image["id"] == f"img_{run_id(job_id)}_1"
+        assert image["prompt"] == "A watercolour fox in the forest"
+        assert image["url"] == f"{served.url}/pod/api/files/{job_id}/design-01.png"
+        assert (await download(served, image["url"])).format == "PNG"
+
+        products = result["products"]
+        assert sorted((p["platform"], p["type"], p["status"]) for p in products) == [
+            ("storefront", "hoodie", "published"),
+            ("storefront", "tshirt", "published"),
+        ]
+        for entry in products:
+            assert entry["productId"] and entry["url"] and entry["title"]
+            product = await served.engine.get_product(entry["atelierProductId"])
+            assert product.type == entry["type"]
+            [listing] = product.listings
+            assert (listing.platform, listing.status, listing.url) == (
+                "storefront",
+                "published",
+                entry["url"],
+            )
+            # The print files and mockups are the job's files, downloadable at full print size.
+            files = result["files"][product.id]
+            [print_file] = [f for f in files if f["role"] == "print"]
+            area = served.engine.catalog.get(product.type).print_areas["front"]
+            with await download(served, print_file["url"]) as printed:
+                assert (
+                    printed.size == (area.width, area.height) == (print_file["width"], print_file["height"])
+                )
+                assert round(printed.info["dpi"][0]) == area.dpi == print_file["dpi"]
+            mockups = [f for f in files if f["role"] == "mockup"]
+            assert sorted(m["name"] for m in mockups) == sorted(
+                served.engine.catalog.get(product.type).colours
+            )
+            for mockup in mockups:
+                assert (await download(served, mockup["url"])).format == "PNG"
+
+        # One job: its design and upscale runs are inside it, listed and counted nowhere else.
+        assert [j["id"] for j in (await served.http.get("/pod/api/jobs")).json()] == [job_id]
+        metrics = (await served.http.get("/pod/api/metrics")).json()
+        assert (metrics["totalJobs"], metrics["completedJobs"]) == (1, 1)
+        assert (await served.http.get(f"/pod/api/files/{job_id}/design-02.png")).status_code == 404
+
+
+async def test_auto_publish_false_leaves_drafts(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        job_id = await submit(
+            served,
+            "/pod/api/jobs",
+            {
+                "type": "generate",
+                "request": {
+                    "theme": "mountains",
+                    "style": "minimalist",
+                    "niche": "hikers",
+                    "productTypes": ["poster"],
+                    "autoPublish": False,
+                    "title": "Quiet peaks",
+                    "price": 19.5,
+                },
+            },
+        )
+        result = (await completed(served, job_id))["result"]
+        [entry] = result["products"]
+        assert (entry["platform"], entry["type"], entry["status"], entry["title"]) == (
+            "storefront",
+            "poster",
+            "draft",
+            "Quiet peaks",
+        )
+        product = await served.engine.get_product(entry["atelierProductId"])
+        assert product.status == "draft" and product.price_cents == 1950
+        [listing] = product.listings
+        assert (listing.platform, listing.status) == ("storefront", "draft")
+        # The prompt was composed from theme, style and niche, and recorded.
+        [image] = result["generatedImages"]
+        assert (
+            "mountains" in image["prompt"] and "minimalist" in image["prompt"] and "hikers" in image["prompt"]
+        )
+        run = await served.engine.get_run(run_id(job_id))
+        assert run.inputs["composed_from"] == {"theme": "mountains", "style": "minimalist", "niche": "hikers"}
+
+
+async def test_custom_job_makes_products_from_a_given_design_and_refuses_one_too_small(
+    tmp_path: Path,
+) -> None:
+    async with atelier_http(tmp_path) as served:
+        small = design_base64(300)
+        job_id = await submit(
+            served,
+            "/pod/api/jobs",
+            {"type": "custom", "request": {"designs": [small], "productTypes": ["poster", "mug"]}},
+        )
+        done = await completed(served, job_id)
+        assert done["type"] == "custom"
+        assert done["request"]["designs"] == [f"{small[:40]}... ({len(small)} characters)"]
+        result = done["result"]
+        # The mug is made and published; the poster is refused, the sizes named.
+        assert [(p["platform"], p["type"], p["status"]) for p in result["products"]] == [
+            ("storefront", "mug", "published")
+        ]
+        assert result["success"] is True
+        [error] = result["errors"]
+        assert "poster" in error and "300x300" in error and "5400x7200" in error and "300 DPI" in error
+        # The given image is the job's design, served back as it was given.
+        [image] = result["generatedImages"]
+        assert image["prompt"] == "" and image["url"].endswith(f"/pod/api/files/{job_id}/design-01.png")
+        given = await served.http.get(image["url"])
+        assert given.status_code == 200 and given.content == base64.b64decode(small)
+
+
+async def test_unknown_product_type_and_unconfigured_platform_are_400(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        response = await served.http.post(
+            "/pod/api/generate", json={"prompt": "a fox", "productTypes": ["cap"]}
+        )
+        assert response.status_code == 400
+        assert response.json() == {
+            "error": f"body.productTypes: 'cap' is not a product type (known: {KNOWN_TYPES})"
+        }
+        response = await served.http.post(
+            "/pod/api/jobs",
+            json={
+                "type": "custom",
+                "request": {"designs": [design_base64(64)], "productTypes": ["tshirt", "mug2"]},
+            },
+        )
+        assert response.status_code == 400
+        assert response.json()["error"].startswith("request.productTypes: 'mug2' is not a product type")
+        response = await served.http.post(
+            "/pod/api/generate/batch", json={"items": [{"prompt": "a", "productTypes": ["cap"]}]}
+        )
+        assert response.status_code == 400 and "items.0.productTypes: 'cap'" in response.json()["error"]
+        response = await served.http.post(
+            "/pod/api/jobs",
+            json={"type": "custom", "request": {"designs": ["not an image"], "productTypes": ["mug"]}},
+        )
+        assert response.status_code == 400 and "is not an image" in response.json()["error"]
+        assert (await served.http.get("/pod/api/jobs")).json() == []
+
+    async with atelier_http(tmp_path / "printify", enabled_platforms="storefront,printify") as served:
+        health = (await served.http.get("/pod/health")).json()
+        assert health["services"] == {
+            "comfyui": True,
+            "printify": False,
+            "shopify": False,
+            "storefront": True,
+        }
+        assert health["status"] == "healthy"  # not configured is not an outage
+        response = await served.http.post(
+            "/pod/api/generate", json={"prompt": "a fox", "productTypes": ["mug"]}
+        )
+        assert response.status_code == 400
+        message = response.json()["error"]
+        assert (
+            "printify is not configured: set ATELIER_PRINTIFY_TOKEN and ATELIER_PRINTIFY_SHOP_ID" in message
+        )
+        assert (await served.http.get("/pod/api/jobs")).json() == []
