@@ -42,9 +42,14 @@ class GenerateRequest(ProductTerms):
     style: str | None = Field(default=None, max_length=200, description="Composes the prompt if none.")
     niche: str | None = Field(default=None, max_length=200, description="Composes the prompt if none.")
     count: int = Field(default=1, ge=1, le=MAX_DESIGNS, description="Designs to generate.")
-    width: int | None = Field(default=None, description="Atelier extension: pixels (64..4096, /8).")
-    height: int | None = Field(default=None, description="Atelier extension: pixels (64..4096, /8).")
-    steps: int | None = Field(default=None, description="Atelier extension: sampler steps (1..150).")
+    # Checked here, not only when the products run submits its designs: a bad size is a 400 now.
+    width: int | None = Field(
+        default=None, ge=64, le=4096, multiple_of=8, description="Atelier extension: design pixels."
+    )
+    height: int | None = Field(
+        default=None, ge=64, le=4096, multiple_of=8, description="Atelier extension: design pixels."
+    )
+    steps: int | None = Field(default=None, ge=1, le=150, description="Atelier extension: sampler steps.")
     seed: int | None = Field(default=None, description="Atelier extension: design n uses seed + n - 1.")
 
     @model_validator(mode="after")
