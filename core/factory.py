@@ -77,5 +77,5 @@ def make_publishers(settings: Settings, ledger: Ledger) -> dict[str, Publisher]:
     return {
         "storefront": StorefrontPublisher(ledger, settings),
         "printify": PrintifyPublisher.from_settings(settings),
-        "shopify": ShopifyPublisher.from_settings(settings),
+        "shopify": ShopifyPublisher(settings),
     }
