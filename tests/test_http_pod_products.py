@@ -123,7 +123,7 @@ async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: 
                 served.engine.catalog.get(product.type).colours
             )
             for mockup in mockups:
-                assert (await download(served, mockup["url"])).format == "PNG"
+                assert (await download(served, mockup["url"])).format == "JPEG"
 
         # One job: its design and upscale runs are inside it, listed and counted nowhere else.
         assert [j["id"] for j in (await served.http.get("/pod/api/jobs")).json()] == [job_id]
