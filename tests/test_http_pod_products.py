@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.fakes.printify import FakePrintify, serve_printify
 from tests.http_served import Served, atelier_http
 from tests.scripted_backend import wait_until
 from tests.test_http_pod import JOB_ID, Listener, job, run_id
@@ -246,3 +247,59 @@ async def test_unknown_product_type_and_unconfigured_platform_are_400(tmp_path: 
             "printify is not configured: set ATELIER_PRINTIFY_TOKEN and ATELIER_PRINTIFY_SHOP_ID" in message
         )
         assert (await served.http.get("/pod/api/jobs")).json() == []
+
+
+PRINTIFY_TOKEN = "pfy-POD-SECRET-5e8a1f"
+
+
+async def test_printify_and_the_storefront_and_a_platform_that_fails_keeps_the_other(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakePrintify(token=PRINTIFY_TOKEN, shop_id=4242)
+    request = {"prompt": "A fern in watercolour", "productTypes": ["tshirt"], "autoPublish": True}
+    async with serve_printify(fake) as printify_url:
+        platforms = {
+            "enabled_platforms": "storefront,printify",
+            "printify_shop_id": "4242",
+            "printify_url": printify_url,
+        }
+        async with atelier_http(tmp_path / "a", printify_token=PRINTIFY_TOKEN, **platforms) as served:
+            health = (await served.http.get("/pod/health")).json()
+            assert health["services"] == {
+                "comfyui": True,
+                "printify": True,
+                "shopify": False,
+                "storefront": True,
+            }
+            assert health["status"] == "healthy"
+
+            job_id = await submit(served, "/pod/api/generate", request)
+            result = (await completed(served, job_id))["result"]
+            assert result["errors"] == [] and result["success"] is True
+            by_platform = {p["platform"]: p for p in result["products"]}
+            assert set(by_platform) == {"storefront", "printify"}
+            [held] = fake.shop_products()
+            assert by_platform["printify"]["productId"] == str(held["id"])
+            assert by_platform["printify"]["type"] == "tshirt"
+            assert by_platform["printify"]["status"] == "published"
+
+        # A wrong token: Printify answers 401. Health says printify is down (degraded, not
+        # unhealthy); a job still lists on the storefront and names what failed on Printify.
+        async with atelier_http(tmp_path / "b", printify_token="pfy-wrong-token", **platforms) as served:
+            health = (await served.http.get("/pod/health")).json()
+            assert health["services"]["printify"] is False and health["services"]["storefront"] is True
+            assert health["status"] == "degraded"
+
+            job_id = await submit(served, "/pod/api/generate", request)
+            done = await completed(served, job_id)
+            result = done["result"]
+            assert [(p["platform"], p["type"]) for p in result["products"]] == [("storefront", "tshirt")]
+            assert result["success"] is True
+            [error] = result["errors"]
+            assert error.startswith("printify: ") and "tshirt" in error
+            assert "ATELIER_PRINTIFY_TOKEN" in error  # the setting to fix, never its value
+            seen = [done, (await served.http.get("/pod/api/jobs")).json(), health]
+            assert "pfy-wrong-token" not in str(seen)
+        assert len(fake.shop_products()) == 1  # nothing made with the wrong token
+    for record in caplog.records:
+        assert PRINTIFY_TOKEN not in record.getMessage() and "pfy-wrong-token" not in record.getMessage()
