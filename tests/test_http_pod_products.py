@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from core.errors import RunNotFound
 from tests.fakes.printify import FakePrintify, serve_printify
 from tests.http_served import Served, atelier_http
 from tests.scripted_backend import wait_until
@@ -303,3 +304,34 @@ async def test_printify_and_the_storefront_and_a_platform_that_fails_keeps_the_o
         assert len(fake.shop_products()) == 1  # nothing made with the wrong token
     for record in caplog.records:
         assert PRINTIFY_TOKEN not in record.getMessage() and "pfy-wrong-token" not in record.getMessage()
+
+
+async def test_cleanup_keeps_jobs_whose_products_are_published(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served:
+        design = design_base64(1200)
+        published = await submit(
+            served,
+            "/pod/api/jobs",
+            {"type": "custom", "request": {"designs": [design], "productTypes": ["mug"]}},
+        )
+        drafted = await submit(
+            served,
+            "/pod/api/generate",
+            {"prompt": "A quiet harbour", "productTypes": ["mug"], "autoPublish": False},
+        )
+        kept = (await completed(served, published))["result"]
+        gone = (await completed(served, drafted))["result"]
+        design_run = (await served.engine.get_run(run_id(drafted))).result["designs"][0]["run_id"]
+
+        response = await served.http.post("/pod/api/jobs/cleanup", json={"maxAge": 0})
+        assert response.json() == {"cleared": 1}
+        assert (await served.http.get(f"/pod/api/jobs/{drafted}")).status_code == 404
+        assert (await served.http.get(gone["generatedImages"][0]["url"])).status_code == 404
+        with pytest.raises(RunNotFound):
+            await served.engine.get_run(design_run)  # the job's design went with it
+        # The published mug's job stays, with the files its listing shows.
+        assert (await served.http.get(f"/pod/api/jobs/{published}")).status_code == 200
+        [files] = kept["files"].values()
+        for item in files:
+            assert (await served.http.get(item["url"])).status_code == 200
+        assert [j["id"] for j in (await served.http.get("/pod/api/jobs")).json()] == [published]

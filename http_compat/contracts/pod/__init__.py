@@ -82,10 +82,13 @@ Listing, managing, health:
 - Cancel: a pending or running job (a batch: all its unfinished items) -> `{success: true}`; a
   finished one is 400 `Cannot cancel job: it is completed`. Retry: a failed or cancelled job is
   queued again with fresh attempts -> `{success: true}`; otherwise 400 `Cannot retry job: ...`.
-- `POST /api/jobs/cleanup {maxAge}` deletes completed and failed top-level jobs (and their
-  files, and the designs of products jobs) that finished more than `maxAge` ms ago (default
-  86400000, >= 0) -> `{cleared: n}` (jobs only). Products stay in the catalog: a listing on a
-  platform is not taken down by cleaning up the job that made it.
+- `POST /api/jobs/cleanup {maxAge}` deletes completed and failed jobs (image, batch and products
+  runs; never training or publish runs) that finished more than `maxAge` ms ago (default
+  86400000, >= 0), with their files and a products job's designs -> `{cleared: n}`. A products
+  job with a product still published on a platform is kept: its print files and mockups are
+  that product's files (the shop shows its mockups). Deleting a products job also deletes its
+  products that exist only in Atelier (drafts and storefront listings); those listed on Printify
+  or Shopify stay recorded (`core.publishing.kind`).
 - `GET /health`: `services.comfyui` says whether the configured generation backend is up (the
   key keeps the document's name even with the preview renderer); `printify`, `shopify` and
   (extension) `storefront` are true only when configured and answering. `status` is `unhealthy`

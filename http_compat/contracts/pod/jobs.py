@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -10,7 +12,7 @@ from starlette.responses import Response
 
 from core.artifacts import input_key
 from core.engine import Engine
-from core.errors import Conflict, RunNotFound
+from core.errors import Conflict, ProductNotFound, RunNotFound
 from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
 from http_compat.api import Api, Param
@@ -71,21 +73,15 @@ def attempts(max_retries: int | None) -> int | None:
     return None if max_retries is None else max_retries + 1
 
 
-def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
-    bad = {400: (Error, "Invalid request (the message names the field)")}
-    not_found = {404: (Error, "No such job")}
+class Submitter:
+    """Submits POD requests to the engine and answers `{jobId, job}`."""
 
-    async def get(given: str) -> Run:
-        try:
-            return await engine.get_run(run_id_of(given))
-        except RunNotFound:
-            raise ApiError(404, f"Job {given[:60]} not found") from None
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
 
-    async def submitted(request: Request, run: Run) -> Response:
-        job = await job_view(engine, run, base_url(request))
-        return json_response(Submitted(jobId=job["id"], job=job).model_dump())
-
-    async def submit_products(
+    async def products(
+        self,
         request: Request,
         products: dict[str, Any],
         original: dict[str, Any],
@@ -93,35 +89,70 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
         priority: str,
         max_retries: int | None,
     ) -> Response:
-        run = await engine.submit_products(
+        run = await self.engine.submit_products(
             products,
             priority=priority,
             max_attempts=attempts(max_retries),
             meta={"door": "pod", "type": kind, "request": original},
         )
-        return await submitted(request, run)
+        return await self.answer(request, run)
 
-    async def submit_generate(
-        request: Request, body: GenerateRequest, where: str, priority: str, max_retries: int | None
+    async def generate(
+        self, request: Request, body: GenerateRequest, where: str, priority: str, max_retries: int | None
     ) -> Response:
-        check_types(engine, body, where)
-        products = generate_products(body, settings.platform_names)
+        check_types(self.engine, body, where)
+        products = generate_products(body, self.settings.platform_names)
         original = body.model_dump(exclude_unset=True)
-        return await submit_products(request, products, original, "generate", priority, max_retries)
+        return await self.products(request, products, original, "generate", priority, max_retries)
 
-    async def submit_batch(
-        request: Request, body: BatchRequest, original: dict[str, Any], priority: str, max_retries: int | None
+    async def custom(
+        self, request: Request, body: CustomRequest, priority: str, max_retries: int | None
+    ) -> Response:
+        check_types(self.engine, body, "request")
+        products = custom_products(body, self.settings.platform_names)
+        # The request is kept as sent except the images themselves (base64 can be megabytes):
+        # a long one is echoed as its start and length.
+        original = body.model_dump(exclude_unset=True)
+        original["designs"] = [
+            source if len(source) <= 300 else f"{source[:40]}... ({len(source)} characters)"
+            for source in body.designs
+        ]
+        return await self.products(request, products, original, "custom", priority, max_retries)
+
+    async def batch(
+        self,
+        request: Request,
+        body: BatchRequest,
+        original: dict[str, Any],
+        priority: str,
+        max_retries: int | None,
     ) -> Response:
         for index, item in enumerate(body.items):
-            check_types(engine, item, f"items.{index}")
-        run = await engine.submit_batch(
+            check_types(self.engine, item, f"items.{index}")
+        run = await self.engine.submit_batch(
             [engine_params(item) for item in body.items],
             priority=priority,
             max_attempts=attempts(max_retries),
             meta={"door": "pod", "type": "batch", "request": original},
             item_meta=[item_meta(item) for item in body.items],
         )
-        return await submitted(request, run)
+        return await self.answer(request, run)
+
+    async def answer(self, request: Request, run: Run) -> Response:
+        job = await job_view(self.engine, run, base_url(request))
+        return json_response(Submitted(jobId=job["id"], job=job).model_dump())
+
+
+def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
+    bad = {400: (Error, "Invalid request (the message names the field)")}
+    not_found = {404: (Error, "No such job")}
+    submit = Submitter(engine, settings)
+
+    async def get(given: str) -> Run:
+        try:
+            return await engine.get_run(run_id_of(given))
+        except RunNotFound:
+            raise ApiError(404, f"Job {given[:60]} not found") from None
 
     @api.route(
         "POST",
@@ -139,23 +170,12 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
     async def create_job(request: Request, body: JobBody) -> Response:
         if body.type == "custom":
             custom = check_part(CustomRequest, body.request, "request")
-            check_types(engine, custom, "request")
-            products = custom_products(custom, settings.platform_names)
-            # The request is kept as sent except the images themselves (base64 can be megabytes):
-            # each is named by what the run recorded of it (see the job's result and files).
-            original = custom.model_dump(exclude_unset=True)
-            original["designs"] = [
-                source if len(source) <= 300 else f"{source[:40]}... ({len(source)} characters)"
-                for source in custom.designs
-            ]
-            return await submit_products(
-                request, products, original, "custom", body.priority, body.maxRetries
-            )
+            return await submit.custom(request, custom, body.priority, body.maxRetries)
         if body.type == "batch":
             batch = check_part(BatchRequest, body.request, "request")
-            return await submit_batch(request, batch, body.request, body.priority, body.maxRetries)
+            return await submit.batch(request, batch, body.request, body.priority, body.maxRetries)
         one = check_part(GenerateRequest, body.request, "request")
-        return await submit_generate(request, one, "request", body.priority, body.maxRetries)
+        return await submit.generate(request, one, "request", body.priority, body.maxRetries)
 
     @api.route(
         "GET",
@@ -188,15 +208,14 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
     @api.route(
         "POST",
         "/api/jobs/cleanup",
-        summary="Delete completed and failed jobs older than maxAge ms",
+        summary="Delete completed and failed jobs older than maxAge ms (not those whose products are published)",
         body=CleanupBody,
         responses={200: Cleared, **bad},
         example={"maxAge": 86400000},
     )
     async def cleanup(request: Request, body: CleanupBody) -> Response:
-        # The engine also removes the designs and upscales of the products jobs it removes
-        # (runs of their own); only jobs are counted.
-        jobs: set[str] = set()
+        cutoff = time.time() - body.maxAge / 1000
+        old: list[Run] = []
         cursor = None
         while True:
             page = await engine.list_runs(
@@ -206,12 +225,24 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
                 limit=LIST_LIMIT,
                 cursor=cursor,
             )
-            jobs.update(run.id for run in page.items)
+            old.extend(run for run in page.items if run.finished_at is not None and run.finished_at < cutoff)
             cursor = page.next_cursor
             if not cursor:
                 break
-        removed = await engine.purge(body.maxAge / 1000, statuses=("completed", "failed"))
-        return json_response({"cleared": len(jobs.intersection(removed))})
+        cleared = 0
+        for run in old:
+            if run.kind is RunKind.POD and await still_published(engine, run):
+                continue  # its files are the files of products people can buy
+            try:
+                await engine.delete(run.id)
+            except RunNotFound:
+                continue  # deleted meanwhile
+            cleared += 1
+            for design in (run.result or {}).get("designs") or []:
+                if design.get("run_id"):
+                    with contextlib.suppress(RunNotFound):
+                        await engine.delete(design["run_id"])
+        return json_response({"cleared": cleared})
 
     @api.route(
         "GET", "/api/jobs/{id}", summary="A job, with its result and logs", responses={200: Job, **not_found}
@@ -273,6 +304,18 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
         return await artifact_response(engine, run, filename)
 
 
+async def still_published(engine: Engine, run: Run) -> bool:
+    """Whether a product this products job made is published on a platform now."""
+    for made in (run.result or {}).get("products") or []:
+        try:
+            product = await engine.get_product(made["id"])
+        except ProductNotFound:
+            continue
+        if any(listing.status == "published" for listing in product.listings):
+            return True
+    return False
+
+
 async def design_response(engine: Engine, run: Run, index: int, filename: str) -> Response:
     """Design `index` of a products job: the image run that generated it, or the image given."""
     designs = (run.result or {}).get("designs") or []
@@ -299,6 +342,7 @@ async def design_response(engine: Engine, run: Run, index: int, filename: str) -
 def add_generation_routes(api: Api, engine: Engine, settings: Settings) -> None:
     """`/api/generate` and `/api/generate/batch`, the document's quick forms of the job routes."""
     bad = {400: (Error, "Invalid request (the message names the field)")}
+    submit = Submitter(engine, settings)
 
     @api.route(
         "POST",
@@ -316,16 +360,7 @@ def add_generation_routes(api: Api, engine: Engine, settings: Settings) -> None:
         one = GenerateRequest.model_validate(
             body.model_dump(exclude={"priority", "maxRetries"}, exclude_unset=True)
         )
-        check_types(engine, one, "body")
-        products = generate_products(one, settings.platform_names)
-        run = await engine.submit_products(
-            products,
-            priority=body.priority,
-            max_attempts=attempts(body.maxRetries),
-            meta={"door": "pod", "type": "generate", "request": one.model_dump(exclude_unset=True)},
-        )
-        job = await job_view(engine, run, base_url(request))
-        return json_response(Submitted(jobId=job["id"], job=job).model_dump())
+        return await submit.generate(request, one, "body", body.priority, body.maxRetries)
 
     @api.route(
         "POST",
@@ -343,15 +378,5 @@ def add_generation_routes(api: Api, engine: Engine, settings: Settings) -> None:
         },
     )
     async def generate_batch(request: Request, body: BatchBody) -> Response:
-        for index, item in enumerate(body.items):
-            check_types(engine, item, f"items.{index}")
         original = {"items": [item.model_dump(exclude_unset=True) for item in body.items]}
-        run = await engine.submit_batch(
-            [engine_params(item) for item in body.items],
-            priority=body.priority,
-            max_attempts=attempts(body.maxRetries),
-            meta={"door": "pod", "type": "batch", "request": original},
-            item_meta=[item_meta(item) for item in body.items],
-        )
-        job = await job_view(engine, run, base_url(request))
-        return json_response(Submitted(jobId=job["id"], job=job).model_dump())
+        return await submit.batch(request, body, original, body.priority, body.maxRetries)
