@@ -14,6 +14,7 @@ from PIL import Image
 
 from core.errors import RunNotFound
 from tests.fakes.printify import FakePrintify, serve_printify
+from tests.fakes.shopify import FakeShopify, serve_fake
 from tests.http_served import Served, atelier_http
 from tests.scripted_backend import wait_until
 from tests.test_http_pod import JOB_ID, Listener, job, run_id
@@ -335,3 +336,34 @@ async def test_cleanup_keeps_jobs_whose_products_are_published(tmp_path: Path) -
         for item in files:
             assert (await served.http.get(item["url"])).status_code == 200
         assert [j["id"] for j in (await served.http.get("/pod/api/jobs")).json()] == [published]
+
+
+SHOPIFY_TOKEN = "shpat_POD_SECRET_91c2"
+
+
+async def test_shopify_lists_a_generate_jobs_products(tmp_path: Path) -> None:
+    fake = FakeShopify(access_tokens=(SHOPIFY_TOKEN,))
+    async with (
+        serve_fake(fake) as shopify_url,
+        atelier_http(
+            tmp_path,
+            enabled_platforms="storefront,shopify",
+            shopify_store=fake.store,
+            shopify_url=shopify_url,
+            shopify_access_token=SHOPIFY_TOKEN,
+        ) as served,
+    ):
+        health = (await served.http.get("/pod/health")).json()
+        assert health["services"] == {"comfyui": True, "printify": False, "shopify": True, "storefront": True}
+        job_id = await submit(
+            served,
+            "/pod/api/generate",
+            {"prompt": "A lighthouse at night", "productTypes": ["tshirt"], "autoPublish": False},
+        )
+        done = await completed(served, job_id)
+        by_platform = {p["platform"]: p for p in done["result"]["products"]}
+        assert set(by_platform) == {"storefront", "shopify"} and done["result"]["errors"] == []
+        [held] = fake.products.values()
+        assert by_platform["shopify"]["productId"] == held.id
+        assert by_platform["shopify"]["status"] == "draft"
+        assert SHOPIFY_TOKEN not in str(done)
