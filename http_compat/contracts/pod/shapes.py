@@ -119,12 +119,25 @@ class ProductEntry(BaseModel):
     atelierProductId: str = Field(description="Atelier extension: the product in Atelier's catalog.")
 
 
+class ProductFileEntry(BaseModel):
+    role: Literal["print", "mockup"]
+    name: str = Field(description="The print area (front, back, wrap) or the mockup's colour.")
+    url: str
+    width: int
+    height: int
+    dpi: int | None
+
+
 class GenerateResult(BaseModel):
     success: bool
     generatedImages: list[GeneratedImage]
     products: list[ProductEntry]
     errors: list[str]
     totalTime: int | None
+    files: dict[str, list[ProductFileEntry]] = Field(
+        default_factory=dict,
+        description="Atelier extension: each product's print files and mockups, by Atelier product id.",
+    )
 
 
 class BatchResult(BaseModel):

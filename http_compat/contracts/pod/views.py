@@ -260,12 +260,13 @@ async def products_result(engine: Engine, run: Run, base: str) -> dict[str, Any]
         products=entries,
         errors=[str(e) for e in made.get("errors") or []],
         totalTime=total_time(run),
+        files=await product_files(engine, run, base),
     ).model_dump()
 
 
 async def product_files(engine: Engine, run: Run, base: str) -> dict[str, list[dict[str, Any]]]:
     """Each product's print files and mockups with their URLs (an extension of the result)."""
-    files: dict[str, list[dict[str, Any]]] = {}
+    files: dict[str, list[dict[str, Any]]] = {}  # by Atelier product id
     for product in (run.result or {}).get("products") or []:
         try:
             found = await engine.get_product(product["id"])
@@ -325,13 +326,12 @@ async def job_view(engine: Engine, run: Run, base: str, *, log_lines: int | None
         if run.status is RunStatus.COMPLETED:
             if run.kind is RunKind.POD:
                 result = await products_result(engine, run, base)
-                result["files"] = await product_files(engine, run, base)
             else:
                 result = image_result(run, base, [])
     entries = await engine.logs(run.id)
     if log_lines is not None:
         entries = entries[-log_lines:]
-    view = Job(
+    return Job(
         id=job_id(run.id),
         type=job_type(run),
         status=STATUS[run.status],
@@ -341,7 +341,7 @@ async def job_view(engine: Engine, run: Run, base: str, *, log_lines: int | None
         createdAt=ms(run.created_at) or 0,
         startedAt=ms(run.started_at),
         completedAt=ms(run.finished_at),
-        result=None,
+        result=result,
         error=run.error if run.status is RunStatus.FAILED else None,
         retryCount=max(0, run.attempts - 1),
         maxRetries=max(0, run.max_attempts - 1),
@@ -350,5 +350,3 @@ async def job_view(engine: Engine, run: Run, base: str, *, log_lines: int | None
             for entry in entries
         ],
     ).model_dump()
-    view["result"] = result
-    return view
