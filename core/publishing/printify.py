@@ -80,6 +80,9 @@ class PrintifyPublisher:
         self._owns_client = client is None
         self._bucket = TokenBucket(*rate)
         self._publishes = ActionWindow(*publish_limit)
+        # A blueprint's variants per provider: read once per process (they change rarely, and a
+        # product of the same type must not cost the account another catalog request).
+        self._variants: dict[tuple[int, int], list[dict[str, Any]]] = {}
         self.max_wait_s = max_wait_s
         self.max_retries = max_retries
 
@@ -146,10 +149,12 @@ class PrintifyPublisher:
             )
         positions: dict[str, str] = dict(extra.get("positions") or {})
         shop = self._shop()
-        catalog = await self._call(
-            "GET", f"/catalog/blueprints/{blueprint}/print_providers/{provider}/variants.json"
-        )
-        variants = self._matching_variants(product, product_type, catalog.get("variants") or [])
+        if (blueprint, provider) not in self._variants:
+            catalog = await self._call(
+                "GET", f"/catalog/blueprints/{blueprint}/print_providers/{provider}/variants.json"
+            )
+            self._variants[(blueprint, provider)] = list(catalog.get("variants") or [])
+        variants = self._matching_variants(product, product_type, self._variants[(blueprint, provider)])
         prints = [f for f in files if f.role == "print"]
         if not prints:
             raise BackendError(f"product {product.id} has no print file to send to Printify", retryable=False)
