@@ -128,6 +128,13 @@ async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: 
             for mockup in mockups:
                 assert (await download(served, mockup["url"])).format == "JPEG"
 
+        # Both are in the shop, at the URLs the result gives.
+        for entry in products:
+            page = await served.http.get(entry["url"])
+            assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+            shop = await served.http.get(f"/shop/api/products/{entry['productId']}")
+            assert shop.status_code == 200
+
         # One job: its design and upscale runs are inside it, listed and counted nowhere else.
         assert [j["id"] for j in (await served.http.get("/pod/api/jobs")).json()] == [job_id]
         metrics = (await served.http.get("/pod/api/metrics")).json()
@@ -165,6 +172,9 @@ async def test_auto_publish_false_leaves_drafts(tmp_path: Path) -> None:
         assert product.status == "draft" and product.price_cents == 1950
         [listing] = product.listings
         assert (listing.platform, listing.status) == ("storefront", "draft")
+        # A draft is not in the shop.
+        assert (await served.http.get(f"/shop/api/products/{product.id}")).status_code == 404
+        assert (await served.http.get("/shop/api/products")).json()["products"] == []
         # The prompt was composed from theme, style and niche, and recorded.
         [image] = result["generatedImages"]
         assert (
@@ -228,7 +238,7 @@ async def test_unknown_product_type_and_unconfigured_platform_are_400(tmp_path: 
             "/pod/api/jobs",
             json={"type": "custom", "request": {"designs": ["not an image"], "productTypes": ["mug"]}},
         )
-        assert response.status_code == 400 and "is not an image" in response.json()["error"]
+        assert response.status_code == 400 and "designs[0].source: " in response.json()["error"]
         assert (await served.http.get("/pod/api/jobs")).json() == []
 
     async with atelier_http(tmp_path / "printify", enabled_platforms="storefront,printify") as served:
