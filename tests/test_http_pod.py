@@ -2,7 +2,9 @@
 own requests: jobs, generation, batches, cleanup, retries, health, and the socket.io events.
 
 A real uvicorn server on loopback over a real engine (preview renderer). Failed jobs are real
-failures: a slow preview run against a short per-attempt time limit times out.
+failures: a slow preview run against a short per-attempt time limit times out. Where a test is
+about the queue (priorities, failures, cleanup) it uses batch jobs, whose items are plain image
+runs; generate jobs make products (tests/test_http_pod_products.py has the products themselves).
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ async def test_health_info_and_metrics_of_a_fresh_engine(tmp_path: Path) -> None
         assert health.status_code == 200
         body = health.json()
         assert body["status"] == "healthy"
-        assert body["services"] == {"comfyui": True, "printify": False, "shopify": False}
+        assert body["services"] == {"comfyui": True, "printify": False, "shopify": False, "storefront": True}
         assert set(body["metrics"]) == METRIC_KEYS and isinstance(body["uptime"], int)
 
         info = (await served.http.get("/pod/api/info")).json()
@@ -175,18 +177,19 @@ async def test_quick_start_generate_then_check_the_job(tmp_path: Path) -> None:
         assert done["status"] == "completed" and done["progress"] == 100 and done["error"] is None
         assert done["createdAt"] <= done["startedAt"] <= done["completedAt"]
         result = done["result"]
-        assert result["success"] is True and result["products"] == []
-        assert result["errors"] == [
-            "products (tshirt, hoodie) and publishing are not supported yet; the designs were generated"
+        assert result["success"] is True and result["errors"] == []
+        assert sorted((p["platform"], p["type"]) for p in result["products"]) == [
+            ("storefront", "hoodie"),
+            ("storefront", "tshirt"),
         ]
         assert isinstance(result["totalTime"], int) and result["totalTime"] >= 0
         [image] = result["generatedImages"]
         assert image["id"] == f"img_{run_id(done['id'])}_1"
         assert image["prompt"] == QUICK_START["prompt"]
-        assert image["url"] == f"{served.url}/pod/api/files/{done['id']}/image-01.png"
+        assert image["url"] == f"{served.url}/pod/api/files/{done['id']}/design-01.png"
         png = await served.http.get(image["url"])
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
-        assert Image.open(io.BytesIO(png.content)).size == (512, 512)
+        assert Image.open(io.BytesIO(png.content)).size == (1024, 1024)
 
         types = [line["type"] for line in done["logs"]]
         assert types[0] == "INFO" and types[-1] == "SUCCESS"
@@ -205,14 +208,15 @@ async def test_example_1_and_the_post_api_jobs_example(tmp_path: Path) -> None:
         assert (await served.engine.get_run(run_id(submitted["jobId"]))).max_attempts == 4
         done = await finished_job(served, submitted["jobId"])
         assert done["request"] == JOBS_EXAMPLE["request"]
-        assert done["result"]["errors"] == [
-            "products (tshirt) and publishing are not supported yet; the designs were generated"
-        ]
+        assert done["result"]["errors"] == []
+        assert [(p["type"], p["status"]) for p in done["result"]["products"]] == [("tshirt", "published")]
 
         three = await submit(served, "/pod/api/jobs", type="generate", request={**EXAMPLE_1, "count": 3})
-        images = (await finished_job(served, three["jobId"]))["result"]["generatedImages"]
+        result = (await finished_job(served, three["jobId"]))["result"]
+        images = result["generatedImages"]
         assert [i["id"] for i in images] == [f"img_{run_id(three['jobId'])}_{n}" for n in (1, 2, 3)]
         assert len({(await served.http.get(i["url"])).content for i in images}) == 3
+        assert len(result["products"]) == 3  # one tshirt per design
 
 
 async def test_prompt_is_composed_from_theme_style_and_niche_deterministically(tmp_path: Path) -> None:
@@ -223,12 +227,10 @@ async def test_prompt_is_composed_from_theme_style_and_niche_deterministically(t
             submitted = await submit(served, **body)
             done = await finished_job(served, submitted["jobId"])
             prompts.append(done["result"]["generatedImages"][0]["prompt"])
-        assert prompts == [
-            "a photorealistic nature design for outdoor",
-            "a photorealistic nature design for outdoor",
-            "an abstract design",
-            GENERATE_EXAMPLE["prompt"],  # a prompt is used as is
-        ]
+        assert prompts[0] == prompts[1]  # the same theme, style and niche: the same prompt
+        assert all(word in prompts[0] for word in ("photorealistic", "nature", "outdoor"))
+        assert "abstract" in prompts[2]
+        assert prompts[3] == GENERATE_EXAMPLE["prompt"]  # a prompt is used as is
 
 
 async def test_batch_example_2_results_per_item(tmp_path: Path) -> None:
@@ -241,16 +243,22 @@ async def test_batch_example_2_results_per_item(tmp_path: Path) -> None:
         assert done["status"] == "completed" and done["progress"] == 100
         result = done["result"]
         assert (result["total"], result["errors"]) == (3, [])
-        assert [r["generatedImages"][0]["prompt"] for r in result["results"]] == [
-            "a minimalist nature design",
-            "a futuristic technology design",
-            "a colorful abstract design",
-        ]
+        prompts = [r["generatedImages"][0]["prompt"] for r in result["results"]]
+        for prompt, words in zip(
+            prompts,
+            (("minimalist", "nature"), ("futuristic", "technology"), ("colorful", "abstract")),
+            strict=True,
+        ):
+            assert all(word in prompt for word in words), prompt
+        # Batch items make designs only; each says so, and how to make its products.
         assert [r["errors"] for r in result["results"]] == [
-            ["products (tshirt) and publishing are not supported yet; the designs were generated"],
-            ["products (hoodie) and publishing are not supported yet; the designs were generated"],
-            ["products (tshirt, hoodie) and publishing are not supported yet; the designs were generated"],
+            [
+                f"batch items make designs only: products ({types}) were not made; submit each as a "
+                "generate job, or a custom job with these designs, to make its products"
+            ]
+            for types in ("tshirt", "hoodie", "tshirt, hoodie")
         ]
+        assert all(r["products"] == [] for r in result["results"])
         for item in result["results"]:
             assert item["success"] is True
             png = await served.http.get(item["generatedImages"][0]["url"])
@@ -336,7 +344,7 @@ async def test_socketio_job_update_progress_log_and_metrics(tmp_path: Path) -> N
             await wait_until(lambda: listener.of("metrics"), what="metrics on connect")
             assert set(listener.of("metrics")[0]) == METRIC_KEYS
 
-            submitted = await submit(served, **QUICK_START, steps=10, width=64, height=64)
+            submitted = await submit(served, **QUICK_START, steps=10)
             job_id = submitted["jobId"]
             await wait_until(
                 lambda: any(u["status"] == "completed" for u in listener.of("job:update", job_id)),
@@ -417,12 +425,20 @@ async def test_socketio_at_the_root_and_no_cross_origin_browsers(tmp_path: Path)
 
 async def test_status_filters_priorities_and_limit(tmp_path: Path) -> None:
     async with atelier_http(tmp_path, local_step_ms=200, local_concurrency=1) as served:
-        busy = await submit(served, **EXAMPLE_1, **SLOW)
+        busy = await submit(served, "/pod/api/generate/batch", items=[{**EXAMPLE_1, **SLOW}])
         low = await submit(
-            served, "/pod/api/jobs", type="generate", request={**EXAMPLE_1, "steps": 1}, priority="low"
+            served,
+            "/pod/api/jobs",
+            type="batch",
+            request={"items": [{**EXAMPLE_1, "steps": 1}]},
+            priority="low",
         )
         urgent = await submit(
-            served, "/pod/api/jobs", type="generate", request={**EXAMPLE_1, "steps": 1}, priority="urgent"
+            served,
+            "/pod/api/jobs",
+            type="batch",
+            request={"items": [{**EXAMPLE_1, "steps": 1}]},
+            priority="urgent",
         )
         for _ in range(200):  # the busy job takes the only slot
             if (await job(served, busy["jobId"]))["status"] == "running":
@@ -525,8 +541,11 @@ async def test_example_6_retry_failed_jobs(tmp_path: Path) -> None:
 
 async def test_health_is_degraded_when_most_jobs_fail(tmp_path: Path) -> None:
     async with atelier_http(tmp_path, **FAILING) as served:
-        good = await submit(served, **EXAMPLE_1, steps=1)
-        bad = [await submit(served, **EXAMPLE_1, **SLOW, maxRetries=0) for _ in range(10)]
+        good = await submit(served, "/pod/api/generate/batch", items=[{**EXAMPLE_1, "steps": 1}])
+        bad = [
+            await submit(served, "/pod/api/generate/batch", items=[{**EXAMPLE_1, **SLOW}], maxRetries=0)
+            for _ in range(10)
+        ]
         for submitted in (good, *bad):
             await served.finished(run_id(submitted["jobId"]))
         health = await served.http.get("/pod/health")
@@ -546,9 +565,9 @@ async def test_health_is_unhealthy_when_comfyui_is_down(tmp_path: Path) -> None:
         assert health.status_code == 503
         body = health.json()
         assert body["status"] == "unhealthy"
-        assert body["services"] == {"comfyui": False, "printify": False, "shopify": False}
+        assert body["services"] == {"comfyui": False, "printify": False, "shopify": False, "storefront": True}
         # Jobs wait for a server: they stay pending, and can be cancelled and retried.
-        submitted = await submit(served, **QUICK_START)
+        submitted = await submit(served, "/pod/api/generate/batch", items=[QUICK_START])
         job_id = submitted["jobId"]
         assert (await job(served, job_id))["status"] == "pending"
         assert (await served.http.get("/pod/api/metrics")).json()["pendingJobs"] == 1
@@ -564,9 +583,10 @@ async def test_health_is_unhealthy_when_comfyui_is_down(tmp_path: Path) -> None:
 
 async def test_example_5_cleanup(tmp_path: Path) -> None:
     async with atelier_http(tmp_path, **FAILING) as served:
-        completed = await submit(served, **EXAMPLE_1, steps=1)
-        failed = await submit(served, **EXAMPLE_1, **SLOW, maxRetries=0)
-        cancelled = await submit(served, **EXAMPLE_1, **SLOW)
+        batch = "/pod/api/generate/batch"
+        completed = await submit(served, batch, items=[{**EXAMPLE_1, "steps": 1}])
+        failed = await submit(served, batch, items=[{**EXAMPLE_1, **SLOW}], maxRetries=0)
+        cancelled = await submit(served, batch, items=[{**EXAMPLE_1, **SLOW}])
         await served.http.post(f"/pod/api/jobs/{cancelled['jobId']}/cancel")
         done = await finished_job(served, completed["jobId"])
         await served.finished(run_id(failed["jobId"]))
@@ -579,19 +599,19 @@ async def test_example_5_cleanup(tmp_path: Path) -> None:
         listed = (await served.http.get("/pod/api/jobs")).json()
         assert [j["id"] for j in listed] == [cancelled["jobId"]]
         assert (await served.http.get(f"/pod/api/jobs/{completed['jobId']}")).status_code == 404
-        image = await served.http.get(done["result"]["generatedImages"][0]["url"])
+        image = await served.http.get(done["result"]["results"][0]["generatedImages"][0]["url"])
         assert image.status_code == 404 and "error" in image.json()
 
 
-async def test_custom_jobs_are_501_with_a_way_forward(tmp_path: Path) -> None:
+async def test_custom_jobs_take_design_images_and_say_what_is_missing(tmp_path: Path) -> None:
     async with atelier_http(tmp_path) as served:
         response = await served.http.post(
             "/pod/api/jobs", json={"type": "custom", "request": {"script": "anything"}}
         )
-        assert response.status_code == 501
+        assert response.status_code == 400
         message = response.json()["error"]
-        assert message.startswith("custom jobs are not supported by Atelier: ")
-        assert '"generate"' in message and '"batch"' in message
+        assert "request.designs: is required" in message and "request.productTypes: is required" in message
+        assert "request.script: is not a field of this request" in message
         assert (await served.http.get("/pod/api/jobs")).json() == []
 
 
@@ -600,7 +620,7 @@ BAD_REQUESTS = [
     ("/pod/api/generate", b'{"prompt": "unterminated', "not valid JSON"),
     ("/pod/api/generate", b"[1, 2]", "dictionary"),
     ("/pod/api/generate", b'{"prompt": "x"}', "productTypes: is required"),
-    ("/pod/api/generate", b'{"prompt": "x", "productTypes": ["mug"]}', "productTypes.0"),
+    ("/pod/api/generate", b'{"prompt": "x", "productTypes": ["cap"]}', "'cap' is not a product type"),
     ("/pod/api/generate", b'{"prompt": "x", "productTypes": []}', "productTypes"),
     ("/pod/api/generate", b'{"prompt": "x", "productTypes": "tshirt"}', "productTypes"),
     ("/pod/api/generate", b'{"prompt": "x", "productTypes": ["tshirt"], "count": 0}', "count"),
@@ -648,7 +668,7 @@ BAD_REQUESTS = [
     (
         "/pod/api/generate/batch",
         b'{"items": [{"theme": "x", "productTypes": ["tshirt"], "steps": 0}]}',
-        "items[0].steps",
+        "items.0.steps",
     ),
     ("/pod/api/jobs/cleanup", b'{"maxAge": -1}', "maxAge"),
     ("/pod/api/jobs/cleanup", b'{"maxAge": "1 day"}', "maxAge"),
@@ -687,7 +707,7 @@ async def test_bad_queries_unknown_jobs_files_and_routes(tmp_path: Path) -> None
 
         submitted = await submit(served, **EXAMPLE_1, width=64, height=64)
         done = await finished_job(served, submitted["jobId"])
-        for name in ("..%2F..%2Fledger.sqlite3", ".env", "image-09.png", "..", "run.json"):
+        for name in ("..%2F..%2Fledger.sqlite3", ".env", "image-09.png", "design-02.png", "..", "run.json"):
             response = await served.http.get(f"/pod/api/files/{done['id']}/{name}")
             assert response.status_code in (400, 404), name
             assert "error" in response.json()

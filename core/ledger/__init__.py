@@ -106,7 +106,8 @@ class Ledger(CharacterLedger, ProductLedger, Protocol):
     ) -> Page:
         """Runs newest first; `cursor` is the `next_cursor` of the previous page (or skip `offset`).
 
-        `top_level` leaves out the children of batches.
+        `top_level` leaves out the children of batches and the image runs a products run makes
+        for itself (idempotency keys `pod:<run>:...`).
         """
         ...
 

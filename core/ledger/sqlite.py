@@ -496,7 +496,11 @@ def _filters(
         where.append("parent_id = ?")
         args.append(parent_id)
     if top_level:
-        where.append("parent_id IS NULL")
+        # Not a batch's child, nor a part of a products run (its designs and upscales, which
+        # core.publishing.kind submits with idempotency keys `pod:<run>:...`).
+        where.append(
+            "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
+        )
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
 
 
