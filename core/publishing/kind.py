@@ -354,6 +354,7 @@ class ProductsKind:
         made = await self.p.services.submit_image(
             {"prompt": design["prompt"], "width": 1024, "height": 1024, **params},
             idempotency_key=f"pod:{run.id}:design:{index}",
+            priority=run.priority,
         )
         made = await self.p.services.wait(made.id, DESIGN_WAIT_S)
         if made.status is not RunStatus.COMPLETED or not made.artifacts:
@@ -374,6 +375,7 @@ class ProductsKind:
         made = await self.p.services.submit_image(
             {"operation": "upscale", "source": source, "scale": scale},
             idempotency_key=f"pod:{run.id}:upscale:{index}:{scale:g}",
+            priority=run.priority,
         )
         made = await self.p.services.wait(made.id, DESIGN_WAIT_S)
         if made.status is not RunStatus.COMPLETED or not made.artifacts:
