@@ -106,7 +106,7 @@ class Engine:
             store,
             self.catalog,
             self.publishers,
-            RunServices(self.submit_image, self.wait, self.read_artifact, self.read_source),
+            RunServices(self.submit_image, self.wait, self.read_artifact, self.read_source, self.cancel),
         )
         self._products = ProductsKind(self._publishing)
         self._publish = PublishKind(self._publishing)

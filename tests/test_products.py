@@ -185,3 +185,20 @@ async def test_a_run_stopped_midway_lists_each_product_once_after_restart(tmp_pa
             len([r for r in designs if r.inputs.get("operation", "txt2img") == "txt2img"]) == 1
         )  # generated once
         assert len(await engine.list_products()) == 2
+
+
+async def test_cancelling_a_products_run_cancels_the_design_it_is_waiting_for(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, home=tmp_path / "home", local_step_ms=50)
+    async with Engine.open(settings) as engine:
+        run = await engine.submit_products(
+            {"designs": [{"prompt": "a slow fox", "steps": 150}], "product_types": ["mug"]}
+        )
+        with anyio.fail_after(30):
+            while not (designs := (await engine.list_runs(kind="image", status="running")).items):
+                await anyio.sleep(0.02)
+        await engine.cancel(run.id)
+        with anyio.fail_after(30):
+            while (await engine.get_run(designs[0].id)).status is not RunStatus.CANCELLED:
+                await anyio.sleep(0.02)
+        assert (await engine.get_run(run.id)).status is RunStatus.CANCELLED
+        assert await engine.list_products() == []

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from core.artifacts import ArtifactStore, input_key, run_key
@@ -68,6 +69,7 @@ class RunServices:
     wait: WaitRun
     read_artifact: ReadArtifact
     read_source: ReadSource
+    cancel: Callable[[str], Awaitable[Run]]
 
 
 @dataclass(slots=True)
@@ -268,7 +270,7 @@ class ProductsKind:
 
         products: list[Product] = []
         for index, design in enumerate(inputs["designs"]):
-            data, ref, source = await self._design_bytes(run, index, design)
+            data, ref, source = await self._design_bytes(run, attempt, index, design)
             outcome.designs.append(ref)
             step(f"design {index + 1}/{len(inputs['designs'])} ready")
             width, height, _ = await anyio.to_thread.run_sync(_measure, data)
@@ -278,7 +280,11 @@ class ProductsKind:
                 try:
                     for area_name, area in product_type.print_areas.items():
                         plan = check_reachable(width, height, area, area_name=f"{type_key} {area_name}")
-                        big = await self._upscaled(run, index, source, plan.scale) if plan.needed else data
+                        big = (
+                            await self._upscaled(run, attempt, index, source, plan.scale)
+                            if plan.needed
+                            else data
+                        )
                         made = await anyio.to_thread.run_sync(make_print_file, big, area)
                         filename = f"print-{index + 1:02d}-{type_key}-{_slug(area_name)}.png"
                         outcome.artifacts.append(
@@ -333,7 +339,7 @@ class ProductsKind:
     # -- steps ----------------------------------------------------------------------------------
 
     async def _design_bytes(
-        self, run: Run, index: int, design: Mapping[str, Any]
+        self, run: Run, attempt: Attempt, index: int, design: Mapping[str, Any]
     ) -> tuple[bytes, dict[str, Any], str]:
         """The design's bytes, what the product records of it, and how an upscale names it as a source."""
         if "source" in design:
@@ -356,7 +362,7 @@ class ProductsKind:
             idempotency_key=f"pod:{run.id}:design:{index}",
             priority=run.priority,
         )
-        made = await self.p.services.wait(made.id, DESIGN_WAIT_S)
+        made = await self._finished(made, attempt)
         if made.status is not RunStatus.COMPLETED or not made.artifacts:
             raise BackendError(
                 f"design {index + 1} ({design['prompt'][:60]!r}) was not generated: {made.error or made.status.value}",
@@ -371,19 +377,30 @@ class ProductsKind:
         }
         return data, ref, f"atelier://runs/{made.id}/images/{artifact.filename}"
 
-    async def _upscaled(self, run: Run, index: int, source: str, scale: float) -> bytes:
+    async def _upscaled(self, run: Run, attempt: Attempt, index: int, source: str, scale: float) -> bytes:
         made = await self.p.services.submit_image(
             {"operation": "upscale", "source": source, "scale": scale},
             idempotency_key=f"pod:{run.id}:upscale:{index}:{scale:g}",
             priority=run.priority,
         )
-        made = await self.p.services.wait(made.id, DESIGN_WAIT_S)
+        made = await self._finished(made, attempt)
         if made.status is not RunStatus.COMPLETED or not made.artifacts:
             raise BackendError(
                 f"design {index + 1} could not be enlarged x{scale:g}: {made.error}", retryable=True
             )
         _, data = await self.p.services.read_artifact(made.id, made.artifacts[0].filename)
         return data
+
+    async def _finished(self, part: Run, attempt: Attempt) -> Run:
+        """Wait for a design or upscale run this run made. Cancelled by the user, this run takes it
+        with it; stopped with the process, it is left to finish (the next start picks it up)."""
+        try:
+            return await self.p.services.wait(part.id, DESIGN_WAIT_S)
+        except anyio.get_cancelled_exc_class():
+            if not attempt.shutting_down():
+                with anyio.CancelScope(shield=True):
+                    await self.p.services.cancel(part.id)
+            raise
 
     async def _keep(
         self, run: Run, filename: str, data: bytes, width: int | None, height: int | None
