@@ -415,7 +415,9 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
                 said = (
                     "accepted without ticking publish"
                     if isinstance(answer, AcceptedElicitation)
-                    else (f"{answer.action}d" if answer is not None else "no answer")
+                    else {"decline": "declined", "cancel": "cancelled"}.get(
+                        getattr(answer, "action", ""), "gave no answer"
+                    )
                 )
                 view = PublishOutcome(
                     published=False,
@@ -480,7 +482,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
     ) -> ProductList:
         """Products, newest first, with their listings per platform (status and URL), print files
         and mockup links. Cheap. get_product shows one with mockup thumbnails."""
-        with product_errors():
+        with product_errors(lambda field: "type" if field == "product_types" else field):
             found_products = await engine.list_products(status=status, type=type, limit=limit, offset=offset)
         return ProductList(
             products=[pviews.product_view(p) for p in found_products],
