@@ -35,7 +35,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve, Sample
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, CreateMessageResult, SamplingMessage, TextContent
+from mcp_types import CallToolResult, CreateMessageResult, SamplingMessage, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from core.engine import Engine
@@ -48,6 +48,12 @@ from mcp_server.arguments import lines
 from mcp_server.product_views import CatalogView, ProductList, ProductsRun, PromptsView, PublishOutcome
 from mcp_server.tools.shared import CREATES, MAX_WAIT_S, READ_ONLY, STOPS, ToolList, wait_reporting
 
+# Products reach platforms outside Atelier (Printify, Shopify): their tools say so (open world).
+MAKES_DRAFTS = CREATES.model_copy(update={"open_world_hint": True})
+PUBLISHES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+)
+UNPUBLISHES = STOPS.model_copy(update={"open_world_hint": True})
 MAX_PRODUCTS_PER_PUBLISH = 50
 MAX_DESIGNS = 16
 _NUMBERING = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|prompt\s*\d*\s*:)\s*", re.IGNORECASE)
@@ -259,7 +265,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
 
     # -- products -------------------------------------------------------------------------------
 
-    @found.tool(CREATES, structured_output=True)
+    @found.tool(MAKES_DRAFTS, structured_output=True)
     async def create_products(
         product_types: Annotated[
             list[str],
@@ -370,7 +376,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         names = engine._publishing.check_platforms(platforms)
         return products, names
 
-    @found.tool(CREATES, structured_output=True)
+    @found.tool(PUBLISHES, structured_output=True)
     async def publish_products(
         product_ids: Annotated[
             list[str],
@@ -452,7 +458,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
             )
             return await pviews.products_result(engine, changed, run_text(head, view, changed), view)
 
-    @found.tool(STOPS, structured_output=True)
+    @found.tool(UNPUBLISHES, structured_output=True)
     async def unpublish_product(
         product_id: ProductId,
         platforms: Platforms = None,
