@@ -44,7 +44,9 @@ from core.models import Artifact, Run, RunKind, RunStatus
 from core.publishing import ListedFile, Publisher
 from core.publishing.catalog import Catalog, ProductType
 from core.publishing.listings import Action, list_product, record_failure
+from core.publishing.mockups import make_mockups
 from core.publishing.models import PRODUCT_ID_RE, Product, ProductFile
+from core.publishing.print_files import check_reachable, make_print_file
 from core.settings import Settings
 
 LANE = "publishing"
@@ -264,9 +266,6 @@ class ProductsKind:
             done += 1
             on_progress(Progress(min(done, run.max_steps), run.max_steps, message))
 
-        from core.publishing.mockups import make_mockups
-        from core.publishing.print_files import check_reachable, make_print_file, upscale_needed
-
         products: list[Product] = []
         for index, design in enumerate(inputs["designs"]):
             data, ref, source = await self._design_bytes(run, index, design)
@@ -278,9 +277,8 @@ class ProductsKind:
                 files: list[ProductFile] = []
                 try:
                     for area_name, area in product_type.print_areas.items():
-                        check_reachable(width, height, area, product=product_type.key, area_name=area_name)
-                        scale = upscale_needed(width, height, area)
-                        big = data if scale <= 1 else await self._upscaled(run, index, source, scale)
+                        plan = check_reachable(width, height, area, area_name=f"{type_key} {area_name}")
+                        big = await self._upscaled(run, index, source, plan.scale) if plan.needed else data
                         made = await anyio.to_thread.run_sync(make_print_file, big, area)
                         filename = f"print-{index + 1:02d}-{type_key}-{_slug(area_name)}.png"
                         outcome.artifacts.append(
@@ -292,7 +290,7 @@ class ProductsKind:
                             )
                         )
                     for colour, png in await anyio.to_thread.run_sync(make_mockups, data, product_type):
-                        filename = f"mockup-{index + 1:02d}-{type_key}-{_slug(colour)}.png"
+                        filename = f"mockup-{index + 1:02d}-{type_key}-{_slug(colour)}.jpg"
                         artifact = await self._keep(run, filename, png, None, None)
                         outcome.artifacts.append(artifact)
                         files.append(
@@ -552,6 +550,10 @@ def _measure(data: bytes) -> tuple[int, int, str]:
             return image.width, image.height, kind
     except (OSError, ValueError) as exc:
         raise InvalidInput("design", f"is not an image Atelier can read ({exc})") from None
+
+
+def _media_type(filename: str) -> str:
+    return "image/jpeg" if filename.endswith(".jpg") else "image/png"
 
 
 def _slug(text: str) -> str:
