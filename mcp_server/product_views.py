@@ -27,6 +27,11 @@ def mockup_uri(product_id: str, filename: str) -> str:
     return f"atelier://products/{product_id}/mockups/{filename}"
 
 
+def media_type(filename: str) -> str:
+    """A product file's type by its name: mockups are JPEG, print files PNG."""
+    return "image/jpeg" if filename.lower().endswith((".jpg", ".jpeg")) else "image/png"
+
+
 def money(cents: int) -> str:
     """A price as a seller reads it: 2499 -> "24.99" (the currency is the shop's own)."""
     return f"{cents // 100}.{cents % 100:02d}"
@@ -300,7 +305,7 @@ async def products_result(
             type="resource_link",
             uri=mockup_uri(product.id, f.filename),
             name=f.filename,
-            mime_type="image/png",
+            mime_type=media_type(f.filename),
             description=f"{product.title} ({product.type}) mockup in {f.name}, {f.width}x{f.height}",
         )
         for product, f in mockups

@@ -152,8 +152,8 @@ def templates(engine: Engine) -> list[Template]:
         ),
         Template(
             "atelier://products/{product_id}/mockups/{filename}",
-            "image/png",
-            "A product's mockup image (one per colour).",
+            "image/jpeg",
+            "A product's mockup image, one per colour (JPEG: the contents carry its type).",
             mockup_resource,
         ),
     ]

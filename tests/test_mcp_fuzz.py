@@ -456,7 +456,7 @@ PART = st.one_of(
             CHARACTER_IMAGE,
             PRODUCT,
             UNKNOWN_PRODUCT,
-            "mockup-01-mug-white.png",
+            "mockup-01-mug-white.jpg",
             *ODD_STRINGS,
         ]
     ),

@@ -337,7 +337,7 @@ async def test_product_and_mockup_resources_are_readable(plain: Client) -> None:
     assert json.loads(contents.text)["product_id"] == draft["product_id"]  # type: ignore[union-attr]
     mockup = draft["mockups"][0]
     [image] = (await plain.read_resource(mockup["uri"])).contents
-    assert image.mime_type == "image/png"
+    assert image.mime_type == "image/jpeg"
     with Image.open(io.BytesIO(base64.b64decode(image.blob))) as opened:  # type: ignore[union-attr]
         assert opened.size == (mockup["width"], mockup["height"])
     # The print file is the run's own image.

@@ -723,7 +723,7 @@ async def test_resource_templates_cover_runs_images_bundles_characters_and_produ
         # A character's image is read with the type of its own bytes (PNG, JPEG or WebP).
         "atelier://characters/{character_id}/images/{filename}": "image/png",
         "atelier://products/{product_id}": "application/json",
-        "atelier://products/{product_id}/mockups/{filename}": "image/png",
+        "atelier://products/{product_id}/mockups/{filename}": "image/jpeg",
     }
 
 
