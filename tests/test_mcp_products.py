@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,7 @@ async def test_prompts_become_draft_products_that_are_published_once_the_user_ac
         view = made.structured_content
         assert view is not None and view["status"] == "completed" and view["errors"] == []
         assert progress and [p[0] for p in progress] == sorted(p[0] for p in progress)
+        assert any("tshirt print files and mockups made" in (p[2] or "") for p in progress), progress
         [tee] = view["products"]
         assert tee["type"] == "tshirt" and tee["status"] == "draft" and tee["price"] == "24.99"
         assert tee["design"]["prompt"] == prompts[0]
@@ -359,8 +361,9 @@ async def test_product_and_mockup_resources_are_readable(plain: Client) -> None:
 
 
 async def test_bad_requests_are_refused_naming_the_argument_and_record_nothing(
-    engine: Engine, plain: Client
+    engine: Engine, plain: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     refusals: list[tuple[str, dict[str, Any], str]] = [
         (
             "create_products",
@@ -397,6 +400,8 @@ async def test_bad_requests_are_refused_naming_the_argument_and_record_nothing(
         assert problem.startswith(expected), (tool, problem)
         assert PRINTIFY_TOKEN not in problem
     assert (await engine.list_runs(limit=10)).items == []
+    assert caplog.records
+    assert not [r for r in caplog.records if PRINTIFY_TOKEN in r.getMessage()]
 
 
 async def test_publishing_on_a_platform_not_configured_is_refused_before_anyone_is_asked(

@@ -38,6 +38,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, CreateMessageResult, SamplingMessage, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from core.backends import Progress
 from core.engine import Engine
 from core.errors import AtelierError, FieldProblem, InvalidInput, ProductNotFound
 from core.models import MAX_PROMPT_CHARS, Run
@@ -233,7 +234,8 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
 
         By default from Atelier's deterministic templates (listed in the result; the same inputs
         give the same prompts). With `use_model: true`, the host's model writes them when the
-        client supports sampling; `composed_by` says which was used. Pass the prompts to
+        client supports sampling; `composed_by` says which was used (if the user refuses the
+        sampling request the call fails: call again without `use_model`). Pass the prompts to
         create_products (edit them first if you like).
         """
         with product_errors():
@@ -343,7 +345,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         }
         with product_errors(_design_field(design is not None)):
             run = await engine.submit_products(request, priority=priority, idempotency_key=idempotency_key)
-            run = await wait_reporting(engine, run, wait_seconds, ctx)
+            run = await wait_reporting(engine, run, wait_seconds, ctx, _step_words)
             products, view = await run_answer(run)
             return await pviews.products_result(
                 engine, products, run_text(f"{len(products)} draft product(s).", view, products), view
@@ -445,7 +447,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
                 )
                 return pviews_said(text, view)
             run = await engine.submit_publish(ids, names, action="publish")
-            run = await wait_reporting(engine, run, wait_seconds, ctx)
+            run = await wait_reporting(engine, run, wait_seconds, ctx, _step_words)
             changed, made = await run_answer(run)
             view = PublishOutcome(
                 **made.model_dump(),
@@ -470,7 +472,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         with product_errors(_unpublish_field):
             product = await engine.get_product(product_id)
             run = await engine.submit_publish([product.id], platforms, action="unpublish")
-            run = await wait_reporting(engine, run, wait_seconds, ctx)
+            run = await wait_reporting(engine, run, wait_seconds, ctx, _step_words)
             changed, view = await run_answer(run)
             return pviews_said(run_text("Unpublishing.", view, changed), view)
 
@@ -565,6 +567,13 @@ def _needs_confirmation(products: list[Product], platforms: list[str]) -> str:
 
 
 # -- what the client can do ------------------------------------------------------------------------
+
+
+def _step_words(progress: Progress) -> str:
+    """A products run's progress in words: "step 3/5 · design 1: tshirt print files and mockups made"."""
+    return f"step {progress.step}/{progress.max_steps}" + (
+        f" · {progress.message}" if progress.message else ""
+    )
 
 
 def _supports_elicitation(ctx: Context) -> bool:
