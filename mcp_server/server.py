@@ -27,7 +27,7 @@ from mcp_types import InputRequiredResult
 from core.characters.uploads import sniff_media_type
 from core.engine import Engine
 from mcp_server import resources
-from mcp_server.tools import characters, images, products, runs, status
+from mcp_server.tools import characters, images, products, publishing, runs, status
 
 INSTRUCTIONS = """\
 Atelier makes images and keeps a durable record of every run.
@@ -82,7 +82,8 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
             *images.tools(engine, expose_paths=expose_paths),
             *runs.tools(engine, expose_paths=expose_paths),
             *characters.tools(engine, expose_paths=expose_paths),
-            *products.tools(engine, expose_paths=expose_paths),
+            *products.tools(engine),
+            *publishing.tools(engine),
             *status.tools(engine),
         ],
     )

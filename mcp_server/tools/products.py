@@ -1,28 +1,21 @@
-"""Tools for print-on-demand: the catalog, design prompts, products, and publishing them.
+"""Tools for print-on-demand products: the catalog, design prompts, making drafts, looking at them.
+
+Publishing them is `publishing.py` (it needs the user's confirmation); this module also holds
+what both share (the argument types, the run answers, the error wording).
 
 Decisions:
-- create_products makes drafts only: nothing a buyer can see. Publishing is publish_products,
-  and it needs the user's own confirmation, one of two ways:
-  1. The client supports elicitation (form mode): the user is asked, with every product's title,
-     type and price and the platforms, in a one-field form (`publish`, ticked). Accept with it
-     ticked publishes; decline, cancel, or accept unticked publishes nothing and the result says
-     so (not an error: the user answered). When the user can be asked, `confirm` is not enough:
-     the model cannot answer for them.
-  2. Otherwise `confirm: true`, which the model must only send after asking the user itself.
-     Without it the call is a tool error (`confirm: ...`) listing what would have been published.
-  Nothing else publishes; unpublish_product needs no confirmation (it hides, it sells nothing).
-- The question is asked through the SDK's resolver form (`Resolve` + `Elicit`/`Sample`), the one
-  that works on both protocol eras: a standalone request mid-call on the 2025 protocols, an
-  `InputRequiredResult` round on 2026-07-28. A resolver runs before the tool body: it asks only
-  when the arguments name real products on configured platforms, so a bad argument is named by
-  the body as usual, and the question reads the same on every round.
+- create_products makes drafts only: nothing a buyer can see.
 - compose_prompts uses the deterministic templates unless `use_model: true` and the client
-  supports sampling; then the host's model writes the prompts (one per line), and the result says
-  which was used (`composed_by`), with a note when the model was asked for but could not be.
+  supports sampling; then the host's model writes the prompts (one per line), asked in the SDK's
+  resolver form (`Resolve` + `Sample`, the form that works on both protocol eras), and the
+  result says which was used (`composed_by`), with a note when the model was asked for but could
+  not be. A user who refuses the sampling request fails the call (the SDK reports it as a
+  JSON-RPC error before the tool body runs); the model can call again without `use_model`.
 - Argument errors name the tool's own arguments: the engine's `designs[0].source` is `design`,
-  `designs[2].prompt` is `prompts[2]`, a missing product is `product_ids: ...`.
-- This module does not use `from __future__ import annotations`: the resolvers are closures over
-  the engine, and the SDK reads their annotations (and the tools' `Resolve(...)`) as objects.
+  `designs[2].prompt` is `prompts[2]`, a missing product is `product_ids: ...` (`product_id`
+  for the tools of one product), a bad `type` filter is `type`.
+- This module does not use `from __future__ import annotations`: the sampling resolver is a
+  closure over the engine, and the SDK reads its annotations (and `Resolve(...)`) as objects.
 """
 
 import re
@@ -30,12 +23,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
-from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.resolve import Elicit, Resolve, Sample
+from mcp.server.mcpserver.resolve import Resolve, Sample
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, CreateMessageResult, SamplingMessage, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, CreateMessageResult, SamplingMessage, TextContent
 from pydantic import BaseModel, Field
 
 from core.backends import Progress
@@ -46,17 +38,12 @@ from core.publishing.models import Product
 from core.publishing.prompts import MAX_FIELD_CHARS, TEMPLATES, compose
 from mcp_server import product_views as pviews
 from mcp_server.arguments import lines
-from mcp_server.product_views import CatalogView, ProductList, ProductsRun, PromptsView, PublishOutcome
-from mcp_server.tools.shared import CREATES, MAX_WAIT_S, READ_ONLY, STOPS, ToolList, wait_reporting
+from mcp_server.product_views import CatalogView, ProductList, ProductsRun, PromptsView
+from mcp_server.tools.shared import CREATES, MAX_WAIT_S, READ_ONLY, ToolList, wait_reporting
 
-# Products reach platforms outside Atelier (Printify, Shopify): their tools say so (open world).
-MAKES_DRAFTS = CREATES.model_copy(update={"open_world_hint": True})
-PUBLISHES = ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
-)
-UNPUBLISHES = STOPS.model_copy(update={"open_world_hint": True})
-MAX_PRODUCTS_PER_PUBLISH = 50
 MAX_DESIGNS = 16
+# Drafts are made on Printify and Shopify too: the tool says so (open world).
+MAKES_DRAFTS = CREATES.model_copy(update={"open_world_hint": True})
 _NUMBERING = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|prompt\s*\d*\s*:)\s*", re.IGNORECASE)
 
 ProductId = Annotated[
@@ -81,7 +68,8 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _wait(default: float) -> Any:
+def wait_type(default: float) -> Any:
+    """A `wait_seconds` parameter's type, with its default in its description."""
     return Annotated[
         float,
         Field(
@@ -93,64 +81,10 @@ def _wait(default: float) -> Any:
     ]
 
 
-class PublishConfirmation(BaseModel):
-    """The form the user answers before anything is published."""
-
-    publish: bool = Field(
-        default=True,
-        title="Publish these products",
-        description="Tick to make them visible to buyers on the platforms listed.",
-    )
-
-
-class NotAsked:
-    """What the confirmation resolver gives when the user cannot be asked (no elicitation)."""
-
-
-def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
-    """list_product_types, compose_prompts, create_products, publish_products, unpublish_product,
-    list_products and get_product over `engine`."""
+def tools(engine: Engine) -> list[Tool]:
+    """list_product_types, compose_prompts, create_products, list_products and get_product over `engine`."""
     found = ToolList()
     known_types = ", ".join(engine.catalog.types)
-
-    async def run_products(run: Run) -> list[Product]:
-        """The products a products run made (so far) or a publish run changed, in order."""
-        if run.kind.value == "publish":
-            ids = list(run.inputs.get("product_ids", []))
-        else:
-            made = await engine.ledger.list_products(run_id=run.id, limit=1000)
-            ids = [p.id for p in reversed(made)]
-        products = []
-        for product_id in ids:
-            try:
-                products.append(await engine.get_product(product_id))
-            except ProductNotFound:
-                continue
-        return products
-
-    async def run_answer(run: Run) -> tuple[list[Product], ProductsRun]:
-        products = await run_products(run)
-        view = ProductsRun(
-            run_id=run.id,
-            kind=run.kind.value,
-            status=run.status.value,
-            progress=round(run.progress, 4),
-            message=run.message,
-            error=run.error,
-            products=[pviews.product_view(p) for p in products],
-            errors=list((run.result or {}).get("errors", [])),
-            next=pviews.run_next(run, products),
-        )
-        return products, view
-
-    def run_text(head: str, view: ProductsRun, products: list[Product]) -> str:
-        said = [f"{head} Run {view.run_id}: {view.status}."]
-        said += [pviews.product_line(p) for p in products]
-        if view.errors:
-            said.append("Problems:")
-            said += [f"- {error}" for error in view.errors]
-        said.append(view.next)
-        return "\n".join(said)
 
     # -- the catalog and prompts ------------------------------------------------------------------
 
@@ -313,7 +247,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         ] = None,
         priority: PriorityName = "normal",
         idempotency_key: IdempotencyKey = None,
-        wait_seconds: _wait(60) = 60,
+        wait_seconds: wait_type(60) = 60,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ProductsRun]:
         """Make products from a design as DRAFTS (nothing is published): for each design and type,
@@ -345,136 +279,11 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         }
         with product_errors(_design_field(design is not None)):
             run = await engine.submit_products(request, priority=priority, idempotency_key=idempotency_key)
-            run = await wait_reporting(engine, run, wait_seconds, ctx, _step_words)
-            products, view = await run_answer(run)
+            run = await wait_reporting(engine, run, wait_seconds, ctx, step_words)
+            products, view = await run_answer(engine, run)
             return await pviews.products_result(
                 engine, products, run_text(f"{len(products)} draft product(s).", view, products), view
             )
-
-    async def ask_user(
-        product_ids: list[str], platforms: list[str] | None, ctx: Context
-    ) -> Elicit[PublishConfirmation] | NotAsked:
-        """The question put to the user before publishing, when the client can ask them."""
-        if not _supports_elicitation(ctx):
-            return NotAsked()
-        try:
-            products, names = await what_would_publish(product_ids, platforms)
-        except AtelierError:
-            return NotAsked()  # the tool body names what is wrong
-        message = "\n".join(
-            [
-                f"Publish {len(products)} product(s) on {', '.join(names)}? Buyers will be able to order them.",
-                *(f"- {p.title} ({p.type}) at {pviews.money(p.price_cents)}" for p in products),
-            ]
-        )
-        return Elicit(message, PublishConfirmation)
-
-    async def what_would_publish(
-        product_ids: list[str], platforms: list[str] | None
-    ) -> tuple[list[Product], list[str]]:
-        products = [await engine.get_product(product_id) for product_id in dict.fromkeys(product_ids)]
-        # The engine's own platform check (default platforms, configured or not), asked before
-        # anyone is asked to confirm. TODO(lead): a public `engine.check_platforms`.
-        names = engine._publishing.check_platforms(platforms)
-        return products, names
-
-    @found.tool(PUBLISHES, structured_output=True)
-    async def publish_products(
-        product_ids: Annotated[
-            list[str],
-            Field(
-                description=f"The products to publish (prod-...), 1..{MAX_PRODUCTS_PER_PUBLISH}.",
-                min_length=1,
-                max_length=MAX_PRODUCTS_PER_PUBLISH,
-            ),
-        ],
-        platforms: Platforms = None,
-        confirm: Annotated[
-            bool,
-            Field(
-                description="Only for clients that cannot ask the user themselves (no elicitation): true "
-                "once the user has said, in this conversation, to publish exactly these products at these "
-                "prices. Never set it on your own."
-            ),
-        ] = False,
-        wait_seconds: _wait(30) = 30,
-        confirmation: Annotated[ElicitationResult[PublishConfirmation], Resolve(ask_user)] = None,  # type: ignore[assignment]
-        ctx: Context | None = None,
-    ) -> Annotated[CallToolResult, PublishOutcome]:
-        """Publish draft products: make them visible to buyers on the platforms (default: the enabled ones).
-
-        Needs the user's confirmation: if the client supports elicitation the user is asked (each
-        product's title, type and price, and the platforms) and nothing is published unless they
-        accept; otherwise pass `confirm: true`, only after the user agreed. Queues a publish run
-        and waits up to `wait_seconds`; returns each product's listings with their URLs. A
-        platform that fails keeps the others' listings; its error is named.
-        """
-        with product_errors(_publish_field):
-            products, names = await what_would_publish(product_ids, platforms)
-            ids = [p.id for p in products]
-            answer = confirmation
-            if isinstance(answer, AcceptedElicitation) and isinstance(answer.data, NotAsked):
-                if not confirm:
-                    raise ToolError(_needs_confirmation(products, names))
-                confirmed_by = "confirm"
-            elif isinstance(answer, AcceptedElicitation) and answer.data.publish:
-                confirmed_by = "elicitation"
-            else:
-                said = (
-                    "accepted without ticking publish"
-                    if isinstance(answer, AcceptedElicitation)
-                    else {"decline": "declined", "cancel": "cancelled"}.get(
-                        getattr(answer, "action", ""), "gave no answer"
-                    )
-                )
-                view = PublishOutcome(
-                    published=False,
-                    confirmed_by="elicitation",
-                    answer=said,
-                    run_id=None,
-                    kind=None,
-                    status=None,
-                    progress=None,
-                    message="",
-                    error=None,
-                    products=[pviews.product_view(p) for p in products],
-                    errors=[],
-                    next="Nothing was published. Ask the user what to change, or leave them as drafts.",
-                )
-                text = (
-                    f"The user {said}: nothing was published. The products stay as they were:\n"
-                    + "\n".join(pviews.product_line(p) for p in products)
-                )
-                return pviews_said(text, view)
-            run = await engine.submit_publish(ids, names, action="publish")
-            run = await wait_reporting(engine, run, wait_seconds, ctx, _step_words)
-            changed, made = await run_answer(run)
-            view = PublishOutcome(
-                **made.model_dump(),
-                published=True,
-                confirmed_by=confirmed_by,
-                answer="accept",  # type: ignore[arg-type]
-            )
-            head = (
-                f"Publishing {len(changed)} product(s) on {', '.join(names)} (confirmed by {confirmed_by})."
-            )
-            return await pviews.products_result(engine, changed, run_text(head, view, changed), view)
-
-    @found.tool(UNPUBLISHES, structured_output=True)
-    async def unpublish_product(
-        product_id: ProductId,
-        platforms: Platforms = None,
-        wait_seconds: _wait(30) = 30,
-        ctx: Context | None = None,
-    ) -> Annotated[CallToolResult, ProductsRun]:
-        """Take a product off sale on the platforms (default: the enabled ones); it stays as a product
-        and can be published again. Queues a run and waits; returns the product's listings."""
-        with product_errors(_unpublish_field):
-            product = await engine.get_product(product_id)
-            run = await engine.submit_publish([product.id], platforms, action="unpublish")
-            run = await wait_reporting(engine, run, wait_seconds, ctx, _step_words)
-            changed, view = await run_answer(run)
-            return pviews_said(run_text("Unpublishing.", view, changed), view)
 
     @found.tool(READ_ONLY, structured_output=True)
     async def list_products(
@@ -501,7 +310,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
     async def get_product(product_id: ProductId) -> Annotated[CallToolResult, pviews.ProductView]:
         """One product: title, price, status, its listings per platform (with URLs), its print files
         (size, DPI, links) and its mockups (thumbnails and links). Cheap."""
-        with product_errors(_unpublish_field):
+        with product_errors(one_product_field):
             product = await engine.get_product(product_id)
         return await pviews.products_result(
             engine, [product], pviews.product_line(product).removeprefix("- "), pviews.product_view(product)
@@ -510,7 +319,55 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
     return found.tools
 
 
-def pviews_said(text: str, view: BaseModel) -> CallToolResult:
+# -- shared with the publishing tools -------------------------------------------------------------
+
+
+async def run_products(engine: Engine, run: Run) -> list[Product]:
+    """The products a products run made (so far) or a publish run changed, in order."""
+    if run.kind.value == "publish":
+        ids = list(run.inputs.get("product_ids", []))
+    else:
+        made = await engine.ledger.list_products(run_id=run.id, limit=1000)
+        ids = [p.id for p in reversed(made)]
+    products = []
+    for product_id in ids:
+        try:
+            products.append(await engine.get_product(product_id))
+        except ProductNotFound:
+            continue
+    return products
+
+
+async def run_answer(engine: Engine, run: Run) -> tuple[list[Product], ProductsRun]:
+    """The products of `run` and its view."""
+    products = await run_products(engine, run)
+    view = ProductsRun(
+        run_id=run.id,
+        kind=run.kind.value,
+        status=run.status.value,
+        progress=round(run.progress, 4),
+        message=run.message,
+        error=run.error,
+        products=[pviews.product_view(p) for p in products],
+        errors=list((run.result or {}).get("errors", [])),
+        next=pviews.run_next(run, products),
+    )
+    return products, view
+
+
+def run_text(head: str, view: ProductsRun, products: list[Product]) -> str:
+    """A run's answer in words: `head`, its status, each product, its problems, what next."""
+    said = [f"{head} Run {view.run_id}: {view.status}."]
+    said += [pviews.product_line(p) for p in products]
+    if view.errors:
+        said.append("Problems:")
+        said += [f"- {error}" for error in view.errors]
+    said.append(view.next)
+    return "\n".join(said)
+
+
+def said(text: str, view: BaseModel) -> CallToolResult:
+    """A tool result that says `text` and carries `view`."""
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=view.model_dump(mode="json")
     )
@@ -532,6 +389,11 @@ def product_errors(rename: Callable[[str], str] = lambda field: field) -> Iterat
         raise ToolError(str(exc)) from None
 
 
+def one_product_field(field: str) -> str:
+    """A tool of one product names the engine's `product_ids` as its `product_id`."""
+    return "product_id" if field == "product_ids" else field
+
+
 def _design_field(from_source: bool) -> Callable[[str], str]:
     def rename(field: str) -> str:
         if field == "designs":
@@ -544,43 +406,14 @@ def _design_field(from_source: bool) -> Callable[[str], str]:
     return rename
 
 
-def _publish_field(field: str) -> str:
-    return "product_ids" if field == "product_id" else field
-
-
-def _unpublish_field(field: str) -> str:
-    return "product_id" if field == "product_ids" else field
-
-
-def _needs_confirmation(products: list[Product], platforms: list[str]) -> str:
-    """The refusal without `confirm`: why, and what would have been published."""
-    said = [
-        "confirm: publishing needs the user's confirmation and this client cannot ask them (no "
-        "elicitation). Show the user what follows, and once they agree call again with confirm: true. "
-        f"It would publish on {', '.join(platforms)}:"
-    ]
-    said += [
-        f"product_ids[{i}]: {p.id} {p.title!r} ({p.type}) at {pviews.money(p.price_cents)}"
-        for i, p in enumerate(products)
-    ]
-    return "\n".join(said)
-
-
 # -- what the client can do ------------------------------------------------------------------------
 
 
-def _step_words(progress: Progress) -> str:
+def step_words(progress: Progress) -> str:
     """A products run's progress in words: "step 3/5 · design 1: tshirt print files and mockups made"."""
     return f"step {progress.step}/{progress.max_steps}" + (
         f" · {progress.message}" if progress.message else ""
     )
-
-
-def _supports_elicitation(ctx: Context) -> bool:
-    """Form elicitation, as the SDK counts it (a bare `elicitation: {}` is form support)."""
-    capabilities = ctx.client_capabilities
-    elicitation = capabilities.elicitation if capabilities is not None else None
-    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
 
 
 def _supports_sampling(ctx: Context) -> bool:
