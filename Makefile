@@ -61,6 +61,8 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/character_upload_http.py
 	$(BIN)/python bench/aitoolkit_progress.py
 	$(BIN)/python bench/preview_training.py
+	$(BIN)/python bench/pod_print_files.py
+	$(BIN)/python bench/pod_publish_calls.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

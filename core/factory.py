@@ -75,7 +75,7 @@ def make_publishers(settings: Settings, ledger: Ledger) -> dict[str, Publisher]:
     from core.publishing.storefront import StorefrontPublisher
 
     return {
-        "storefront": StorefrontPublisher(ledger, settings),
+        "storefront": StorefrontPublisher(ledger),
         "printify": PrintifyPublisher.from_settings(settings),
-        "shopify": ShopifyPublisher.from_settings(settings),
+        "shopify": ShopifyPublisher(settings),
     }

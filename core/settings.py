@@ -139,7 +139,7 @@ class Settings(BaseModel):
     )
     shopify_client_secret: SecretStr | None = Field(default=None, description="Shopify app client secret.")
     shopify_api_version: str = Field(
-        default="2025-01",
+        default="2026-10",
         pattern=r"^20[0-9]{2}-(01|04|07|10)$",
         description="Shopify Admin API version (pinned).",
     )

@@ -1,6 +1,7 @@
 """The HTTP front door: `/health`, MCP over Streamable HTTP at `/mcp`, and the five REST
 contracts of ../shared/contracts, each at its prefix (`/adgen`, `/comfygen`, `/pod`,
-`/isengard`, `/desktop`) and optionally one of them at `/` as well (`root_contract`).
+`/isengard`, `/desktop`) and optionally one of them at `/` as well (`root_contract`), and the
+storefront's shop at `/shop` (`http_compat.shop`).
 
 Around all of it, outermost first: the Host/Origin guard (`origins`), CORS answers for the
 origins in ATELIER_ALLOWED_ORIGINS (none otherwise), and the bearer token when one is set.
@@ -31,6 +32,7 @@ from http_compat.errors import ApiError, ErrorRenderer, atelier_error, jsonrpc_e
 from http_compat.inputs import BodyLimit
 from http_compat.origins import EXPOSED_HEADERS, HostOriginGuard, OriginPolicy
 from http_compat.security import BearerAuth
+from http_compat.shop import build as build_shop
 
 # Contract name -> module in http_compat.contracts; each has `build(engine, settings) -> Api`.
 CONTRACTS = ("adgen", "comfygen", "pod", "isengard", "desktop")
@@ -120,13 +122,16 @@ def build_app(
         for route in mcp_app.routes
     ]
     routes += [Mount(f"/{name}", app=api.build(limit)) for name, api in apis.items() if name in contracts]
+    # The storefront's shop (not a contract: always there, the default publishing platform).
+    shop = build_shop(engine, settings)
+    routes.append(Mount("/shop", app=shop.build(limit)))
     if root_contract is not None:
         # The root contract answers everything else, its own /health included.
         routes.append(Mount("", app=apis[root_contract].build(limit)))
     else:
         routes.append(Route("/health", health, methods=["GET"]))
 
-    prefixed = {name: api for name, api in apis.items() if name in contracts}
+    prefixed = {name: api for name, api in apis.items() if name in contracts} | {"shop": shop}
     renderer_for = error_renderer_for(prefixed, apis[root_contract] if root_contract is not None else None)
 
     async def unrouted(request: Request, exc: Exception) -> Response:

@@ -14,11 +14,11 @@ from core.errors import (
     ArtifactNotFound,
     AtelierError,
     CharacterNotFound,
-    ProductNotFound,
     Conflict,
     HomeLocked,
     InvalidInput,
     LedgerUnavailable,
+    ProductNotFound,
     RunNotFound,
 )
 

@@ -79,6 +79,8 @@ ROUTES = [
     Target("desktop", "/desktop/ws/generation", websocket=True),
     Target("mcp", "/mcp", "POST", MCP_INIT),
     Target("atelier", "/health"),
+    Target("atelier", "/shop/"),
+    Target("atelier", "/shop/api/products"),
 ]
 # With --root-contract pod: the contract at the root, beside /mcp.
 ROOT_ROUTES = [

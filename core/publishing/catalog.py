@@ -129,6 +129,8 @@ DEFAULT_CATALOG: dict[str, dict[str, Any]] = {
                 "note": "blueprint and provider are assumptions",
                 "blueprint_id": 68,
                 "print_provider_id": 1,
+                # Printify names a mug's print area "front"; Atelier's is the whole wrap.
+                "positions": {"wrap": "front"},
             },
             "shopify": {"verified": False, "product_type": "Mug"},
         },

@@ -210,7 +210,7 @@ class ProductsKind:
                 data, origin = await self.p.services.read_source(design["source"])
             except InvalidInput as exc:
                 raise InvalidInput(f"{where}.source", exc.problem) from None
-            width, height, media_type = await anyio.to_thread.run_sync(_measure, data)
+            width, height, media_type = await anyio.to_thread.run_sync(_measure, data, f"{where}.source")
             sha = hashlib.sha256(data).hexdigest()
             await self.p.store.put(input_key(sha, media_type), data)
             return {
@@ -539,17 +539,19 @@ def _not_configured(name: str) -> str:
     return f"{name} is not configured: set {needs}"
 
 
-def _measure(data: bytes) -> tuple[int, int, str]:
-    from PIL import Image
+def _measure(data: bytes, field: str = "design") -> tuple[int, int, str]:
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}.get(image.format or "")
             if kind is None:
-                raise InvalidInput("design", f"must be a PNG, JPEG or WebP image (got {image.format})")
+                raise InvalidInput(field, f"must be a PNG, JPEG or WebP image (got {image.format})")
             return image.width, image.height, kind
+    except UnidentifiedImageError:
+        raise InvalidInput(field, "is not a PNG, JPEG or WebP image") from None
     except (OSError, ValueError) as exc:
-        raise InvalidInput("design", f"is not an image Atelier can read ({exc})") from None
+        raise InvalidInput(field, f"is not an image Atelier can read ({exc})") from None
 
 
 def _media_type(filename: str) -> str:

@@ -1,0 +1,83 @@
+"""The shop as a buyer sees it, in a real headless Chromium: the grid with its mockups loaded,
+a product's page, nothing unpublished, and a hostile title shown as text and never run.
+
+Screenshots of both pages are saved to `test-artifacts/shop/` at the repository root (ignored by
+git; `ATELIER_TEST_ARTIFACTS` names another folder), so a run leaves the shop there to look at.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.browser import chromium_page, needs_browser
+from tests.http_served import atelier_http
+from tests.shop_products import list_on_storefront, product_with_images
+
+pytestmark = [pytest.mark.anyio, needs_browser]
+
+HOSTILE = '<script>window.owned = true</script><img src=x onerror="window.owned = true">'
+SCREENSHOTS = (
+    Path(os.environ.get("ATELIER_TEST_ARTIFACTS") or Path(__file__).parents[1] / "test-artifacts") / "shop"
+)
+
+
+async def test_buyer_sees_published_products_with_their_mockups_and_nothing_else(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path) as served, chromium_page() as page:
+        fox = await product_with_images(served.engine, "Watercolour fox", price_cents=2499, seed=1)
+        owl = await product_with_images(
+            served.engine, "Night owl hoodie", type="hoodie", price_cents=4499, seed=2
+        )
+        draft = await product_with_images(served.engine, "Unfinished bear", seed=3)
+        hostile = await product_with_images(served.engine, HOSTILE, seed=4)
+        for product in (fox, owl, hostile):
+            await list_on_storefront(served.engine, product)
+        await list_on_storefront(served.engine, draft, "draft")
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+
+        await page.goto(f"{served.url}/shop")
+        await page.wait_for_load_state("load")
+        titles = await page.locator(".card .title").all_text_contents()
+        assert sorted(titles) == sorted(["Watercolour fox", "Night owl hoodie", HOSTILE])
+        assert "Unfinished bear" not in await page.content()
+        # Every mockup has arrived and decoded (a broken image has naturalWidth 0).
+        widths = await page.eval_on_selector_all(
+            ".card img", "imgs => imgs.map(i => i.complete && i.naturalWidth)"
+        )
+        assert len(widths) == 3 and all(width and width > 0 for width in widths)
+        assert (
+            await page.locator(".card", has_text="Watercolour fox").locator(".price").text_content()
+            == "$24.99"
+        )
+        assert "Unisex hoodie" in (await page.locator(".card", has_text="Night owl").text_content() or "")
+        # The hostile title is text on the page, and nothing of it ran.
+        assert await page.evaluate("window.owned") is None
+        assert dialogs == []
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=SCREENSHOTS / "shop.png", full_page=True)
+
+        await page.click("text=Watercolour fox")
+        await page.wait_for_url(f"**/shop/products/{fox.id}")
+        await page.wait_for_load_state("load")
+        assert await page.text_content("h1") == "Watercolour fox"
+        mockups = await page.eval_on_selector_all(
+            ".mockups img", "imgs => imgs.map(i => [i.alt, i.complete && i.naturalWidth])"
+        )
+        assert [alt for alt, _ in mockups] == ["Watercolour fox in white", "Watercolour fox in black"]
+        assert all(width > 0 for _, width in mockups)
+        assert await page.locator(".sizes li").all_text_contents() == ["S", "M", "L"]
+        design = await page.eval_on_selector(".design img", "i => i.complete && i.naturalWidth")
+        assert design > 0
+        await page.screenshot(path=SCREENSHOTS / "product.png", full_page=True)
+
+        await page.goto(f"{served.url}/shop/products/{hostile.id}")
+        await page.wait_for_load_state("load")
+        assert await page.text_content("h1") == HOSTILE
+        assert await page.evaluate("window.owned") is None
+
+        answer = await page.goto(f"{served.url}/shop/products/{draft.id}")
+        assert answer is not None and answer.status == 404
+        assert "Not in the shop" in (await page.text_content("h1") or "")
