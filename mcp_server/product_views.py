@@ -13,6 +13,7 @@ from core.errors import AtelierError
 from core.models import Run
 from core.publishing.catalog import Catalog, ProductType
 from core.publishing.models import Product, ProductFile
+from core.publishing.storefront import absolute_url, served_base_url
 from mcp_server import views
 
 # Mockups shown inline in one result; the rest are resource links (a chat shows a handful well).
@@ -233,7 +234,8 @@ class PublishOutcome(ProductsRun):
     )
 
 
-def product_view(product: Product) -> ProductView:
+def product_view(engine: Engine, product: Product) -> ProductView:
+    """A product as a model sees it; storefront URLs made absolute (see `listing_url`)."""
     return ProductView(
         product_id=product.id,
         uri=product_uri(product.id),
@@ -273,7 +275,7 @@ def product_view(product: Product) -> ProductView:
                 platform=listing.platform,
                 status=listing.status,
                 external_id=listing.external_id,
-                url=listing.url,
+                url=listing_url(engine, listing.url),
                 error=listing.error,
             )
             for listing in product.listings
@@ -281,10 +283,18 @@ def product_view(product: Product) -> ProductView:
     )
 
 
-def product_line(product: Product) -> str:
+def listing_url(engine: Engine, url: str | None) -> str | None:
+    """A listing's URL as a user can open it: the storefront's relative `/shop/...` under the
+    address `atelier serve` listens on by the settings (an MCP call has no request URL of its own
+    to go by); other platforms' URLs are absolute already."""
+    return absolute_url(url, served_base_url(engine.settings)) if url else url
+
+
+def product_line(engine: Engine, product: Product) -> str:
     """One product in words: title, type, price, and where it is listed."""
     listed = ", ".join(
-        f"{listing.platform} {listing.status}" + (f" {listing.url}" if listing.url else "")
+        f"{listing.platform} {listing.status}"
+        + (f" {listing_url(engine, listing.url)}" if listing.url else "")
         for listing in product.listings
     )
     return (

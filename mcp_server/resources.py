@@ -105,7 +105,7 @@ def templates(engine: Engine) -> list[Template]:
     async def product_resource(product_id: str, ctx: Context) -> str:
         with resource_errors(product_views.product_uri(quote(product_id, safe="")), ctx):
             product = await engine.get_product(product_id)
-            return product_views.product_view(product).model_dump_json()
+            return product_views.product_view(engine, product).model_dump_json()
 
     async def mockup_resource(product_id: str, filename: str, ctx: Context) -> bytes:
         uri = product_views.mockup_uri(quote(product_id, safe=""), quote(filename, safe=""))

@@ -282,7 +282,7 @@ def tools(engine: Engine) -> list[Tool]:
             run = await wait_reporting(engine, run, wait_seconds, ctx, step_words)
             products, view = await run_answer(engine, run)
             return await pviews.products_result(
-                engine, products, run_text(f"{len(products)} draft product(s).", view, products), view
+                engine, products, run_text(engine, f"{len(products)} draft product(s).", view, products), view
             )
 
     @found.tool(READ_ONLY, structured_output=True)
@@ -302,7 +302,7 @@ def tools(engine: Engine) -> list[Tool]:
         with product_errors(lambda field: "type" if field == "product_types" else field):
             found_products = await engine.list_products(status=status, type=type, limit=limit, offset=offset)
         return ProductList(
-            products=[pviews.product_view(p) for p in found_products],
+            products=[pviews.product_view(engine, p) for p in found_products],
             next_offset=offset + limit if len(found_products) == limit else None,
         )
 
@@ -313,7 +313,10 @@ def tools(engine: Engine) -> list[Tool]:
         with product_errors(one_product_field):
             product = await engine.get_product(product_id)
         return await pviews.products_result(
-            engine, [product], pviews.product_line(product).removeprefix("- "), pviews.product_view(product)
+            engine,
+            [product],
+            pviews.product_line(engine, product).removeprefix("- "),
+            pviews.product_view(engine, product),
         )
 
     return found.tools
@@ -348,17 +351,17 @@ async def run_answer(engine: Engine, run: Run) -> tuple[list[Product], ProductsR
         progress=round(run.progress, 4),
         message=run.message,
         error=run.error,
-        products=[pviews.product_view(p) for p in products],
+        products=[pviews.product_view(engine, p) for p in products],
         errors=list((run.result or {}).get("errors", [])),
         next=pviews.run_next(run, products),
     )
     return products, view
 
 
-def run_text(head: str, view: ProductsRun, products: list[Product]) -> str:
+def run_text(engine: Engine, head: str, view: ProductsRun, products: list[Product]) -> str:
     """A run's answer in words: `head`, its status, each product, its problems, what next."""
     said = [f"{head} Run {view.run_id}: {view.status}."]
-    said += [pviews.product_line(p) for p in products]
+    said += [pviews.product_line(engine, p) for p in products]
     if view.errors:
         said.append("Problems:")
         said += [f"- {error}" for error in view.errors]

@@ -162,13 +162,13 @@ def tools(engine: Engine) -> list[Tool]:
                     progress=None,
                     message="",
                     error=None,
-                    products=[pviews.product_view(p) for p in products],
+                    products=[pviews.product_view(engine, p) for p in products],
                     errors=[],
                     next="Nothing was published. Ask the user what to change, or leave them as drafts.",
                 )
                 text = (
                     f"The user {reply}: nothing was published. The products stay as they were:\n"
-                    + "\n".join(pviews.product_line(p) for p in products)
+                    + "\n".join(pviews.product_line(engine, p) for p in products)
                 )
                 return said(text, view)
             run = await engine.submit_publish(ids, names, action="publish")
@@ -183,7 +183,7 @@ def tools(engine: Engine) -> list[Tool]:
             head = (
                 f"Publishing {len(changed)} product(s) on {', '.join(names)} (confirmed by {confirmed_by})."
             )
-            return await pviews.products_result(engine, changed, run_text(head, view, changed), view)
+            return await pviews.products_result(engine, changed, run_text(engine, head, view, changed), view)
 
     @found.tool(UNPUBLISHES, structured_output=True)
     async def unpublish_product(
@@ -199,7 +199,7 @@ def tools(engine: Engine) -> list[Tool]:
             run = await engine.submit_publish([product.id], platforms, action="unpublish")
             run = await wait_reporting(engine, run, wait_seconds, ctx, step_words)
             changed, view = await run_answer(engine, run)
-            return said(run_text("Unpublishing.", view, changed), view)
+            return said(run_text(engine, "Unpublishing.", view, changed), view)
 
     return found.tools
 
