@@ -419,3 +419,66 @@ async def test_publishing_on_a_platform_not_configured_is_refused_before_anyone_
     assert problem.startswith("platforms: printify is not configured")
     assert user.asked == []
     assert await publish_runs(engine) == []
+
+
+# -- a second platform, and its secret -------------------------------------------------------------
+
+
+async def test_products_reach_printify_too_and_its_token_is_never_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Drafts and publishing on the storefront and Printify (its faithful fake on loopback), with a
+    distinctive token that must appear in no tool result, resource and log record."""
+    from tests.fakes.printify import FakePrintify, serve_printify
+
+    caplog.set_level(logging.DEBUG)
+    fake = FakePrintify(token=PRINTIFY_TOKEN, shop_id=4242)
+    seen: list[str] = []
+    async with serve_printify(fake) as url:
+        settings = Settings.from_env(
+            {},
+            home=tmp_path / "home-printify",
+            local_step_ms=0,
+            retry_backoff_s=0.01,
+            printify_token=PRINTIFY_TOKEN,
+            printify_shop_id="4242",
+            printify_url=url,
+        )
+        async with Engine.open(settings) as engine, Client(build_mcp(engine)) as client:
+            types = await call(client, "list_product_types")
+            made = await call(
+                client,
+                "create_products",
+                design=design_base64(),
+                product_types=["tshirt"],
+                platforms=["storefront", "printify"],
+            )
+            assert not made.is_error, text_of(made)
+            [draft] = made.structured_content["products"]  # type: ignore[index]
+            assert {item["platform"]: item["status"] for item in draft["listings"]} == {
+                "storefront": "draft",
+                "printify": "draft",
+            }
+            [held] = fake.shop_products(4242)
+            assert storefront(draft)["external_id"] == draft["product_id"]
+            published = await call(
+                client,
+                "publish_products",
+                product_ids=[draft["product_id"]],
+                platforms=["storefront", "printify"],
+                confirm=True,
+            )
+            assert not published.is_error, text_of(published)
+            [product] = published.structured_content["products"]  # type: ignore[index]
+            assert {item["platform"]: item["status"] for item in product["listings"]} == {
+                "storefront": "published",
+                "printify": "published",
+            }
+            assert len(fake.shop_products(4242)) == 1 and held["id"] == fake.shop_products(4242)[0]["id"]
+            resource = await client.read_resource(product["uri"])
+            for result in (types, made, published):
+                seen.append(text_of(result))
+                seen.append(json.dumps(result.structured_content))
+            seen.append(resource.contents[0].text)  # type: ignore[union-attr]
+    assert all(PRINTIFY_TOKEN not in text for text in seen)
+    assert not [r for r in caplog.records if PRINTIFY_TOKEN in r.getMessage()]
