@@ -230,7 +230,8 @@ class PublishOutcome(ProductsRun):
         description="How the user's confirmation was sought: asked over elicitation, or `confirm: true`."
     )
     answer: str = Field(
-        description="accept, declined, cancelled, or 'accepted without ticking publish' (then nothing is published)."
+        description="accepted, or 'confirm: true' (published); declined, cancelled, or 'accepted without "
+        "ticking publish' (nothing published)."
     )
 
 

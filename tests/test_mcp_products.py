@@ -249,6 +249,7 @@ async def test_prompts_become_draft_products_that_are_published_once_the_user_ac
 
         published = await ok(client, "publish_products", product_ids=[tee["product_id"], own["product_id"]])
     assert published["published"] is True and published["confirmed_by"] == "elicitation"
+    assert published["answer"] == "accepted"
     assert published["status"] == "completed", published
     [question] = user.asked
     assert "storefront" in question.message
@@ -305,6 +306,7 @@ async def test_without_elicitation_publishing_needs_confirm_and_shows_what_it_wo
 
     published = await ok(plain, "publish_products", product_ids=[draft["product_id"]], confirm=True)
     assert published["published"] is True and published["confirmed_by"] == "confirm"
+    assert published["answer"] == "confirm: true"
     [product] = published["products"]
     assert product["status"] == "published" and storefront(product)["status"] == "published"
 

@@ -177,8 +177,8 @@ def tools(engine: Engine) -> list[Tool]:
             view = PublishOutcome(
                 **made.model_dump(),
                 published=True,
-                confirmed_by=confirmed_by,
-                answer="accept",  # type: ignore[arg-type]
+                confirmed_by=confirmed_by,  # type: ignore[arg-type]
+                answer="accepted" if confirmed_by == "elicitation" else "confirm: true",
             )
             head = (
                 f"Publishing {len(changed)} product(s) on {', '.join(names)} (confirmed by {confirmed_by})."
