@@ -1,5 +1,5 @@
 """Atelier's MCP resources by atelier:// URI: runs, their full-size images and their ZIP bundles;
-characters and their training images.
+characters and their training images; products and their mockups (files of the run that made them).
 
 An image's declared MIME type is the template's (`image/png`); `build_mcp`'s server reports the
 type the bytes themselves have (a character's images may be JPEG or WebP)."""
@@ -19,9 +19,16 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
 from core.engine import Engine
-from core.errors import ArtifactNotFound, AtelierError, CharacterNotFound, Conflict, RunNotFound
+from core.errors import (
+    ArtifactNotFound,
+    AtelierError,
+    CharacterNotFound,
+    Conflict,
+    ProductNotFound,
+    RunNotFound,
+)
 from core.ids import check_filename, check_run_id
-from mcp_server import character_views, views
+from mcp_server import character_views, product_views, views
 
 # The resource-not-found code of the 2025 protocols; 2026-07-28 answers INVALID_PARAMS instead (SEP-2164).
 RESOURCE_NOT_FOUND_2025 = -32002
@@ -47,7 +54,7 @@ def resource_errors(uri: str, ctx: Context | None) -> Iterator[None]:
     `uri` (rebuilt from the template's values, percent-encoded again) goes in `data`."""
     try:
         yield
-    except (RunNotFound, ArtifactNotFound, CharacterNotFound, Conflict) as exc:
+    except (RunNotFound, ArtifactNotFound, CharacterNotFound, ProductNotFound, Conflict) as exc:
         raise not_found(uri, ctx, str(exc)) from None
     except AtelierError as exc:
         raise MCPError(INVALID_PARAMS, str(exc), {"uri": uri}) from None
@@ -62,7 +69,7 @@ def not_found(uri: str, ctx: Context | None, what: str) -> MCPError:
 
 
 def templates(engine: Engine) -> list[Template]:
-    """atelier://runs/{run_id}, .../images/{filename} and .../bundle.zip over `engine`."""
+    """atelier://runs/{run_id}, .../images/{filename} and .../bundle.zip, characters and products over `engine`."""
 
     async def run_resource(run_id: str, ctx: Context) -> str:
         with resource_errors(views.run_uri(quote(run_id, safe="")), ctx):
@@ -95,6 +102,22 @@ def templates(engine: Engine) -> list[Template]:
             _, data = await engine.characters.read_image(character.id, filename)
             return data
 
+    async def product_resource(product_id: str, ctx: Context) -> str:
+        with resource_errors(product_views.product_uri(quote(product_id, safe="")), ctx):
+            product = await engine.get_product(product_id)
+            return product_views.product_view(engine, product).model_dump_json()
+
+    async def mockup_resource(product_id: str, filename: str, ctx: Context) -> bytes:
+        uri = product_views.mockup_uri(quote(product_id, safe=""), quote(filename, safe=""))
+        with resource_errors(uri, ctx):
+            product = await engine.get_product(product_id)
+            mockup = next((f for f in product.mockups if f.filename == check_filename(filename)), None)
+            if mockup is None:
+                raise not_found(uri, ctx, f"product {product.id} has no mockup {filename!r}")
+            # A mockup is a file of the run that made the product (readable once that run is done).
+            _, data = await engine.read_artifact(mockup.run_id, mockup.filename)
+            return data
+
     return [
         Template("atelier://runs/{run_id}", "application/json", "A run, as JSON.", run_resource),
         Template(
@@ -120,5 +143,17 @@ def templates(engine: Engine) -> list[Template]:
             "image/png",
             "A character's training image as stored (PNG, JPEG or WebP: the contents carry its type).",
             character_image_resource,
+        ),
+        Template(
+            "atelier://products/{product_id}",
+            "application/json",
+            "A product, as JSON: its listings per platform, print files and mockups.",
+            product_resource,
+        ),
+        Template(
+            "atelier://products/{product_id}/mockups/{filename}",
+            "image/jpeg",
+            "A product's mockup image, one per colour (JPEG: the contents carry its type).",
+            mockup_resource,
         ),
     ]

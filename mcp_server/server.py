@@ -27,7 +27,7 @@ from mcp_types import InputRequiredResult
 from core.characters.uploads import sniff_media_type
 from core.engine import Engine
 from mcp_server import resources
-from mcp_server.tools import characters, images, runs, status
+from mcp_server.tools import characters, images, products, publishing, runs, status
 
 INSTRUCTIONS = """\
 Atelier makes images and keeps a durable record of every run.
@@ -42,6 +42,12 @@ Characters: create_character, then add_character_images (10-30 images), then tra
 (a training run; progress shows step and loss). generate_image and transform_image then take
 `character` (its id or name) to draw it with its LoRA. list_characters and get_character show
 them (atelier://characters/{id}).
+Print-on-demand: list_product_types (t-shirt, hoodie, poster, mug: print areas, colours,
+prices, platforms), compose_prompts (design prompts from a theme, style and niche),
+create_products (a design or prompts -> print files, mockups and DRAFT products),
+publish_products (needs the user's confirmation: they are asked when the client supports
+elicitation, otherwise pass confirm: true only after they agreed), unpublish_product,
+list_products and get_product (atelier://products/{id}).
 """
 
 
@@ -76,6 +82,8 @@ def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
             *images.tools(engine, expose_paths=expose_paths),
             *runs.tools(engine, expose_paths=expose_paths),
             *characters.tools(engine, expose_paths=expose_paths),
+            *products.tools(engine),
+            *publishing.tools(engine),
             *status.tools(engine),
         ],
     )

@@ -16,13 +16,21 @@ example, which anyio's test runner does not survive). Values only known at run t
 run's id, its image's URI) are drawn as placeholders and filled in by the test.
 
 The example budget is small and derandomized, so `make test` stays fast and every run of it
-tries the same calls.
+tries the same calls. For the same reason the product types are the shipped ones with tiny
+print areas (a catalog file, `ATELIER_CATALOG`, as a seller would write one): a drawn
+create_products makes 256-pixel print files, not 4500x5400 ones.
+
+Publishing: the fuzz clients have no elicitation, so publish_products publishes only when the
+drawn arguments say `confirm: true` (and name real products on a configured platform). It then
+really publishes, on the embedded storefront of the test's temporary data directory: that is
+harmless, and it is the documented answer (a success checked against the output schema).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import tempfile
 from collections.abc import AsyncIterator, Mapping
@@ -111,6 +119,7 @@ WHOLE_REQUEST_LINES = [
 # Placeholders for what a real caller has to hand, filled in by the test (see `Known`).
 RUN_ID, IMAGE_URI, PNG_DATA_URL = "<known run id>", "<known image uri>", "<known png data url>"
 CHARACTER, CHARACTER_IMAGE = "<known character>", "<known character image>"
+PRODUCT, UNKNOWN_PRODUCT = "<known product>", "prod-000000000000"
 # Realistic values per argument, beside what the schema alone would give.
 POOLS: dict[str, list[Any]] = {
     "run_id": [RUN_ID, RUN_ID, UNKNOWN_ID],
@@ -123,6 +132,27 @@ POOLS: dict[str, list[Any]] = {
     "character": [CHARACTER, CHARACTER, "nobody"],
     "sources": [[PNG_DATA_URL], [IMAGE_URI, RUN_ID], [PNG_DATA_URL, "x"]],
     "filename": [CHARACTER_IMAGE, "image-01.png"],
+    "design": [PNG_DATA_URL, IMAGE_URI, RUN_ID],
+    "prompts": [["a fox"], ["a fox", "an owl"]],
+    "product_types": [["mug"], ["poster", "mug"], ["sweater"]],
+    "type": ["mug", "poster", "sweater"],
+    "platforms": [None, ["storefront"], ["printify"], ["etsy"]],
+    "product_ids": [[PRODUCT], [PRODUCT, UNKNOWN_PRODUCT], ["nope"]],
+    "product_id": [PRODUCT, PRODUCT, UNKNOWN_PRODUCT],
+    "theme": ["nature", "foxes"],
+}
+# The shipped product types, with print areas small enough for the preview renderer to fill at once.
+TINY_CATALOG = {
+    "product_types": {
+        key: {
+            "name": key,
+            "print_areas": {"front": {"width": 256, "height": 320, "dpi": 72}},
+            "colours": {"white": "#ffffff", "black": "#000000"},
+            "sizes": ["M"],
+            "price_cents": 1000,
+        }
+        for key in ("tshirt", "hoodie", "poster", "mug")
+    }
 }
 
 
@@ -135,6 +165,7 @@ class Known:
     png_data_url: str
     character: str
     character_image: str
+    product: str
 
     def fill(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """`args` with the placeholders replaced by the real values (in lists too)."""
@@ -144,6 +175,7 @@ class Known:
             PNG_DATA_URL: self.png_data_url,
             CHARACTER: self.character,
             CHARACTER_IMAGE: self.character_image,
+            PRODUCT: self.product,
         }
 
         def filled(value: Any) -> Any:
@@ -156,12 +188,20 @@ class Known:
         return {name: filled(value) for name, value in args.items()}
 
 
+def tiny_catalog(folder: Path) -> Path:
+    path = folder / "catalog.json"
+    path.write_text(json.dumps(TINY_CATALOG))
+    return path
+
+
 def advertised_tools() -> dict[str, Tool]:
     """The tools as `list_tools()` shows them to a client, over a throwaway engine."""
 
     async def listed() -> dict[str, Tool]:
         with tempfile.TemporaryDirectory() as home:
-            settings = Settings.from_env({}, home=Path(home), local_step_ms=0)
+            settings = Settings.from_env(
+                {}, home=Path(home), local_step_ms=0, catalog=tiny_catalog(Path(home))
+            )
             async with Engine.open(settings) as engine, Client(build_mcp(engine)) as client:
                 return {tool.name: tool for tool in (await client.list_tools()).tools}
 
@@ -169,6 +209,12 @@ def advertised_tools() -> dict[str, Tool]:
 
 
 ADVERTISED = advertised_tools()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Preview renderer, the tiny catalog."""
+    return Settings.from_env({}, home=tmp_path / "home", local_step_ms=0, catalog=tiny_catalog(tmp_path))
 
 
 # --- JSON schema -> strategies -----------------------------------------------------------------
@@ -337,12 +383,19 @@ async def known(client: Client) -> Known:
     trained = await client.call_tool("train_character", {"character": "Mara", "steps": 5, "wait_seconds": 30})
     assert trained.structured_content is not None, text_of(trained)
     assert trained.structured_content["status"] == "completed", text_of(trained)
+    photo_data = base64.b64encode(photo.getvalue()).decode()
+    product = await client.call_tool(
+        "create_products", {"design": photo_data, "product_types": ["mug"], "wait_seconds": 30}
+    )
+    assert product.structured_content is not None, text_of(product)
+    assert product.structured_content["status"] == "completed", text_of(product)
     return Known(
         run_id=made.structured_content["run_id"],
         image_uri=image["uri"],
         png_data_url=data_url,
         character=character.structured_content["id"],
         character_image=added.structured_content["added"][0]["filename"],
+        product=product.structured_content["products"][0]["product_id"],
     )
 
 
@@ -389,10 +442,23 @@ RESOURCE_TEMPLATES = [
     "atelier://runs/{run_id}/bundle.zip",
     "atelier://characters/{character_id}",
     "atelier://characters/{character_id}/images/{filename}",
+    "atelier://products/{product_id}",
+    "atelier://products/{product_id}/mockups/{filename}",
 ]
 PART = st.one_of(
     st.sampled_from(
-        [RUN_ID, UNKNOWN_ID, CHARACTER, "char-000000000000", "image-01.png", CHARACTER_IMAGE, *ODD_STRINGS]
+        [
+            RUN_ID,
+            UNKNOWN_ID,
+            CHARACTER,
+            "char-000000000000",
+            "image-01.png",
+            CHARACTER_IMAGE,
+            PRODUCT,
+            UNKNOWN_PRODUCT,
+            "mockup-01-mug-white.jpg",
+            *ODD_STRINGS,
+        ]
     ),
     st.text(max_size=30),
 )
@@ -403,8 +469,8 @@ PART = st.one_of(
 async def test_any_resource_uri_is_read_or_refused_as_not_found_or_invalid_params(
     client: Client, known: Known, template: str, run_id: str, filename: str
 ) -> None:
-    # The first part names a run or a character, whichever the template reads.
-    parts = known.fill({"run_id": run_id, "character_id": run_id, "filename": filename})
+    # The first part names a run, a character or a product, whichever the template reads.
+    parts = known.fill({"run_id": run_id, "character_id": run_id, "product_id": run_id, "filename": filename})
     uri = template.format(**{name: quote(value, safe="") for name, value in parts.items()})
     event(template)
     try:

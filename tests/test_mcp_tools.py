@@ -60,6 +60,13 @@ TOOLS = {
     "add_character_images",
     "remove_character_image",
     "train_character",
+    "list_product_types",
+    "compose_prompts",
+    "create_products",
+    "publish_products",
+    "unpublish_product",
+    "list_products",
+    "get_product",
 }
 RUN_ID_TOOLS = ["get_run", "cancel_run", "delete_run", "retry_run", "wait_for_run", "bundle_run"]
 # The slow engine's pace: a run of SLOW_STEPS steps takes about 0.5 s.
@@ -196,6 +203,14 @@ async def test_annotations_tell_readers_from_destroyers(client: Client) -> None:
     assert annotations["generate_image"].read_only_hint is False
     assert annotations["generate_image"].destructive_hint is not True
     assert annotations["retry_run"].read_only_hint is False
+    for name in ("list_product_types", "compose_prompts", "list_products", "get_product"):
+        assert annotations[name].read_only_hint is True, name
+    # Products reach Printify and Shopify: the tools that list them there say so.
+    for name in ("create_products", "publish_products", "unpublish_product"):
+        assert annotations[name].read_only_hint is False, name
+        assert annotations[name].open_world_hint is True, name
+    assert annotations["publish_products"].destructive_hint is not True
+    assert annotations["unpublish_product"].destructive_hint is True
 
 
 async def test_generate_image_schema_advertises_the_allowed_ranges(client: Client) -> None:
@@ -697,7 +712,7 @@ async def test_a_malformed_resource_uri_is_invalid_params(client_both: Client, p
     assert raised.value.data == {"uri": uri}
 
 
-async def test_resource_templates_cover_runs_images_bundles_and_characters(client: Client) -> None:
+async def test_resource_templates_cover_runs_images_bundles_characters_and_products(client: Client) -> None:
     with anyio.fail_after(10):
         templates = (await client.list_resource_templates()).resource_templates
     assert {t.uri_template: t.mime_type for t in templates} == {
@@ -707,6 +722,8 @@ async def test_resource_templates_cover_runs_images_bundles_and_characters(clien
         "atelier://characters/{character_id}": "application/json",
         # A character's image is read with the type of its own bytes (PNG, JPEG or WebP).
         "atelier://characters/{character_id}/images/{filename}": "image/png",
+        "atelier://products/{product_id}": "application/json",
+        "atelier://products/{product_id}/mockups/{filename}": "image/jpeg",
     }
 
 

@@ -87,8 +87,16 @@ async def run_result(engine: Engine, run: Run, *, expose_paths: bool) -> CallToo
     )
 
 
-async def wait_reporting(engine: Engine, run: Run, seconds: float, ctx: Context | None) -> Run:
-    """The run after waiting up to `seconds` for it to finish, its progress reported to `ctx`."""
+async def wait_reporting(
+    engine: Engine,
+    run: Run,
+    seconds: float,
+    ctx: Context | None,
+    describe: Callable[[Progress], str] | None = None,
+) -> Run:
+    """The run after waiting up to `seconds` for it to finish, its progress reported to `ctx`
+    (in `describe`'s words; by default `progress_message`'s)."""
+    words = describe or progress_message
     if run.status.is_final or seconds <= 0:
         return run
     best = 0.0
@@ -99,7 +107,7 @@ async def wait_reporting(engine: Engine, run: Run, seconds: float, ctx: Context 
         value = max(best, round(progress.fraction * 100, 2))
         if ctx is not None and value > best:
             best = value
-            await ctx.report_progress(value, 100, progress_message(progress))
+            await ctx.report_progress(value, 100, words(progress))
 
     return await engine.wait(run.id, seconds, on_progress=report)
 
