@@ -428,6 +428,11 @@ class Engine:
             same_request=lambda existing: _same_inputs(existing, inputs),
         )
 
+    def check_platforms(self, platforms: Sequence[str] | None) -> list[str]:
+        """The platforms asked for (default ATELIER_ENABLED_PLATFORMS), each one configured;
+        `InvalidInput` naming the settings a platform lacks."""
+        return self._publishing.check_platforms(platforms)
+
     async def get_product(self, product_id: str) -> Product:
         if not isinstance(product_id, str) or not PRODUCT_ID_RE.fullmatch(product_id):
             raise InvalidInput(

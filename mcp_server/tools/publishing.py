@@ -98,9 +98,9 @@ def tools(engine: Engine) -> list[Tool]:
         product_ids: list[str], platforms: list[str] | None
     ) -> tuple[list[Product], list[str]]:
         products = [await engine.get_product(product_id) for product_id in dict.fromkeys(product_ids)]
-        # The engine's own platform check (default platforms, configured or not), asked before
-        # anyone is asked to confirm. TODO(lead): a public `engine.check_platforms`.
-        names = engine._publishing.check_platforms(platforms)
+        # The engine's own platform check (default platforms, configured or not), made before
+        # anyone is asked to confirm.
+        names = engine.check_platforms(platforms)
         return products, names
 
     @found.tool(PUBLISHES, structured_output=True)
