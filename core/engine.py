@@ -106,7 +106,9 @@ class Engine:
             store,
             self.catalog,
             self.publishers,
-            RunServices(self.submit_image, self.wait, self.read_artifact, self.read_source, self.cancel),
+            RunServices(
+                self.submit_image, self.wait, self.read_artifact, self.read_source, self.cancel, self.retry
+            ),
         )
         self._products = ProductsKind(self._publishing)
         self._publish = PublishKind(self._publishing)

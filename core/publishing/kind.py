@@ -70,6 +70,7 @@ class RunServices:
     read_artifact: ReadArtifact
     read_source: ReadSource
     cancel: Callable[[str], Awaitable[Run]]
+    retry: Callable[[str], Awaitable[Run]]
 
 
 @dataclass(slots=True)
@@ -393,7 +394,12 @@ class ProductsKind:
 
     async def _finished(self, part: Run, attempt: Attempt) -> Run:
         """Wait for a design or upscale run this run made. Cancelled by the user, this run takes it
-        with it; stopped with the process, it is left to finish (the next start picks it up)."""
+        with it; stopped with the process, it is left to finish (the next start picks it up).
+
+        A part that failed or was cancelled in an earlier attempt (the same idempotency key finds
+        it) is queued again first: a new attempt of this run is a new attempt of its parts."""
+        if part.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            part = await self.p.services.retry(part.id)
         try:
             return await self.p.services.wait(part.id, DESIGN_WAIT_S)
         except anyio.get_cancelled_exc_class():
