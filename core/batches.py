@@ -26,7 +26,6 @@ import anyio
 
 from core.backends import Progress
 from core.errors import FieldProblem, InvalidInput
-from core.ids import new_run_id
 from core.kinds import Queueing
 from core.ledger import Ledger
 from core.models import Run, RunKind, RunStatus
@@ -64,21 +63,7 @@ async def validate_items(
 
 def new_parent(count: int, queueing: Queueing) -> Run:
     """A queued batch run for `count` items, with no steps until its children are attached."""
-    return Run(
-        id=new_run_id(),
-        seq=0,
-        kind=RunKind.BATCH,
-        status=RunStatus.QUEUED,
-        priority=queueing.priority,
-        inputs={"items": count},
-        backend=BATCH_BACKEND,
-        created_at=time.time(),
-        max_steps=0,
-        max_attempts=queueing.max_attempts,
-        timeout_s=queueing.timeout_s,
-        idempotency_key=queueing.idempotency_key,
-        meta=queueing.meta,
-    )
+    return queueing.new_run(RunKind.BATCH, BATCH_BACKEND, {"items": count}, 0)
 
 
 def attach(parent: Run, child: Run) -> None:

@@ -17,7 +17,6 @@ image as an artifact `image-NN.<ext>`.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,9 +29,9 @@ from core.backends import NO_WORKFLOWS, GenerationBackend, ImageOutput, Job, Pro
 from core.characters.catalog import Characters
 from core.characters.generation import with_character
 from core.errors import ArtifactNotFound, CharacterNotFound, Conflict, InvalidInput, RunNotFound
-from core.ids import new_run_id, random_seed
+from core.ids import random_seed
 from core.kinds import Attempt, AttemptFailed, Completion, Queueing
-from core.models import OPERATIONS, Artifact, ImageSpec, Run, RunKind, RunStatus, SourceImage
+from core.models import OPERATIONS, Artifact, ImageSpec, Run, RunKind, SourceImage
 from core.settings import Settings
 from core.sources import SourcePolicy, fetch_source, load_source
 
@@ -162,21 +161,8 @@ class ImageKind:
 
     def new_run(self, spec: ImageSpec, queueing: Queueing) -> Run:
         """A queued image run for `spec`, in the configured backend's lane."""
-        return Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.IMAGE,
-            status=RunStatus.QUEUED,
-            priority=queueing.priority,
-            inputs=spec.stored(),
-            backend=self._settings.backend,
-            created_at=time.time(),
-            max_steps=1 if spec.operation == "upscale" else spec.steps,
-            max_attempts=queueing.max_attempts,
-            timeout_s=queueing.timeout_s,
-            idempotency_key=queueing.idempotency_key,
-            meta=queueing.meta,
-        )
+        max_steps = 1 if spec.operation == "upscale" else spec.steps
+        return queueing.new_run(RunKind.IMAGE, self._settings.backend, spec.stored(), max_steps)
 
     async def new_runs(self, spec: ImageSpec, source: bytes | None, queueing: Queueing) -> list[Run]:
         """The run to record for a validated request (see `validate`), its source kept first."""

@@ -29,14 +29,15 @@ can run any number of attempts of any number of runs through one handler at once
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.backends import ProgressCallback
 from core.errors import InvalidInput
-from core.ids import check_idempotency_key
-from core.models import Artifact, Priority, Run
+from core.ids import check_idempotency_key, new_run_id
+from core.models import Artifact, Priority, Run, RunKind, RunStatus
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,6 +70,33 @@ class Queueing:
         if timeout_s is not None and not 0 < timeout_s <= 86_400:
             raise InvalidInput("timeout_s", f"must be a number of seconds in (0, 86400] (got {timeout_s!r})")
         return cls(rank, max_attempts or default_attempts, timeout_s, key, dict(meta) if meta else None)
+
+    def new_run(
+        self,
+        kind: RunKind,
+        backend: str,
+        inputs: dict[str, Any],
+        max_steps: int,
+        *,
+        timeout_s: float | None = None,
+    ) -> Run:
+        """A queued run of `kind` in lane `backend` on these terms (`timeout_s`: a kind's own limit
+        instead of the one asked for)."""
+        return Run(
+            id=new_run_id(),
+            seq=0,
+            kind=kind,
+            status=RunStatus.QUEUED,
+            priority=self.priority,
+            inputs=inputs,
+            backend=backend,
+            created_at=time.time(),
+            max_steps=max_steps,
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+            idempotency_key=self.idempotency_key,
+            meta=self.meta,
+        )
 
 
 class AttemptFailed(Exception):

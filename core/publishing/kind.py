@@ -38,7 +38,6 @@ import anyio.to_thread
 from core.artifacts import ArtifactStore, input_key, run_key
 from core.backends import Progress, ProgressCallback
 from core.errors import BackendError, InvalidInput
-from core.ids import new_run_id
 from core.kinds import Attempt, Completion, Queueing
 from core.ledger import ProductLedger
 from core.models import Artifact, Run, RunKind, RunStatus
@@ -237,21 +236,7 @@ class ProductsKind:
 
     def new_run(self, inputs: dict[str, Any], queueing: Queueing) -> Run:
         steps = len(inputs["designs"]) * (1 + len(inputs["product_types"]) * (1 + len(inputs["platforms"])))
-        return Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.POD,
-            status=RunStatus.QUEUED,
-            priority=queueing.priority,
-            inputs=inputs,
-            backend=LANE,
-            created_at=time.time(),
-            max_steps=steps,
-            max_attempts=queueing.max_attempts,
-            timeout_s=queueing.timeout_s,
-            idempotency_key=queueing.idempotency_key,
-            meta=queueing.meta,
-        )
+        return queueing.new_run(RunKind.POD, LANE, inputs, steps)
 
     # -- RunHandler -----------------------------------------------------------------------------
 
@@ -478,21 +463,8 @@ class PublishKind:
         }
 
     def new_run(self, inputs: dict[str, Any], queueing: Queueing) -> Run:
-        return Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.PUBLISH,
-            status=RunStatus.QUEUED,
-            priority=queueing.priority,
-            inputs=inputs,
-            backend=LANE,
-            created_at=time.time(),
-            max_steps=len(inputs["product_ids"]) * len(inputs["platforms"]),
-            max_attempts=queueing.max_attempts,
-            timeout_s=queueing.timeout_s,
-            idempotency_key=queueing.idempotency_key,
-            meta=queueing.meta,
-        )
+        steps = len(inputs["product_ids"]) * len(inputs["platforms"])
+        return queueing.new_run(RunKind.PUBLISH, LANE, inputs, steps)
 
     async def prepare(self, run: Run, attempt: Attempt) -> tuple[Run, Attempt]:
         return run, attempt

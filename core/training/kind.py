@@ -18,7 +18,6 @@ working folder.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from core.backends import ProgressCallback
 from core.characters.catalog import Characters
 from core.characters.models import Character, slug_of
 from core.errors import BackendError, CharacterNotFound, Conflict, InvalidInput
-from core.ids import new_run_id
 from core.kinds import Attempt, AttemptFailed, Completion, Queueing
 from core.ledger import Ledger
 from core.models import Run, RunKind, RunStatus
@@ -80,29 +78,19 @@ class TrainingKind:
         return character, checked
 
     def new_run(self, character: Character, params: Mapping[str, Any], queueing: Queueing) -> Run:
-        return Run(
-            id=new_run_id(),
-            seq=0,
-            kind=RunKind.TRAINING,
-            status=RunStatus.QUEUED,
-            priority=queueing.priority,
-            inputs={
-                "character_id": character.id,
-                "character_name": character.name,
-                "trigger_word": character.trigger_word,
-                "trainer": self.trainer.name,
-                "base_model": self.trainer.base_model,
-                "lora_name": slug_of(character.name),
-                "image_count": len(character.images),
-                "params": dict(params),
-            },
-            backend=LANE,
-            created_at=time.time(),
-            max_steps=int(params["steps"]),
-            max_attempts=queueing.max_attempts,
-            timeout_s=self._settings.training_timeout_s,
-            idempotency_key=queueing.idempotency_key,
-            meta=queueing.meta,
+        inputs = {
+            "character_id": character.id,
+            "character_name": character.name,
+            "trigger_word": character.trigger_word,
+            "trainer": self.trainer.name,
+            "base_model": self.trainer.base_model,
+            "lora_name": slug_of(character.name),
+            "image_count": len(character.images),
+            "params": dict(params),
+        }
+        steps = int(params["steps"])
+        return queueing.new_run(
+            RunKind.TRAINING, LANE, inputs, steps, timeout_s=self._settings.training_timeout_s
         )
 
     async def runs_of(self, character_id: str, active_only: bool = False) -> list[Run]:

@@ -25,21 +25,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import secrets
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.http_served import serve_app
 
 SIZES = ["S", "M", "L", "XL", "2XL", "3XL"]
 GARMENT_COLOURS = ["White", "Black", "Navy", "Heather Grey", "Red"]
@@ -484,29 +483,8 @@ def _png_size(data: bytes) -> tuple[int | None, int | None]:
     return None, None
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handlers: it runs inside someone else's event loop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @asynccontextmanager
 async def serve_printify(fake: FakePrintify) -> AsyncIterator[str]:
     """Serve `fake` on a free loopback port for the block; yields its API base URL (…/v1)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(fake.app, lifespan="off", log_config=None, log_level="warning", access_log=False)
-    server = _EmbeddedServer(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: server.serve(sockets=[listener]))
-        while not server.started:
-            await anyio.sleep(0.002)
-        try:
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            server.should_exit = True
-    listener.close()
+    async with serve_app(fake.app) as url:
+        yield f"{url}/v1"

@@ -31,21 +31,17 @@ Shopify's schema would check them (`tests.fakes.shopify_schema`).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import re
 import secrets
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import anyio
-import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -62,6 +58,7 @@ from tests.fakes.shopify_schema import (
     checked_variants,
     variants_problem,
 )
+from tests.http_served import serve_app
 
 # Shopify's limits for a product image: 20 MB (the staged target's policy) and 25 megapixels.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -503,29 +500,9 @@ def _product_view(product: HeldProduct) -> dict[str, Any]:
 # -- serving ----------------------------------------------------------------------------------
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handlers: it runs inside someone else's event loop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @asynccontextmanager
 async def serve_fake(fake: FakeShopify) -> AsyncIterator[str]:
     """Serve `fake` under uvicorn on a free loopback port for the block; yields its base URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    fake.base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    config = uvicorn.Config(fake.app, lifespan="off", log_config=None, log_level="warning", access_log=False)
-    server = _EmbeddedServer(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: server.serve(sockets=[listener]))
-        while not server.started:
-            await anyio.sleep(0.002)
-        try:
-            yield fake.base_url
-        finally:
-            server.should_exit = True
-    listener.close()
+    async with serve_app(fake.app) as url:
+        fake.base_url = url  # resource URLs are absolute
+        yield url
