@@ -1,7 +1,8 @@
-"""Batches: one parent run whose status, progress and result follow its image runs (its children).
+"""Batches: one parent run whose status, progress and result follow its children.
 
 A parent runs nowhere itself (its backend is `batch`, no lane has that name); its children are
-ordinary image runs with `parent_id` set, queued, retried and cancelled like any other. What is
+ordinary runs of one kind (image runs, or products runs) with `parent_id` set, queued, retried
+and cancelled like any other. What is
 particular to a batch is kept here:
 
 - building one: every item validated before anything is recorded, an invalid one named by its

@@ -107,7 +107,14 @@ class Engine:
             self.catalog,
             self.publishers,
             RunServices(
-                self.submit_image, self.wait, self.read_artifact, self.read_source, self.cancel, self.retry
+                self.submit_image,
+                self.wait,
+                self.read_artifact,
+                self.read_source,
+                self.cancel,
+                self.retry,
+                self.delete,
+                ledger.find_by_key_prefix,
             ),
         )
         self._products = ProductsKind(self._publishing)
@@ -408,6 +415,26 @@ class Engine:
             log=f"queued: {len(inputs['designs'])} design(s) as {', '.join(inputs['product_types'])} "
             f"on {', '.join(inputs['platforms'])}" + (" (publish)" if inputs["publish"] else " (drafts)"),
             same_request=lambda existing: _same_inputs(existing, inputs),
+        )
+
+    async def submit_products_batch(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        *,
+        priority: str | Priority = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        max_attempts: int | None = None,
+        meta: Mapping[str, Any] | None = None,
+        item_meta: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> Run:
+        """Queue one products run per request (as `submit_products` takes it) under a parent
+        `batch` run, all or nothing, as `submit_batch` does for image runs."""
+        queueing = self._queueing(priority, idempotency_key, max_attempts, None, meta)
+        batches.check_items(requests, item_meta)
+        return await self._accept(
+            queueing,
+            lambda: self._products.new_batch(requests, item_meta, queueing),
+            log=f"queued as part of a batch of products ({queueing.priority.value} priority)",
         )
 
     async def submit_publish(

@@ -92,6 +92,12 @@ class Settings(BaseModel):
     training_timeout_s: float = Field(
         default=172_800.0, gt=0, description="Per-attempt time limit of a training run (48 h)."
     )
+    products_timeout_s: float = Field(
+        default=14_400.0,
+        gt=0,
+        description="Per-attempt time limit of a products or publish run (4 h: it waits for its designs' "
+        "image runs, which have their own limit, and for the platforms' rate limits).",
+    )
     comfyui_loras_dir: Path | None = Field(
         default=None,
         description="Where the ComfyUI servers load LoRAs (shared folder); trained LoRAs are installed there.",

@@ -107,11 +107,9 @@ async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: 
             product = await served.engine.get_product(entry["atelierProductId"])
             assert product.type == entry["type"]
             [listing] = product.listings
-            assert (listing.platform, listing.status, listing.url) == (
-                "storefront",
-                "published",
-                entry["url"],
-            )
+            assert (listing.platform, listing.status) == ("storefront", "published")
+            # The shop's link, absolute (a client follows it as it is).
+            assert entry["url"] == f"{served.url}{listing.url}" == f"{served.url}/shop/products/{product.id}"
             # The print files and mockups are the job's files, downloadable at full print size.
             files = result["files"][product.id]
             [print_file] = [f for f in files if f["role"] == "print"]
@@ -333,6 +331,10 @@ async def test_cleanup_keeps_jobs_whose_products_are_published(tmp_path: Path) -
         kept = (await completed(served, published))["result"]
         gone = (await completed(served, drafted))["result"]
         design_run = (await served.engine.get_run(run_id(drafted))).result["designs"][0]["run_id"]
+        # The drafted mug's design was enlarged for its print area: an upscale run, a part of the job.
+        everything = (await served.engine.list_runs(limit=50)).items
+        parts = [r for r in everything if (r.idempotency_key or "").startswith(f"pod:{run_id(drafted)}:")]
+        assert any(r.inputs.get("operation") == "upscale" for r in parts)
 
         response = await served.http.post("/pod/api/jobs/cleanup", json={"maxAge": 0})
         assert response.json() == {"cleared": 1}
@@ -346,6 +348,12 @@ async def test_cleanup_keeps_jobs_whose_products_are_published(tmp_path: Path) -
         for item in files:
             assert (await served.http.get(item["url"])).status_code == 200
         assert [j["id"] for j in (await served.http.get("/pod/api/jobs")).json()] == [published]
+        # Nothing of the drafted job is left behind, its upscale included: only the kept job's runs.
+        left = (await served.engine.list_runs(limit=50)).items
+        assert left and all(
+            r.id == run_id(published) or (r.idempotency_key or "").startswith(f"pod:{run_id(published)}:")
+            for r in left
+        )
 
 
 SHOPIFY_TOKEN = "shpat_POD_SECRET_91c2"

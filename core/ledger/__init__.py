@@ -93,6 +93,10 @@ class Ledger(CharacterLedger, ProductLedger, Protocol):
 
     async def find_by_idempotency_key(self, key: str) -> Run | None: ...
 
+    async def find_by_key_prefix(self, prefix: str, limit: int = 1000) -> list[Run]:
+        """Runs whose idempotency key starts with `prefix` (a kind's parts of a run), oldest first."""
+        ...
+
     async def list_runs(
         self,
         *,

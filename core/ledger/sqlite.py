@@ -233,6 +233,16 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         row = await self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
         return (await self._with_artifacts([_run_from_row(row)]))[0] if row else None
 
+    async def find_by_key_prefix(self, prefix: str, limit: int = 1000) -> list[Run]:
+        # A range over the key's unique index: every key that starts with `prefix` sorts between
+        # `prefix` and `prefix` + the highest character.
+        rows = await self._rows(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key >= ? AND idempotency_key < ? "
+            "ORDER BY seq LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
+        )
+        return await self._with_artifacts([_run_from_row(row) for row in rows])
+
     async def list_runs(
         self,
         *,

@@ -24,20 +24,22 @@ on the given platforms, with the same durable steps.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
+from core import batches
 from core.artifacts import ArtifactStore, input_key, run_key
 from core.backends import Progress, ProgressCallback
-from core.errors import BackendError, InvalidInput
+from core.errors import BackendError, InvalidInput, RunNotFound
 from core.kinds import Attempt, Completion, Queueing
 from core.ledger import ProductLedger
 from core.models import Artifact, Run, RunKind, RunStatus
@@ -50,6 +52,7 @@ from core.publishing.print_files import check_reachable, make_print_file
 from core.settings import Settings
 
 LANE = "publishing"
+PART_KEY_PREFIX = "pod:"
 MAX_DESIGNS = 16
 DESIGN_WAIT_S = 3600.0
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -70,6 +73,8 @@ class RunServices:
     read_source: ReadSource
     cancel: Callable[[str], Awaitable[Run]]
     retry: Callable[[str], Awaitable[Run]]
+    delete: Callable[[str], Awaitable[Run]]
+    find_by_key_prefix: Callable[[str], Awaitable[list[Run]]]
 
 
 @dataclass(slots=True)
@@ -234,9 +239,29 @@ class ProductsKind:
         }
         return {"prompt": prompt.strip(), **extra}
 
+    async def new_batch(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        item_meta: Sequence[Mapping[str, Any] | None] | None,
+        queueing: Queueing,
+    ) -> list[Run]:
+        """A batch parent and one products run per request, the parent first (see `core.batches`)."""
+        inputs = await batches.validate_items(requests, self.validate)
+        parent = batches.new_parent(len(inputs), queueing)
+        children = []
+        for given, meta in zip(inputs, item_meta or [None] * len(inputs), strict=True):
+            child = self.new_run(
+                given, replace(queueing, idempotency_key=None, meta=dict(meta) if meta else None)
+            )
+            batches.attach(parent, child)
+            children.append(child)
+        return [parent, *children]
+
     def new_run(self, inputs: dict[str, Any], queueing: Queueing) -> Run:
         steps = len(inputs["designs"]) * (1 + len(inputs["product_types"]) * (1 + len(inputs["platforms"])))
-        return queueing.new_run(RunKind.POD, LANE, inputs, steps)
+        return queueing.new_run(
+            RunKind.POD, LANE, inputs, steps, timeout_s=self.p.settings.products_timeout_s
+        )
 
     # -- RunHandler -----------------------------------------------------------------------------
 
@@ -316,6 +341,11 @@ class ProductsKind:
         )
 
     async def forget(self, run: Run) -> None:
+        """The run is deleted: so are its design and upscale runs, and its products that exist
+        only in Atelier (one listed on Printify or Shopify is kept: it names a product there)."""
+        for part in await self.p.services.find_by_key_prefix(part_key(run.id, "")):
+            with contextlib.suppress(RunNotFound):
+                await self.p.services.delete(part.id)
         for product in await self.p.ledger.list_products(run_id=run.id, limit=1000):
             if not any(
                 listing.external_id for listing in product.listings if listing.platform != "storefront"
@@ -345,8 +375,9 @@ class ProductsKind:
         params = {k: v for k, v in design.items() if k != "prompt"}
         made = await self.p.services.submit_image(
             {"prompt": design["prompt"], "width": 1024, "height": 1024, **params},
-            idempotency_key=f"pod:{run.id}:design:{index}",
+            idempotency_key=part_key(run.id, f"design:{index}"),
             priority=run.priority,
+            max_attempts=1,  # this run's attempts are the design's: each one queues it again
         )
         made = await self._finished(made, attempt)
         if made.status is not RunStatus.COMPLETED or not made.artifacts:
@@ -366,8 +397,9 @@ class ProductsKind:
     async def _upscaled(self, run: Run, attempt: Attempt, index: int, source: str, scale: float) -> bytes:
         made = await self.p.services.submit_image(
             {"operation": "upscale", "source": source, "scale": scale},
-            idempotency_key=f"pod:{run.id}:upscale:{index}:{scale:g}",
+            idempotency_key=part_key(run.id, f"upscale:{index}:{scale:g}"),
             priority=run.priority,
+            max_attempts=1,
         )
         made = await self._finished(made, attempt)
         if made.status is not RunStatus.COMPLETED or not made.artifacts:
@@ -464,7 +496,9 @@ class PublishKind:
 
     def new_run(self, inputs: dict[str, Any], queueing: Queueing) -> Run:
         steps = len(inputs["product_ids"]) * len(inputs["platforms"])
-        return queueing.new_run(RunKind.PUBLISH, LANE, inputs, steps)
+        return queueing.new_run(
+            RunKind.PUBLISH, LANE, inputs, steps, timeout_s=self.p.settings.products_timeout_s
+        )
 
     async def prepare(self, run: Run, attempt: Attempt) -> tuple[Run, Attempt]:
         return run, attempt
@@ -520,6 +554,12 @@ async def result_of(ledger: ProductLedger, outcome: Outcome) -> dict[str, Any]:
                 }
             )
     return {"designs": outcome.designs, "products": products, "errors": outcome.errors}
+
+
+def part_key(run_id: str, name: str) -> str:
+    """The idempotency key of an image run a products run makes (`pod:<run>:<name>`): the same
+    on every attempt, and how the run's parts are found (front doors do not list them as jobs)."""
+    return f"{PART_KEY_PREFIX}{run_id}:{name}"
 
 
 def product_id(run_id: str, index: int, type_key: str) -> str:
