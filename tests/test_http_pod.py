@@ -2,9 +2,10 @@
 own requests: jobs, generation, batches, cleanup, retries, health, and the socket.io events.
 
 A real uvicorn server on loopback over a real engine (preview renderer). Failed jobs are real
-failures: a slow preview run against a short per-attempt time limit times out. Where a test is
-about the queue (priorities, failures, cleanup) it uses batch jobs, whose items are plain image
-runs; generate jobs make products (tests/test_http_pod_products.py has the products themselves).
+failures: a slow design against a short per-attempt time limit of image runs times out. Jobs make
+products; where a test is about the queue rather than the products it uses the tiny catalog
+(tests/tiny_catalog.py: the built-in type names with small print areas, made in milliseconds).
+tests/test_http_pod_products.py has the products themselves at full print size.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import pytest
 import socketio
 from PIL import Image
 
+from core.errors import ProductNotFound
 from core.models import RunStatus
 from tests.http_served import Served, atelier_http
 from tests.scripted_backend import wait_until
+from tests.tiny_catalog import tiny_catalog
 
 pytestmark = pytest.mark.anyio
 
@@ -97,12 +100,21 @@ METRIC_KEYS = {
 }
 UNKNOWN = "job_" + "0" * 26
 SLOW = {"steps": 50}  # with local_step_ms=200: ten seconds, time enough to look at it
-# With these settings a SLOW run times out (a real failure) and a one-step run completes.
+# With these settings a SLOW design times out (a real failure) and a one-step one completes.
 FAILING = {"local_step_ms": 50, "run_timeout_s": 0.25, "local_concurrency": 4}
+
+
+def tiny(tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    """`settings` with the tiny catalog, for `atelier_http`."""
+    return {"catalog": tiny_catalog(tmp_path), **settings}
 
 
 def run_id(job_id: str) -> str:
     return job_id.removeprefix("job_")
+
+
+def job_id_of(run: Any) -> str:
+    return f"job_{run.id}"
 
 
 async def submit(served: Served, path: str = "/pod/api/generate", **body: Any) -> dict[str, Any]:
@@ -234,7 +246,7 @@ async def test_prompt_is_composed_from_theme_style_and_niche_deterministically(t
 
 
 async def test_batch_example_2_results_per_item(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path)) as served:
         submitted = await submit(served, "/pod/api/generate/batch", **BATCH_EXAMPLE_2)
         assert (submitted["job"]["type"], submitted["job"]["priority"]) == ("batch", "high")
         assert submitted["job"]["request"] == {"items": BATCH_EXAMPLE_2["items"]}
@@ -250,21 +262,18 @@ async def test_batch_example_2_results_per_item(tmp_path: Path) -> None:
             strict=True,
         ):
             assert all(word in prompt for word in words), prompt
-        # Batch items make designs only; each says so, and how to make its products.
-        assert [r["errors"] for r in result["results"]] == [
-            [
-                f"batch items make designs only: products ({types}) were not made; submit each as a "
-                "generate job, or a custom job with these designs, to make its products"
+        # Each item is made into its own products, published on the storefront (autoPublish's default).
+        for item, asked in zip(result["results"], BATCH_EXAMPLE_2["items"], strict=True):
+            assert item["success"] is True and item["errors"] == []
+            assert [(p["platform"], p["type"], p["status"]) for p in item["products"]] == [
+                ("storefront", kind, "published") for kind in asked["productTypes"]
             ]
-            for types in ("tshirt", "hoodie", "tshirt, hoodie")
-        ]
-        assert all(r["products"] == [] for r in result["results"])
-        for item in result["results"]:
-            assert item["success"] is True
             png = await served.http.get(item["generatedImages"][0]["url"])
             assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-        types = [line["type"] for line in done["logs"]]
-        assert "SUCCESS" in types
+            for product in item["products"]:
+                page = await served.http.get(product["url"])
+                assert page.status_code == 200 and product["title"] in page.text
+        assert "SUCCESS" in [line["type"] for line in done["logs"]]
 
         # The batch is one job; its items are jobs of their own, inside it.
         listed = (await served.http.get("/pod/api/jobs")).json()
@@ -274,10 +283,11 @@ async def test_batch_example_2_results_per_item(tmp_path: Path) -> None:
         child = await job(served, child_id)
         assert child["type"] == "generate" and child["request"] == BATCH_EXAMPLE_2["items"][1]
         assert child["priority"] == "high"
+        assert child["result"] == result["results"][1]
 
 
 async def test_a_batch_with_a_failed_item_reports_it_and_retry_reruns_it(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path, **FAILING) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path, **FAILING)) as served:
         items = [
             {"prompt": "Design 1", "productTypes": ["tshirt"], "steps": 1},
             {"prompt": "Design 2", "productTypes": ["hoodie"], **SLOW},
@@ -290,26 +300,35 @@ async def test_a_batch_with_a_failed_item_reports_it_and_retry_reruns_it(tmp_pat
         assert done["status"] == "failed" and "timed out" in done["error"]
         result = done["result"]
         assert result["total"] == 2
-        assert [r["success"] for r in result["results"]] == [True, False]
-        assert result["results"][1]["generatedImages"] == []
-        assert result["errors"] == ["item 2: timed out after 0.25 s"]
+        first, second = result["results"]
+        assert first["success"] is True and [p["type"] for p in first["products"]] == ["tshirt"]
+        assert (second["success"], second["generatedImages"], second["products"]) == (False, [], [])
+        why = "design 1 ('Design 2') was not generated: timed out after 0.25 s"
+        assert second["errors"] == [why]
+        assert result["errors"] == [f"item 2: {why}"]
         assert done["logs"][-1]["type"] == "ERROR"
 
         retried = await served.http.post(f"/pod/api/jobs/{done['id']}/retry")
         assert retried.json() == {"success": True}
         assert (await job(served, done["id"]))["status"] in ("pending", "running")
-        assert (await finished_job(served, done["id"]))["status"] == "failed"
+        again = await finished_job(served, done["id"])
+        assert again["status"] == "failed" and again["result"]["errors"] == [f"item 2: {why}"]
+        # The item that had made its products kept them; only the failed one ran again.
+        assert again["result"]["results"][0] == first
 
 
 async def test_post_api_jobs_batch_example(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path)) as served:
         submitted = await submit(served, "/pod/api/jobs", **BATCH_JOB_EXAMPLE)
         assert submitted["job"]["type"] == "batch"
         done = await finished_job(served, submitted["jobId"])
         assert done["request"] == BATCH_JOB_EXAMPLE["request"]
-        assert [r["generatedImages"][0]["prompt"] for r in done["result"]["results"]] == [
-            "Design 1",
-            "Design 2",
+        results = done["result"]["results"]
+        assert [r["generatedImages"][0]["prompt"] for r in results] == ["Design 1", "Design 2"]
+        # No autoPublish: the document's default is true.
+        assert [[(p["type"], p["status"]) for p in r["products"]] for r in results] == [
+            [("tshirt", "published")],
+            [("hoodie", "published")],
         ]
 
 
@@ -375,7 +394,7 @@ async def test_socketio_job_update_progress_log_and_metrics(tmp_path: Path) -> N
 
 
 async def test_socketio_batch_progress_is_aggregated_and_items_stay_inside(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path, local_step_ms=20, local_concurrency=1) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path, local_step_ms=20, local_concurrency=1)) as served:
         listener = Listener()
         await listener.client.connect(served.url, socketio_path="/pod/socket.io", transports=["websocket"])
         try:
@@ -389,7 +408,9 @@ async def test_socketio_batch_progress_is_aggregated_and_items_stay_inside(tmp_p
             assert [u["status"] for u in listener.of("job:update", job_id)][-1] == "completed"
             progress = [p["progress"] for p in listener.of("job:progress", job_id)]
             assert progress == sorted(progress)
-            assert any(40 <= p <= 60 for p in progress), progress  # one item of two done
+            # Each item is 3 steps (its design, its tshirt, its listing): the batch moves in sixths.
+            assert set(progress) <= {100 * k // 6 for k in range(7)}, progress
+            assert len({p for p in progress if 0 < p < 100}) >= 2, progress
             # Only the batch is reported: its items are inside it.
             assert {u["id"] for u in listener.of("job:update")} == {job_id}
             assert {p["id"] for p in listener.of("job:progress")} == {job_id}
@@ -424,48 +445,39 @@ async def test_socketio_at_the_root_and_no_cross_origin_browsers(tmp_path: Path)
 
 
 async def test_status_filters_priorities_and_limit(tmp_path: Path) -> None:
+    # The queue's order shows best in image runs (another door's runs are jobs here too): a
+    # products job runs in the publishing lane while its designs wait in the renderer's queue.
     async with atelier_http(tmp_path, local_step_ms=200, local_concurrency=1) as served:
-        busy = await submit(served, "/pod/api/generate/batch", items=[{**EXAMPLE_1, **SLOW}])
-        low = await submit(
-            served,
-            "/pod/api/jobs",
-            type="batch",
-            request={"items": [{**EXAMPLE_1, "steps": 1}]},
-            priority="low",
-        )
-        urgent = await submit(
-            served,
-            "/pod/api/jobs",
-            type="batch",
-            request={"items": [{**EXAMPLE_1, "steps": 1}]},
-            priority="urgent",
-        )
+        engine = served.engine
+        busy = job_id_of(await engine.submit_image({"prompt": "busy", **SLOW}))
         for _ in range(200):  # the busy job takes the only slot
-            if (await job(served, busy["jobId"]))["status"] == "running":
+            if (await job(served, busy))["status"] == "running":
                 break
             await anyio.sleep(0.02)
+        low = job_id_of(await engine.submit_image({"prompt": "low", "steps": 1}, priority="low"))
+        urgent = job_id_of(await engine.submit_image({"prompt": "urgent", "steps": 1}, priority="urgent"))
 
         async def ids(query: str) -> list[str]:
             response = await served.http.get(f"/pod/api/jobs{query}")
             assert response.status_code == 200, response.text
             return [j["id"] for j in response.json()]
 
-        assert await ids("?status=running") == [busy["jobId"]]
+        assert await ids("?status=running") == [busy]
         pending = (await served.http.get("/pod/api/jobs?status=pending")).json()
         assert [(j["id"], j["priority"], j["startedAt"]) for j in pending] == [
-            (urgent["jobId"], "urgent", None),
-            (low["jobId"], "low", None),
+            (urgent, "urgent", None),
+            (low, "low", None),
         ]
-        assert await ids("") == [urgent["jobId"], low["jobId"], busy["jobId"]]
-        assert await ids("?limit=1") == [urgent["jobId"]]
+        assert await ids("") == [urgent, low, busy]
+        assert await ids("?limit=1") == [urgent]
         assert await ids("?status=completed") == [] and await ids("?status=failed") == []
 
         # Cancelling the busy job lets the queue move: urgent before low.
-        assert (await served.http.post(f"/pod/api/jobs/{busy['jobId']}/cancel")).json() == {"success": True}
-        first, second = await finished_job(served, urgent["jobId"]), await finished_job(served, low["jobId"])
+        assert (await served.http.post(f"/pod/api/jobs/{busy}/cancel")).json() == {"success": True}
+        first, second = await finished_job(served, urgent), await finished_job(served, low)
         assert first["startedAt"] < second["startedAt"]
-        assert await ids("?status=cancelled") == [busy["jobId"]]
-        assert await ids("?status=completed") == [urgent["jobId"], low["jobId"]]
+        assert await ids("?status=cancelled") == [busy]
+        assert await ids("?status=completed") == [urgent, low]
 
 
 async def test_cancel_and_retry_rules(tmp_path: Path) -> None:
@@ -499,7 +511,7 @@ async def test_cancel_and_retry_rules(tmp_path: Path) -> None:
 
 
 async def test_cancelling_a_batch_cancels_its_items(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path, local_step_ms=200, local_concurrency=1) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path, local_step_ms=200, local_concurrency=1)) as served:
         items = [{"prompt": f"Design {n}", "productTypes": ["tshirt"], **SLOW} for n in (1, 2)]
         submitted = await submit(served, "/pod/api/generate/batch", items=items)
         response = await served.http.post(f"/pod/api/jobs/{submitted['jobId']}/cancel")
@@ -509,9 +521,12 @@ async def test_cancelling_a_batch_cancels_its_items(tmp_path: Path) -> None:
         result = done["result"]
         assert (result["total"], result["errors"]) == (2, [])
         assert [(r["success"], r["errors"]) for r in result["results"]] == [
-            (False, ["the design was cancelled"]),
-            (False, ["the design was cancelled"]),
+            (False, ["the job was cancelled"]),
+            (False, ["the job was cancelled"]),
         ]
+        # Their designs were cancelled with them: nothing is left rendering.
+        everything = (await served.engine.list_runs(limit=50)).items
+        assert len(everything) == 5 and {r.status for r in everything} == {RunStatus.CANCELLED}
         again = await served.http.post(f"/pod/api/jobs/{submitted['jobId']}/cancel")
         assert again.status_code == 400 and again.json() == {"error": "Cannot cancel job: it is cancelled"}
 
@@ -522,7 +537,10 @@ async def test_example_6_retry_failed_jobs(tmp_path: Path) -> None:
         submitted = await submit(served, "/pod/api/jobs", type="generate", request=request, maxRetries=1)
         failed = await finished_job(served, submitted["jobId"])
         assert failed["status"] == "failed" and failed["result"] is None
-        assert failed["error"] == "timed out after 0.25 s"
+        assert (
+            failed["error"]
+            == "design 1 ('A majestic mountain landscape') was not generated: timed out after 0.25 s"
+        )
         assert (failed["retryCount"], failed["maxRetries"]) == (1, 1)
         types = [line["type"] for line in failed["logs"]]
         assert "WARNING" in types and types[-1] == "ERROR"
@@ -540,7 +558,7 @@ async def test_example_6_retry_failed_jobs(tmp_path: Path) -> None:
 
 
 async def test_health_is_degraded_when_most_jobs_fail(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path, **FAILING) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path, **FAILING)) as served:
         good = await submit(served, "/pod/api/generate/batch", items=[{**EXAMPLE_1, "steps": 1}])
         bad = [
             await submit(served, "/pod/api/generate/batch", items=[{**EXAMPLE_1, **SLOW}], maxRetries=0)
@@ -566,9 +584,9 @@ async def test_health_is_unhealthy_when_comfyui_is_down(tmp_path: Path) -> None:
         body = health.json()
         assert body["status"] == "unhealthy"
         assert body["services"] == {"comfyui": False, "printify": False, "shopify": False, "storefront": True}
-        # Jobs wait for a server: they stay pending, and can be cancelled and retried.
-        submitted = await submit(served, "/pod/api/generate/batch", items=[QUICK_START])
-        job_id = submitted["jobId"]
+        # Jobs wait for a server: they stay pending, and can be cancelled and retried. (An image
+        # run shows it plainly; a products job runs in its own lane, its design is what waits.)
+        job_id = job_id_of(await served.engine.submit_image({"prompt": QUICK_START["prompt"]}))
         assert (await job(served, job_id))["status"] == "pending"
         assert (await served.http.get("/pod/api/metrics")).json()["pendingJobs"] == 1
         for _ in range(26):  # two log lines each
@@ -582,11 +600,12 @@ async def test_health_is_unhealthy_when_comfyui_is_down(tmp_path: Path) -> None:
 
 
 async def test_example_5_cleanup(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path, **FAILING) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path, **FAILING)) as served:
         batch = "/pod/api/generate/batch"
-        completed = await submit(served, batch, items=[{**EXAMPLE_1, "steps": 1}])
-        failed = await submit(served, batch, items=[{**EXAMPLE_1, **SLOW}], maxRetries=0)
-        cancelled = await submit(served, batch, items=[{**EXAMPLE_1, **SLOW}])
+        drafts = {**EXAMPLE_1, "autoPublish": False}  # a published product's job is kept (see below)
+        completed = await submit(served, batch, items=[{**drafts, "steps": 1}])
+        failed = await submit(served, batch, items=[{**drafts, **SLOW}], maxRetries=0)
+        cancelled = await submit(served, batch, items=[{**drafts, **SLOW}])
         await served.http.post(f"/pod/api/jobs/{cancelled['jobId']}/cancel")
         done = await finished_job(served, completed["jobId"])
         await served.finished(run_id(failed["jobId"]))
@@ -599,8 +618,16 @@ async def test_example_5_cleanup(tmp_path: Path) -> None:
         listed = (await served.http.get("/pod/api/jobs")).json()
         assert [j["id"] for j in listed] == [cancelled["jobId"]]
         assert (await served.http.get(f"/pod/api/jobs/{completed['jobId']}")).status_code == 404
-        image = await served.http.get(done["result"]["results"][0]["generatedImages"][0]["url"])
+        [item] = done["result"]["results"]
+        image = await served.http.get(item["generatedImages"][0]["url"])
         assert image.status_code == 404 and "error" in image.json()
+        [product] = item["products"]  # a draft: it existed only in Atelier, and went with its job
+        with pytest.raises(ProductNotFound):
+            await served.engine.get_product(product["atelierProductId"])
+        # Each job went with its items and their designs: what is left is the cancelled job's.
+        left = (await served.engine.list_runs(limit=50)).items
+        assert {r.status for r in left} == {RunStatus.CANCELLED}
+        assert run_id(cancelled["jobId"]) in {r.id for r in left}
 
 
 async def test_custom_jobs_take_design_images_and_say_what_is_missing(tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 import tempfile
 from collections.abc import AsyncIterator, Mapping
@@ -52,6 +51,7 @@ from core.engine import Engine
 from core.settings import Settings
 from mcp_server.server import build_mcp
 from tests.test_mcp_tools import TOOLS as EXPECTED_TOOLS
+from tests.tiny_catalog import tiny_catalog
 
 pytestmark = pytest.mark.anyio
 
@@ -141,21 +141,9 @@ POOLS: dict[str, list[Any]] = {
     "product_id": [PRODUCT, PRODUCT, UNKNOWN_PRODUCT],
     "theme": ["nature", "foxes"],
 }
+
+
 # The shipped product types, with print areas small enough for the preview renderer to fill at once.
-TINY_CATALOG = {
-    "product_types": {
-        key: {
-            "name": key,
-            "print_areas": {"front": {"width": 256, "height": 320, "dpi": 72}},
-            "colours": {"white": "#ffffff", "black": "#000000"},
-            "sizes": ["M"],
-            "price_cents": 1000,
-        }
-        for key in ("tshirt", "hoodie", "poster", "mug")
-    }
-}
-
-
 @dataclass
 class Known:
     """A finished run and its image, and a trained character with one image, made before the fuzzing starts."""
@@ -186,12 +174,6 @@ class Known:
             return value
 
         return {name: filled(value) for name, value in args.items()}
-
-
-def tiny_catalog(folder: Path) -> Path:
-    path = folder / "catalog.json"
-    path.write_text(json.dumps(TINY_CATALOG))
-    return path
 
 
 def advertised_tools() -> dict[str, Tool]:

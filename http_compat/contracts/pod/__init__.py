@@ -65,12 +65,12 @@ Products (designs -> print files and mockups -> products -> listings on the plat
   mockups (its artifacts) and its designs (`design-NN.<ext>`, read from the image run that made
   it or the image given); an image job's images.
 - A batch (`POST /api/generate/batch`, or `POST /api/jobs` with type `batch` and `request.items`)
-  is one parent run with one image run per item (1..100 items): batch items make DESIGNS ONLY
-  today (the engine has no batch parent over products runs yet); each item's result says so in
-  its `errors` and names the way forward (a generate job per item, or a custom job with the
-  designs). Item product types are still checked. Its progress is the children's combined steps.
-  Once final its `result` is `{results, errors, total}`: `results[i]` is item i's result
-  (`success: false` with its error for an item that failed or was cancelled), `errors` lists
+  is one parent run with one products run per item (1..100 items; `engine.submit_products_batch`):
+  each item is a generate request made into its own products, exactly as a generate job would
+  be, all items checked before any is queued (a bad one is named `items.N`). Its progress is the
+  children's combined steps. Once final its `result` is `{results, errors, total}`: `results[i]`
+  is item i's generate result, products included (`success: false` with its error for an item
+  that failed or was cancelled), `errors` lists
   `item N: error` of each failed item. The children are jobs too (`GET /api/jobs/{child}` works)
   but are not listed on their own.
 - Submitting answers 200 `{jobId, job}` with the job as it is then (normally `pending`).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -38,9 +37,9 @@ from http_compat.contracts.pod.views import (
     LIST_LIMIT,
     STATUS,
     check_types,
+    children_of,
     custom_products,
     design_filename,
-    engine_params,
     generate_products,
     item_meta,
     job_view,
@@ -129,8 +128,9 @@ class Submitter:
     ) -> Response:
         for index, item in enumerate(body.items):
             check_types(self.engine, item, f"items.{index}")
-        run = await self.engine.submit_batch(
-            [engine_params(item) for item in body.items],
+        platforms = self.settings.platform_names
+        run = await self.engine.submit_products_batch(
+            [generate_products(item, platforms) for item in body.items],
             priority=priority,
             max_attempts=attempts(max_retries),
             meta={"door": "pod", "type": "batch", "request": original},
@@ -231,17 +231,13 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
                 break
         cleared = 0
         for run in old:
-            if run.kind is RunKind.POD and await still_published(engine, run):
+            if await still_published(engine, run):
                 continue  # its files are the files of products people can buy
             try:
-                await engine.delete(run.id)
+                await engine.delete(run.id)  # with its items, designs and upscales
             except RunNotFound:
                 continue  # deleted meanwhile
             cleared += 1
-            for design in (run.result or {}).get("designs") or []:
-                if design.get("run_id"):
-                    with contextlib.suppress(RunNotFound):
-                        await engine.delete(design["run_id"])
         return json_response({"cleared": cleared})
 
     @api.route(
@@ -305,7 +301,9 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
 
 
 async def still_published(engine: Engine, run: Run) -> bool:
-    """Whether a product this products job made is published on a platform now."""
+    """Whether a product this job made (a batch: one of its items) is published on a platform now."""
+    if run.kind is RunKind.BATCH:
+        return any([await still_published(engine, item) for item in await children_of(engine, run)])
     for made in (run.result or {}).get("products") or []:
         try:
             product = await engine.get_product(made["id"])

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.engine import Engine
 from core.errors import InvalidInput, ProductNotFound
 from core.ids import RUN_ID_RE
 from core.models import LogEntry, Run, RunKind, RunStatus
+from core.publishing.kind import PART_KEY_PREFIX
 from core.publishing.prompts import compose
+from core.publishing.storefront import absolute_url
 from http_compat.contracts.pod.shapes import (
     BatchResult,
     CustomRequest,
@@ -35,9 +38,6 @@ STATUS = {
 }
 FROM_STATUS = {word: status for status, word in STATUS.items()}
 LIST_LIMIT = 200
-# The POD kind names the image runs it makes for a products run (designs, upscales) with keys
-# `pod:<run>:...`: they are parts of that job, not jobs of their own.
-PART_KEY_PREFIX = "pod:"
 DESIGN_FILE = re.compile(r"^design-(\d{2})\.(png|jpg|webp)$")
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -128,19 +128,6 @@ def custom_products(request: CustomRequest, platforms: list[str]) -> dict[str, A
     return {"designs": [{"source": source} for source in request.designs], **terms_of(request, platforms)}
 
 
-def engine_params(request: GenerateRequest) -> dict[str, Any]:
-    """A batch item as an image run (batch items make designs only; see the package docstring)."""
-    prompts, _ = prompts_of(request)
-    return {
-        "prompt": prompts[0],
-        "count": request.count,
-        "width": request.width,
-        "height": request.height,
-        "steps": request.steps,
-        "seed": request.seed,
-    }
-
-
 def item_meta(request: GenerateRequest) -> dict[str, Any]:
     return {"door": "pod", "type": "generate", "request": request.model_dump(exclude_unset=True)}
 
@@ -178,6 +165,12 @@ def foreign_request(run: Run) -> dict[str, Any]:
 # --- results --------------------------------------------------------------------------------
 
 
+def origin_of(base: str) -> str:
+    """`scheme://host:port` of a contract's base URL (the storefront's `/shop` is at the origin's root)."""
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def total_time(run: Run) -> int | None:
     started = run.started_at or run.created_at
     return None if run.finished_at is None else max(0, int((run.finished_at - started) * 1000))
@@ -190,13 +183,25 @@ def design_filename(run: Run, index: int) -> str:
     return f"design-{index + 1:02d}.{EXTENSIONS.get(media_type, 'png')}"
 
 
-def image_result(run: Run, base: str, note: list[str]) -> dict[str, Any]:
-    """A finished image run (a batch item) as a generate result (success false unless completed)."""
+def unfinished_result(run: Run) -> dict[str, Any]:
+    """A batch item that failed or was cancelled, as a generate result saying why."""
+    error = run.error or f"the job was {run.status.value}"
+    return GenerateResult(
+        success=False, generatedImages=[], products=[], errors=[error], totalTime=total_time(run)
+    ).model_dump()
+
+
+async def item_result(engine: Engine, run: Run, base: str) -> dict[str, Any]:
+    """A finished batch item (a products run, or an image run another door made) as a generate result."""
     if run.status is not RunStatus.COMPLETED:
-        error = run.error or f"the design was {run.status.value}"
-        return GenerateResult(
-            success=False, generatedImages=[], products=[], errors=[error], totalTime=total_time(run)
-        ).model_dump()
+        return unfinished_result(run)
+    if run.kind is RunKind.POD:
+        return await products_result(engine, run, base)
+    return image_result(run, base)
+
+
+def image_result(run: Run, base: str) -> dict[str, Any]:
+    """A completed image run as a generate result: its images, no products."""
     prompt = str(run.inputs.get("prompt", ""))
     images = [
         GeneratedImage(
@@ -207,19 +212,8 @@ def image_result(run: Run, base: str, note: list[str]) -> dict[str, Any]:
         for index, artifact in enumerate(run.artifacts, start=1)
     ]
     return GenerateResult(
-        success=True, generatedImages=images, products=[], errors=note, totalTime=total_time(run)
+        success=True, generatedImages=images, products=[], errors=[], totalTime=total_time(run)
     ).model_dump()
-
-
-def batch_note(request: dict[str, Any] | None) -> list[str]:
-    """What a batch item asked for that was not done, said plainly."""
-    if not request:
-        return []
-    types = ", ".join(str(t) for t in request.get("productTypes") or []) or "none"
-    return [
-        f"batch items make designs only: products ({types}) were not made; submit each as a "
-        "generate job, or a custom job with these designs, to make its products"
-    ]
 
 
 async def products_result(engine: Engine, run: Run, base: str) -> dict[str, Any]:
@@ -247,7 +241,7 @@ async def products_result(engine: Engine, run: Run, base: str) -> dict[str, Any]
                 ProductEntry(
                     platform=listing["platform"],
                     productId=str(listing["external_id"]),
-                    url=listing.get("url"),
+                    url=absolute_url(listing["url"], origin_of(base)) if listing.get("url") else None,
                     type=product["type"],
                     status=listing.get("status") or "draft",
                     title=product.get("title") or "",
@@ -311,7 +305,7 @@ async def job_view(engine: Engine, run: Run, base: str, *, log_lines: int | None
         if request is None:
             request = {"items": [foreign_request(child) for child in children]}
         if run.status.is_final:
-            results = [image_result(child, base, batch_note(pod_request(child))) for child in children]
+            results = [await item_result(engine, child, base) for child in children]
             errors = [
                 f"item {index}: {child.error or 'failed'}"
                 for index, child in enumerate(children, start=1)
@@ -324,10 +318,7 @@ async def job_view(engine: Engine, run: Run, base: str, *, log_lines: int | None
         if request is None:
             request = foreign_request(run)
         if run.status is RunStatus.COMPLETED:
-            if run.kind is RunKind.POD:
-                result = await products_result(engine, run, base)
-            else:
-                result = image_result(run, base, [])
+            result = await item_result(engine, run, base)
     entries = await engine.logs(run.id)
     if log_lines is not None:
         entries = entries[-log_lines:]
