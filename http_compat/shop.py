@@ -312,8 +312,12 @@ def product_page(shelf: Shelf, product: Product, root: str) -> Response:
         f'<div><p><span class="price">{_e(format_price(product.price_cents))}</span> '
         f'<span class="type">{_e(shelf.type_name(product))}</span></p>'
         f'<h2>Sizes</h2><ul class="sizes">{sizes}</ul>'
-        f'<h2>Description</h2><p class="description">{_e(product.description)}</p>'
-        f"{design_html}"
+        + (
+            f'<h2>Description</h2><p class="description">{_e(product.description)}</p>'
+            if product.description.strip()
+            else ""
+        )
+        + f"{design_html}"
         + (f'<h2>Printed at</h2><ul class="prints">{prints}</ul>' if prints else "")
         + "</div></article>"
     )

@@ -1,7 +1,8 @@
 """The shop as a buyer sees it, in a real headless Chromium: the grid with its mockups loaded,
-a product's page, nothing unpublished, and a hostile title shown as text and never run.
+a product's page, nothing unpublished, and a hostile title shown as text and never run; and the
+end of the POD flow: a generate job's products on the shop.
 
-Screenshots of both pages are saved to `test-artifacts/shop/` at the repository root (ignored by
+Screenshots of the pages are saved to `test-artifacts/shop/` at the repository root (ignored by
 git; `ATELIER_TEST_ARTIFACTS` names another folder), so a run leaves the shop there to look at.
 """
 
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+import socketio
 
 from tests.browser import chromium_page, needs_browser
 from tests.http_served import atelier_http
+from tests.scripted_backend import wait_until
 from tests.shop_products import list_on_storefront, product_with_images
 
 pytestmark = [pytest.mark.anyio, needs_browser]
@@ -81,3 +85,64 @@ async def test_buyer_sees_published_products_with_their_mockups_and_nothing_else
         answer = await page.goto(f"{served.url}/shop/products/{draft.id}")
         assert answer is not None and answer.status == 404
         assert "Not in the shop" in (await page.text_content("h1") or "")
+
+
+async def test_a_pod_job_ends_with_its_products_in_the_shop(tmp_path: Path) -> None:
+    """The POD Engine's flow, as its clients drive it: a generate job over REST, followed on the
+    socket.io channel until it completes, then the shop in the browser shows what it made."""
+    async with atelier_http(tmp_path) as served:
+        events: list[dict[str, Any]] = []
+        channel = socketio.AsyncClient(reconnection=False)
+
+        @channel.on("job:update")
+        async def updated(job: dict[str, Any]) -> None:
+            events.append(job)
+
+        await channel.connect(served.url, socketio_path="/pod/socket.io", transports=["websocket"])
+        try:
+            submitted = await served.http.post(
+                "/pod/api/generate",
+                json={
+                    "theme": "lighthouse",
+                    "style": "bold linework",
+                    "niche": "sailing",
+                    "productTypes": ["tshirt", "hoodie"],
+                    "autoPublish": True,
+                },
+            )
+            assert submitted.status_code == 200, submitted.text
+            job_id = submitted.json()["jobId"]
+            await wait_until(
+                lambda: any(e["id"] == job_id and e["status"] == "completed" for e in events),
+                timeout=120,
+                what="the job's completed update",
+            )
+        finally:
+            await channel.disconnect()
+        result = (await served.http.get(f"/pod/api/jobs/{job_id}")).json()["result"]
+        assert result["success"] is True and result["errors"] == []
+        made = {(p["platform"], p["type"], p["status"]) for p in result["products"]}
+        assert made == {("storefront", "tshirt", "published"), ("storefront", "hoodie", "published")}
+        titles = {p["title"] for p in result["products"]}
+
+        async with chromium_page() as page:
+            await page.goto(f"{served.url}/shop")
+            await page.wait_for_load_state("load")
+            assert set(await page.locator(".card .title").all_text_contents()) == titles
+            widths = await page.eval_on_selector_all(
+                ".card img", "imgs => imgs.map(i => i.complete && i.naturalWidth)"
+            )
+            assert len(widths) == 2 and all(width and width > 0 for width in widths)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=SCREENSHOTS / "pod-job-shop.png", full_page=True)
+
+            hoodie = next(p for p in result["products"] if p["type"] == "hoodie")
+            await page.goto(hoodie["url"])  # the link the job's result gives
+            await page.wait_for_load_state("load")
+            assert await page.text_content("h1") == hoodie["title"]
+            assert await page.locator(".description").count() == 0  # none was given: no empty section
+            mockups = await page.eval_on_selector_all(
+                ".mockups img", "imgs => imgs.map(i => i.complete && i.naturalWidth)"
+            )
+            assert len(mockups) == 4 and all(width > 0 for width in mockups)  # one per hoodie colour
+            await page.screenshot(path=SCREENSHOTS / "pod-job-product.png", full_page=True)
