@@ -51,9 +51,11 @@ from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunSta
 from core.progress import LiveProgress
 from core.publishing import Publisher
 from core.publishing.catalog import load_catalog
-from core.publishing.kind import LANE as PUBLISHING_LANE
-from core.publishing.kind import ProductsKind, Publishing, PublishKind, RunServices
 from core.publishing.models import PRODUCT_ID_RE, Product
+from core.publishing.products_kind import ProductsKind
+from core.publishing.publish_kind import PublishKind
+from core.publishing.runs import LANE as PUBLISHING_LANE
+from core.publishing.runs import Publishing, RunServices
 from core.scheduler import Scheduler
 from core.settings import Settings
 from core.training import Trainer
@@ -401,7 +403,7 @@ class Engine:
         max_attempts: int | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> Run:
-        """Queue a run that makes products from designs and lists them (see `core.publishing.kind`).
+        """Queue a run that makes products from designs and lists them (see `core.publishing.products_kind`).
 
         `request`: `designs` (each `{prompt, ...}` to generate or `{source}` to use as is),
         `product_types`, `platforms` (default ATELIER_ENABLED_PLATFORMS), `publish` (default

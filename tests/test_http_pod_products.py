@@ -125,6 +125,8 @@ async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: 
             )
             for mockup in mockups:
                 assert (await download(served, mockup["url"])).format == "JPEG"
+                answer = await served.http.head(mockup["url"])
+                assert answer.headers["content-type"] == "image/jpeg"
 
         # Both are in the shop, at the URLs the result gives.
         for entry in products:
@@ -385,3 +387,12 @@ async def test_shopify_lists_a_generate_jobs_products(tmp_path: Path) -> None:
         assert by_platform["shopify"]["productId"] == held.id
         assert by_platform["shopify"]["status"] == "draft"
         assert SHOPIFY_TOKEN not in str(done)
+        # Each file was uploaded as what it is: the mockups JPEG, the print file PNG.
+        uploaded = {f.filename: f.mime_type for f in fake.staged_files.values()}
+        assert uploaded and all(
+            mime == ("image/jpeg" if name.endswith(".jpg") else "image/png")
+            for name, mime in uploaded.items()
+        )
+        assert any(name.endswith(".jpg") for name in uploaded) and any(
+            name.endswith(".png") for name in uploaded
+        )

@@ -507,7 +507,7 @@ def _filters(
         args.append(parent_id)
     if top_level:
         # Not a batch's child, nor a part of a products run (its designs and upscales, which
-        # core.publishing.kind submits with idempotency keys `pod:<run>:...`).
+        # core.publishing.products_kind submits with idempotency keys `pod:<run>:...`).
         where.append(
             "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
         )

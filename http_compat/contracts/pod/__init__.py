@@ -88,7 +88,7 @@ Listing, managing, health:
   job with a product still published on a platform is kept: its print files and mockups are
   that product's files (the shop shows its mockups). Deleting a products job also deletes its
   products that exist only in Atelier (drafts and storefront listings); those listed on Printify
-  or Shopify stay recorded (`core.publishing.kind`).
+  or Shopify stay recorded (`core.publishing.runs`).
 - `GET /health`: `services.comfyui` says whether the configured generation backend is up (the
   key keeps the document's name even with the preview renderer); `printify`, `shopify` and
   (extension) `storefront` are true only when configured and answering. `status` is `unhealthy`

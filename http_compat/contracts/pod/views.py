@@ -11,8 +11,8 @@ from core.engine import Engine
 from core.errors import InvalidInput, ProductNotFound
 from core.ids import RUN_ID_RE
 from core.models import LogEntry, Run, RunKind, RunStatus
-from core.publishing.kind import PART_KEY_PREFIX
 from core.publishing.prompts import compose
+from core.publishing.runs import PART_KEY_PREFIX
 from core.publishing.storefront import absolute_url
 from http_compat.contracts.pod.shapes import (
     BatchResult,

@@ -1,7 +1,7 @@
-"""The print-on-demand run kinds: making products from designs, and publishing them.
+"""`products` runs (kind `pod`): making products from designs, and listing them.
 
-`products` runs (kind `pod`) take designs (prompts to generate, or images given as sources),
-product types and platforms. For each attempt they:
+They take designs (prompts to generate, or images given as sources), product types and
+platforms. For each attempt they:
 1. generate each prompt's design as an image run of its own (idempotency key
    `pod:<run>:design:<n>`, so a retry or a restart finds the same run instead of a new one);
 2. for each design and product type: enlarge the design through an upscale run when the print
@@ -15,10 +15,8 @@ A design too small for a product type even after the largest upscale is refused 
 product, with the sizes named, and the others are made. A platform that fails keeps the other
 platforms' products: its failure is named in the result's `errors`; a failure that can pass is
 retried (the whole attempt again, which skips what is done) until the last attempt, which
-completes with the errors recorded.
-
-`publish` runs (kind `publish`) bring existing products' listings to published or unpublished
-on the given platforms, with the same durable steps.
+completes with the errors recorded. Deleting the run deletes its designs and upscales, and its
+products that exist only in Atelier.
 """
 
 from __future__ import annotations
@@ -29,137 +27,29 @@ import hashlib
 import io
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from core import batches
-from core.artifacts import ArtifactStore, input_key, run_key
+from core.artifacts import input_key, run_key
 from core.backends import Progress, ProgressCallback
 from core.errors import BackendError, InvalidInput, RunNotFound
 from core.kinds import Attempt, Completion, Queueing
-from core.ledger import ProductLedger
 from core.models import Artifact, Run, RunKind, RunStatus
-from core.publishing import ListedFile, Publisher
-from core.publishing.catalog import Catalog, ProductType
-from core.publishing.listings import Action, list_product, record_failure
+from core.publishing.catalog import ProductType
+from core.publishing.listings import Action
 from core.publishing.mockups import make_mockups
-from core.publishing.models import PRODUCT_ID_RE, Product, ProductFile
+from core.publishing.models import Product, ProductFile
 from core.publishing.print_files import check_reachable, make_print_file
-from core.settings import Settings
+from core.publishing.runs import LANE, Outcome, Publishing, file_media_type, part_key, result_of
 
-LANE = "publishing"
-PART_KEY_PREFIX = "pod:"
 MAX_DESIGNS = 16
 DESIGN_WAIT_S = 3600.0
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-SubmitImage = Callable[..., Awaitable[Run]]
-WaitRun = Callable[[str, float], Awaitable[Run]]
-ReadArtifact = Callable[[str, str], Awaitable[tuple[Artifact, bytes]]]
-ReadSource = Callable[[str], Awaitable[tuple[bytes, str]]]
-
-
-@dataclass(slots=True, frozen=True)
-class RunServices:
-    """What these kinds ask of the engine: image runs for designs and upscales, and their files."""
-
-    submit_image: SubmitImage
-    wait: WaitRun
-    read_artifact: ReadArtifact
-    read_source: ReadSource
-    cancel: Callable[[str], Awaitable[Run]]
-    retry: Callable[[str], Awaitable[Run]]
-    delete: Callable[[str], Awaitable[Run]]
-    find_by_key_prefix: Callable[[str], Awaitable[list[Run]]]
-
-
-@dataclass(slots=True)
-class Outcome:
-    artifacts: list[Artifact] = field(default_factory=list)
-    designs: list[dict[str, Any]] = field(default_factory=list)
-    products: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-class Publishing:
-    """Both kinds share the catalog, the platforms and the durable listing steps."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        ledger: ProductLedger,
-        store: ArtifactStore,
-        catalog: Catalog,
-        publishers: Mapping[str, Publisher],
-        services: RunServices,
-    ) -> None:
-        self.settings = settings
-        self.ledger = ledger
-        self.store = store
-        self.catalog = catalog
-        self.publishers = dict(publishers)
-        self.services = services
-
-    def check_platforms(self, platforms: object) -> list[str]:
-        """The platforms asked for (default: ATELIER_ENABLED_PLATFORMS), each configured."""
-        if platforms is None:
-            platforms = self.settings.platform_names
-        if isinstance(platforms, str):
-            platforms = [p for p in platforms.split(",") if p.strip()]
-        if not isinstance(platforms, list | tuple):
-            raise InvalidInput("platforms", "must be a list of platforms (storefront, printify, shopify)")
-        names = list(dict.fromkeys(str(p).strip().lower() for p in platforms))
-        for name in names:
-            publisher = self.publishers.get(name)
-            if publisher is None:
-                raise InvalidInput(
-                    "platforms", f"{name!r:.40} is not a platform (storefront, printify, shopify)"
-                )
-            if not publisher.configured():
-                raise InvalidInput("platforms", _not_configured(name))
-        return names
-
-    async def list_all(
-        self,
-        products: Sequence[Product],
-        platforms: Sequence[str],
-        action: Action,
-        outcome: Outcome,
-        on_step: Callable[[], None],
-    ) -> bool:
-        """List every product on every platform; failures go to `outcome.errors`. True if one may pass on a retry."""
-        retryable = False
-        for product in products:
-            product_type = self.catalog.types.get(product.type)
-            for platform in platforms:
-                publisher = self.publishers[platform]
-                try:
-                    if product_type is None:
-                        raise BackendError(
-                            f"product type {product.type!r} is no longer in the catalog", retryable=False
-                        )
-                    await list_product(self.ledger, publisher, product, product_type, self._files_of, action)
-                except BackendError as exc:
-                    retryable = retryable or exc.retryable
-                    outcome.errors.append(f"{platform}: {product.title} ({product.type}): {exc}")
-                    await record_failure(self.ledger, product, platform, str(exc))
-                on_step()
-        return retryable
-
-    async def _files_of(self, product: Product) -> list[ListedFile]:
-        files = []
-        for item in product.files:
-            data = await self.store.read(run_key(product.run_id, item.filename))
-            files.append(
-                ListedFile(
-                    item.role, item.name, item.filename, "image/png", data, item.width, item.height, item.dpi
-                )
-            )
-        return files
 
 
 class ProductsKind:
@@ -433,7 +323,14 @@ class ProductsKind:
         key = run_key(run.id, filename)
         await self.p.store.put(key, data)
         return Artifact(
-            run.id, filename, "image/png", len(data), hashlib.sha256(data).hexdigest(), key, width, height
+            run.id,
+            filename,
+            file_media_type(filename),
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            key,
+            width,
+            height,
         )
 
     async def _product(
@@ -468,112 +365,10 @@ class ProductsKind:
         )
 
 
-class PublishKind:
-    """`publish` runs: bring products' listings to published (or unpublished) on platforms."""
-
-    def __init__(self, publishing: Publishing) -> None:
-        self.p = publishing
-
-    async def validate(self, product_ids: object, platforms: object, action: str) -> dict[str, Any]:
-        if isinstance(product_ids, str):
-            product_ids = [product_ids]
-        if not isinstance(product_ids, list | tuple) or not 1 <= len(product_ids) <= 200:
-            raise InvalidInput("product_ids", "must be a list of 1..200 product ids")
-        for product_id_ in product_ids:
-            if not isinstance(product_id_, str) or not PRODUCT_ID_RE.fullmatch(product_id_):
-                raise InvalidInput("product_ids", f"{product_id_!r:.40} is not a product id (prod-...)")
-            if await self.p.ledger.get_product(product_id_) is None:
-                raise InvalidInput(
-                    "product_ids", f"product {product_id_} does not exist (list_products shows them)"
-                )
-        if action not in ("publish", "unpublish"):
-            raise InvalidInput("action", "must be publish or unpublish")
-        return {
-            "product_ids": list(dict.fromkeys(product_ids)),
-            "platforms": self.p.check_platforms(platforms),
-            "action": action,
-        }
-
-    def new_run(self, inputs: dict[str, Any], queueing: Queueing) -> Run:
-        steps = len(inputs["product_ids"]) * len(inputs["platforms"])
-        return queueing.new_run(
-            RunKind.PUBLISH, LANE, inputs, steps, timeout_s=self.p.settings.products_timeout_s
-        )
-
-    async def prepare(self, run: Run, attempt: Attempt) -> tuple[Run, Attempt]:
-        return run, attempt
-
-    async def execute(self, work: tuple[Run, Attempt], on_progress: ProgressCallback) -> Outcome:
-        run, attempt = work
-        outcome = Outcome(products=list(run.inputs["product_ids"]))
-        products = [
-            p for p in [await self.p.ledger.get_product(i) for i in outcome.products] if p is not None
-        ]
-        done = 0
-
-        def step() -> None:
-            nonlocal done
-            done += 1
-            on_progress(Progress(done, run.max_steps, f"{done}/{run.max_steps} listings"))
-
-        retryable = await self.p.list_all(
-            products, run.inputs["platforms"], run.inputs["action"], outcome, step
-        )
-        if retryable and attempt.number < run.max_attempts:
-            raise BackendError(
-                "; ".join(outcome.errors) + " (retrying: what is done is kept)", retryable=True
-            )
-        status = "published" if run.inputs["action"] == "publish" else "unpublished"
-        for product in products:
-            await self.p.ledger.update_product(product.id, status=status)
-        return outcome
-
-    async def complete(self, run: Run, outcome: Outcome) -> Completion:
-        return Completion(
-            result=await result_of(self.p.ledger, outcome),
-            log=f"{run.inputs['action']}ed {len(outcome.products)} product(s)",
-        )
-
-    async def forget(self, run: Run) -> None:
-        return None
-
-
-async def result_of(ledger: ProductLedger, outcome: Outcome) -> dict[str, Any]:
-    """A run's result: its designs, each product with its listings, and every error by name."""
-    products = []
-    for product_id_ in outcome.products:
-        product = await ledger.get_product(product_id_)
-        if product is not None:
-            products.append(
-                {
-                    "id": product.id,
-                    "type": product.type,
-                    "title": product.title,
-                    "price_cents": product.price_cents,
-                    "listings": [listing.to_dict() for listing in product.listings],
-                }
-            )
-    return {"designs": outcome.designs, "products": products, "errors": outcome.errors}
-
-
-def part_key(run_id: str, name: str) -> str:
-    """The idempotency key of an image run a products run makes (`pod:<run>:<name>`): the same
-    on every attempt, and how the run's parts are found (front doors do not list them as jobs)."""
-    return f"{PART_KEY_PREFIX}{run_id}:{name}"
-
-
 def product_id(run_id: str, index: int, type_key: str) -> str:
     """The product a run makes from design `index` as `type_key`: the same id on every attempt."""
     digest = hashlib.sha256(f"{run_id}:{index}:{type_key}".encode()).digest()
     return "prod-" + "".join(_ALPHABET[b % 36] for b in digest[:12])
-
-
-def _not_configured(name: str) -> str:
-    needs = {
-        "printify": "ATELIER_PRINTIFY_TOKEN and ATELIER_PRINTIFY_SHOP_ID",
-        "shopify": "ATELIER_SHOPIFY_STORE and ATELIER_SHOPIFY_ACCESS_TOKEN (or ATELIER_SHOPIFY_CLIENT_ID and _SECRET)",
-    }.get(name, "its settings")
-    return f"{name} is not configured: set {needs}"
 
 
 def _measure(data: bytes, field: str = "design") -> tuple[int, int, str]:
@@ -589,10 +384,6 @@ def _measure(data: bytes, field: str = "design") -> tuple[int, int, str]:
         raise InvalidInput(field, "is not a PNG, JPEG or WebP image") from None
     except (OSError, ValueError) as exc:
         raise InvalidInput(field, f"is not an image Atelier can read ({exc})") from None
-
-
-def _media_type(filename: str) -> str:
-    return "image/jpeg" if filename.endswith(".jpg") else "image/png"
 
 
 def _slug(text: str) -> str:
