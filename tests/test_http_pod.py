@@ -211,7 +211,7 @@ async def test_quick_start_generate_then_check_the_job(tmp_path: Path) -> None:
 
 
 async def test_example_1_and_the_post_api_jobs_example(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path)) as served:
         simple = await submit(served, **EXAMPLE_1)
         assert (await finished_job(served, simple["jobId"]))["status"] == "completed"
 
@@ -232,7 +232,7 @@ async def test_example_1_and_the_post_api_jobs_example(tmp_path: Path) -> None:
 
 
 async def test_prompt_is_composed_from_theme_style_and_niche_deterministically(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path)) as served:
         asked = {"theme": "nature", "style": "photorealistic", "niche": "outdoor", "productTypes": ["tshirt"]}
         prompts = []
         for body in (asked, asked, {"theme": "abstract", "productTypes": ["hoodie"]}, GENERATE_EXAMPLE):
@@ -356,7 +356,7 @@ class Listener:
 
 
 async def test_socketio_job_update_progress_log_and_metrics(tmp_path: Path) -> None:
-    async with atelier_http(tmp_path, local_step_ms=10) as served:
+    async with atelier_http(tmp_path, **tiny(tmp_path, local_step_ms=10)) as served:
         listener = Listener()
         await listener.client.connect(served.url, socketio_path="/pod/socket.io")
         try:
@@ -367,6 +367,7 @@ async def test_socketio_job_update_progress_log_and_metrics(tmp_path: Path) -> N
             job_id = submitted["jobId"]
             await wait_until(
                 lambda: any(u["status"] == "completed" for u in listener.of("job:update", job_id)),
+                timeout=30,
                 what="job:update completed",
             )
             updates = listener.of("job:update", job_id)
