@@ -1,7 +1,11 @@
 """The embedded ledger: SQLite in WAL mode, schema versioned by `PRAGMA user_version`.
 
 Statements are short and local, so they run inline on the event loop: a thread hop per
-statement would cost more than the statement. Two connections keep that safe when another
+statement would cost more than the statement. Short means bounded by what the caller asked
+for, never by how many runs the ledger holds: a count is a sum over `run_counts` (kept by
+triggers), a list page reads its own rows from an index already in order (`_page_query`), and
+the one read that grows with the history (a purge's old runs) runs on a worker thread
+(`_scan`). Two connections keep that safe when another
 process (the CLI, a second MCP host, a backup tool) shares the file:
 
 - reads use their own connection: in WAL mode a reader never waits for a writer (only another
@@ -58,6 +62,20 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script, in order (a trigger's body stays whole)."""
+    found, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                found.append(pending)
+            pending = ""
+    if pending.strip(" \t\n;"):
+        found.append(pending)
+    return found
+
+
 T = TypeVar("T")
 # A read waits this long for a lock (only WAL recovery or a truncating checkpoint take one).
 _READ_BUSY_MS = 100
@@ -108,9 +126,8 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         for version, script in _migrations():
             if version > current:
                 # executescript would commit our transaction; run statement by statement instead.
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(script):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={version}")
 
     @property
@@ -172,6 +189,11 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise _unavailable(exc) from None
+        return await anyio.to_thread.run_sync(self._rows_waiting, sql, args)
+
+    async def _scan(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A query whose answer grows with the ledger (every old run a purge removes), read on a
+        worker thread so that the event loop never waits for it."""
         return await anyio.to_thread.run_sync(self._rows_waiting, sql, args)
 
     async def _one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
@@ -254,14 +276,9 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         cursor: str | None = None,
         offset: int = 0,
     ) -> Page:
-        clause, args = _filters(statuses, kinds, parent_id, top_level)
-        if cursor:
-            clause += (" AND " if clause else "WHERE ") + "seq < ?"
-            args.append(decode_cursor(cursor))
-        rows = await self._rows(
-            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
-            (*args, limit + 1, offset),
-        )
+        after = None if not cursor else decode_cursor(cursor)
+        sql, args = _page_query(statuses, kinds, parent_id, top_level, after)
+        rows = await self._rows(f"{sql} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit + 1, offset))
         runs = await self._with_artifacts([_run_from_row(r) for r in rows[:limit]])
         next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
         return Page(items=runs, next_cursor=next_cursor)
@@ -274,8 +291,21 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         parent_id: str | None = None,
         top_level: bool = False,
     ) -> int:
-        clause, args = _filters(statuses, kinds, parent_id, top_level)
-        return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
+        if parent_id is not None:  # one batch's children: a range of runs_by_parent
+            clause, args = _filters(statuses, kinds, parent_id, top_level)
+            return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
+        # A sum over the few rows of run_counts, kept by triggers (migration 0005).
+        where, args = [], []
+        if statuses:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            args.extend(s.value for s in statuses)
+        if kinds:
+            where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+            args.extend(k.value for k in kinds)
+        if top_level:
+            where.append("top_level = 1")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return (await self._one(f"SELECT COALESCE(SUM(n), 0) FROM run_counts {clause}", args))[0]
 
     async def get_run_by_seq(self, seq: int) -> Run | None:
         rows = await self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq = ?", (seq,))
@@ -283,7 +313,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
-        rows = await self._rows(
+        rows = await self._scan(
             f"SELECT id FROM runs WHERE parent_id IS NULL AND finished_at < ? AND status IN ({marks}) "
             "ORDER BY seq",
             (cutoff, *(s.value for s in statuses)),
@@ -420,7 +450,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return [(r[0], r[1], Priority(r[2]), r[3]) for r in rows]
 
     async def count_by_status(self) -> dict[str, int]:
-        rows = await self._rows("SELECT status, COUNT(*) FROM runs GROUP BY status")
+        rows = await self._rows("SELECT status, SUM(n) FROM run_counts GROUP BY status")
         counts = {s.value: 0 for s in RunStatus}
         counts.update({r[0]: r[1] for r in rows})
         return counts
@@ -488,6 +518,13 @@ def _unavailable(exc: sqlite3.DatabaseError) -> LedgerUnavailable:
     return LedgerUnavailable(f"the ledger cannot be written now ({exc}); nothing was changed, try again")
 
 
+# A run that is neither a batch's child nor a part of a products run (its designs and upscales,
+# which core.publishing.kind submits with idempotency keys `pod:<run>:...`). Written exactly as
+# the `runs_top_level` index and the run_counts triggers of migration 0005 write it, so that
+# SQLite can use that partial index.
+TOP_LEVEL = "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
+
+
 def _filters(
     statuses: Collection[RunStatus] | None,
     kinds: Collection[RunKind] | None,
@@ -506,12 +543,43 @@ def _filters(
         where.append("parent_id = ?")
         args.append(parent_id)
     if top_level:
-        # Not a batch's child, nor a part of a products run (its designs and upscales, which
-        # core.publishing.kind submits with idempotency keys `pod:<run>:...`).
-        where.append(
-            "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
-        )
+        where.append(TOP_LEVEL)
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
+def _page_query(
+    statuses: Collection[RunStatus] | None,
+    kinds: Collection[RunKind] | None,
+    parent_id: str | None,
+    top_level: bool,
+    before_seq: int | None,
+) -> tuple[str, list[Any]]:
+    """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
+
+    Filtered by status or kind, it is one arm per (status, kind) pair, each a range of
+    `runs_by_status_kind` (or `runs_top_level`) already in `seq` order; SQLite merges the arms
+    as it reads them and stops at the limit, so a page costs its own size plus one seek per
+    arm, however many runs match in all. (One `status IN (...) AND kind IN (...)` query would
+    read and sort every match.) Without those filters the runs are read newest first straight
+    from the table (or from `runs_by_parent` for top-level runs or one batch's children).
+    """
+    if parent_id is not None or not (statuses or kinds):
+        clause, args = _filters(statuses, kinds, parent_id, top_level)
+        if before_seq is not None:
+            clause += (" AND " if clause else "WHERE ") + "seq < ?"
+            args.append(before_seq)
+        return f"SELECT {_RUN_COLUMNS} FROM runs {clause}", args
+    arm = f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = ? AND kind = ?"
+    if top_level:
+        arm += f" AND {TOP_LEVEL}"
+    if before_seq is not None:
+        arm += " AND seq < ?"
+    arms, args = [], []
+    for status in sorted({s.value for s in statuses or RunStatus}):
+        for kind in sorted({k.value for k in kinds or RunKind}):
+            arms.append(arm)
+            args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
+    return " UNION ALL ".join(arms), args
 
 
 def _statuses(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:
