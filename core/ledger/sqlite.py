@@ -50,6 +50,8 @@ _UPDATABLE = frozenset(
         "max_attempts", "timeout_s", "backend", "backend_handle", "started_at", "finished_at", "meta",
     }
 )  # fmt: skip
+# What `mean_duration` reads of a run (seq too: its pages are ordered by it).
+_TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
 _JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
 
 
@@ -295,17 +297,24 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             clause, args = _filters(statuses, kinds, parent_id, top_level)
             return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
         # A sum over the few rows of run_counts, kept by triggers (migration 0005).
-        where, args = [], []
-        if statuses:
-            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-            args.extend(s.value for s in statuses)
-        if kinds:
-            where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-            args.extend(k.value for k in kinds)
-        if top_level:
-            where.append("top_level = 1")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _count_filters(statuses, kinds, top_level)
         return (await self._one(f"SELECT COALESCE(SUM(n), 0) FROM run_counts {clause}", args))[0]
+
+    async def mean_duration(
+        self,
+        *,
+        statuses: Collection[RunStatus] | None = None,
+        kinds: Collection[RunKind] | None = None,
+        top_level: bool = False,
+        newest: int = 200,
+    ) -> float | None:
+        sql, args = _page_query(statuses, kinds, None, top_level, None, columns=_TIMING_COLUMNS)
+        row = await self._one(
+            f"SELECT AVG(finished_at - COALESCE(started_at, created_at)) FROM ({sql} ORDER BY seq DESC "
+            "LIMIT ?) WHERE finished_at IS NOT NULL",
+            (*args, newest),
+        )
+        return row[0]
 
     async def get_run_by_seq(self, seq: int) -> Run | None:
         rows = await self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq = ?", (seq,))
@@ -449,8 +458,11 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         )
         return [(r[0], r[1], Priority(r[2]), r[3]) for r in rows]
 
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._rows("SELECT status, SUM(n) FROM run_counts GROUP BY status")
+    async def count_by_status(
+        self, *, kinds: Collection[RunKind] | None = None, top_level: bool = False
+    ) -> dict[str, int]:
+        where, args = _count_filters(None, kinds, top_level)
+        rows = await self._rows(f"SELECT status, SUM(n) FROM run_counts {where} GROUP BY status", args)
         counts = {s.value: 0 for s in RunStatus}
         counts.update({r[0]: r[1] for r in rows})
         return counts
@@ -547,12 +559,31 @@ def _filters(
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
 
 
+def _count_filters(
+    statuses: Collection[RunStatus] | None, kinds: Collection[RunKind] | None, top_level: bool
+) -> tuple[str, list[Any]]:
+    """The WHERE clause over `run_counts` for the runs these filters select."""
+    where: list[str] = []
+    args: list[Any] = []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+        args.extend(s.value for s in statuses)
+    if kinds:
+        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        args.extend(k.value for k in kinds)
+    if top_level:
+        where.append("top_level = 1")
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
 def _page_query(
     statuses: Collection[RunStatus] | None,
     kinds: Collection[RunKind] | None,
     parent_id: str | None,
     top_level: bool,
     before_seq: int | None,
+    *,
+    columns: str = _RUN_COLUMNS,
 ) -> tuple[str, list[Any]]:
     """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
 
@@ -568,8 +599,8 @@ def _page_query(
         if before_seq is not None:
             clause += (" AND " if clause else "WHERE ") + "seq < ?"
             args.append(before_seq)
-        return f"SELECT {_RUN_COLUMNS} FROM runs {clause}", args
-    arm = f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = ? AND kind = ?"
+        return f"SELECT {columns} FROM runs {clause}", args
+    arm = f"SELECT {columns} FROM runs WHERE status = ? AND kind = ?"
     if top_level:
         arm += f" AND {TOP_LEVEL}"
     if before_seq is not None:
