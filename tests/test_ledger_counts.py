@@ -277,3 +277,26 @@ async def test_opening_a_version_4_ledger_counts_the_runs_it_already_holds(path:
         await assert_counts_match_a_scan(reopened, path)
     finally:
         await reopened.close()
+
+
+async def test_mean_duration_follows_the_newest_finished_runs_and_every_change(
+    ledger: SQLiteLedger, path: Path
+) -> None:
+    images = {RunKind.IMAGE}
+    assert await ledger.mean_duration(statuses={RunStatus.COMPLETED}, kinds=images) is None
+    old = await ledger.insert_run(new_run(created_at=100.0))
+    await ledger.update_run(old.id, status=RunStatus.COMPLETED, started_at=100.0, finished_at=110.0)
+    new = await ledger.insert_run(new_run(created_at=200.0))
+    await ledger.update_run(
+        new.id, status=RunStatus.COMPLETED, finished_at=202.0
+    )  # never started: from creation
+    assert await ledger.mean_duration(statuses={RunStatus.COMPLETED}, kinds=images) == 6.0
+    assert await ledger.mean_duration(statuses={RunStatus.COMPLETED}, kinds=images, newest=1) == 2.0
+
+    # Asked again after a change, by this ledger or by another process, it answers anew.
+    await ledger.update_run(new.id, finished_at=204.0)
+    assert await ledger.mean_duration(statuses={RunStatus.COMPLETED}, kinds=images) == 7.0
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE runs SET finished_at = 120.0 WHERE id = ?", (old.id,))
+    conn.close()
+    assert await ledger.mean_duration(statuses={RunStatus.COMPLETED}, kinds=images) == 12.0
