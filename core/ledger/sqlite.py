@@ -3,10 +3,12 @@
 Statements are short and local, so they run inline on the event loop: a thread hop per
 statement would cost more than the statement. Short means bounded by what the caller asked
 for, never by how many runs the ledger holds: a count is a sum over `run_counts` (kept by
-triggers), a list page reads its own rows from an index already in order (`_page_query`), and
-the one read that grows with the history (a purge's old runs) runs on a worker thread
-(`_scan`). Two connections keep that safe when another
-process (the CLI, a second MCP host, a backup tool) shares the file:
+triggers), a list page reads its own rows from an index already in order (`_page_query`),
+and the one read that grows with the history (a purge's old runs) runs on a worker thread
+(`_scan`).
+
+Two connections keep that safe when another process (the CLI, a second MCP host, a backup
+tool) shares the file:
 
 - reads use their own connection: in WAL mode a reader never waits for a writer (only another
   process's crash recovery or truncating checkpoint can lock one out; such a read then waits on

@@ -69,8 +69,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
     ) -> Annotated[CallToolResult, RunList]:
         """Runs, newest first, optionally filtered by status and kind. Page with `cursor`.
 
-        Each run is a short summary (id, status, kind, the start of its prompt, when, how many
-        images); get_run gives one run's inputs, errors and image links.
+        A short summary per run; get_run gives its inputs, errors and images.
         """
         with tool_errors():
             page = await engine.list_runs(status=status, kind=kind, limit=limit, cursor=cursor)
