@@ -8,12 +8,16 @@ network and no client in between, MCP tools through the server's `call_tool`.
 
   python bench/ledger_scale.py [--runs 100000] [--rounds 3] [--dir PATH]
 
-Prints each operation's median cost per call at both sizes and their ratio, then `list_runs`
-of 50 at the larger size in ms and the bytes per run of its MCP answer. Exits 1 when a ratio
-is above 1.3, `list_runs` takes more than 5 ms or a listed run costs more than 400 bytes.
+Prints each operation's cost per call at both sizes (CPU time of this process: the median over
+rounds of the quickest batch, batches of the two sizes alternating) and their ratio, then
+`list_runs` of 50 at the larger size in ms and the bytes per run of its MCP answer. Exits 1
+when a ratio is above 1.3, `list_runs` takes more than 5 ms or a listed run costs more than
+400 bytes. Every call runs inline on the event loop, so its cost is also how long it holds
+the loop.
 
 Lists are asked for pages the small ledger fills (10 or 20 runs), so that both sizes answer
-the same amount: a page's cost grows with the page, never with the ledger.
+the same amount: a page's cost grows with the page, never with the ledger. One row is shown
+but not judged (see `INFORMATIONAL`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ PROMPT = (
 )
 
 Op = Callable[[], Awaitable[Any]]
+# Not held to the ratio: the pod metrics' average job time is over the newest 200 completed
+# jobs, which the 100-run ledger does not have (it has 60), so read afresh after a change it
+# costs more at 100,000 runs until the window is full, and no more after. Between changes the
+# ledger reuses it (the row "pod socket.io metrics").
+INFORMATIONAL = "pod metrics after a write (not judged)"
 
 
 # --- the data -------------------------------------------------------------------------------
@@ -185,7 +194,14 @@ def operations(engine: Engine, app: Any, mcp: Any) -> dict[str, Op]:
         "MCP list_runs limit=50": tool("list_runs", limit=50),
         "MCP list_runs status=failed limit=10": tool("list_runs", status="failed", limit=10),
         "MCP list_runs kind=batch limit=10": tool("list_runs", kind="batch", limit=10),
+        INFORMATIONAL: lambda: changed_then(engine, lambda: compute_metrics(engine, clock)),
     }
+
+
+async def changed_then(engine: Engine, op: Op) -> Any:
+    """`op` right after a commit to the ledger (a small document written), as while runs change."""
+    await engine.put_document("bench/tick", time.time())
+    return await op()
 
 
 async def batch_cost(op: Op, batch_s: float = 0.01) -> float:
@@ -265,11 +281,12 @@ def report(
         small, big = statistics.median(by_size[100]), statistics.median(by_size[large])
         ratio = big / small
         spread = max(by_size[large]) / min(by_size[large])
-        flag = "" if ratio <= RATIO_GOAL else "  <- above 1.3x"
+        judged = name != INFORMATIONAL
+        flag = "" if ratio <= RATIO_GOAL or not judged else "  <- above 1.3x"
         print(
             f"{name:<{width}}  {small * 1e3:8.3f}ms  {big * 1e3:10.3f}ms  {ratio:5.2f}  {spread:5.2f}{flag}"
         )
-        if ratio > RATIO_GOAL:
+        if ratio > RATIO_GOAL and judged:
             missed.append(f"{name} costs {ratio:.2f}x at {large:,} runs")
     print(
         f"MCP list_runs of 50 at {large:,} runs: {list_ms:.2f} ms in the server (goal <= {LIST_MS_GOAL:g} ms)"
