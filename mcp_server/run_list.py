@@ -1,4 +1,4 @@
-"""What list_runs returns: one compact line per run, for a model to pick from; details are in get_run.
+"""What list_runs returns: one compact summary per run, for a model to pick from; details are in get_run.
 
 A model's context pays for every byte a list returns, so a listed run is a summary of at
 most ~400 bytes (its structured form plus its line of text, together): its id, status and
@@ -89,4 +89,4 @@ def list_result(page: Page) -> CallToolResult:
 
 def _line(run: RunSummary) -> str:
     created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(run.created_at))
-    return f"{run.run_id} {run.status} {run.kind}, {run.images} image(s), {created}Z"
+    return f"{run.run_id} {run.status} {run.kind}, {run.images} image(s), {created}Z: {run.about}"
