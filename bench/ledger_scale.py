@@ -87,10 +87,10 @@ async def template_rows(where: Path) -> tuple[list[dict[str, Any]], list[dict[st
     return runs, artifacts
 
 
-def fill(path: Path, runs: int, template: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+async def fill(path: Path, runs: int, template: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
     """Add `runs` finished runs (copies of the template's ten, newest last) in one transaction."""
     rows, artifacts = template
-    SQLiteLedger.open(path)  # the schema, as the engine makes it
+    await SQLiteLedger.open(path).close()  # the schema, as the engine makes it
     files_of: dict[str, list[dict[str, Any]]] = {}
     for artifact in artifacts:
         files_of.setdefault(artifact["run_id"], []).append(artifact)
@@ -117,9 +117,7 @@ def fill(path: Path, runs: int, template: tuple[list[dict[str, Any]], list[dict[
             }
             run_values.append(tuple(copy[n] for n in names))
             for artifact in files_of.get(row["id"], []):
-                file_values.append(
-                    tuple({**artifact, "run_id": copy["id"], "storage_key": artifact["storage_key"]}.values())
-                )
+                file_values.append(tuple({**artifact, "run_id": copy["id"]}.values()))
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN")
     conn.executemany(insert_run, run_values)
@@ -246,7 +244,7 @@ async def main(large: int, rounds: int, where: Path) -> int:
         homes = {size: Path(scratch) / str(size) for size in (100, large)}
         started = time.perf_counter()
         for size, home in homes.items():
-            fill(Settings.from_env({}, home=home).ledger_path, size, template)
+            await fill(Settings.from_env({}, home=home).ledger_path, size, template)
         print(f"filled ledgers of 100 and {large:,} runs in {time.perf_counter() - started:.1f} s ({where})")
         async with AsyncExitStack() as stack:
             ops: dict[int, dict[str, Op]] = {}
