@@ -63,6 +63,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/preview_training.py
 	$(BIN)/python bench/pod_print_files.py
 	$(BIN)/python bench/pod_publish_calls.py
+	$(BIN)/python bench/ledger_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

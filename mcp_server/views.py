@@ -11,7 +11,7 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from pydantic import BaseModel, Field
 
 from core.engine import Engine
-from core.models import Artifact, Page, Run, RunStatus
+from core.models import Artifact, Run, RunStatus
 
 # All inline images of one result together stay under this many base64 bytes (1 MB with headroom
 # for the JSON around them), so chat clients accept the result.
@@ -63,11 +63,6 @@ class RunView(BaseModel):
     images: list[ImageRef]
     logs: list[str] | None = None
     next: str = Field(description="What to do next with this run.")
-
-
-class RunList(BaseModel):
-    runs: list[RunView]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one.")
 
 
 class Cancelled(RunView):
@@ -183,13 +178,6 @@ def delete_result(before: Run) -> CallToolResult:
         text = f"Deleted run {before.id} ({before.status.value}) with {files}."
     view = Deleted(run_id=before.id, deleted=True, status_before=before.status.value, stopped=stopped)
     return said(text, view)
-
-
-def page_view(engine: Engine, page: Page, *, expose_paths: bool) -> RunList:
-    return RunList(
-        runs=[run_view(engine, r, expose_paths=expose_paths) for r in page.items],
-        next_cursor=page.next_cursor,
-    )
 
 
 async def run_result(

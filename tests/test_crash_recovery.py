@@ -81,3 +81,11 @@ async def test_kill_9_with_20_queued_and_1_running_then_restart_completes_all(tm
         for index, name in enumerate(files):
             expected = render_png(inputs["prompt"], "", inputs["seed"] + index, 64, 64)
             assert hashlib.sha256((folder / name).read_bytes()).digest() == hashlib.sha256(expected).digest()
+
+    # The counts the ledger keeps (health, metrics, lists' totals) came through the kill too.
+    conn = sqlite3.connect(home / "ledger.sqlite3")
+    try:
+        kept = dict(conn.execute("SELECT status, SUM(n) FROM run_counts GROUP BY status").fetchall())
+    finally:
+        conn.close()
+    assert {status: n for status, n in kept.items() if n} == {"completed": RUNS}

@@ -76,7 +76,7 @@ async def ledger(path: Path) -> AsyncIterator[SQLiteLedger]:
 
 
 async def test_open_creates_the_latest_schema(ledger: SQLiteLedger, path: Path) -> None:
-    assert ledger.schema_version == 4
+    assert ledger.schema_version == 5
     tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"runs", "artifacts", "run_logs", "documents"} <= tables
 
@@ -98,7 +98,7 @@ async def test_a_version_1_ledger_is_upgraded_in_place_keeping_its_runs(path: Pa
 
     upgraded = SQLiteLedger.open(path)
     try:
-        assert upgraded.schema_version == 4
+        assert upgraded.schema_version == 5
         old = await upgraded.get_run("01jd0000000000000000000000")
         assert old is not None and old.inputs == {"prompt": "old"} and old.meta is None
         await upgraded.put_document("desktop/settings", {"defaultWidth": 768})
@@ -114,7 +114,7 @@ async def test_reopening_keeps_data_and_does_not_apply_migrations_again(path: Pa
 
     again = SQLiteLedger.open(path)  # a second CREATE TABLE would raise here
     try:
-        assert again.schema_version == 4
+        assert again.schema_version == 5
         stored = await again.get_run(run.id)
         assert stored is not None and stored.inputs == run.inputs
         assert [e.message for e in await again.logs(run.id)] == ["queued"]

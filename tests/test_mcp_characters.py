@@ -241,7 +241,11 @@ async def test_create_add_train_and_generate_by_character(
     # list_runs shows the training run for what it is.
     listed = await ok(client, "list_runs", kind="training")
     assert [r["run_id"] for r in listed["runs"]] == [trained["run_id"]]
-    assert listed["runs"][0]["backend"] == "training" and listed["runs"][0]["result"]["version"] == 1
+    summary = listed["runs"][0]
+    assert summary["kind"] == "training" and summary["status"] == "completed"
+    assert summary["about"] == "LoRA of Mara"
+    # the rest is get_run's
+    assert (await ok(client, "get_run", run_id=summary["run_id"]))["result"]["version"] == 1
 
 
 async def test_a_run_image_can_be_named_by_run_and_file_and_by_its_uri(client: Client) -> None:

@@ -528,6 +528,37 @@ async def test_list_runs_is_newest_first_filters_by_status_and_pages(slow_client
     assert rest["next_cursor"] is None
 
 
+async def test_list_runs_gives_a_compact_summary_of_each_run_and_get_run_the_rest(client: Client) -> None:
+    long_prompt = "a lighthouse on a basalt cliff at dusk, " * 20
+    made = await ok(
+        client, "generate_image", prompt=long_prompt, seed=1, steps=1, count=2, width=64, height=64
+    )
+    await ok(client, "generate_image", prompt=FOX, seed=2, steps=1, width=64, height=64)
+
+    result = await call(client, "list_runs", limit=50)
+    assert not result.is_error
+    listed = result.structured_content
+    assert listed is not None and listed["next_cursor"] is None
+    fox, lighthouse = listed["runs"]
+    assert set(lighthouse) == {"run_id", "status", "kind", "about", "created_at", "images", "uri"}
+    assert lighthouse["run_id"] == made["run_id"] and lighthouse["kind"] == "image"
+    assert lighthouse["status"] == "completed" and lighthouse["images"] == 2
+    assert lighthouse["about"].startswith("a lighthouse on a basalt cliff") and lighthouse["about"].endswith(
+        "…"
+    )
+    assert len(lighthouse["about"]) <= 60
+    assert fox["about"] == FOX and fox["images"] == 1
+    assert lighthouse["created_at"] == pytest.approx(made["created_at"], abs=0.001)
+    # The link is the whole run, as get_run gives it.
+    whole = json.loads((await read(client, lighthouse["uri"])).text)
+    assert whole["inputs"]["prompt"] == long_prompt and len(whole["artifacts"]) == 2
+    # In words too, one line per run, and the answer stays small: ~400 bytes a run at most.
+    lines = error_text(result).splitlines()
+    assert lines[1].startswith(f"{made['run_id']} completed image, 2 image(s), ")
+    for summary, line in zip(listed["runs"], lines, strict=True):
+        assert len(json.dumps(summary, ensure_ascii=False).encode()) + len(line.encode()) <= 400
+
+
 @pytest.mark.parametrize(
     ("arguments", "field", "allowed"),
     [

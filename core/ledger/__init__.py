@@ -126,6 +126,18 @@ class Ledger(CharacterLedger, ProductLedger, Protocol):
         """How many runs `list_runs` with the same filters would page through."""
         ...
 
+    async def mean_duration(
+        self,
+        *,
+        statuses: Collection[RunStatus] | None = None,
+        kinds: Collection[RunKind] | None = None,
+        top_level: bool = False,
+        newest: int = 200,
+    ) -> float | None:
+        """Mean seconds from start (or creation) to finish of the finished runs among the
+        `newest` that `list_runs` with the same filters lists first (None if there are none)."""
+        ...
+
     async def get_run_by_seq(self, seq: int) -> Run | None:
         """The run with this `seq` (for contracts with integer ids)."""
         ...
@@ -177,6 +189,10 @@ class Ledger(CharacterLedger, ProductLedger, Protocol):
         """(id, backend, priority, seq) of every queued run: what another process may have added."""
         ...
 
-    async def count_by_status(self) -> dict[str, int]: ...
+    async def count_by_status(
+        self, *, kinds: Collection[RunKind] | None = None, top_level: bool = False
+    ) -> dict[str, int]:
+        """How many runs (of `kinds`; `top_level` as in `list_runs`) are in each status, every status named."""
+        ...
 
     async def close(self) -> None: ...

@@ -1,8 +1,14 @@
 """The embedded ledger: SQLite in WAL mode, schema versioned by `PRAGMA user_version`.
 
 Statements are short and local, so they run inline on the event loop: a thread hop per
-statement would cost more than the statement. Two connections keep that safe when another
-process (the CLI, a second MCP host, a backup tool) shares the file:
+statement would cost more than the statement. Short means bounded by what the caller asked
+for, never by how many runs the ledger holds: a count is a sum over `run_counts` (kept by
+triggers), a list page reads its own rows from an index already in order (`_page_query`),
+and the one read that grows with the history (a purge's old runs) runs on a worker thread
+(`_scan`).
+
+Two connections keep that safe when another process (the CLI, a second MCP host, a backup
+tool) shares the file:
 
 - reads use their own connection: in WAL mode a reader never waits for a writer (only another
   process's crash recovery or truncating checkpoint can lock one out; such a read then waits on
@@ -46,6 +52,8 @@ _UPDATABLE = frozenset(
         "max_attempts", "timeout_s", "backend", "backend_handle", "started_at", "finished_at", "meta",
     }
 )  # fmt: skip
+# What `mean_duration` reads of a run (seq too: its pages are ordered by it).
+_TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
 _JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
 
 
@@ -56,6 +64,20 @@ def _migrations() -> list[tuple[int, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script, in order (a trigger's body stays whole)."""
+    found, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                found.append(pending)
+            pending = ""
+    if pending.strip(" \t\n;"):
+        found.append(pending)
+    return found
 
 
 T = TypeVar("T")
@@ -83,6 +105,8 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         # Writes queued behind one that waits for another process's lock, on a worker thread.
         self._waiting_writes = 0
         self._wait_turn: anyio.Lock | None = None
+        # mean_duration's answers, each with the `data_version` it was read at.
+        self._means: dict[tuple[Any, ...], tuple[int, float | None]] = {}
         # UPDATE statements by the shape of the change: built once, not on every transition.
         self._update_sql: dict[tuple[Any, ...], str] = {}
 
@@ -108,9 +132,8 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         for version, script in _migrations():
             if version > current:
                 # executescript would commit our transaction; run statement by statement instead.
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(script):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={version}")
 
     @property
@@ -172,6 +195,11 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise _unavailable(exc) from None
+        return await anyio.to_thread.run_sync(self._rows_waiting, sql, args)
+
+    async def _scan(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A query whose answer grows with the ledger (every old run a purge removes), read on a
+        worker thread so that the event loop never waits for it."""
         return await anyio.to_thread.run_sync(self._rows_waiting, sql, args)
 
     async def _one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
@@ -254,14 +282,9 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         cursor: str | None = None,
         offset: int = 0,
     ) -> Page:
-        clause, args = _filters(statuses, kinds, parent_id, top_level)
-        if cursor:
-            clause += (" AND " if clause else "WHERE ") + "seq < ?"
-            args.append(decode_cursor(cursor))
-        rows = await self._rows(
-            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
-            (*args, limit + 1, offset),
-        )
+        after = None if not cursor else decode_cursor(cursor)
+        sql, args = _page_query(statuses, kinds, parent_id, top_level, after)
+        rows = await self._rows(f"{sql} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit + 1, offset))
         runs = await self._with_artifacts([_run_from_row(r) for r in rows[:limit]])
         next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
         return Page(items=runs, next_cursor=next_cursor)
@@ -274,8 +297,42 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         parent_id: str | None = None,
         top_level: bool = False,
     ) -> int:
-        clause, args = _filters(statuses, kinds, parent_id, top_level)
-        return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
+        if parent_id is not None:  # one batch's children: a range of runs_by_parent
+            clause, args = _filters(statuses, kinds, parent_id, top_level)
+            return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
+        # A sum over the few rows of run_counts, kept by triggers (migration 0005).
+        clause, args = _count_filters(statuses, kinds, top_level)
+        return (await self._one(f"SELECT COALESCE(SUM(n), 0) FROM run_counts {clause}", args))[0]
+
+    async def mean_duration(
+        self,
+        *,
+        statuses: Collection[RunStatus] | None = None,
+        kinds: Collection[RunKind] | None = None,
+        top_level: bool = False,
+        newest: int = 200,
+    ) -> float | None:
+        sql, args = _page_query(statuses, kinds, None, top_level, None, columns=_TIMING_COLUMNS)
+        sql = (
+            f"SELECT AVG(finished_at - COALESCE(started_at, created_at)) FROM ({sql} ORDER BY seq DESC "
+            "LIMIT ?) WHERE finished_at IS NOT NULL"
+        )
+        args.append(newest)
+        # Health checks and metrics channels ask for this over and over; between two commits to
+        # the file (by any connection or process: `data_version` changes) the answer is the same.
+        key = (sql, tuple(args))
+        try:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.OperationalError:  # locked out for now: read without the cache
+            return (await self._one(sql, args))[0]
+        known = self._means.get(key)
+        if known is not None and known[0] == version:
+            return known[1]
+        mean = (await self._one(sql, args))[0]
+        if len(self._means) >= 64:
+            self._means.clear()
+        self._means[key] = (version, mean)
+        return mean
 
     async def get_run_by_seq(self, seq: int) -> Run | None:
         rows = await self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq = ?", (seq,))
@@ -283,7 +340,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
-        rows = await self._rows(
+        rows = await self._scan(
             f"SELECT id FROM runs WHERE parent_id IS NULL AND finished_at < ? AND status IN ({marks}) "
             "ORDER BY seq",
             (cutoff, *(s.value for s in statuses)),
@@ -419,8 +476,11 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         )
         return [(r[0], r[1], Priority(r[2]), r[3]) for r in rows]
 
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._rows("SELECT status, COUNT(*) FROM runs GROUP BY status")
+    async def count_by_status(
+        self, *, kinds: Collection[RunKind] | None = None, top_level: bool = False
+    ) -> dict[str, int]:
+        where, args = _count_filters(None, kinds, top_level)
+        rows = await self._rows(f"SELECT status, SUM(n) FROM run_counts {where} GROUP BY status", args)
         counts = {s.value: 0 for s in RunStatus}
         counts.update({r[0]: r[1] for r in rows})
         return counts
@@ -488,6 +548,13 @@ def _unavailable(exc: sqlite3.DatabaseError) -> LedgerUnavailable:
     return LedgerUnavailable(f"the ledger cannot be written now ({exc}); nothing was changed, try again")
 
 
+# A run that is neither a batch's child nor a part of a products run (its designs and upscales,
+# which core.publishing.products_kind submits with idempotency keys `pod:<run>:...`). Written exactly as
+# the `runs_top_level` index and the run_counts triggers of migration 0005 write it, so that
+# SQLite can use that partial index.
+TOP_LEVEL = "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
+
+
 def _filters(
     statuses: Collection[RunStatus] | None,
     kinds: Collection[RunKind] | None,
@@ -506,12 +573,62 @@ def _filters(
         where.append("parent_id = ?")
         args.append(parent_id)
     if top_level:
-        # Not a batch's child, nor a part of a products run (its designs and upscales, which
-        # core.publishing.products_kind submits with idempotency keys `pod:<run>:...`).
-        where.append(
-            "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
-        )
+        where.append(TOP_LEVEL)
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
+def _count_filters(
+    statuses: Collection[RunStatus] | None, kinds: Collection[RunKind] | None, top_level: bool
+) -> tuple[str, list[Any]]:
+    """The WHERE clause over `run_counts` for the runs these filters select."""
+    where: list[str] = []
+    args: list[Any] = []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+        args.extend(s.value for s in statuses)
+    if kinds:
+        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        args.extend(k.value for k in kinds)
+    if top_level:
+        where.append("top_level = 1")
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
+def _page_query(
+    statuses: Collection[RunStatus] | None,
+    kinds: Collection[RunKind] | None,
+    parent_id: str | None,
+    top_level: bool,
+    before_seq: int | None,
+    *,
+    columns: str = _RUN_COLUMNS,
+) -> tuple[str, list[Any]]:
+    """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
+
+    Filtered by status or kind, it is one arm per (status, kind) pair, each a range of
+    `runs_by_status_kind` (or `runs_top_level`) already in `seq` order; SQLite merges the arms
+    as it reads them and stops at the limit, so a page costs its own size plus one seek per
+    arm, however many runs match in all. (One `status IN (...) AND kind IN (...)` query would
+    read and sort every match.) Without those filters the runs are read newest first straight
+    from the table (or from `runs_by_parent` for top-level runs or one batch's children).
+    """
+    if parent_id is not None or not (statuses or kinds):
+        clause, args = _filters(statuses, kinds, parent_id, top_level)
+        if before_seq is not None:
+            clause += (" AND " if clause else "WHERE ") + "seq < ?"
+            args.append(before_seq)
+        return f"SELECT {columns} FROM runs {clause}", args
+    arm = f"SELECT {columns} FROM runs WHERE status = ? AND kind = ?"
+    if top_level:
+        arm += f" AND {TOP_LEVEL}"
+    if before_seq is not None:
+        arm += " AND seq < ?"
+    arms, args = [], []
+    for status in sorted({s.value for s in statuses or RunStatus}):
+        for kind in sorted({k.value for k in kinds or RunKind}):
+            arms.append(arm)
+            args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
+    return " UNION ALL ".join(arms), args
 
 
 def _statuses(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:

@@ -10,7 +10,8 @@ from mcp_types import CallToolResult, ResourceLink, TextContent
 from pydantic import Field
 
 from core.engine import Engine
-from mcp_server import views
+from mcp_server import run_list, views
+from mcp_server.run_list import RunList
 from mcp_server.tools.shared import (
     CREATES,
     READ_ONLY,
@@ -22,7 +23,7 @@ from mcp_server.tools.shared import (
     tool_errors,
     wait_reporting,
 )
-from mcp_server.views import BundleView, Cancelled, Deleted, RunList, RunView
+from mcp_server.views import BundleView, Cancelled, Deleted, RunView
 
 StatusName = Literal["queued", "running", "completed", "failed", "cancelled"]
 KindName = Literal["image", "batch", "training", "publish", "pod"]
@@ -65,11 +66,14 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         kind: Annotated[KindName | None, Field(description="Only runs of this kind.")] = None,
         limit: Annotated[int, Field(description="Runs per page, 1..200.", ge=1, le=200)] = 20,
         cursor: Annotated[str | None, Field(description="`next_cursor` of the previous page.")] = None,
-    ) -> RunList:
-        """Runs, newest first, optionally filtered by status and kind. Page with `cursor`."""
+    ) -> Annotated[CallToolResult, RunList]:
+        """Runs, newest first, optionally filtered by status and kind. Page with `cursor`.
+
+        A short summary per run; get_run gives its inputs, errors and images.
+        """
         with tool_errors():
             page = await engine.list_runs(status=status, kind=kind, limit=limit, cursor=cursor)
-            return views.page_view(engine, page, expose_paths=expose_paths)
+            return run_list.list_result(page)
 
     @found.tool(STOPS, structured_output=True)
     async def cancel_run(run_id: RunId) -> Annotated[CallToolResult, Cancelled]:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from core.engine import Engine
+from core.models import RunKind, RunStatus
 from core.settings import Settings
 from http_compat.api import Api
 from http_compat.contracts.pod.shapes import Health, HealthWord, Info, InfoConfig, Metrics, Services
@@ -29,27 +30,24 @@ class Clock:
 
 
 async def compute_metrics(engine: Engine, clock: Clock) -> dict[str, Any]:
-    async def count(status: str | None = None) -> int:
-        return await engine.count_runs(status=status, kind=JOB_KINDS, top_level=True)
-
-    completed, failed = await count("completed"), await count("failed")
-    recent = (
-        await engine.list_runs(status="completed", kind=JOB_KINDS, top_level=True, limit=LIST_LIMIT)
-    ).items
-    times = [
-        run.finished_at - (run.started_at or run.created_at) for run in recent if run.finished_at is not None
-    ]
+    kinds = set(map(RunKind, JOB_KINDS))
+    counts = await engine.ledger.count_by_status(kinds=kinds, top_level=True)
+    completed, failed = counts[RunStatus.COMPLETED], counts[RunStatus.FAILED]
+    # Over the newest completed jobs a list would show; their times only, not whole runs.
+    mean_s = await engine.ledger.mean_duration(
+        statuses={RunStatus.COMPLETED}, kinds=kinds, top_level=True, newest=LIST_LIMIT
+    )
     newest = (await engine.list_runs(limit=1)).items
     changed = [t for run in newest for t in (run.created_at, run.started_at, run.finished_at) if t]
     last = max([clock.started, clock.last_change, *changed])
     finished = completed + failed
     return Metrics(
-        totalJobs=await count(),
+        totalJobs=sum(counts.values()),
         completedJobs=completed,
         failedJobs=failed,
-        runningJobs=await count("running"),
-        pendingJobs=await count("queued"),
-        averageJobTime=int(sum(times) / len(times) * 1000) if times else 0,
+        runningJobs=counts[RunStatus.RUNNING],
+        pendingJobs=counts[RunStatus.QUEUED],
+        averageJobTime=int(mean_s * 1000) if mean_s is not None else 0,
         successRate=round(completed / finished * 100, 2) if finished else 100.0,
         uptime=int((time.time() - clock.started) * 1000),
         lastActivity=int(last * 1000),
