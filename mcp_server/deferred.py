@@ -4,7 +4,8 @@ A host spawns `atelier mcp` on every launch and waits for its answer to `initial
 we are needs none of the engine: importing it and the tools costs about 0.3 s on top of the SDK,
 and opening it reads the ledger. So the server on stdio is built from the SDK and this module
 alone (`DeferredServer`), and `open_behind` imports and opens the engine once the first request
-has been answered (or sooner, when a request needs the tools). Opening the engine never waits
+has been answered (or sooner, when a request needs the tools; or after half a second with no
+request: a host that asks nothing is not waiting on us). Opening the engine never waits
 on a backend: it only builds their clients, so the server answers with every backend down.
 
 Until the engine is open, a request for tools or resources waits for it; then it is answered by
@@ -28,6 +29,8 @@ from mcp_server import toolsets
 
 if TYPE_CHECKING:
     from core.settings import Settings
+
+IDLE_START_S = 0.5
 
 
 class DeferredServer(MCPServer):
@@ -92,8 +95,13 @@ class DeferredServer(MCPServer):
 async def open_behind(front: DeferredServer, settings: Settings, stop: anyio.Event) -> None:
     """Open the engine once `front` wants it, serve its tools through `front` until `stop`.
 
+    A host sends `initialize` as soon as it has spawned us; when nothing has come for
+    `IDLE_START_S`, nobody waits on an answer and the engine opens anyway: as the data
+    directory's owner it runs what other processes queued (`atelier generate --no-wait`).
+
     Whoever sets `stop` sets `front.wanted` too, so this never waits for a request that will not come."""
-    await front.wanted.wait()
+    with anyio.move_on_after(IDLE_START_S):
+        await front.wanted.wait()
     if stop.is_set():  # the session ended before anything needed the engine
         return
     # The imports are most of the cost: off the event loop, so the loop keeps answering.
