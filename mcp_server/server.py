@@ -1,7 +1,10 @@
 """Atelier's MCP server: its tools and resources over one engine, assembled from explicit lists.
 
 Tools never hold state of their own and never block past the caller's wait budget: a run keeps
-going when a call stops waiting for it.
+going when a call stops waiting for it. Which tools are listed is the user's choice
+(`ATELIER_TOOLSETS`, see `toolsets.py`); what each costs a model's context is kept small
+(`tool_schema.py`). `atelier mcp` serves this server behind `deferred.py`'s, which answers the
+handshake before the engine is open.
 
 Errors, decided once here for every tool module (`tools/shared.py`) and for `resources.py`:
 - A tool's arguments are checked against its advertised schema (types, ranges, allowed words)
