@@ -347,6 +347,7 @@ def _parameter_type(spec: dict[str, Any]) -> Any:
     words = spec["description"]
     if not spec.get("wired", True):
         words += " (not used by this trainer)"
+    words += "."
     bounds = {"ge": spec["min"], "le": spec["max"]} if "min" in spec and "max" in spec else {}
     kind: Any
     if spec.get("choices"):
