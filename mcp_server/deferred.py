@@ -3,9 +3,9 @@
 A host spawns `atelier mcp` on every launch and waits for its answer to `initialize`. Saying who
 we are needs none of the engine: importing it and the tools costs about 0.3 s on top of the SDK,
 and opening it reads the ledger. So the server on stdio is built from the SDK and this module
-alone (`DeferredServer`), and `open_behind` imports and opens the engine once the first request
-has been answered (or sooner, when a request needs the tools; or after half a second with no
-request: a host that asks nothing is not waiting on us). Opening the engine never waits
+alone (`DeferredServer`), and `open_behind` imports and opens the engine once the host has our
+answer to its first request (its next message says so), or sooner when a request needs the tools,
+or after half a second with no request (a host that asks nothing is not waiting on us). Opening the engine never waits
 on a backend: it only builds their clients, so the server answers with every backend down.
 
 Until the engine is open, a request for tools or resources waits for it; then it is answered by
@@ -42,9 +42,10 @@ class DeferredServer(MCPServer):
             instructions=toolsets.instructions(chosen),
             version=version,
             log_level=log_level.upper(),  # type: ignore[arg-type]
-            middleware=[self._answered_first],
+            middleware=[self._heard],
         )
-        self.wanted = anyio.Event()  # set once a request has been answered or needs the engine
+        self.wanted = anyio.Event()  # set once the host has our first answer, or needs the engine
+        self._messages = 0
         self._ready = anyio.Event()
         self._built: MCPServer | None = None
         self._failure = ""
@@ -59,13 +60,15 @@ class DeferredServer(MCPServer):
         self._failure = reason
         self._ready.set()
 
-    async def _answered_first(
+    async def _heard(
         self, ctx: ServerRequestContext[Any, Any], call_next: Callable[[Any], Awaitable[Any]]
     ) -> Any:
-        try:
-            return await call_next(ctx)
-        finally:
+        # A host sends its next message once it has our first answer (`initialize`): only then
+        # may the engine's imports take the CPU, or they would slow that answer down.
+        if self._messages:
             self.wanted.set()
+        self._messages += 1
+        return await call_next(ctx)
 
     async def _inner(self) -> MCPServer:
         self.wanted.set()
