@@ -252,7 +252,7 @@ async def _mcp_stdio(settings: Settings, args: argparse.Namespace) -> int:
                     stop.set()
                     front.wanted.set()
         except BaseExceptionGroup as failed:
-            if len(failed.exceptions) == 1:  # the engine's own error, only wrapped by the group
+            if len(failed.exceptions) == 1:  # one task's own error, only wrapped by the group
                 raise failed.exceptions[0] from None
             raise
 

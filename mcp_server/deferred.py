@@ -4,14 +4,15 @@ A host spawns `atelier mcp` on every launch and waits for its answer to `initial
 we are needs none of the engine: importing it and the tools costs about 0.3 s on top of the SDK,
 and opening it reads the ledger. So the server on stdio is built from the SDK and this module
 alone (`DeferredServer`), and `open_behind` imports and opens the engine once the host has our
-answer to its first request (its next message says so), or sooner when a request needs the tools,
-or after half a second with no request (a host that asks nothing is not waiting on us). Opening the engine never waits
-on a backend: it only builds their clients, so the server answers with every backend down.
+answer to its first request (its next message says so), or sooner when a request needs the
+tools, or after `IDLE_START_S` without a request (a host that asks nothing is not waiting on
+us). Opening the engine never waits on a backend: it only builds their clients, so the server
+answers with every backend down.
 
 Until the engine is open, a request for tools or resources waits for it; then it is answered by
 the server `build_mcp` made over the engine, the same one `atelier serve` and the tests use
 (this one only forwards to it, so what a client sees cannot differ). If the engine cannot open,
-the waiting requests are refused with the reason, and the command ends with it as before.
+the command ends with the reason, as a failed start did before.
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ async def open_behind(front: DeferredServer, settings: Settings, stop: anyio.Eve
     A host sends `initialize` as soon as it has spawned us; when nothing has come for
     `IDLE_START_S`, nobody waits on an answer and the engine opens anyway: as the data
     directory's owner it runs what other processes queued (`atelier generate --no-wait`).
-
-    Whoever sets `stop` sets `front.wanted` too, so this never waits for a request that will not come."""
+    Whoever sets `stop` sets `front.wanted` too, so this never waits for a request that will
+    not come."""
     with anyio.move_on_after(IDLE_START_S):
         await front.wanted.wait()
     if stop.is_set():  # the session ended before anything needed the engine
