@@ -54,6 +54,7 @@ test: $(VENV)/.dev browser
 bench: $(VENV)/.dev
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/mcp_cold_start.py
+	$(BIN)/python bench/mcp_tool_context.py
 	$(BIN)/python bench/comfyui_keep_busy.py
 	$(BIN)/python bench/http_run_status.py
 	$(BIN)/python bench/upscale_memory.py

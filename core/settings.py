@@ -187,6 +187,11 @@ class Settings(BaseModel):
         default=None, description="`atelier serve` also serves this REST contract at / (besides its prefix)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    toolsets: str = Field(
+        default="",
+        description="MCP toolsets to offer, comma-separated: generate, runs, characters, products, "
+        "publishing. Default: all.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -11,6 +11,7 @@ handed to `MCPServer(tools=[...])`; nothing of the SDK is patched.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from core.errors import FieldProblem, InvalidInput
 from core.models import FIELD_RULES, field_problem
+from mcp_server.tool_schema import compact_output
 
 
 class CheckedTool(Tool):
@@ -28,6 +30,12 @@ class CheckedTool(Tool):
     # False for a tool whose fields share names with image requests but not their ranges
     # (train_character's `steps`): its words then come from its own schema only.
     engine_rules: bool = True
+
+    @cached_property
+    def output_schema(self) -> dict[str, Any] | None:
+        """The output schema as listed: compact (see `tool_schema`). Results are still checked
+        against the full model before they are sent."""
+        return compact_output(self.fn_metadata.output_schema)
 
     async def run(
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False

@@ -181,7 +181,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from core.engine import Engine
     from http_compat.app import build_app
     from http_compat.security import check_bind
+    from mcp_server import toolsets
 
+    toolsets.chosen(settings.toolsets)  # a wrong name stops start-up before anything opens
     check_bind(settings)
     _configure_logging(settings)
     async with Engine.open(settings, role="shared") as engine:
@@ -229,22 +231,40 @@ def _uvicorn_server() -> type:
 
 
 async def _mcp_stdio(settings: Settings, args: argparse.Namespace) -> int:
-    from core.engine import Engine
-    from mcp_server.server import build_mcp
+    # Only the SDK and the deferred server before `initialize` is answered: the engine and the
+    # tools are imported and opened behind it (see `mcp_server.deferred`).
+    from mcp_server import toolsets
+    from mcp_server.deferred import DeferredServer, open_behind
 
+    chosen = toolsets.chosen(settings.toolsets)
     _configure_logging(settings)
+    front = DeferredServer(chosen=chosen, version=_version(), log_level=settings.log_level)
+    stop = anyio.Event()
+
+    async def session() -> None:
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(open_behind, front, settings, stop)
+                try:
+                    await front.run_stdio_async()
+                finally:
+                    # The engine closes cleanly and hands back what it was running.
+                    stop.set()
+                    front.wanted.set()
+        except BaseExceptionGroup as failed:
+            if len(failed.exceptions) == 1:  # one task's own error, only wrapped by the group
+                raise failed.exceptions[0] from None
+            raise
+
     if sys.platform == "win32":
-        async with Engine.open(settings, role="shared") as engine:
-            await build_mcp(engine, expose_paths=True).run_stdio_async()
+        await session()
         return 0
     from mcp_server.closable_stdin import closable_stdin
 
     with closable_stdin() as end_input:
-        # A signal ends the session as the host closing stdin would: the engine then closes
-        # cleanly and hands back what it was running.
+        # A signal ends the session as the host closing stdin would.
         args.graceful_stop = end_input
-        async with Engine.open(settings, role="shared") as engine:
-            await build_mcp(engine, expose_paths=True).run_stdio_async()
+        await session()
     return 0
 
 

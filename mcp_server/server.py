@@ -1,7 +1,10 @@
 """Atelier's MCP server: its tools and resources over one engine, assembled from explicit lists.
 
 Tools never hold state of their own and never block past the caller's wait budget: a run keeps
-going when a call stops waiting for it.
+going when a call stops waiting for it. Which tools are listed is the user's choice
+(`ATELIER_TOOLSETS`, see `toolsets.py`); what each costs a model's context is kept small
+(`tool_schema.py`). `atelier mcp` serves this server behind `deferred.py`'s, which answers the
+handshake before the engine is open.
 
 Errors, decided once here for every tool module (`tools/shared.py`) and for `resources.py`:
 - A tool's arguments are checked against its advertised schema (types, ranges, allowed words)
@@ -18,37 +21,18 @@ Errors, decided once here for every tool module (`tools/shared.py`) and for `res
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import InputRequiredResult
 
 from core.characters.uploads import sniff_media_type
 from core.engine import Engine
-from mcp_server import resources
+from mcp_server import resources, toolsets
 from mcp_server.tools import characters, images, products, publishing, runs, status
-
-INSTRUCTIONS = """\
-Atelier makes images and keeps a durable record of every run.
-generate_image (text-to-image), transform_image (image-to-image) and upscale_image queue a
-run and wait up to `wait_seconds` for it; if it is not done by then you get the run id: call
-wait_for_run with it (as often as needed). list_workflows and list_models tell which
-workflows, checkpoints and LoRAs can be named. Finished runs come back as
-small thumbnails plus links (atelier://runs/{run_id}/images/{filename}) to the full-size files.
-list_runs, get_run, cancel_run, retry_run, delete_run and bundle_run manage runs; get_status
-reports backend health and the queue.
-Characters: create_character, then add_character_images (10-30 images), then train_character
-(a training run; progress shows step and loss). generate_image and transform_image then take
-`character` (its id or name) to draw it with its LoRA. list_characters and get_character show
-them (atelier://characters/{id}).
-Print-on-demand: list_product_types (t-shirt, hoodie, poster, mug: print areas, colours,
-prices, platforms), compose_prompts (design prompts from a theme, style and niche),
-create_products (a design or prompts -> print files, mockups and DRAFT products),
-publish_products (needs the user's confirmation: they are asked when the client supports
-elicitation, otherwise pass confirm: true only after they agreed), unpublish_product,
-list_products and get_product (atelier://products/{id}).
-"""
 
 
 class AtelierServer(MCPServer):
@@ -72,26 +56,34 @@ def _with_sniffed_type(item: ReadResourceContents) -> ReadResourceContents:
 
 
 def build_mcp(engine: Engine, *, expose_paths: bool = True) -> MCPServer:
-    """An MCP server over `engine`. `expose_paths` adds server-side file paths to results (stdio)."""
+    """An MCP server over `engine` with the toolsets its settings choose (`ATELIER_TOOLSETS`).
+
+    `expose_paths` adds server-side file paths to results (stdio)."""
+    chosen = toolsets.chosen(engine.settings.toolsets)
     mcp = AtelierServer(
         "atelier",
-        instructions=INSTRUCTIONS,
+        instructions=toolsets.instructions(chosen),
         version=_version(),
         log_level=engine.settings.log_level.upper(),
-        tools=[
-            *images.tools(engine, expose_paths=expose_paths),
-            *runs.tools(engine, expose_paths=expose_paths),
-            *characters.tools(engine, expose_paths=expose_paths),
-            *products.tools(engine),
-            *publishing.tools(engine),
-            *status.tools(engine),
-        ],
+        tools=tools(engine, chosen, expose_paths=expose_paths),
     )
     for template in resources.templates(engine):
         mcp.resource(template.uri, mime_type=template.mime_type, description=template.description)(
             template.read
         )
     return mcp
+
+
+def tools(engine: Engine, chosen: tuple[str, ...], *, expose_paths: bool) -> list[Tool]:
+    """The tools of the `chosen` toolsets over `engine`, in listing order."""
+    built: dict[str, Callable[[], list[Tool]]] = {
+        "generate": lambda: images.tools(engine, expose_paths=expose_paths),
+        "runs": lambda: [*runs.tools(engine, expose_paths=expose_paths), *status.tools(engine)],
+        "characters": lambda: characters.tools(engine, expose_paths=expose_paths),
+        "products": lambda: products.tools(engine),
+        "publishing": lambda: publishing.tools(engine),
+    }
+    return [tool for name in chosen for tool in built[name]()]
 
 
 def _version() -> str:

@@ -290,7 +290,7 @@ async def test_train_character_schema_is_the_trainer_declaration(client: Client,
     declared = engine.trainer_parameters()["parameters"]
     assert set(declared) <= set(props)
     for name, spec in declared.items():
-        [branch] = [b for b in props[name]["anyOf"] if b.get("type") != "null"]
+        [branch] = [b for b in props[name].get("anyOf", [props[name]]) if b.get("type") != "null"]
         assert props[name]["default"] == spec["default"], name
         assert (
             branch["type"]

@@ -64,7 +64,7 @@ _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=_\-\s]+")
 
 CharacterRef = Annotated[
     str,
-    Field(description="The character's id (char-...) or its name (any case).", min_length=1, max_length=100),
+    Field(description="Its id (char-...) or name (any case).", min_length=1, max_length=100),
 ]
 Name = Annotated[
     str, Field(description="Its name, unique whatever the case.", min_length=1, max_length=MAX_NAME_CHARS)
@@ -76,8 +76,8 @@ Description = Annotated[
 TriggerWord = Annotated[
     str | None,
     Field(
-        description="The word that calls up the LoRA in prompts: 2..48 characters of a-z, 0-9 and _. "
-        "Derived from the name when omitted (Mara -> mara_person).",
+        description="The word that calls up the LoRA in prompts: 2..48 of a-z, 0-9, _. "
+        "Default: from the name (Mara -> mara_person).",
         max_length=100,
     ),
 ]
@@ -85,10 +85,9 @@ Sources = Annotated[
     list[str],
     Field(
         description=(
-            "Images of the character, each as transform_image takes a source: a run's image "
-            "(atelier://runs/<id>/images/<file>, <run_id>/<file>, or a run id for its first image), a file "
-            "path inside an allowed folder, an http(s) URL on this machine, or base64 PNG/JPEG/WebP data "
-            f"(optionally a data: URL). 1..{MAX_SOURCES_PER_CALL} per call."
+            "Images of it, each as transform_image's source: atelier://runs/<id>/images/<file> "
+            "(or <run_id>/<file>, or a run id), a path in an allowed folder, an http(s) URL on this "
+            "machine, or base64 PNG/JPEG/WebP (or a data: URL)."
         ),
         min_length=1,
         max_length=MAX_SOURCES_PER_CALL,
@@ -97,13 +96,13 @@ Sources = Annotated[
 Captions = Annotated[
     list[str] | None,
     Field(
-        description="One caption per source, in the same order ('' for none); the trigger word is added "
-        f"in front when training. At most {MAX_CAPTION_CHARS} characters each.",
+        description="One caption per source ('' for none), at most "
+        f"{MAX_CAPTION_CHARS} characters; training puts the trigger word in front.",
         max_length=MAX_SOURCES_PER_CALL,
     ),
 ]
 PriorityName = Annotated[
-    Literal["low", "normal", "high", "urgent"], Field(description="Higher priorities start first.")
+    Literal["low", "normal", "high", "urgent"], Field(description="Higher starts first.")
 ]
 # train_character's own parameters: a trainer may not declare one of these names.
 _TRAIN_TOOL_PARAMETERS = {"character", "priority", "idempotency_key", "wait_seconds", "ctx"}
@@ -211,15 +210,12 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
     async def add_character_images(
         character: CharacterRef, sources: Sources, captions: Captions = None
     ) -> Annotated[CallToolResult, ImagesAdded]:
-        """Add training images to a character. Each is checked: PNG, JPEG or WebP, fully readable, at
-        least ATELIER_TRAINING_MIN_SIDE pixels a side (256 by default), not a duplicate, at most
-        ATELIER_MAX_CHARACTER_IMAGES per character (200 by default).
+        """Add training images to a character: PNG, JPEG or WebP, at least 256 pixels a side (by
+        default), no duplicates, at most 200 per character (by default). EXIF/GPS are stripped.
 
-        The good images are kept and every refused source is listed with its reason (a partly
-        refused call still succeeds). Metadata (EXIF, GPS) is stripped when stored. 10-30 varied
-        images train best. Then call train_character. Base64 travels inside the call (over HTTP a
-        call holds about one full-size image): prefer paths, URLs or run images for many photos,
-        or send them over several calls.
+        Good images are kept; each refused source is listed with its reason (the call still
+        succeeds). 10-30 varied images train best; then call train_character. Base64 travels in
+        the call (over HTTP about one full-size image fits): prefer paths, URLs or run images.
         """
         with character_errors():
             if captions is not None and len(captions) != len(sources):
@@ -316,7 +312,7 @@ def _train_character(engine: Engine, *, expose_paths: bool) -> Tool:
         _parameter("priority", PriorityName, "normal"),
         _parameter(
             "idempotency_key",
-            Annotated[str | None, Field(description="Calling again with the same key returns the same run.")],
+            Annotated[str | None, Field(description="The same key again returns the same run.")],
             None,
         ),
         _parameter("wait_seconds", WaitSeconds, 20),
@@ -330,14 +326,12 @@ def _train_character(engine: Engine, *, expose_paths: bool) -> Tool:
     }
     train_character.__doc__ = f"""Train the character's LoRA from its images with the {trainer} trainer.
 
-        Queues a training run (its own lane: image runs are not held up) and waits up to
-        `wait_seconds`, sending progress notifications with the step, loss and ETA. Returns the
-        run; once done, `result.version` is the new LoRA version, made active. If it is still
-        running, call wait_for_run with the run id; cancel_run stops it. With the preview trainer
-        a training takes seconds and makes a colour style, not a diffusion LoRA; with aitoolkit it
-        takes a GPU tens of minutes. Needs images first (add_character_images); one training per
-        character at a time. Parameters left out take the trainer's defaults (each one's description
-        gives its default; their ranges are the trainer's own).
+        Needs images first (add_character_images); one training per character at a time. Queues
+        a training run (its own lane: image runs are not held up) and waits up to `wait_seconds`,
+        reporting step, loss and ETA. Returns the run; once done, `result.version` is the new LoRA
+        version, made active. Still running: call wait_for_run; cancel_run stops it. The preview
+        trainer takes seconds (a colour style, not a diffusion LoRA); aitoolkit takes a GPU tens of
+        minutes. Parameters left out take the trainer's defaults.
         """
     found.tool(CREATES, structured_output=True, engine_rules=False)(train_character)
     return found.tools[0]
@@ -349,10 +343,11 @@ def _parameter(name: str, annotation: Any, default: Any = inspect.Parameter.empt
 
 def _parameter_type(spec: dict[str, Any]) -> Any:
     """A training parameter's type for the schema, from its declaration (type, range, choices)."""
+    # The default is the schema's own `default`: the words need not repeat it.
     words = spec["description"]
     if not spec.get("wired", True):
-        words += " (recorded, but not used by this trainer)"
-    words += f". Default {spec['default']!r}."
+        words += " (not used by this trainer)"
+    words += "."
     bounds = {"ge": spec["min"], "le": spec["max"]} if "min" in spec and "max" in spec else {}
     kind: Any
     if spec.get("choices"):

@@ -28,68 +28,62 @@ NegativePrompt = Annotated[
 Side = Annotated[
     int | None,
     Field(
-        description="Pixels, a multiple of 8. Default: the workflow's (512 for sd15).",
+        description="Pixels. Default: the workflow's (512 for sd15).",
         ge=MIN_SIDE,
         le=MAX_SIDE,
         multiple_of=8,
     ),
 ]
-Steps = Annotated[int | None, Field(description="Sampling steps. Default: the workflow's.", ge=1, le=150)]
-Cfg = Annotated[
-    float | None, Field(description="Prompt guidance strength. Default: the workflow's.", ge=0, le=30)
-]
+Steps = Annotated[int | None, Field(description="Sampling steps.", ge=1, le=150)]
+Cfg = Annotated[float | None, Field(description="Prompt guidance strength.", ge=0, le=30)]
 Seed = Annotated[
-    int | None, Field(description="Same seed + inputs = same image. Random if omitted.", ge=0, le=MAX_SEED)
+    int | None, Field(description="Same seed + inputs = same image. Default: random.", ge=0, le=MAX_SEED)
 ]
-Sampler = Annotated[str | None, Field(description="Sampler name, e.g. euler, dpmpp_2m.")]
-Scheduler = Annotated[str | None, Field(description="Noise schedule, e.g. normal, karras, simple.")]
-Count = Annotated[int | None, Field(description="Images in this run (a batch). Default 1.", ge=1, le=16)]
+Sampler = Annotated[str | None, Field(description="e.g. euler, dpmpp_2m.")]
+Scheduler = Annotated[str | None, Field(description="e.g. normal, karras.")]
+Count = Annotated[int | None, Field(description="Images in this run. Default 1.", ge=1, le=16)]
 WorkflowName = Annotated[
     str | None,
     Field(
-        description="A workflow from list_workflows. Default: sd15 / img2img / upscale.",
+        description="From list_workflows. Default: sd15 / img2img / upscale.",
         pattern=WORKFLOW_NAME_PATTERN,
     ),
 ]
 Checkpoint = Annotated[
-    str | None, Field(description="Model file to use instead of the workflow's, from list_models.")
+    str | None, Field(description="A checkpoint from list_models, instead of the workflow's.")
 ]
 Loras = Annotated[
     list[str] | None,
     Field(
-        description="LoRAs to apply, each 'name' or 'name:strength' (e.g. 'pixel-art.safetensors:0.8').",
+        description="LoRAs from list_models, each 'name' or 'name:strength' (e.g. 'x.safetensors:0.8').",
         max_length=8,
     ),
 ]
-Denoise = Annotated[
-    float | None, Field(description="Denoising strength 0..1 (text-to-image uses 1).", ge=0, le=1)
-]
+Denoise = Annotated[float | None, Field(description="Denoising strength (text-to-image uses 1).", ge=0, le=1)]
 PriorityName = Annotated[
-    Literal["low", "normal", "high", "urgent"], Field(description="Higher priorities start first.")
+    Literal["low", "normal", "high", "urgent"], Field(description="Higher starts first.")
 ]
 IdempotencyKey = Annotated[
-    str | None, Field(description="Calling again with the same key returns the same run, not a new one.")
+    str | None, Field(description="The same key again returns the same run, not a new one.")
 ]
 CharacterName = Annotated[
     str | None,
     Field(
-        description="A trained character (its id or name, see list_characters): its LoRA is applied and its "
-        "trigger word put at the front of the prompt.",
+        description="A trained character's id or name (list_characters): adds its LoRA and trigger word.",
         min_length=1,
         max_length=100,
     ),
 ]
 CharacterStrength = Annotated[
     float | None,
-    Field(description="How strongly the character's LoRA applies, 0..2. Default 0.8.", ge=0, le=2),
+    Field(description="Its LoRA's strength. Default 0.8.", ge=0, le=2),
 ]
 Source = Annotated[
     str,
     Field(
         description=(
-            "The image to start from: a run's image (atelier://runs/<id>/images/<file>, or a run id for its "
-            "first image), a file path inside an allowed folder, an http(s) URL on this machine, or base64 "
-            "PNG/JPEG/WebP data (optionally as a data: URL)."
+            "The image: atelier://runs/<id>/images/<file> (or a run id: its first image), a path in an "
+            "allowed folder, an http(s) URL on this machine, or base64 PNG/JPEG/WebP (or a data: URL)."
         ),
         min_length=1,
     ),

@@ -48,37 +48,28 @@ _NUMBERING = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|prompt\s*\d*\s*:)\s*", re.IG
 
 ProductId = Annotated[
     str,
-    Field(
-        description="The product's id (prod-...), as create_products or list_products gives it.", min_length=1
-    ),
+    Field(description="A product id (prod-...), from create_products or list_products.", min_length=1),
 ]
 Platforms = Annotated[
     list[str] | None,
     Field(
-        description="Where: storefront (Atelier's own shop), printify, shopify. Default: "
-        "ATELIER_ENABLED_PLATFORMS (list_product_types shows which are configured).",
+        description="storefront (Atelier's own shop), printify, shopify. Default: the enabled ones "
+        "(list_product_types shows them).",
         max_length=3,
     ),
 ]
 PriorityName = Annotated[
-    Literal["low", "normal", "high", "urgent"], Field(description="Higher priorities start first.")
+    Literal["low", "normal", "high", "urgent"], Field(description="Higher starts first.")
 ]
 IdempotencyKey = Annotated[
-    str | None, Field(description="Calling again with the same key returns the same run, not a new one.")
+    str | None, Field(description="The same key again returns the same run, not a new one.")
 ]
 
 
-def wait_type(default: float) -> Any:
-    """A `wait_seconds` parameter's type, with its default in its description."""
-    return Annotated[
-        float,
-        Field(
-            description=f"How long to wait for the run, 0..{MAX_WAIT_S} s (progress is reported meanwhile). "
-            f"Default {default:g}.",
-            ge=0,
-            le=MAX_WAIT_S,
-        ),
-    ]
+RunWait = Annotated[
+    float,
+    Field(description="Seconds to wait for the run (progress is reported meanwhile).", ge=0, le=MAX_WAIT_S),
+]
 
 
 def tools(engine: Engine) -> list[Tool]:
@@ -148,29 +139,23 @@ def tools(engine: Engine) -> list[Tool]:
         niche: Annotated[
             str | None, Field(description="Who buys them, e.g. hikers.", max_length=MAX_FIELD_CHARS)
         ] = None,
-        count: Annotated[
-            int, Field(description="How many prompts, 1..16. Default 3.", ge=1, le=MAX_DESIGNS)
-        ] = 3,
+        count: Annotated[int, Field(description="How many prompts.", ge=1, le=MAX_DESIGNS)] = 3,
         template: Annotated[
             Literal[tuple(TEMPLATES)] | None,  # type: ignore[valid-type]
             Field(description="Use this template for every prompt; default: a different one each."),
         ] = None,
         use_model: Annotated[
             bool,
-            Field(
-                description="Ask the host's model to write them (MCP sampling; the user's client may ask "
-                "them first). Falls back to the templates when the client cannot sample."
-            ),
+            Field(description="Ask the host's model to write them (MCP sampling); else the templates."),
         ] = False,
         sampled: Annotated[CreateMessageResult | None, Resolve(ask_model)] = None,
     ) -> Annotated[CallToolResult, PromptsView]:
         """Design prompts for print-on-demand from a theme, a style and a niche. Cheap, instant.
 
-        By default from Atelier's deterministic templates (listed in the result; the same inputs
-        give the same prompts). With `use_model: true`, the host's model writes them when the
-        client supports sampling; `composed_by` says which was used (if the user refuses the
-        sampling request the call fails: call again without `use_model`). Pass the prompts to
-        create_products (edit them first if you like).
+        By default from Atelier's deterministic templates (same inputs, same prompts). With
+        `use_model: true` the host's model writes them if the client can sample; `composed_by`
+        says which was used (if the user refuses, the call fails: retry without `use_model`).
+        Pass them (edited if you like) to create_products.
         """
         with product_errors():
             templated = compose(theme, style or "", niche or "", count, template)
@@ -214,20 +199,14 @@ def tools(engine: Engine) -> list[Tool]:
         design: Annotated[
             str | None,
             Field(
-                description=(
-                    "Your own design, as transform_image takes a source: a run's image "
-                    "(atelier://runs/<id>/images/<file>, or a run id for its first image), a file path "
-                    "inside an allowed folder, an http(s) URL on this machine, or base64 PNG/JPEG/WebP "
-                    "(optionally a data: URL). Give this or `prompts`."
-                ),
+                description="Your own design, as transform_image's source. Give this or `prompts`.",
                 min_length=1,
             ),
         ] = None,
         prompts: Annotated[
             list[str] | None,
             Field(
-                description=f"Prompts to generate designs from (compose_prompts writes some), 1..{MAX_DESIGNS}. "
-                "Give this or `design`.",
+                description="Prompts to generate designs from (see compose_prompts). Give this or `design`.",
                 min_length=1,
                 max_length=MAX_DESIGNS,
             ),
@@ -236,29 +215,28 @@ def tools(engine: Engine) -> list[Tool]:
         title: Annotated[
             str | None,
             Field(
-                description="Product title; default from the prompt and type. Numbered per design.",
+                description="Default: from the prompt and type. Numbered per design.",
                 max_length=200,
             ),
         ] = None,
         description: Annotated[str | None, Field(description="Product description.", max_length=5000)] = None,
         price_cents: Annotated[
             int | None,
-            Field(description="Price in cents (2499 = 24.99); default: each type's.", ge=1, le=10_000_000),
+            Field(description="2499 = 24.99. Default: each type's.", ge=1, le=10_000_000),
         ] = None,
         priority: PriorityName = "normal",
         idempotency_key: IdempotencyKey = None,
-        wait_seconds: wait_type(60) = 60,
+        wait_seconds: RunWait = 60,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ProductsRun]:
-        """Make products from a design as DRAFTS (nothing is published): for each design and type,
-        a print-ready file (the design enlarged to the print area's pixels at its DPI) and a mockup
-        per colour, then a draft listing on each platform.
+        """Make DRAFT products from a design (nothing is published): per design and type, a
+        print-ready file (the print area's pixels at its DPI), a mockup per colour, and a draft
+        listing on each platform. Prompts are first generated (one image run each).
 
-        Queues a run and waits up to `wait_seconds`, sending progress. Returns the run and its
-        products (print files with size and DPI, mockups: a few as thumbnails, all as links,
-        listings per platform). Prompts are generated first (one image run each). A design too
-        small for a type even after upscaling is refused for that type, named in `errors`.
-        Then show the user the mockups and call publish_products if they want them on sale.
+        Queues a run and waits up to `wait_seconds`, reporting progress. Returns the run and its
+        products (print files, mockups as thumbnails and links, listings). A design too small for
+        a type even upscaled is refused for it, named in `errors`. Then show the user the mockups;
+        publish_products puts them on sale.
         """
         if (design is None) == (prompts is None):
             field = "design" if design is None else "prompts"
@@ -292,7 +270,7 @@ def tools(engine: Engine) -> list[Tool]:
             Field(description="Only products in this state."),
         ] = None,
         type: Annotated[str | None, Field(description=f"Only this product type ({known_types}).")] = None,
-        limit: Annotated[int, Field(description="Products per page, 1..100. Default 20.", ge=1, le=100)] = 20,
+        limit: Annotated[int, Field(description="Products per page.", ge=1, le=100)] = 20,
         offset: Annotated[
             int, Field(description="Products to skip (next_offset of the previous page).", ge=0)
         ] = 0,

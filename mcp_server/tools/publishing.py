@@ -40,13 +40,13 @@ from mcp_server.product_views import ProductsRun, PublishOutcome
 from mcp_server.tools.products import (
     Platforms,
     ProductId,
+    RunWait,
     one_product_field,
     product_errors,
     run_answer,
     run_text,
     said,
     step_words,
-    wait_type,
 )
 from mcp_server.tools.shared import STOPS, ToolList, wait_reporting
 
@@ -117,22 +117,20 @@ def tools(engine: Engine) -> list[Tool]:
         confirm: Annotated[
             bool,
             Field(
-                description="Only for clients that cannot ask the user themselves (no elicitation): true "
-                "once the user has said, in this conversation, to publish exactly these products at these "
-                "prices. Never set it on your own."
+                description="Only if the client cannot ask the user (no elicitation): true once the "
+                "user has said to publish exactly these products at these prices. Never on your own."
             ),
         ] = False,
-        wait_seconds: wait_type(30) = 30,
+        wait_seconds: RunWait = 30,
         confirmation: Annotated[ElicitationResult[PublishConfirmation], Resolve(ask_user)] = None,  # type: ignore[assignment]
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, PublishOutcome]:
         """Publish draft products: make them visible to buyers on the platforms (default: the enabled ones).
 
-        Needs the user's confirmation: if the client supports elicitation the user is asked (each
-        product's title, type and price, and the platforms) and nothing is published unless they
-        accept; otherwise pass `confirm: true`, only after the user agreed. Queues a publish run
-        and waits up to `wait_seconds`; returns each product's listings with their URLs. A
-        platform that fails keeps the others' listings; its error is named.
+        Needs the user's confirmation: a client with elicitation asks them (titles, types, prices,
+        platforms) and nothing is published unless they accept; otherwise pass `confirm: true`,
+        only after the user agreed. Queues a publish run and waits up to `wait_seconds`; returns
+        each product's listings with URLs. A failing platform is named; the others still list.
         """
         with product_errors(_publish_field):
             products, names = await what_would_publish(product_ids, platforms)
@@ -189,7 +187,7 @@ def tools(engine: Engine) -> list[Tool]:
     async def unpublish_product(
         product_id: ProductId,
         platforms: Platforms = None,
-        wait_seconds: wait_type(30) = 30,
+        wait_seconds: RunWait = 30,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ProductsRun]:
         """Take a product off sale on the platforms (default: the enabled ones); it stays as a product

@@ -18,10 +18,10 @@ from core.errors import AtelierError, CharacterNotFound, InvalidInput
 from core.models import Run
 from mcp_server import views
 from mcp_server.arguments import CheckedTool, lines
+from mcp_server.tool_schema import compact_description, compact_input
 
-READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
+# The spec gives destructive and idempotent hints meaning only for tools that change something.
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 CREATES = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
@@ -30,10 +30,10 @@ STOPS = ToolAnnotations(
 )
 MAX_WAIT_S = 120
 
-RunId = Annotated[str, Field(description="The run's id, as returned by generate_image or list_runs.")]
+RunId = Annotated[str, Field(description="A run id (from generate_image, list_runs...).")]
 WaitSeconds = Annotated[
     float,
-    Field(description=f"How long to wait for the run to finish, 0..{MAX_WAIT_S} s.", ge=0, le=MAX_WAIT_S),
+    Field(description="Seconds to wait for the run to finish.", ge=0, le=MAX_WAIT_S),
 ]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +58,8 @@ class ToolList:
         def collect(fn: F) -> F:
             tool = CheckedTool.from_function(fn, annotations=annotations, structured_output=structured_output)
             tool.engine_rules = engine_rules
+            tool.parameters = compact_input(tool.parameters)
+            tool.description = compact_description(tool.description)
             self.tools.append(tool)
             return fn
 

@@ -1,6 +1,3 @@
-"""The ComfyUI backend: a client per server, workflows with parameter maps, and the pool."""
-
-from core.backends.comfyui.pool import ComfyUIPool
-from core.backends.comfyui.workflows import Workflow, WorkflowError, WorkflowLibrary
-
-__all__ = ["ComfyUIPool", "Workflow", "WorkflowError", "WorkflowLibrary"]
+"""The ComfyUI backend: a client per server (`client`), workflows with parameter maps
+(`workflows`), and the pool (`pool`). Import the module you need: the pool's HTTP client is not
+loaded for the workflows alone, which the preview renderer uses too."""
