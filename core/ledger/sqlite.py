@@ -7,10 +7,11 @@ process (the CLI, a second MCP host, a backup tool) shares the file:
 - reads use their own connection: in WAL mode a reader never waits for a writer (only another
   process's crash recovery or truncating checkpoint can lock one out; such a read then waits on
   a worker thread, on a connection of its own, like a write);
-- a write is tried inline with no busy wait, so it either commits at once or finds the write
-  lock taken by another process. Then it, and every write after it, waits for the lock on a
-  worker thread (in order), up to `busy_timeout_s`, after which it fails as
-  `LedgerUnavailable`. The event loop is never blocked waiting for a lock.
+- writes go through one writer (`core.ledger.sqlite_writes`) that commits the writes arriving
+  together in one transaction (group commit), with no busy wait. A group that finds the write
+  lock taken by another process, and every write after it, waits for the lock on a worker
+  thread (in order), up to `busy_timeout_s`, after which it fails as `LedgerUnavailable`. The
+  event loop is never blocked waiting for a lock.
 
 A server-backed ledger (PostgreSQL) would await real I/O behind the same async port.
 """
@@ -33,6 +34,10 @@ from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ledger import Increment
 from core.ledger.sqlite_characters import SQLiteCharacters
 from core.ledger.sqlite_products import SQLiteProducts
+from core.ledger.sqlite_writes import GroupWriter
+from core.ledger.sqlite_writes import in_transaction as _in_transaction
+from core.ledger.sqlite_writes import is_busy as _is_busy
+from core.ledger.sqlite_writes import unavailable as _unavailable
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 
 _RUN_COLUMNS = (
@@ -80,9 +85,8 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         # Reads that found a lock wait for it on a worker thread, on a connection of their own.
         self._patient: sqlite3.Connection | None = None
         self._patient_lock = threading.Lock()
-        # Writes queued behind one that waits for another process's lock, on a worker thread.
-        self._waiting_writes = 0
-        self._wait_turn: anyio.Lock | None = None
+        # Every write goes through it: concurrent ones are committed together.
+        self._writes = GroupWriter(self._writer, busy_timeout_s, self._still_locked)
         # UPDATE statements by the shape of the change: built once, not on every transition.
         self._update_sql: dict[tuple[Any, ...], str] = {}
 
@@ -118,51 +122,9 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
     async def _write(self, change: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `change` in one write transaction; see the module docstring for how it waits."""
-        if not self._waiting_writes:
-            try:
-                return _in_transaction(self._writer, change)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise _unavailable(exc) from None
-            except sqlite3.IntegrityError:
-                raise  # a constraint the caller turns into its own error (a reused idempotency key)
-            except sqlite3.DatabaseError as exc:
-                raise _unavailable(exc) from None
-        self._waiting_writes += 1
-        deadline = time.monotonic() + self._busy_timeout_s  # counted from arrival, turn included
-        try:
-            if self._wait_turn is None:
-                self._wait_turn = anyio.Lock()
-            turn = False
-            with anyio.move_on_after(self._busy_timeout_s):
-                await self._wait_turn.acquire()
-                turn = True
-            if not turn:
-                raise self._still_locked()
-            try:
-                # Never cancelled midway: the transaction's outcome must be the one reported.
-                return await anyio.to_thread.run_sync(self._write_waiting, change, deadline)
-            finally:
-                self._wait_turn.release()
-        finally:
-            self._waiting_writes -= 1
-
-    def _write_waiting(self, change: Callable[[sqlite3.Connection], T], deadline: float) -> T:
-        patience_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        self._writer.execute(f"PRAGMA busy_timeout={patience_ms}")
-        try:
-            return _in_transaction(self._writer, change)
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                raise self._still_locked() from None
-            raise _unavailable(exc) from None
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise _unavailable(exc) from None
-        finally:
-            self._writer.execute("PRAGMA busy_timeout=0")
+        """Run `change` in a write transaction (shared with the writes that arrive with it); see
+        `core.ledger.sqlite_writes` for how writes are grouped and how they wait for a lock."""
+        return await self._writes.write(change)
 
     async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A query's rows, read inline. Only a lock held by another process's recovery or
@@ -464,28 +426,6 @@ def _connect(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-def _in_transaction(conn: sqlite3.Connection, change: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = change(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # never leave the connection inside a transaction that failed
-            conn.execute("ROLLBACK")
-        raise
-    return result
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
-        "locked" in str(exc)
-    )
-
-
-def _unavailable(exc: sqlite3.DatabaseError) -> LedgerUnavailable:
-    return LedgerUnavailable(f"the ledger cannot be written now ({exc}); nothing was changed, try again")
 
 
 def _filters(
