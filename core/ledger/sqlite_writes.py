@@ -54,13 +54,15 @@ class _Pending(Generic[T]):
 
 
 class _Group:
-    """The writes committed together, in arrival order; `committed` is set for the ones waiting."""
+    """The writes committed together, in arrival order."""
 
-    __slots__ = ("committed", "writes")
+    __slots__ = ("committed", "done", "writes")
 
     def __init__(self, first: _Pending[Any]) -> None:
         self.writes = [first]
-        self.committed: anyio.Event | None = None  # made when a second write joins
+        self.done = False
+        # Made by a follower that finds the group waiting for another process's lock.
+        self.committed: anyio.Event | None = None
 
 
 class GroupWriter:
@@ -88,10 +90,13 @@ class GroupWriter:
         group = self._forming
         if group is not None:
             group.writes.append(pending)
-            if group.committed is None:
-                group.committed = anyio.Event()
             with anyio.CancelScope(shield=True):
-                await group.committed.wait()
+                # The leader resumes first (it was scheduled first) and commits inline, unless
+                # another process holds the lock: then wait for the worker thread to finish.
+                await anyio.lowlevel.checkpoint()
+                if not group.done:
+                    group.committed = group.committed or anyio.Event()
+                    await group.committed.wait()
             return pending.outcome()
         group = self._forming = _Group(pending)
         try:
@@ -113,6 +118,7 @@ class GroupWriter:
                 with anyio.CancelScope(shield=True):
                     await self._commit_waiting(left)
         finally:
+            group.done = True
             if group.committed is not None:
                 group.committed.set()
 
