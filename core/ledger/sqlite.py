@@ -34,7 +34,7 @@ from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ledger import Increment
 from core.ledger.sqlite_characters import SQLiteCharacters
 from core.ledger.sqlite_products import SQLiteProducts
-from core.ledger.sqlite_writes import GroupWriter
+from core.ledger.sqlite_writes import BACKSTOP_CHECKPOINT_PAGES, Checkpointer, GroupWriter
 from core.ledger.sqlite_writes import in_transaction as _in_transaction
 from core.ledger.sqlite_writes import is_busy as _is_busy
 from core.ledger.sqlite_writes import unavailable as _unavailable
@@ -85,8 +85,10 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         # Reads that found a lock wait for it on a worker thread, on a connection of their own.
         self._patient: sqlite3.Connection | None = None
         self._patient_lock = threading.Lock()
-        # Every write goes through it: concurrent ones are committed together.
-        self._writes = GroupWriter(self._writer, busy_timeout_s, self._still_locked)
+        # Every write goes through it: concurrent ones are committed together, and the WAL is
+        # copied back into the database file on a thread of its own.
+        self._checkpointer = Checkpointer(lambda: _connect(path, patience_ms, synchronous))
+        self._writes = GroupWriter(self._writer, busy_timeout_s, self._still_locked, self._checkpointer)
         # UPDATE statements by the shape of the change: built once, not on every transition.
         self._update_sql: dict[tuple[Any, ...], str] = {}
 
@@ -104,6 +106,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             ledger._writer, ledger._migrate
         )  # start-up may wait for the lock: nothing else runs yet
         ledger._writer.execute("PRAGMA busy_timeout=0")
+        ledger._writer.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
         return ledger
 
     @staticmethod
@@ -388,6 +391,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return counts
 
     async def close(self) -> None:
+        self._checkpointer.close()
         self._conn.close()
         self._writer.close()
         with self._patient_lock:

@@ -18,11 +18,17 @@ are committed together:
 A group that finds the write lock taken by another process, and every group after it, waits
 for the lock on a worker thread, in order, up to `busy_timeout_s`; a change that still finds it
 locked fails as `LedgerUnavailable`. The event loop never blocks waiting for a lock.
+
+Nor does it copy the WAL back into the database file: SQLite's automatic checkpoint would run
+inside the commit that crosses 1,000 WAL pages (every ~50 runs), its writes and fsyncs on the
+event loop. A `Checkpointer` thread does that instead, every `CHECKPOINT_EVERY` commits.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -34,6 +40,12 @@ from core.errors import LedgerUnavailable
 
 T = TypeVar("T")
 Change = Callable[[sqlite3.Connection], T]
+log = logging.getLogger("atelier.ledger")
+
+# Commits between two checkpoints: a few hundred KB to a few MB of WAL, copied in one go.
+CHECKPOINT_EVERY = 64
+# SQLite's own checkpoint stays as a backstop, far out of the way (pages of WAL, ~40 MB).
+BACKSTOP_CHECKPOINT_PAGES = 10_000
 
 
 class _Pending(Generic[T]):
@@ -69,9 +81,14 @@ class GroupWriter:
     """Writes through `conn` (this process's only writing connection), grouped as described above."""
 
     def __init__(
-        self, conn: sqlite3.Connection, busy_timeout_s: float, still_locked: Callable[[], Exception]
+        self,
+        conn: sqlite3.Connection,
+        busy_timeout_s: float,
+        still_locked: Callable[[], Exception],
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self._conn = conn
+        self._checkpointer = checkpointer
         self._busy_timeout_s = busy_timeout_s
         self._still_locked = still_locked
         # The group forming now (its leader is at its checkpoint), or None.
@@ -121,6 +138,8 @@ class GroupWriter:
             group.done = True
             if group.committed is not None:
                 group.committed.set()
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
 
     def _commit_inline(self, group: list[_Pending[Any]]) -> list[_Pending[Any]]:
         """Commit `group` now, settling each write; returns those that found another process's lock."""
@@ -174,6 +193,58 @@ class GroupWriter:
                 pending.error = _as_ledger_error(exc)
             finally:
                 self._conn.execute("PRAGMA busy_timeout=0")
+
+
+class Checkpointer:
+    """Copies committed transactions from the WAL into the database file, on a thread of its own
+    with a connection of its own, once every `every` commits (a PASSIVE checkpoint: it never
+    waits for, nor blocks, readers and writers). `connect` opens that connection."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], every: int = CHECKPOINT_EVERY) -> None:
+        self._connect = connect
+        self._every = every
+        self._commits = 0
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def committed(self) -> None:
+        """Count a commit; every `every` of them, wake the thread (started the first time)."""
+        self._commits += 1
+        if self._commits < self._every or self._closing:
+            return
+        self._commits = 0
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="atelier-ledger-checkpoint", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread (after the checkpoint it may be doing); closing the last connection
+        checkpoints what is left."""
+        self._closing = True
+        if self._thread is not None:
+            self._wake.set()
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:  # SQLite's own checkpoint (the backstop) does the work then
+            log.warning("could not open a connection to checkpoint the ledger's WAL: %s", exc)
+            return
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._closing:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # the next one tries again
+                    log.warning("could not checkpoint the ledger's WAL: %s", exc)
+        finally:
+            conn.close()
 
 
 def _run_all(conn: sqlite3.Connection, group: list[_Pending[Any]]) -> None:
