@@ -143,3 +143,28 @@ def test_the_ledger_file_is_consistent_after_grouped_writes(tmp_path: Path) -> N
         assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 50
     finally:
         conn.close()
+
+
+async def test_progress_of_every_running_run_reaches_the_ledger_other_processes_read(
+    settings: Settings,
+) -> None:
+    backend = ScriptedBackend(concurrency=3, hold_all=True)
+    async with Engine.open(settings, backends={"local": backend}) as engine:
+        runs = [
+            await engine.submit_image({"prompt": f"dune {i}", "width": 64, "height": 64, "steps": 5})
+            for i in range(3)
+        ]
+        await wait_until(lambda: backend.running == 3, what="three runs to be running")
+        ledger = settings.home / "ledger.sqlite3"
+
+        def steps() -> dict[str, tuple[str, int, float]]:
+            rows = raw(ledger, "SELECT id, status, step, progress FROM runs")
+            return {run_id: (status, step, progress) for run_id, status, step, progress in rows}
+
+        # The housekeeping flush (once a second) writes each run's latest step.
+        await wait_until(
+            lambda: all(steps()[run.id] == ("running", 5, 1.0) for run in runs), 5.0, "progress in the ledger"
+        )
+        backend.release_all()
+        for run in runs:
+            assert (await engine.wait(run.id, 10)).status is RunStatus.COMPLETED
