@@ -710,7 +710,7 @@ class Engine:
 
     def _on_progress(self, run_id: str, progress: Progress) -> None:
         self._progress.note(run_id, progress)
-        if self.events.wants(run_id):
+        if self.events.wants_progress(run_id):
             self.events.publish(Event("progress", run_id, progress=progress))
         parent_id = self._parent_of.get(run_id)
         if parent_id is not None and self.events.wants(parent_id):
