@@ -16,9 +16,11 @@ run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -624,7 +626,6 @@ class Engine:
                 status=RunStatus.RUNNING,
                 attempts=Increment(0 if resume_handle else 1),
                 started_at=time.time(),
-                finished_at=None,
                 progress=0.0,
                 step=0,
                 message="reconnecting" if resume_handle else "starting",
@@ -668,15 +669,15 @@ class Engine:
             )
             return
         timeout = run.timeout_s or self.settings.run_timeout_s
-        scope = anyio.CancelScope()
+        # One scope both for cancelling the run and for its timeout (while the backend works).
+        scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
         self._active[run_id] = scope
         error, retryable = "", False
         try:
             with scope:
                 try:
-                    with anyio.fail_after(timeout):
-                        outputs = await handler.execute(work, lambda p: self._on_progress(run_id, p))
-                except TimeoutError:
+                    outputs = await handler.execute(work, partial(self._on_progress, run_id))
+                except TimeoutError:  # a backend's own deadline
                     error, retryable = f"timed out after {timeout:g} s", True
                 except BackendError as exc:
                     error, retryable = str(exc), exc.retryable
@@ -684,6 +685,7 @@ class Engine:
                     log.exception("backend %s crashed on run %s", run.backend, run_id)
                     error, retryable = f"backend error: {type(exc).__name__}: {exc}", True
                 else:
+                    scope.deadline = math.inf  # saving the outputs is not the backend's time
                     unsaved = await self._complete(run, handler, outputs)
                     if unsaved is None:
                         return
@@ -694,7 +696,11 @@ class Engine:
                 del self._active[run_id]
                 self._progress.forget(run_id)
                 self._parent_of.pop(run_id, None)
-        if not scope.cancelled_caught:
+        if scope.cancelled_caught and anyio.current_time() >= scope.deadline:
+            # Timed out (a cancel that came meanwhile has already moved the run on in the ledger,
+            # and `_fail_or_retry` leaves such a run alone).
+            error, retryable = f"timed out after {timeout:g} s", True
+        if not scope.cancelled_caught or error:
             await self._fail_or_retry(run, error, retryable)
         elif run_id not in self._active:
             # Cancelled (already recorded) perhaps while its outputs were being saved.
@@ -706,7 +712,7 @@ class Engine:
 
     def _on_progress(self, run_id: str, progress: Progress) -> None:
         self._progress.note(run_id, progress)
-        if self.events.wants(run_id):
+        if self.events.wants_progress(run_id):
             self.events.publish(Event("progress", run_id, progress=progress))
         parent_id = self._parent_of.get(run_id)
         if parent_id is not None and self.events.wants(parent_id):

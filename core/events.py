@@ -35,13 +35,16 @@ class Event:
 class Subscription:
     """Events for one run (or all runs), oldest first. Use as a context manager."""
 
-    def __init__(self, bus: EventBus, run_id: str | None, maxlen: int) -> None:
+    def __init__(self, bus: EventBus, run_id: str | None, maxlen: int, progress: bool = True) -> None:
         self._bus = bus
         self.run_id = run_id
+        self.progress = progress  # whether it takes `progress` events
         self._items: deque[Event] = deque(maxlen=maxlen)
         self._wakeup = anyio.Event()
 
     def push(self, event: Event) -> None:
+        if event.kind == "progress" and not self.progress:
+            return
         self._items.append(event)
         self._wakeup.set()
 
@@ -75,9 +78,12 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: dict[str | None, set[Subscription]] = defaultdict(set)
 
-    def subscribe(self, run_id: str | None = None, *, maxlen: int = 1024) -> Subscription:
-        """Events of `run_id`, or of every run when None."""
-        subscription = Subscription(self, run_id, maxlen)
+    def subscribe(
+        self, run_id: str | None = None, *, maxlen: int = 1024, progress: bool = True
+    ) -> Subscription:
+        """Events of `run_id`, or of every run when None; without `progress` events if not `progress`
+        (a waiter that only needs the end)."""
+        subscription = Subscription(self, run_id, maxlen, progress)
         self._subscribers[run_id].add(subscription)
         return subscription
 
@@ -95,6 +101,14 @@ class EventBus:
     def wants(self, run_id: str) -> bool:
         """Whether anybody listens to `run_id`: lets hot paths skip building events nobody reads."""
         return bool(self._subscribers.get(run_id) or self._subscribers.get(None))
+
+    def wants_progress(self, run_id: str) -> bool:
+        """Whether anybody takes `run_id`'s progress events (a run reports many steps a second)."""
+        for key in (run_id, None):
+            subscribers = self._subscribers.get(key)
+            if subscribers and any(s.progress for s in subscribers):
+                return True
+        return False
 
     def publish(self, event: Event) -> None:
         for subscription in self._subscribers.get(event.run_id, ()):

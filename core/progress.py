@@ -2,12 +2,15 @@
 
 Progress goes out as events at once (the engine publishes them); the ledger, which other
 processes read, gets each run's latest step at the next `flush` (the engine's housekeeping,
-once a second), so a backend reporting many steps a second never makes a write per step.
+once a second), so a backend reporting many steps a second never makes a write per step, and
+the runs' flushes share one transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+
+import anyio
 
 from core.backends import Progress
 from core.errors import LedgerUnavailable
@@ -47,20 +50,29 @@ class LiveProgress:
         )
 
     async def flush(self) -> None:
-        """Write each run's progress noted since the last flush (of a run still running)."""
-        unwritten, self._unwritten = list(self._unwritten), set()
-        for index, run_id in enumerate(unwritten):
-            progress = self._latest.get(run_id)
-            if progress is not None:
-                try:
-                    await self._ledger.update_run(
-                        run_id,
-                        expect={RunStatus.RUNNING},
-                        progress=progress.fraction,
-                        step=progress.step,
-                        max_steps=progress.max_steps,
-                        message=progress.message,
-                    )
-                except LedgerUnavailable:
-                    self._unwritten.update(unwritten[index:])  # written at a later flush
-                    raise
+        """Write each run's progress noted since the last flush (of a run still running), the
+        writes issued together so that the ledger commits them as one group."""
+        unwritten, self._unwritten = self._unwritten, set()
+        refused: list[LedgerUnavailable] = []
+
+        async def write(run_id: str, progress: Progress) -> None:
+            try:
+                await self._ledger.update_run(
+                    run_id,
+                    expect={RunStatus.RUNNING},
+                    progress=progress.fraction,
+                    step=progress.step,
+                    max_steps=progress.max_steps,
+                    message=progress.message,
+                )
+            except LedgerUnavailable as exc:
+                self._unwritten.add(run_id)  # written at a later flush
+                refused.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for run_id in unwritten:
+                progress = self._latest.get(run_id)
+                if progress is not None:
+                    group.start_soon(write, run_id, progress)
+        if refused:
+            raise refused[0]

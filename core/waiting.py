@@ -32,7 +32,7 @@ async def until_final(
 ) -> Run:
     """Follow the run's events until it is final or `timeout_s` passes; `live` adds the latest
     progress to the run the callback sees."""
-    with events.subscribe(run_id) as subscription:
+    with events.subscribe(run_id, progress=on_progress is not None) as subscription:
         run = await get_run(run_id)
         with anyio.move_on_after(max(0.0, timeout_s)):
             while not run.status.is_final:

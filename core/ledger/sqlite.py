@@ -13,10 +13,11 @@ tool) shares the file:
 - reads use their own connection: in WAL mode a reader never waits for a writer (only another
   process's crash recovery or truncating checkpoint can lock one out; such a read then waits on
   a worker thread, on a connection of its own, like a write);
-- a write is tried inline with no busy wait, so it either commits at once or finds the write
-  lock taken by another process. Then it, and every write after it, waits for the lock on a
-  worker thread (in order), up to `busy_timeout_s`, after which it fails as
-  `LedgerUnavailable`. The event loop is never blocked waiting for a lock.
+- writes go through one writer (`core.ledger.sqlite_writes`) that commits the writes arriving
+  together in one transaction (group commit), with no busy wait. A group that finds the write
+  lock taken by another process, and every write after it, waits for the lock on a worker
+  thread (in order), up to `busy_timeout_s`, after which it fails as `LedgerUnavailable`. The
+  event loop is never blocked waiting for a lock.
 
 A server-backed ledger (PostgreSQL) would await real I/O behind the same async port.
 """
@@ -39,6 +40,10 @@ from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ledger import Increment
 from core.ledger.sqlite_characters import SQLiteCharacters
 from core.ledger.sqlite_products import SQLiteProducts
+from core.ledger.sqlite_writes import BACKSTOP_CHECKPOINT_PAGES, Checkpointer, GroupWriter
+from core.ledger.sqlite_writes import in_transaction as _in_transaction
+from core.ledger.sqlite_writes import is_busy as _is_busy
+from core.ledger.sqlite_writes import unavailable as _unavailable
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 
 _RUN_COLUMNS = (
@@ -102,9 +107,10 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         # Reads that found a lock wait for it on a worker thread, on a connection of their own.
         self._patient: sqlite3.Connection | None = None
         self._patient_lock = threading.Lock()
-        # Writes queued behind one that waits for another process's lock, on a worker thread.
-        self._waiting_writes = 0
-        self._wait_turn: anyio.Lock | None = None
+        # Every write goes through it: concurrent ones are committed together, and the WAL is
+        # copied back into the database file on a thread of its own.
+        self._checkpointer = Checkpointer(lambda: _connect(path, patience_ms, synchronous))
+        self._writes = GroupWriter(self._writer, busy_timeout_s, self._still_locked, self._checkpointer)
         # mean_duration's answers, each with the `data_version` it was read at.
         self._means: dict[tuple[Any, ...], tuple[int, float | None]] = {}
         # UPDATE statements by the shape of the change: built once, not on every transition.
@@ -124,6 +130,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             ledger._writer, ledger._migrate
         )  # start-up may wait for the lock: nothing else runs yet
         ledger._writer.execute("PRAGMA busy_timeout=0")
+        ledger._writer.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
         return ledger
 
     @staticmethod
@@ -141,51 +148,9 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
     async def _write(self, change: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `change` in one write transaction; see the module docstring for how it waits."""
-        if not self._waiting_writes:
-            try:
-                return _in_transaction(self._writer, change)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise _unavailable(exc) from None
-            except sqlite3.IntegrityError:
-                raise  # a constraint the caller turns into its own error (a reused idempotency key)
-            except sqlite3.DatabaseError as exc:
-                raise _unavailable(exc) from None
-        self._waiting_writes += 1
-        deadline = time.monotonic() + self._busy_timeout_s  # counted from arrival, turn included
-        try:
-            if self._wait_turn is None:
-                self._wait_turn = anyio.Lock()
-            turn = False
-            with anyio.move_on_after(self._busy_timeout_s):
-                await self._wait_turn.acquire()
-                turn = True
-            if not turn:
-                raise self._still_locked()
-            try:
-                # Never cancelled midway: the transaction's outcome must be the one reported.
-                return await anyio.to_thread.run_sync(self._write_waiting, change, deadline)
-            finally:
-                self._wait_turn.release()
-        finally:
-            self._waiting_writes -= 1
-
-    def _write_waiting(self, change: Callable[[sqlite3.Connection], T], deadline: float) -> T:
-        patience_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        self._writer.execute(f"PRAGMA busy_timeout={patience_ms}")
-        try:
-            return _in_transaction(self._writer, change)
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                raise self._still_locked() from None
-            raise _unavailable(exc) from None
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise _unavailable(exc) from None
-        finally:
-            self._writer.execute("PRAGMA busy_timeout=0")
+        """Run `change` in a write transaction (shared with the writes that arrive with it); see
+        `core.ledger.sqlite_writes` for how writes are grouped and how they wait for a lock."""
+        return await self._writes.write(change)
 
     async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A query's rows, read inline. Only a lock held by another process's recovery or
@@ -486,6 +451,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return counts
 
     async def close(self) -> None:
+        self._checkpointer.close()
         self._conn.close()
         self._writer.close()
         with self._patient_lock:
@@ -526,31 +492,9 @@ def _connect(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def _in_transaction(conn: sqlite3.Connection, change: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = change(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # never leave the connection inside a transaction that failed
-            conn.execute("ROLLBACK")
-        raise
-    return result
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
-        "locked" in str(exc)
-    )
-
-
-def _unavailable(exc: sqlite3.DatabaseError) -> LedgerUnavailable:
-    return LedgerUnavailable(f"the ledger cannot be written now ({exc}); nothing was changed, try again")
-
-
 # A run that is neither a batch's child nor a part of a products run (its designs and upscales,
-# which core.publishing.products_kind submits with idempotency keys `pod:<run>:...`). Written exactly as
-# the `runs_top_level` index and the run_counts triggers of migration 0005 write it, so that
+# which core.publishing.products_kind submits with idempotency keys `pod:<run>:...`). Written
+# exactly as the `runs_top_level` index and the run_counts triggers of migration 0005 write it, so that
 # SQLite can use that partial index.
 TOP_LEVEL = "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
 
