@@ -19,7 +19,9 @@ EventOf = Callable[[Run, Progress | None], Awaitable[tuple[str, dict[str, Any]]]
 
 def job_stream(engine: Engine, run_id: str, event_of: EventOf, keepalive_s: float) -> Response:
     """`event: progress` whenever what it carries changes, then one `event: complete` for the
-    final state (whichever it is), as the original backend sends them."""
+    final state (whichever it is), as the original backend sends them. 100% is said by the
+    `complete` event alone: a running job at its last step (saving its files) is not reported
+    again until it completes."""
 
     async def events() -> AsyncIterator[tuple[str, dict[str, Any]]]:
         last: dict[str, Any] | None = None
@@ -30,7 +32,7 @@ def job_stream(engine: Engine, run_id: str, event_of: EventOf, keepalive_s: floa
                 if name == "complete":
                     yield name, data
                     return
-                if data != last:
+                if data != last and data.get("progress", 0) < 100:
                     last = data
                     yield name, data
 
