@@ -38,14 +38,16 @@ class CorrelationId:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-correlation-id"]
                 message["headers"] = [*headers, (b"x-correlation-id", cid.encode())]
-                request_log.info(
-                    "%s %s -> %s (correlation id %s)",
-                    scope["method"],
-                    scope["path"],
-                    message["status"],
-                    cid,
-                    extra={"correlation_id": cid},
-                )
+                # An access line: `atelier serve` shows it only at ATELIER_LOG_LEVEL=debug.
+                if request_log.isEnabledFor(logging.INFO):
+                    request_log.info(
+                        "%s %s -> %s (correlation id %s)",
+                        scope["method"],
+                        scope["path"],
+                        message["status"],
+                        cid,
+                        extra={"correlation_id": cid},
+                    )
             await send(message)
 
         try:
