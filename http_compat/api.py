@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute, compile_path
@@ -34,6 +34,7 @@ from core.errors import AtelierError
 from http_compat.errors import ApiError, ErrorRenderer, from_engine
 from http_compat.inputs import BodyLimit, StreamedBody, read_json, validate
 from http_compat.responses import base_url
+from http_compat.routing import PrefixRouter
 
 log = logging.getLogger("atelier.http")
 
@@ -253,24 +254,23 @@ class Api:
                 ApiError(exc.status_code, message or str(exc.detail), headers=exc.headers)
             )
 
-        app = Starlette(
-            routes=[
-                Route("/openapi.json", openapi, methods=["GET"]),
-                Route("/docs", docs, methods=["GET"]),
-                *self.routes,
-            ],
-            exception_handlers={HTTPException: http_error},
-            # The contract's own middleware wraps the size cap, so it sees (and may decorate) 413s too.
-            middleware=[
-                *self.middleware,
-                Middleware(
-                    BodyLimit,
-                    limit=max_body_bytes,
-                    render_error=self.render_error,
-                    streamed=self._streamed,
-                ),
-            ],
+        # A router under the contract's middleware, not a Starlette app of its own: the app it is
+        # mounted in already answers an exception that escapes with a 500, and each layer costs
+        # every request (the outer app's routing, then this one's, then the route's).
+        app: ASGIApp = ExceptionMiddleware(
+            PrefixRouter(
+                [
+                    Route("/openapi.json", openapi, methods=["GET"]),
+                    Route("/docs", docs, methods=["GET"]),
+                    *self.routes,
+                ]
+            ),
+            handlers={HTTPException: http_error},
         )
+        # The contract's own middleware wraps the size cap, so it sees (and may decorate) 413s too.
+        app = BodyLimit(app, limit=max_body_bytes, render_error=self.render_error, streamed=self._streamed)
+        for cls, args, kwargs in reversed(self.middleware):
+            app = cls(app, *args, **kwargs)
         return app
 
     def openapi(self, server_url: str = "") -> dict[str, Any]:

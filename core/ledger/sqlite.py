@@ -238,10 +238,13 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def get_run(self, run_id: str) -> Run | None:
         return _run_with_artifacts(await self._rows(_RUN_BY_ID, (run_id,)))
 
-    def change_marker(self) -> int:
-        # SQLite's data_version moves on every commit made by any other connection, ours included:
-        # the reading connection itself never commits.
-        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+    def change_marker(self) -> int | None:
+        # SQLite's data_version moves on every commit made by any other connection, our writer's
+        # included: the reading connection itself never commits.
+        try:
+            return self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
 
     async def find_by_idempotency_key(self, key: str) -> Run | None:
         row = await self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))

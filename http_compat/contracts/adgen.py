@@ -38,6 +38,7 @@ from core.engine import Engine
 from core.ids import RUN_ID_RE
 from core.models import Run, RunStatus
 from core.settings import Settings
+from http_compat.answers import FinishedAnswers, finished_alone
 from http_compat.api import Api, Param
 from http_compat.errors import ApiError, Detail, fastapi_error
 from http_compat.inputs import query_int
@@ -192,6 +193,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         invalid_status=422,
     )
     not_found = {404: (Detail, "No such run")}
+    answers = FinishedAnswers(engine)
 
     @api.route("GET", "/health", summary="Is the API up", responses={200: Health})
     async def health(request: Request) -> Response:
@@ -265,7 +267,12 @@ def build(engine: Engine, settings: Settings) -> Api:
         responses={200: RunDetail, **not_found},
     )
     async def get_run(request: Request) -> Response:
-        return json_response(detail(request, await engine.get_run(run_id_of(request))))
+        run_id = run_id_of(request)
+
+        async def render(run: Run) -> Response:
+            return json_response(detail(request, run))
+
+        return await answers.answer(request, lambda: engine.get_run(run_id), render, finished_alone)
 
     @api.route(
         "GET",
