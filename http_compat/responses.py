@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,13 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 def iso(ts: float | None, *, millis: bool = False, zulu: bool = True) -> str | None:
     """Epoch seconds as ISO 8601 UTC: `2025-01-15T10:30:00Z` (`.000Z` with millis)."""
-    if ts is None:
-        return None
-    moment = datetime.fromtimestamp(ts, UTC)
-    text = moment.isoformat(timespec="milliseconds" if millis else "seconds")
+    return None if ts is None else _iso(ts, millis, zulu)
+
+
+# Status answers show the same few timestamps (a run's creation, start, finish) again and again.
+@functools.lru_cache(maxsize=4096)
+def _iso(ts: float, millis: bool, zulu: bool) -> str:
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds" if millis else "seconds")
     return text.replace("+00:00", "Z") if zulu else text
 
 

@@ -25,6 +25,7 @@ Decisions where the document is vague:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import UTC, datetime
@@ -128,7 +129,13 @@ class DetailedHealth(BaseModel):
 
 
 def stamp(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
+    return None if ts is None else _stamp(ts)
+
+
+# Status answers show the same few timestamps (a run's creation and finish) again and again.
+@functools.lru_cache(maxsize=4096)
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def prompt_id(run: Run) -> str | None:

@@ -65,9 +65,13 @@ class RateLimits:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path = route_path(scope)
+            path = None
             for method, pattern, limiter in self.rules:
-                if scope["method"] == method and pattern.fullmatch(path):
+                if scope["method"] != method:
+                    continue
+                if path is None:
+                    path = route_path(scope)
+                if pattern.fullmatch(path):
                     host = (scope.get("client") or ("unknown", 0))[0]
                     wait = limiter.check(str(host))
                     if wait > 0:
