@@ -114,8 +114,9 @@ def wrk_round(url: str, connections: int, seconds: int) -> tuple[float, dict[str
         assert match, output
         value, unit = float(match.group(1)), match.group(2)
         latencies[f"p{percent}"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    if "Non-2xx" in output or "Socket errors" in output:
-        print("   wrk reported errors:\n" + output, file=sys.stderr)
+    for line in output.splitlines():
+        if "Non-2xx" in line or "Socket errors" in line:
+            print(f"   wrk, {url}: {line.strip()}", file=sys.stderr)
     return rate, latencies
 
 
