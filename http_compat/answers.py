@@ -13,7 +13,9 @@ ledger's change marker (`Ledger.change_marker`: SQLite's data_version) taken bef
 
 So a retried, deleted or otherwise changed run is never answered from here. Queued and running
 runs (their progress lives in memory, not in the ledger) are never kept, nor are runs whose
-answer reads more than the run (a batch's children, a products run's products).
+answer reads more than the run (a batch's children, a products run's products). A request whose
+last answer could not be kept (a run still going) skips the marker: once its run has finished,
+the next request takes it, and keeps that answer.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class FinishedAnswers:
         self._engine = engine
         self._size = size
         self._kept: dict[Hashable, _Kept[Any]] = {}
+        # Requests whose last answer could not be kept (their runs are still going).
+        self._unkept: dict[Hashable, None] = {}
 
     async def answer(
         self,
@@ -83,6 +87,11 @@ class FinishedAnswers:
             scope["scheme"],
             _host(scope),
         )
+        if key in self._unkept:
+            basis = await read()
+            if keep(basis):
+                del self._unkept[key]  # finished: the next request takes a marker, and keeps its answer
+            return await render(basis)
         marker = self._engine.ledger.change_marker()
         kept = self._kept.get(key)
         if kept is not None and marker is not None and kept.marker == marker:
@@ -93,12 +102,19 @@ class FinishedAnswers:
             return _Prepared(kept)
         response = await render(basis)
         if marker is not None and response.status_code == 200 and keep(basis):
-            if key not in self._kept and len(self._kept) >= self._size:
-                del self._kept[next(iter(self._kept))]  # the oldest
+            _make_room(self._kept, key, self._size)
             self._kept[key] = _Kept(marker, basis, 200, bytes(response.body), list(response.raw_headers))
-        elif kept is not None:
+        else:
             self._kept.pop(key, None)
+            _make_room(self._unkept, key, self._size)
+            self._unkept[key] = None
         return response
+
+
+def _make_room(entries: dict[Hashable, Any], key: Hashable, size: int) -> None:
+    """Make room for `key`, dropping the oldest entries."""
+    while key not in entries and len(entries) >= size:
+        del entries[next(iter(entries))]
 
 
 def _host(scope: dict[str, Any]) -> bytes:

@@ -300,7 +300,10 @@ def build(engine: Engine, settings: Settings) -> Api:
         job_id = job_id_of(request)
 
         async def render(run: Run) -> Response:
-            return json_response(await view(base_url(request), run))
+            # Only a completed job's answer has links.
+            return json_response(
+                await view(base_url(request) if run.status is RunStatus.COMPLETED else "", run)
+            )
 
         return await answers.answer(request, lambda: load(job_id), render, finished_alone)
 
