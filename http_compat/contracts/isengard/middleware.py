@@ -30,7 +30,11 @@ class CorrelationId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-correlation-id", b"").decode("latin-1")
+        raw = b""
+        for name, value in scope["headers"]:
+            if name == b"x-correlation-id":
+                raw = value  # the last one, as a dict of the headers would keep
+        given = raw.decode("latin-1")
         cid = given if CORRELATION_RE.fullmatch(given) else uuid.uuid4().hex
         token = CORRELATION_ID.set(cid)
 
