@@ -96,7 +96,11 @@ class FinishedAnswers:
         kept = self._kept.get(key)
         if kept is not None and marker is not None and kept.marker == marker:
             return _Prepared(kept)
-        basis = await read()
+        try:
+            basis = await read()
+        except Exception:
+            self._kept.pop(key, None)  # the run is gone (or unreadable): so is its answer
+            raise
         if kept is not None and marker is not None and kept.basis == basis:
             kept.marker = marker
             return _Prepared(kept)
