@@ -1,21 +1,21 @@
-"""Answers to a finished run's status GET, prepared once and reused until the ledger changes.
+"""Status answers prepared once and sent again until what they show changes.
 
 Clients poll a run's status, and go on fetching it once it has finished. Such an answer is a
-function of what the ledger holds (the run's row and files, for some contracts its log lines)
-and of the request (path, query, the base URL its links use), so each contract keeps the answers
-it built for finished runs, keyed by the request, with what they were built from and the
-ledger's change marker (`Ledger.change_marker`: SQLite's data_version) taken before reading it:
+function of the request (path, query, the base URL its links use) and of what it is built from
+(its basis: the run as the engine reads it, live progress included, and for some contracts its
+log lines), so each contract keeps, per request, the last answer it built and its basis:
 
-- while the marker stands, nothing at all has been committed to the ledger, by this process or
-  another (the CLI deleting a run, a second server retrying one): the answer is sent as kept;
-- once it has moved, the run is read again (one query), and the answer is reused only if what
-  it is built from compares equal to what it was built from; otherwise it is built afresh.
+- a request's answer is built afresh only when the basis read for it differs from the kept one
+  (a run's step, status, files, a new log line...); otherwise the kept bytes are sent again;
+- for a finished run the read itself is spared while the ledger's change marker
+  (`Ledger.change_marker`: SQLite's data_version, taken before the read the basis came from)
+  stands: nothing at all has been committed since, by this process or another (the CLI deleting
+  a run, a second server retrying one). A running run is always read: its progress lives in
+  memory, not in the ledger.
 
-So a retried, deleted or otherwise changed run is never answered from here. Queued and running
-runs (their progress lives in memory, not in the ledger) are never kept, nor are runs whose
-answer reads more than the run (a batch's children, a products run's products). A request whose
-last answer could not be kept (a run still going) skips the marker: once its run has finished,
-the next request takes it, and keeps that answer.
+So a retried, deleted or otherwise changed run is never answered from here. Answers that read
+more than their basis (a batch's children, a products run's products) are never kept, and their
+requests skip the marker.
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ Basis = TypeVar("Basis")
 KEPT_ANSWERS = 512
 
 
-def finished_alone(run: Run) -> bool:
-    """Whether the run's answer may be kept: it has finished, and it is not a batch."""
-    return run.status.is_final and run.kind is not RunKind.BATCH
+def single(run: Run) -> Run | None:
+    """The run, when its answer is built from it alone: not a batch (whose answer reads its children)."""
+    return None if run.kind is RunKind.BATCH else run
 
 
 @dataclass(slots=True)
 class _Kept(Generic[Basis]):
-    marker: int
+    # The marker taken before the read `basis` came from, for a finished run (None: not taken).
+    marker: int | None
+    final: bool
     basis: Basis
     status: int
     body: bytes
@@ -60,14 +62,14 @@ class _Prepared(Response):
         self.background = None
 
 
-class FinishedAnswers:
+class KeptAnswers:
     """One contract's kept answers (see the module docstring)."""
 
     def __init__(self, engine: Engine, size: int = KEPT_ANSWERS) -> None:
         self._engine = engine
         self._size = size
         self._kept: dict[Hashable, _Kept[Any]] = {}
-        # Requests whose last answer could not be kept (their runs are still going).
+        # Requests whose answers read more than their basis (never kept).
         self._unkept: dict[Hashable, None] = {}
 
     async def answer(
@@ -75,10 +77,11 @@ class FinishedAnswers:
         request: Request,
         read: Callable[[], Awaitable[Basis]],
         render: Callable[[Basis], Awaitable[Response]],
-        keep: Callable[[Basis], bool],
+        alone: Callable[[Basis], Run | None],
     ) -> Response:
         """The answer to `request`: `render(await read())`, or the one kept for it while still
-        right. `keep(basis)` says whether an answer built from `basis` may be kept at all."""
+        right. `alone(basis)` is the run the basis is about when the answer is built from the
+        basis alone (it may be kept), None when rendering reads more (it may not)."""
         scope = request.scope
         key = (
             scope["path"],
@@ -88,30 +91,34 @@ class FinishedAnswers:
             _host(scope),
         )
         if key in self._unkept:
-            basis = await read()
-            if keep(basis):
-                del self._unkept[key]  # finished: the next request takes a marker, and keeps its answer
-            return await render(basis)
-        marker = self._engine.ledger.change_marker()
+            return await render(await read())
         kept = self._kept.get(key)
-        if kept is not None and marker is not None and kept.marker == marker:
-            return _Prepared(kept)
+        marker = None
+        if kept is None or kept.final:
+            marker = self._engine.ledger.change_marker()
+            if kept is not None and marker is not None and kept.marker == marker:
+                return _Prepared(kept)
         try:
             basis = await read()
         except Exception:
             self._kept.pop(key, None)  # the run is gone (or unreadable): so is its answer
             raise
-        if kept is not None and marker is not None and kept.basis == basis:
-            kept.marker = marker
+        if kept is not None and kept.basis == basis:
+            kept.marker = marker if kept.final else None
             return _Prepared(kept)
         response = await render(basis)
-        if marker is not None and response.status_code == 200 and keep(basis):
+        run = alone(basis)
+        if run is not None and response.status_code == 200:
+            final = run.status.is_final
             _make_room(self._kept, key, self._size)
-            self._kept[key] = _Kept(marker, basis, 200, bytes(response.body), list(response.raw_headers))
+            self._kept[key] = _Kept(
+                marker if final else None, final, basis, 200, bytes(response.body), list(response.raw_headers)
+            )
         else:
             self._kept.pop(key, None)
-            _make_room(self._unkept, key, self._size)
-            self._unkept[key] = None
+            if run is None:
+                _make_room(self._unkept, key, self._size)
+                self._unkept[key] = None
         return response
 
 

@@ -39,7 +39,7 @@ from core.engine import Engine
 from core.ids import RUN_ID_RE
 from core.models import Run, RunStatus
 from core.settings import Settings
-from http_compat.answers import FinishedAnswers, finished_alone
+from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api, Param
 from http_compat.errors import ApiError, Detail, fastapi_error
 from http_compat.inputs import query_int
@@ -200,7 +200,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         invalid_status=422,
     )
     not_found = {404: (Detail, "No such run")}
-    answers = FinishedAnswers(engine)
+    answers = KeptAnswers(engine)
 
     @api.route("GET", "/health", summary="Is the API up", responses={200: Health})
     async def health(request: Request) -> Response:
@@ -279,7 +279,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         async def render(run: Run) -> Response:
             return json_response(detail(request, run))
 
-        return await answers.answer(request, lambda: engine.get_run(run_id), render, finished_alone)
+        return await answers.answer(request, lambda: engine.get_run(run_id), render, single)
 
     @api.route(
         "GET",

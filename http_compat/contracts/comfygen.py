@@ -75,7 +75,7 @@ from core.errors import CharacterNotFound, InvalidInput, RunNotFound
 from core.ids import RUN_ID_RE
 from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
-from http_compat.answers import FinishedAnswers, finished_alone
+from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api
 from http_compat.errors import ApiError, Detail, fastapi_error
 from http_compat.realtime import run_updates
@@ -195,7 +195,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         invalid_status=422,
     )
     not_found = {404: (Detail, "No such job")}
-    answers = FinishedAnswers(engine)
+    answers = KeptAnswers(engine)
 
     async def load(job_id: str) -> Run:
         try:
@@ -305,7 +305,7 @@ def build(engine: Engine, settings: Settings) -> Api:
                 await view(base_url(request) if run.status is RunStatus.COMPLETED else "", run)
             )
 
-        return await answers.answer(request, lambda: load(job_id), render, finished_alone)
+        return await answers.answer(request, lambda: load(job_id), render, single)
 
     @api.route(
         "POST",

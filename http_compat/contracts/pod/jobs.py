@@ -14,7 +14,7 @@ from core.engine import Engine
 from core.errors import Conflict, ProductNotFound, RunNotFound
 from core.models import LogEntry, Run, RunKind, RunStatus
 from core.settings import Settings
-from http_compat.answers import FinishedAnswers, finished_alone
+from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api, Param
 from http_compat.contracts.pod.health import JOB_KINDS
 from http_compat.contracts.pod.shapes import (
@@ -147,7 +147,7 @@ class Submitter:
 def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
     bad = {400: (Error, "Invalid request (the message names the field)")}
     not_found = {404: (Error, "No such job")}
-    answers = FinishedAnswers(engine)
+    answers = KeptAnswers(engine)
     submit = Submitter(engine, settings)
 
     async def get(given: str) -> Run:
@@ -258,7 +258,7 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
 
         # A products run's answer also reads its products: never kept (see http_compat.answers).
         return await answers.answer(
-            request, read, render, lambda basis: finished_alone(basis[0]) and basis[0].kind is not RunKind.POD
+            request, read, render, lambda basis: None if basis[0].kind is RunKind.POD else single(basis[0])
         )
 
     @api.route(

@@ -1,8 +1,9 @@
-"""A finished run's status GET, on every contract, shows the run as it is now.
+"""A run's status GET, on every contract, shows the run as it is now.
 
-Those answers are kept and sent again while the ledger is unchanged (http_compat.answers); these
-tests change a run that every contract has just answered for (twice, so the second answer came
-from what was kept) and look at it again: retried, deleted, deleted by another process.
+Those answers are kept and sent again while what they show is unchanged (http_compat.answers);
+these tests change a run that every contract has just answered for (twice, so the second answer
+may have been a kept one) and look at it again: retried, deleted, deleted by another process,
+and running, its progress moving.
 """
 
 from __future__ import annotations
@@ -130,3 +131,23 @@ async def test_a_finished_runs_links_follow_the_host_each_request_names(tmp_path
             job = (await served.http.get(f"/pod/api/jobs/job_{run_id}", headers={"Host": host})).json()
             [image] = job["result"]["generatedImages"]
             assert image["url"].startswith(f"http://{host}/pod/api/files/"), host
+
+
+async def test_a_running_runs_progress_moves_on_every_contract_that_shows_it(tmp_path: Path) -> None:
+    async with atelier_http(tmp_path, local_step_ms=100) as served:
+        response = await served.http.post(
+            "/adgen/generate", json={"prompt": "a slow heron", **SMALL, "steps": 12}
+        )
+        run_id = response.json()["run_id"]
+        doors = ("adgen", "comfygen", "pod", "isengard")  # desktop's detail has no progress
+        paths = {door: await status_path(served, door, run_id) for door in doors}
+        seen: dict[str, set[float]] = {door: set() for door in doors}
+        with anyio.fail_after(30):
+            while (run := await served.engine.get_run(run_id)).status is not RunStatus.COMPLETED:
+                for door, path in paths.items():
+                    body = (await served.http.get(path)).json()
+                    if status_of(door, body) in ("RUNNING", "running"):
+                        seen[door].add(body["progress"])
+                await anyio.sleep(0.02)
+        assert run.status is RunStatus.COMPLETED
+        assert all(len(values) >= 2 for values in seen.values()), seen
