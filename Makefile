@@ -4,7 +4,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run mcp test lint bench clean browser
+.PHONY: run mcp test lint bench clean browser wrk
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Atelier needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -46,12 +46,25 @@ browser:
 	  fi; \
 	fi
 
+# bench/http_run_status.py drives its load with wrk (Debian's package), a C client that leaves the CPU
+# to the servers it measures. Installed where we can (as root, with apt-get); without it the benchmark
+# falls back to its Python client, whose figures are lower bounds.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk for bench/http_run_status.py (apt-get)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+	      || echo "could not install wrk: bench/http_run_status.py uses its Python client" >&2; \
+	  else \
+	    echo "wrk is not installed, and cannot be installed here: bench/http_run_status.py uses its Python client" >&2; \
+	  fi; }
+
 test: $(VENV)/.dev browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev wrk
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/mcp_cold_start.py
 	$(BIN)/python bench/mcp_tool_context.py

@@ -1,13 +1,20 @@
-"""Run-status GETs under concurrent load: `atelier serve` (one uvicorn worker) on loopback.
+"""Run-status GETs against the framework's floor: `atelier serve` next to a hello-world Starlette app
+served with the same uvicorn settings and event loop (bench/hello_starlette.py), in one run.
 
-Starts `atelier serve` on a fresh data directory, makes one run through /adgen, then drives
-GET /adgen/runs/{id} (and the same run's status in the other contracts) with N connections for
-D seconds per round, and prints requests/s and latency percentiles; the figure quoted is the
-median over the rounds. The load comes from `wrk` when it is installed (Debian package wrk,
-a C client that leaves the CPU to the server) and otherwise from a Python asyncio client,
-which competes with the server for the same cores, so its figures are lower bounds.
+Starts both on loopback (Atelier on a fresh data directory, the preview renderer at 4 s a step),
+makes a finished run and a running run through /adgen, then drives, with N connections for D
+seconds each, each contract's GET of the finished run and of the running one, each right after
+the hello-world app (the machine may be shared: its speed changes within seconds, so a ratio is
+only fair between measurements taken side by side), for a few rounds. Prints requests/s, p50/p99
+latency and each GET's ratio to the hello-world measurement before it (the median over the
+rounds), and exits non-zero when a finished run's GET is below 0.5x or a running run's below
+0.35x (issue 13, goal 2).
 
-  python bench/http_run_status.py [--connections 64] [--seconds 10] [--rounds 3]
+The load comes from `wrk` (Debian package wrk; `make wrk` installs it where it can), a C client
+that leaves the CPU to the servers; without it, from a Python asyncio client, which competes
+with the servers for the same cores (its figures are lower bounds and noisier).
+
+  python bench/http_run_status.py [--connections 64] [--seconds 3] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ from pathlib import Path
 
 import httpx
 
+ROOT = Path(__file__).resolve().parent.parent
+# Goals of issue 13: a status GET's requests/s as a fraction of the hello-world app's.
+FINISHED, RUNNING = 0.5, 0.35
+STEP_MS = 4000
+IMAGE = {"prompt": "benchmark", "width": 64, "height": 64}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -34,17 +47,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
-    script = Path(sys.executable).parent / "atelier"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "mcp_server.cli"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    env.update(ATELIER_HOME=str(home), ATELIER_LOG_LEVEL="warning")
-    process = subprocess.Popen(
-        [*command, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start(command: list[str], env: dict[str, str], port: int, what: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -53,17 +57,48 @@ def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
         except httpx.TransportError:
             time.sleep(0.05)
     process.kill()
-    raise SystemExit("atelier serve did not start")
+    raise SystemExit(f"{what} did not start")
 
 
-def make_run(base: str) -> tuple[str, int]:
-    run_id = httpx.post(
-        f"{base}/adgen/generate", json={"prompt": "benchmark", "width": 64, "height": 64}
-    ).json()["run_id"]
-    detail = httpx.post(f"{base}/adgen/finalize/{run_id}", timeout=60).json()
+def start_atelier(home: Path, port: int) -> subprocess.Popen[bytes]:
+    script = Path(sys.executable).parent / "atelier"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mcp_server.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    env.update(ATELIER_HOME=str(home), ATELIER_LOCAL_STEP_MS=str(STEP_MS))
+    return start([*command, "serve", "--port", str(port)], env, port, "atelier serve")
+
+
+def start_hello(port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    script = ROOT / "bench" / "hello_starlette.py"
+    return start([sys.executable, str(script), str(port)], env, port, "the hello-world app")
+
+
+def make_runs(base: str) -> tuple[tuple[str, int], tuple[str, int]]:
+    """A finished run and a running one (150 steps of 4 s: it runs for the whole benchmark)."""
+    finished = httpx.post(f"{base}/adgen/generate", json={**IMAGE, "steps": 1}).json()["run_id"]
+    detail = httpx.post(f"{base}/adgen/finalize/{finished}", timeout=60).json()
     assert detail["status"] == "COMPLETED", detail
-    seq = httpx.get(f"{base}/desktop/api/history", params={"limit": 1}).json()["data"][0]["id"]
-    return run_id, seq
+    running = httpx.post(f"{base}/adgen/generate", json={**IMAGE, "steps": 150}).json()["run_id"]
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base}/adgen/runs/{running}").json()["status"] != "RUNNING":
+        assert time.monotonic() < deadline, "the second run never started"
+        time.sleep(0.05)
+    # The desktop contract's ids are ledger sequence numbers: newest first, the running run's is higher.
+    history = httpx.get(f"{base}/desktop/api/history", params={"limit": 2}).json()["data"]
+    running_seq, finished_seq = (row["id"] for row in history)
+    return (finished, finished_seq), (running, running_seq)
+
+
+def targets(base: str, run_id: str, seq: int) -> dict[str, str]:
+    return {
+        "adgen    GET /adgen/runs/{id}": f"{base}/adgen/runs/{run_id}",
+        "comfygen GET /comfygen/generate/{id}": f"{base}/comfygen/generate/{run_id}",
+        "pod      GET /pod/api/jobs/{id}": f"{base}/pod/api/jobs/job_{run_id}",
+        "isengard GET /isengard/api/generation/{id}": f"{base}/isengard/api/generation/gen-{run_id}",
+        "desktop  GET /desktop/api/history/{id}": f"{base}/desktop/api/history/{seq}",
+    }
 
 
 def wrk_round(url: str, connections: int, seconds: int) -> tuple[float, dict[str, float]]:
@@ -80,8 +115,9 @@ def wrk_round(url: str, connections: int, seconds: int) -> tuple[float, dict[str
         assert match, output
         value, unit = float(match.group(1)), match.group(2)
         latencies[f"p{percent}"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    if "Non-2xx" in output or "Socket errors" in output:
-        print("   wrk reported errors:\n" + output, file=sys.stderr)
+    for line in output.splitlines():
+        if "Non-2xx" in line or "Socket errors" in line:
+            print(f"   wrk, {url}: {line.strip()}", file=sys.stderr)
     return rate, latencies
 
 
@@ -113,38 +149,71 @@ def python_round(url: str, connections: int, seconds: int) -> tuple[float, dict[
     return count / elapsed, {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99)}
 
 
-def main(connections: int, seconds: int, rounds: int) -> None:
+def main(connections: int, seconds: int, rounds: int) -> int:
     use_wrk = shutil.which("wrk") is not None
     measure = wrk_round if use_wrk else python_round
-    port = free_port()
+    hello_port, port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
+    floor_url = f"http://127.0.0.1:{hello_port}/"
     with tempfile.TemporaryDirectory(dir="/var/tmp" if Path("/var/tmp").is_dir() else None) as home:
-        server = start_server(Path(home), port)
+        hello = start_hello(hello_port)
+        server = start_atelier(Path(home), port)
         try:
-            run_id, seq = make_run(base)
-            targets = {
-                "adgen    GET /adgen/runs/{id}": f"{base}/adgen/runs/{run_id}",
-                "comfygen GET /comfygen/generate/{id}": f"{base}/comfygen/generate/{run_id}",
-                "pod      GET /pod/api/jobs/{id}": f"{base}/pod/api/jobs/job_{run_id}",
-                "isengard GET /isengard/api/generation/{id}": f"{base}/isengard/api/generation/gen-{run_id}",
-                "desktop  GET /desktop/api/history/{id}": f"{base}/desktop/api/history/{seq}",
+            (finished, finished_seq), (running, running_seq) = make_runs(base)
+            plan = {
+                f"{name} finished": (url, FINISHED)
+                for name, url in targets(base, finished, finished_seq).items()
             }
-            client = "wrk -t2" if use_wrk else "Python asyncio client (shares the CPU: lower bound)"
-            print(f"run-status GETs: {connections} connections, {seconds} s x {rounds} rounds, {client}")
-            print(f"server: atelier serve, one uvicorn worker, {os.cpu_count()} cores\n")
-            for name, url in targets.items():
+            plan |= {
+                f"{name} running": (url, RUNNING) for name, url in targets(base, running, running_seq).items()
+            }
+            for url in [floor_url, *(url for url, _ in plan.values())]:
                 assert httpx.get(url).status_code == 200, url
-                results = [measure(url, connections, seconds) for _ in range(rounds)]
-                rates = [rate for rate, _ in results]
-                p50 = statistics.median(lat["p50"] for _, lat in results)
-                p99 = statistics.median(lat["p99"] for _, lat in results)
-                print(
-                    f"{name:45s} {statistics.median(rates):8.0f} req/s (rounds {', '.join(f'{r:.0f}' for r in rates)})"
-                    f"   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
-                )
+            client = "wrk -t2" if use_wrk else "Python asyncio client (shares the CPU: lower bound)"
+            print(
+                f"status GETs vs a hello-world Starlette app (GET /): {connections} connections, "
+                f"{seconds} s each, {rounds} rounds, {client}; each GET measured right after the "
+                "hello-world app, its ratio to that measurement"
+            )
+            print(f"servers: one uvicorn worker each, same settings and event loop, {os.cpu_count()} cores\n")
+            # Each GET right after the floor: a machine shared with other work changes speed within a
+            # round, so a ratio is only fair between measurements taken side by side.
+            results: dict[str, list[tuple[float, dict[str, float], float]]] = {name: [] for name in plan}
+            for _ in range(rounds):
+                for name, (url, _) in plan.items():
+                    floor, _ = measure(floor_url, connections, seconds)
+                    rate, latencies = measure(url, connections, seconds)
+                    results[name].append((rate, latencies, floor))
+            still_running = httpx.get(f"{base}/adgen/runs/{running}").json()["status"]
+            assert still_running == "RUNNING", f"the running run ended during the benchmark ({still_running})"
         finally:
-            server.terminate()
-            server.wait(10)
+            for process in (server, hello):
+                process.terminate()
+                process.wait(10)
+    floors = [floor for rows in results.values() for _, _, floor in rows]
+    print(
+        f"{'hello-world Starlette GET / (the floor)':54s} {statistics.median(floors):7.0f} req/s "
+        f"(min {min(floors):.0f}, max {max(floors):.0f})"
+    )
+    missed = []
+    for name, (_, goal) in plan.items():
+        rows = results[name]
+        ratios = [rate / floor for rate, _, floor in rows]
+        ratio = statistics.median(ratios)
+        rate = statistics.median(rate for rate, _, _ in rows)
+        p50 = statistics.median(lat["p50"] for _, lat, _ in rows)
+        p99 = statistics.median(lat["p99"] for _, lat, _ in rows)
+        verdict = "" if ratio >= goal else "  MISSED"
+        print(
+            f"{name:54s} {rate:7.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   "
+            f"{ratio:4.2f}x (rounds {', '.join(f'{r:.2f}' for r in ratios)}; goal >= {goal}x){verdict}"
+        )
+        if ratio < goal:
+            missed.append(name)
+    if missed:
+        print(f"\nbelow the goal: {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
@@ -152,7 +221,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    main(args.connections, args.seconds, args.rounds)
+    sys.exit(main(args.connections, args.seconds, args.rounds))

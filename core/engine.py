@@ -1083,8 +1083,11 @@ class Engine:
         return removed
 
     async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]:
-        await self.get_run(run_id)
-        return await self.ledger.logs(run_id, limit=limit)
+        """The run's log lines, oldest first. Raises `RunNotFound`."""
+        entries = await self.ledger.logs(run_id, limit=limit)
+        if not entries:  # only then can the run be missing: a line goes when its run does
+            await self.get_run(run_id)
+        return entries
 
     async def wait(
         self,

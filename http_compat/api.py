@@ -21,19 +21,20 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute, compile_path
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from core.errors import AtelierError
 from http_compat.errors import ApiError, ErrorRenderer, from_engine
 from http_compat.inputs import BodyLimit, StreamedBody, read_json, validate
 from http_compat.responses import base_url
+from http_compat.routing import PrefixRouter
 
 log = logging.getLogger("atelier.http")
 
@@ -165,12 +166,7 @@ class Api:
         method would leave the path's other methods out of `Allow`."""
         methods = self._methods.setdefault(path, {})
         methods[method] = endpoint
-
-        async def dispatch(request: Request) -> Response:
-            # Starlette lets HEAD into any route that takes GET.
-            return await methods["GET" if request.method == "HEAD" else request.method](request)
-
-        route = Route(path, dispatch, methods=list(methods))
+        route = Route(path, _Dispatch(methods), methods=list(methods))
         where = self._route_index.setdefault(path, len(self.routes))
         if where == len(self.routes):
             self.routes.append(route)
@@ -253,24 +249,23 @@ class Api:
                 ApiError(exc.status_code, message or str(exc.detail), headers=exc.headers)
             )
 
-        app = Starlette(
-            routes=[
-                Route("/openapi.json", openapi, methods=["GET"]),
-                Route("/docs", docs, methods=["GET"]),
-                *self.routes,
-            ],
-            exception_handlers={HTTPException: http_error},
-            # The contract's own middleware wraps the size cap, so it sees (and may decorate) 413s too.
-            middleware=[
-                *self.middleware,
-                Middleware(
-                    BodyLimit,
-                    limit=max_body_bytes,
-                    render_error=self.render_error,
-                    streamed=self._streamed,
-                ),
-            ],
+        # A router under the contract's middleware, not a Starlette app of its own: the app it is
+        # mounted in already answers an exception that escapes with a 500, and each layer costs
+        # every request (the outer app's routing, then this one's, then the route's).
+        app: ASGIApp = ExceptionMiddleware(
+            PrefixRouter(
+                [
+                    Route("/openapi.json", openapi, methods=["GET"]),
+                    Route("/docs", docs, methods=["GET"]),
+                    *self.routes,
+                ]
+            ),
+            handlers={HTTPException: http_error},
         )
+        # The contract's own middleware wraps the size cap, so it sees (and may decorate) 413s too.
+        app = BodyLimit(app, limit=max_body_bytes, render_error=self.render_error, streamed=self._streamed)
+        for cls, args, kwargs in reversed(self.middleware):
+            app = cls(app, *args, **kwargs)
         return app
 
     def openapi(self, server_url: str = "") -> dict[str, Any]:
@@ -333,6 +328,21 @@ class Api:
         if server_url:
             document["servers"] = [{"url": server_url}]
         return document
+
+
+class _Dispatch:
+    """A path's ASGI app: the handler of the request's method answers. Each handler turns every
+    failure into the contract's error answer (see `Api.route`), so the exception wrapper Starlette
+    puts around a plain function's route would have nothing to catch, for a cost on every request."""
+
+    def __init__(self, methods: Mapping[str, Callable[[Request], Awaitable[Response]]]) -> None:
+        self.methods = methods
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        # Starlette lets HEAD into any route that takes GET.
+        response = await self.methods["GET" if method == "HEAD" else method](Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 def _content(

@@ -31,6 +31,7 @@ from http_compat.api import Api
 from http_compat.errors import ApiError, ErrorRenderer, atelier_error, jsonrpc_error
 from http_compat.inputs import BodyLimit
 from http_compat.origins import EXPOSED_HEADERS, HostOriginGuard, OriginPolicy
+from http_compat.routing import PrefixRouter
 from http_compat.security import BearerAuth
 from http_compat.shop import build as build_shop
 
@@ -160,9 +161,7 @@ def build_app(
         middleware.append(
             Middleware(BearerAuth, token=settings.api_token.get_secret_value(), renderer_for=renderer_for)
         )
-    return Starlette(
-        routes=routes,
-        middleware=middleware,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: unrouted},
-    )
+    app = Starlette(middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: unrouted})
+    # Routed by prefix: a contract's request tries its own mount, not every mount before it.
+    app.router = PrefixRouter(routes, lifespan=lifespan)
+    return app

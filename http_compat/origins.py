@@ -189,10 +189,20 @@ class HostOriginGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        status, problem = 421, self._host_refusal(headers.get("host"))
-        if problem is None:
+        # One pass over the raw headers: most requests (SDKs, curl) carry neither Origin nor
+        # Sec-Fetch-Site, and then only the Host matters.
+        host: bytes | None = None
+        from_browser = False
+        for name, value in scope["headers"]:
+            if name == b"host":
+                if host is None:
+                    host = value
+            elif name == b"origin" or name == b"sec-fetch-site":
+                from_browser = True
+        status, problem = 421, self._host_refusal(None if host is None else host.decode("latin-1"))
+        if problem is None and from_browser:
             method = scope.get("method", "GET")
+            headers = Headers(scope=scope)
             status, problem = 403, self.policy.origin_refusal(method, scope.get("scheme", "http"), headers)
         if problem is None:
             await self.app(scope, receive, send)

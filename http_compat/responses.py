@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +16,10 @@ from core.engine import Engine
 from core.errors import ArtifactNotFound
 from core.models import Artifact, Run
 
+# A Host header `request.url` would take as it is: a name or address and maybe a port, nothing
+# a URL parser would split on, strip or lower-case differently.
+_PLAIN_HOST = re.compile(rb"[0-9a-z.\-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
+
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return JSONResponse(data, status_code=status, headers=dict(headers or {}))
@@ -21,19 +27,29 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 def iso(ts: float | None, *, millis: bool = False, zulu: bool = True) -> str | None:
     """Epoch seconds as ISO 8601 UTC: `2025-01-15T10:30:00Z` (`.000Z` with millis)."""
-    if ts is None:
-        return None
-    moment = datetime.fromtimestamp(ts, UTC)
-    text = moment.isoformat(timespec="milliseconds" if millis else "seconds")
+    return None if ts is None else _iso(ts, millis, zulu)
+
+
+# Status answers show the same few timestamps (a run's creation, start, finish) again and again.
+@functools.lru_cache(maxsize=4096)
+def _iso(ts: float, millis: bool, zulu: bool) -> str:
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds" if millis else "seconds")
     return text.replace("+00:00", "Z") if zulu else text
 
 
 def base_url(request: HTTPConnection) -> str:
     """This contract's absolute http(s) base URL as the client reached it, its prefix included
     (Starlette's `request.base_url` stops at the outer app's root)."""
-    url = request.url
-    scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
-    return f"{scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    if host is not None and _PLAIN_HOST.fullmatch(host):
+        # What `request.url.netloc` would be, without parsing the whole URL (status GETs ask often).
+        scheme, netloc = scope.get("scheme", "http"), host.decode("ascii")
+    else:
+        url = request.url
+        scheme, netloc = url.scheme, url.netloc
+    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return f"{scheme}://{netloc}{scope.get('root_path', '')}".rstrip("/")
 
 
 async def artifact_response(engine: Engine, run: Run, filename: str) -> Response:

@@ -91,6 +91,12 @@ class Ledger(CharacterLedger, ProductLedger, Protocol):
 
     async def get_run(self, run_id: str) -> Run | None: ...
 
+    def change_marker(self) -> int | None:
+        """A number that moves whenever a transaction is committed to the ledger, by this process or
+        another: what was read while it stands has not changed since (so an answer built from it
+        can be reused). None when the ledger cannot tell."""
+        ...
+
     async def find_by_idempotency_key(self, key: str) -> Run | None: ...
 
     async def find_by_key_prefix(self, prefix: str, limit: int = 1000) -> list[Run]:

@@ -60,6 +60,16 @@ _UPDATABLE = frozenset(
 # What `mean_duration` reads of a run (seq too: its pages are ordered by it).
 _TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
 _JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
+# One run with its files in one statement: a row per file (one with NULL file columns if it has none).
+_RUN_WITH_ARTIFACTS = (
+    f"SELECT {_RUN_COLUMNS}, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height "
+    "FROM runs LEFT JOIN artifacts AS a ON a.run_id = runs.id WHERE runs.{key} = ? ORDER BY a.filename"
+)
+_RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
+_RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
+_KINDS = {kind.value: kind for kind in RunKind}
+_STATUSES = {status.value: status for status in RunStatus}
+_PRIORITIES = {priority.value: priority for priority in Priority}
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -219,8 +229,15 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return list(runs)
 
     async def get_run(self, run_id: str) -> Run | None:
-        rows = await self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        return (await self._with_artifacts([_run_from_row(rows[0])]))[0] if rows else None
+        return _run_with_artifacts(await self._rows(_RUN_BY_ID, (run_id,)))
+
+    def change_marker(self) -> int | None:
+        # SQLite's data_version moves on every commit made by any other connection, our writer's
+        # included: the reading connection itself never commits.
+        try:
+            return self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
 
     async def find_by_idempotency_key(self, key: str) -> Run | None:
         row = await self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
@@ -300,8 +317,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return mean
 
     async def get_run_by_seq(self, seq: int) -> Run | None:
-        rows = await self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE seq = ?", (seq,))
-        return (await self._with_artifacts([_run_from_row(rows[0])]))[0] if rows else None
+        return _run_with_artifacts(await self._rows(_RUN_BY_SEQ, (seq,)))
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
@@ -643,32 +659,59 @@ def _run_values(run: Run) -> dict[str, Any]:
     }
 
 
-def _run_from_row(row: sqlite3.Row) -> Run:
+def _run_from_row(row: Sequence[Any]) -> Run:
+    """A run from a row whose first columns are `_RUN_COLUMNS`, in their order (read by position:
+    by name, sqlite3.Row compares names one by one)."""
+    (seq, run_id, kind, parent_id, status, priority, progress, step, max_steps, message, inputs, result,
+     error, attempts, max_attempts, timeout_s, idempotency_key, backend, backend_handle, created_at,
+     started_at, finished_at, meta) = row[:23]  # fmt: skip
     return Run(
-        id=row["id"],
-        seq=row["seq"],
-        kind=RunKind(row["kind"]),
-        parent_id=row["parent_id"],
-        status=RunStatus(row["status"]),
-        priority=Priority(row["priority"]),
-        progress=row["progress"],
-        step=row["step"],
-        max_steps=row["max_steps"],
-        message=row["message"],
-        inputs=json.loads(row["inputs"]),
-        result=None if row["result"] is None else json.loads(row["result"]),
-        error=row["error"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        timeout_s=row["timeout_s"],
-        idempotency_key=row["idempotency_key"],
-        backend=row["backend"],
-        backend_handle=row["backend_handle"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        meta=None if row["meta"] is None else json.loads(row["meta"]),
+        id=run_id,
+        seq=seq,
+        kind=_KINDS[kind],
+        parent_id=parent_id,
+        status=_STATUSES[status],
+        priority=_PRIORITIES[priority],
+        progress=progress,
+        step=step,
+        max_steps=max_steps,
+        message=message,
+        inputs=json.loads(inputs),
+        result=None if result is None else json.loads(result),
+        error=error,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        timeout_s=timeout_s,
+        idempotency_key=idempotency_key,
+        backend=backend,
+        backend_handle=backend_handle,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        meta=None if meta is None else json.loads(meta),
     )
+
+
+def _run_with_artifacts(rows: Sequence[Sequence[Any]]) -> Run | None:
+    """The run of `_RUN_WITH_ARTIFACTS`'s rows, with its files (None when there are no rows)."""
+    if not rows:
+        return None
+    run = _run_from_row(rows[0])
+    if rows[0][23] is not None:
+        run.artifacts = [
+            Artifact(
+                run_id=run.id,
+                filename=filename,
+                media_type=media_type,
+                size=size,
+                sha256=sha256,
+                storage_key=storage_key,
+                width=width,
+                height=height,
+            )
+            for filename, media_type, size, sha256, storage_key, width, height in (row[23:] for row in rows)
+        ]
+    return run
 
 
 def _artifact_from_row(row: sqlite3.Row) -> Artifact:

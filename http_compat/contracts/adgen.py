@@ -25,6 +25,7 @@ Decisions where the document is vague:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from core.engine import Engine
 from core.ids import RUN_ID_RE
 from core.models import Run, RunStatus
 from core.settings import Settings
+from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api, Param
 from http_compat.errors import ApiError, Detail, fastapi_error
 from http_compat.inputs import query_int
@@ -127,7 +129,13 @@ class DetailedHealth(BaseModel):
 
 
 def stamp(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
+    return None if ts is None else _stamp(ts)
+
+
+# Status answers show the same few timestamps (a run's creation and finish) again and again.
+@functools.lru_cache(maxsize=4096)
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def prompt_id(run: Run) -> str | None:
@@ -192,6 +200,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         invalid_status=422,
     )
     not_found = {404: (Detail, "No such run")}
+    answers = KeptAnswers(engine)
 
     @api.route("GET", "/health", summary="Is the API up", responses={200: Health})
     async def health(request: Request) -> Response:
@@ -265,7 +274,12 @@ def build(engine: Engine, settings: Settings) -> Api:
         responses={200: RunDetail, **not_found},
     )
     async def get_run(request: Request) -> Response:
-        return json_response(detail(request, await engine.get_run(run_id_of(request))))
+        run_id = run_id_of(request)
+
+        async def render(run: Run) -> Response:
+            return json_response(detail(request, run))
+
+        return await answers.answer(request, lambda: engine.get_run(run_id), render, single)
 
     @api.route(
         "GET",

@@ -75,6 +75,7 @@ from core.errors import CharacterNotFound, InvalidInput, RunNotFound
 from core.ids import RUN_ID_RE
 from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
+from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api
 from http_compat.errors import ApiError, Detail, fastapi_error
 from http_compat.realtime import run_updates
@@ -194,6 +195,7 @@ def build(engine: Engine, settings: Settings) -> Api:
         invalid_status=422,
     )
     not_found = {404: (Detail, "No such job")}
+    answers = KeptAnswers(engine)
 
     async def load(job_id: str) -> Run:
         try:
@@ -295,8 +297,15 @@ def build(engine: Engine, settings: Settings) -> Api:
         responses={200: JobStatus, **not_found},
     )
     async def get_job(request: Request) -> Response:
-        run = await load(job_id_of(request))
-        return json_response(await view(base_url(request), run))
+        job_id = job_id_of(request)
+
+        async def render(run: Run) -> Response:
+            # Only a completed job's answer has links.
+            return json_response(
+                await view(base_url(request) if run.status is RunStatus.COMPLETED else "", run)
+            )
+
+        return await answers.answer(request, lambda: load(job_id), render, single)
 
     @api.route(
         "POST",

@@ -87,6 +87,7 @@ from core.events import Event, Subscription
 from core.ids import check_filename
 from core.models import MAX_PROMPT_CHARS, MAX_SEED, Run, RunKind, RunStatus
 from core.settings import Settings
+from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api, Param
 from http_compat.errors import ApiError
 from http_compat.inputs import query_int
@@ -497,6 +498,7 @@ def build(engine: Engine, settings: Settings) -> Api:
     )
     settings_lock = anyio.Lock()
     bad_request = {400: (ErrorBody, "Invalid request (INVALID_PROMPT or INVALID_PARAMETERS)")}
+    answers = KeptAnswers(engine)
     not_found = {404: (ErrorBody, "Generation not found (NOT_FOUND)")}
     generated = {
         202: (
@@ -738,8 +740,12 @@ def build(engine: Engine, settings: Settings) -> Api:
         responses={200: DetailResponse, **bad_request, **not_found},
     )
     async def get_generation(request: Request) -> Response:
-        run = await find(request.path_params["id"])
-        return json_response({"success": True, "data": detail(request, run)})
+        raw_id = request.path_params["id"]
+
+        async def render(run: Run) -> Response:
+            return json_response({"success": True, "data": detail(request, run)})
+
+        return await answers.answer(request, lambda: find(raw_id), render, single)
 
     @route(
         "DELETE",

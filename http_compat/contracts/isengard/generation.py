@@ -12,8 +12,9 @@ from starlette.responses import Response
 from core.characters.models import CHARACTER_ID_RE
 from core.engine import Engine
 from core.errors import CharacterNotFound, InvalidInput, RunNotFound
-from core.models import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE
+from core.models import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE, Run
 from core.settings import Settings
+from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api, Param
 from http_compat.contracts.isengard.envelope import Detail, not_found
 from http_compat.contracts.isengard.streams import cancel_job, job_stream
@@ -97,6 +98,7 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
     bad_request = (Detail, "The request is malformed or a field is invalid (the message says which)")
     not_found_job = {404: (Detail, "No such generation job")}
     limited = (Detail, "Rate limit exceeded (Retry-After says when to try again)")
+    answers = KeptAnswers(engine)
 
     @api.route(
         "GET",
@@ -185,7 +187,12 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
         responses={200: GenerationJob, **not_found_job},
     )
     async def get_job(request: Request) -> Response:
-        return json_response(await jobs.generation_view(await jobs.generation_run(request.path_params["id"])))
+        given = request.path_params["id"]
+
+        async def render(run: Run) -> Response:
+            return json_response(await jobs.generation_view(run))
+
+        return await answers.answer(request, lambda: jobs.generation_run(given), render, single)
 
     @api.route(
         "GET",

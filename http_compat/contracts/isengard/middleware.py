@@ -30,7 +30,11 @@ class CorrelationId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-correlation-id", b"").decode("latin-1")
+        raw = b""
+        for name, value in scope["headers"]:
+            if name == b"x-correlation-id":
+                raw = value  # the last one, as a dict of the headers would keep
+        given = raw.decode("latin-1")
         cid = given if CORRELATION_RE.fullmatch(given) else uuid.uuid4().hex
         token = CORRELATION_ID.set(cid)
 
@@ -38,14 +42,16 @@ class CorrelationId:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-correlation-id"]
                 message["headers"] = [*headers, (b"x-correlation-id", cid.encode())]
-                request_log.info(
-                    "%s %s -> %s (correlation id %s)",
-                    scope["method"],
-                    scope["path"],
-                    message["status"],
-                    cid,
-                    extra={"correlation_id": cid},
-                )
+                # An access line: `atelier serve` shows it only at ATELIER_LOG_LEVEL=debug.
+                if request_log.isEnabledFor(logging.INFO):
+                    request_log.info(
+                        "%s %s -> %s (correlation id %s)",
+                        scope["method"],
+                        scope["path"],
+                        message["status"],
+                        cid,
+                        extra={"correlation_id": cid},
+                    )
             await send(message)
 
         try:
@@ -63,9 +69,13 @@ class RateLimits:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path = route_path(scope)
+            path = None
             for method, pattern, limiter in self.rules:
-                if scope["method"] == method and pattern.fullmatch(path):
+                if scope["method"] != method:
+                    continue
+                if path is None:
+                    path = route_path(scope)
+                if pattern.fullmatch(path):
                     host = (scope.get("client") or ("unknown", 0))[0]
                     wait = limiter.check(str(host))
                     if wait > 0:

@@ -12,8 +12,9 @@ from starlette.responses import Response
 from core.artifacts import input_key
 from core.engine import Engine
 from core.errors import Conflict, ProductNotFound, RunNotFound
-from core.models import Run, RunKind, RunStatus
+from core.models import LogEntry, Run, RunKind, RunStatus
 from core.settings import Settings
+from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api, Param
 from http_compat.contracts.pod.health import JOB_KINDS
 from http_compat.contracts.pod.shapes import (
@@ -146,6 +147,7 @@ class Submitter:
 def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
     bad = {400: (Error, "Invalid request (the message names the field)")}
     not_found = {404: (Error, "No such job")}
+    answers = KeptAnswers(engine)
     submit = Submitter(engine, settings)
 
     async def get(given: str) -> Run:
@@ -244,8 +246,20 @@ def add_routes(api: Api, engine: Engine, settings: Settings) -> None:
         "GET", "/api/jobs/{id}", summary="A job, with its result and logs", responses={200: Job, **not_found}
     )
     async def get_job(request: Request) -> Response:
-        run = await get(request.path_params["id"])
-        return json_response(await job_view(engine, run, base_url(request)))
+        given = request.path_params["id"]
+
+        async def read() -> tuple[Run, list[LogEntry]]:
+            run = await get(given)
+            return run, await engine.logs(run.id)
+
+        async def render(basis: tuple[Run, list[LogEntry]]) -> Response:
+            run, entries = basis
+            return json_response(await job_view(engine, run, base_url(request), entries=entries))
+
+        # A products run's answer also reads its products: never kept (see http_compat.answers).
+        return await answers.answer(
+            request, read, render, lambda basis: None if basis[0].kind is RunKind.POD else single(basis[0])
+        )
 
     @api.route(
         "POST",

@@ -296,8 +296,15 @@ def log_type(entry: LogEntry) -> LogType:
     return "INFO"
 
 
-async def job_view(engine: Engine, run: Run, base: str, *, log_lines: int | None = None) -> dict[str, Any]:
-    """The run as the document's job object."""
+async def job_view(
+    engine: Engine,
+    run: Run,
+    base: str,
+    *,
+    log_lines: int | None = None,
+    entries: list[LogEntry] | None = None,
+) -> dict[str, Any]:
+    """The run as the document's job object (`entries`: its log lines, when already read)."""
     request = pod_request(run)
     result: dict[str, Any] | None = None
     if run.kind is RunKind.BATCH:
@@ -319,7 +326,8 @@ async def job_view(engine: Engine, run: Run, base: str, *, log_lines: int | None
             request = foreign_request(run)
         if run.status is RunStatus.COMPLETED:
             result = await item_result(engine, run, base)
-    entries = await engine.logs(run.id)
+    if entries is None:
+        entries = await engine.logs(run.id)
     if log_lines is not None:
         entries = entries[-log_lines:]
     return Job(
