@@ -23,6 +23,8 @@ from tests.shop_products import list_on_storefront, product_with_images
 pytestmark = [pytest.mark.anyio, needs_browser]
 
 HOSTILE = '<script>window.owned = true</script><img src=x onerror="window.owned = true">'
+# True once every image the selector names has loaded and decoded (a broken one has naturalWidth 0).
+ALL_DECODED = "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)"
 SCREENSHOTS = (
     Path(os.environ.get("ATELIER_TEST_ARTIFACTS") or Path(__file__).parents[1] / "test-artifacts") / "shop"
 )
@@ -129,10 +131,9 @@ async def test_a_pod_job_ends_with_its_products_in_the_shop(tmp_path: Path) -> N
             await page.goto(f"{served.url}/shop")
             await page.wait_for_load_state("load")
             assert set(await page.locator(".card .title").all_text_contents()) == titles
-            widths = await page.eval_on_selector_all(
-                ".card img", "imgs => imgs.map(i => i.complete && i.naturalWidth)"
-            )
-            assert len(widths) == 2 and all(width and width > 0 for width in widths)
+            # Every mockup arrives and decodes (lazy images load after the page's own load event).
+            await page.wait_for_function(ALL_DECODED, arg=".card img")
+            assert await page.locator(".card img").count() == 2
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=SCREENSHOTS / "pod-job-shop.png", full_page=True)
 
@@ -141,8 +142,6 @@ async def test_a_pod_job_ends_with_its_products_in_the_shop(tmp_path: Path) -> N
             await page.wait_for_load_state("load")
             assert await page.text_content("h1") == hoodie["title"]
             assert await page.locator(".description").count() == 0  # none was given: no empty section
-            mockups = await page.eval_on_selector_all(
-                ".mockups img", "imgs => imgs.map(i => i.complete && i.naturalWidth)"
-            )
-            assert len(mockups) == 4 and all(width > 0 for width in mockups)  # one per hoodie colour
+            await page.wait_for_function(ALL_DECODED, arg=".mockups img")
+            assert await page.locator(".mockups img").count() == 4  # one per hoodie colour
             await page.screenshot(path=SCREENSHOTS / "pod-job-product.png", full_page=True)
