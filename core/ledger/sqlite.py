@@ -520,6 +520,8 @@ def _filters(
     kinds: Collection[RunKind] | None,
     parent_id: str | None,
     top_level: bool,
+    *,
+    top_level_clause: str = TOP_LEVEL,
 ) -> tuple[str, list[Any]]:
     where: list[str] = []
     args: list[Any] = []
@@ -533,7 +535,7 @@ def _filters(
         where.append("parent_id = ?")
         args.append(parent_id)
     if top_level:
-        where.append(TOP_LEVEL)
+        where.append(top_level_clause)
     return (f"WHERE {' AND '.join(where)}" if where else ""), args
 
 
@@ -541,17 +543,7 @@ def _count_filters(
     statuses: Collection[RunStatus] | None, kinds: Collection[RunKind] | None, top_level: bool
 ) -> tuple[str, list[Any]]:
     """The WHERE clause over `run_counts` for the runs these filters select."""
-    where: list[str] = []
-    args: list[Any] = []
-    if statuses:
-        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-        args.extend(s.value for s in statuses)
-    if kinds:
-        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-        args.extend(k.value for k in kinds)
-    if top_level:
-        where.append("top_level = 1")
-    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+    return _filters(statuses, kinds, None, top_level, top_level_clause="top_level = 1")
 
 
 def _page_query(
