@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import random
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Collection
 from importlib import resources
 from pathlib import Path
@@ -17,26 +16,11 @@ from pathlib import Path
 import pytest
 
 from core.errors import Conflict
-from core.ids import new_run_id
 from core.ledger.sqlite import SQLiteLedger
-from core.models import Priority, Run, RunKind, RunStatus
+from core.models import RunKind, RunStatus
+from tests.test_ledger import new_run
 
 pytestmark = pytest.mark.anyio
-
-
-def new_run(**fields: object) -> Run:
-    values: dict[str, object] = {
-        "id": new_run_id(),
-        "seq": 0,
-        "kind": RunKind.IMAGE,
-        "status": RunStatus.QUEUED,
-        "priority": Priority.NORMAL,
-        "inputs": {"prompt": "a lighthouse"},
-        "backend": "local",
-        "created_at": time.time(),
-    }
-    values.update(fields)
-    return Run(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
