@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from core.engine import Engine
@@ -34,6 +34,9 @@ from http_compat.origins import EXPOSED_HEADERS, HostOriginGuard, OriginPolicy
 from http_compat.routing import PrefixRouter
 from http_compat.security import BearerAuth
 from http_compat.shop import build as build_shop
+from http_compat.studio import build as build_studio
+from http_compat.studio.pages import login_prompt, safe_next
+from http_compat.studio.session import StudioGate
 
 # Contract name -> module in http_compat.contracts; each has `build(engine, settings) -> Api`.
 CONTRACTS = ("adgen", "comfygen", "pod", "isengard", "desktop")
@@ -59,6 +62,12 @@ def error_renderer_for(prefixed: Mapping[str, Api], root: Api | None) -> Callabl
         return root.render_error if root is not None else atelier_error
 
     return renderer
+
+
+async def to_slash(request: Request) -> Response:
+    """The prefix's own page: `/shop` -> `/shop/`, query kept."""
+    url = request.url
+    return RedirectResponse(url.replace(path=url.path + "/"), status_code=307)
 
 
 def build_app(
@@ -126,13 +135,34 @@ def build_app(
     # The storefront's shop (not a contract: always there, the default publishing platform).
     shop = build_shop(engine, settings)
     routes.append(Mount("/shop", app=shop.build(limit)))
+    # The studio, at /studio always and at the root when no contract takes it (one app, two mounts).
+    studio = build_studio(engine, settings)
+    studio_app = studio.build(limit)
+    routes.append(Mount("/studio", app=studio_app))
+    # `/shop` answers 307 to `/shop/` as before, rather than falling to the root mount's 404.
+    mounted = [route.path for route in routes if isinstance(route, Mount)]
+    routes += [Route(path, to_slash, methods=["GET", "HEAD"]) for path in mounted]
     if root_contract is not None:
         # The root contract answers everything else, its own /health included.
         routes.append(Mount("", app=apis[root_contract].build(limit)))
     else:
         routes.append(Route("/health", health, methods=["GET"]))
+        routes.append(Mount("", app=studio_app))
 
-    prefixed = {name: api for name, api in apis.items() if name in contracts} | {"shop": shop}
+    prefixed = {name: api for name, api in apis.items() if name in contracts} | {
+        "shop": shop,
+        "studio": studio,
+    }
+    taken = ("/mcp", "/health", *(f"/{name}" for name in prefixed))
+
+    def studio_prefix(path: str) -> str | None:
+        """The prefix the studio answers `path` under, or None when the path is not the studio's."""
+        if path == "/studio" or path.startswith("/studio/"):
+            return "/studio"
+        if root_contract is None and not any(path == p or path.startswith(p + "/") for p in taken):
+            return ""
+        return None
+
     renderer_for = error_renderer_for(prefixed, apis[root_contract] if root_contract is not None else None)
 
     async def unrouted(request: Request, exc: Exception) -> Response:
@@ -159,7 +189,16 @@ def build_app(
         )
     if settings.api_token is not None:
         middleware.append(
-            Middleware(BearerAuth, token=settings.api_token.get_secret_value(), renderer_for=renderer_for)
+            Middleware(
+                BearerAuth,
+                token=settings.api_token.get_secret_value(),
+                renderer_for=renderer_for,
+                studio=StudioGate(
+                    settings.api_token.get_secret_value(),
+                    studio_prefix,
+                    lambda prefix, path: login_prompt(prefix, next_path=safe_next(prefix, path)),
+                ),
+            )
         )
     app = Starlette(middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: unrouted})
     # Routed by prefix: a contract's request tries its own mount, not every mount before it.

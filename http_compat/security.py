@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.errors import InvalidInput
 from core.settings import Settings
 from http_compat.errors import ApiError, ErrorRenderer
+from http_compat.studio.session import StudioGate
 
 
 def is_loopback(host: str) -> bool:
@@ -44,18 +45,36 @@ def bearer_token(authorization: bytes) -> bytes:
 
 class BearerAuth:
     """Every request needs `Authorization: Bearer <token>` once a token is configured; a refusal
-    is a 401 in the envelope of the contract the path belongs to (`renderer_for`)."""
+    is a 401 in the envelope of the contract the path belongs to (`renderer_for`).
 
-    def __init__(self, app: ASGIApp, token: str, renderer_for: Callable[[str], ErrorRenderer]) -> None:
+    On the studio's paths (`studio`), a session cookie stands for the header, the login form and
+    its assets are open to all, and a page asked for without either gets the login prompt."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        renderer_for: Callable[[str], ErrorRenderer],
+        studio: StudioGate | None = None,
+    ) -> None:
         self.app = app
         self._expected = token.encode()
         self.renderer_for = renderer_for
+        self.studio = studio
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             given = bearer_token(dict(scope["headers"]).get(b"authorization", b""))
             # Constant time, and a missing token compares like a wrong one.
             if not hmac.compare_digest(given, self._expected) or not given:
+                if self.studio is not None:
+                    decision = self.studio.decide(scope)
+                    if decision == "pass":
+                        await self.app(scope, receive, send)
+                        return
+                    if decision == "login":
+                        await self.studio.login_prompt(scope)(scope, receive, send)
+                        return
                 refusal = ApiError(
                     401,
                     "this Atelier server needs a token: send 'Authorization: Bearer <ATELIER_API_TOKEN>'",

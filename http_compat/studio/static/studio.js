@@ -1,0 +1,1 @@
+// The studio's script: what server-rendered pages cannot do alone (live updates, actions).
