@@ -23,6 +23,7 @@ from core.engine import Engine
 from core.settings import Settings
 from http_compat.api import Api
 from http_compat.errors import atelier_error
+from http_compat.studio.live import add_live
 from http_compat.studio.pages import add_pages
 
 
@@ -36,4 +37,5 @@ def build(engine: Engine, settings: Settings) -> Api:
         render_error=atelier_error,
     )
     add_pages(api, engine, settings)
+    add_live(api, engine, settings)
     return api

@@ -20,6 +20,7 @@ from core.settings import Settings
 from http_compat.api import Api
 from http_compat.errors import ApiError
 from http_compat.studio.session import COOKIE, session_value
+from http_compat.studio.views import card
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -81,10 +82,11 @@ def add_pages(api: Api, engine: Engine, settings: Settings) -> None:
     @api.route("GET", "/", summary="The gallery: runs newest first", produces="text/html")
     async def gallery(request: Request) -> Response:
         page = await engine.list_runs(top_level=True, limit=GALLERY_PAGE)
+        prefix = prefix_of(request)
         return render(
             "gallery.html",
-            prefix_of(request),
-            runs=page.items,
+            prefix,
+            runs=[card(run, prefix) for run in page.items],
             next_cursor=page.next_cursor,
             logged_in=token is not None,
         )
