@@ -22,9 +22,14 @@ from __future__ import annotations
 from core.engine import Engine
 from core.settings import Settings
 from http_compat.api import Api
-from http_compat.errors import atelier_error
+from http_compat.studio.actions import add_actions
+from http_compat.studio.errors import studio_error
+from http_compat.studio.gallery import add_gallery
+from http_compat.studio.generate import add_generate
 from http_compat.studio.live import add_live
 from http_compat.studio.pages import add_pages
+from http_compat.studio.run_page import add_run_page
+from http_compat.studio.thumbnails import add_thumbnails
 
 
 def build(engine: Engine, settings: Settings) -> Api:
@@ -34,8 +39,13 @@ def build(engine: Engine, settings: Settings) -> Api:
         title="Atelier studio",
         version="1",
         description="Atelier's web studio: pages, and the JSON routes its script uses.",
-        render_error=atelier_error,
+        render_error=studio_error,
     )
     add_pages(api, engine, settings)
+    add_gallery(api, engine, settings)
+    add_run_page(api, engine, settings)
+    add_generate(api, engine, settings)
+    thumbnails = add_thumbnails(api, engine, settings)
+    add_actions(api, engine, settings, thumbnails.forget)
     add_live(api, engine, settings)
     return api

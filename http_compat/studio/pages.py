@@ -8,6 +8,7 @@ under (`""` at the root, `"/studio"`), so the two mounts each link within themse
 from __future__ import annotations
 
 import hmac
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,6 @@ from core.settings import Settings
 from http_compat.api import Api
 from http_compat.errors import ApiError
 from http_compat.studio.session import COOKIE, session_value
-from http_compat.studio.views import card
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -29,7 +29,6 @@ STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-GALLERY_PAGE = 48  # runs in the gallery's first page (the script fetches the next ones)
 
 # Only our own script, stylesheet and images; no inline script, no framing, no other origin.
 PAGE_HEADERS = {
@@ -48,6 +47,8 @@ templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+# A log line's time of day (UTC), to the millisecond: lines of one run are seconds apart.
+templates.filters["clock"] = lambda ts: datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def prefix_of(request: Request) -> str:
@@ -76,20 +77,8 @@ def safe_next(prefix: str, value: str) -> str:
 
 
 def add_pages(api: Api, engine: Engine, settings: Settings) -> None:
-    """Declare the studio's pages, login and static files on `api`."""
+    """Declare the studio's login, logout and static files on `api`."""
     token = settings.api_token.get_secret_value().encode() if settings.api_token is not None else None
-
-    @api.route("GET", "/", summary="The gallery: runs newest first", produces="text/html")
-    async def gallery(request: Request) -> Response:
-        page = await engine.list_runs(top_level=True, limit=GALLERY_PAGE)
-        prefix = prefix_of(request)
-        return render(
-            "gallery.html",
-            prefix,
-            runs=[card(run, prefix) for run in page.items],
-            next_cursor=page.next_cursor,
-            logged_in=token is not None,
-        )
 
     @api.route("GET", "/login", summary="The login form (when a token is set)", produces="text/html")
     async def login_form(request: Request) -> Response:
