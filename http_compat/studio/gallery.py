@@ -30,6 +30,7 @@ from http_compat.studio.pages import prefix_of, render
 from http_compat.studio.views import card
 
 PAGE = 48  # cards per page
+MAX_LIMIT = 100
 SCAN_PAGE = 100  # runs read at a time while filtering by backend
 SCAN_LIMIT = 1000  # runs looked at by one request filtering by backend
 _BACKEND = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -135,13 +136,22 @@ def add_gallery(api: Api, engine: Engine, settings: Settings) -> None:
         "GET",
         "/api/runs",
         summary="A page of the gallery's cards, newest first",
-        params=[*FILTER_PARAMS, Param("cursor", description="`next_cursor` of the page before")],
+        params=[
+            *FILTER_PARAMS,
+            Param("cursor", description="`next_cursor` of the page before"),
+            Param("limit", type="integer", description=f"Cards per page, 1..{MAX_LIMIT} (default {PAGE})"),
+        ],
     )
     async def runs_json(request: Request) -> Response:
         prefix = prefix_of(request)
+        query = request.query_params
         try:
-            filters = Filters.of(request.query_params)
+            filters = Filters.of(query)
+            raw = query.get("limit", "")
+            limit = PAGE if raw == "" else int(raw) if raw.isdigit() and len(raw) < 6 else 0
+            if not 1 <= limit <= MAX_LIMIT:
+                raise InvalidInput("limit", f"must be an integer in 1..{MAX_LIMIT} (got {raw[:20]!r})")
         except InvalidInput as exc:
             raise invalid(exc) from None
-        runs, next_cursor = await gallery_page(engine, filters, request.query_params.get("cursor") or None)
+        runs, next_cursor = await gallery_page(engine, filters, query.get("cursor") or None, limit)
         return JSONResponse({"cards": [card(run, prefix) for run in runs], "next_cursor": next_cursor})

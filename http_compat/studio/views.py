@@ -27,7 +27,7 @@ def card(run: Run, prefix: str) -> dict[str, Any]:
         "kind": run.kind.value,
         "status": run.status.value,
         "backend": run.backend,
-        "prompt": excerpt(prompt) if isinstance(prompt, str) and prompt else run.kind.value,
+        "prompt": excerpt(prompt) if isinstance(prompt, str) and prompt else untitled(run),
         "progress": round(run.progress, 4),
         "step": run.step,
         "max_steps": run.max_steps,
@@ -38,6 +38,13 @@ def card(run: Run, prefix: str) -> dict[str, Any]:
         "thumbnails": [thumbnail_url(prefix, a) for a in images],
         "image_count": len(images),
     }
+
+
+def untitled(run: Run) -> str:
+    """What a card calls a run without a prompt: an upscale by its factor, else its kind."""
+    if run.inputs.get("operation") == "upscale":
+        return f"Upscale ×{run.inputs.get('scale', 2.0):g}"
+    return run.kind.value
 
 
 def thumbnail_url(prefix: str, artifact: Artifact) -> str:
@@ -129,8 +136,8 @@ def input_rows(run: Run) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
 
     def take(key: str, label: str, shown: Any = None) -> None:
-        if key in inputs:
-            value = inputs.pop(key)
+        value = inputs.pop(key, None)
+        if value is not None and value != "":
             rows.append((label, str(shown(value) if shown else value)))
 
     take("operation", "Operation", lambda v: OPERATION_NAMES.get(v, v))

@@ -86,14 +86,14 @@ function showProgress(id, progress) {
 
 // -- the one live channel ---------------------------------------------------------------------
 
-// Opens the page's EventSource; `handlers.reconnected` runs when it comes back after a drop.
+// Opens the page's EventSource; `handlers.<event name>` take the events' data.
 function live(url, handlers) {
   const source = new EventSource(url);
-  let connected = false;
+  // Changes made between the page's rendering and the channel's opening (or while it was down)
+  // were never sent: `connected` re-reads what the page shows, each time the channel opens.
   source.addEventListener("hello", () => {
-    if (connected) handlers.reconnected?.();
-    connected = true;
     document.body.dataset.live = "on";
+    handlers.connected?.();
   });
   for (const name of ["run", "progress", "deleted"]) {
     source.addEventListener(name, (event) => handlers[name]?.(JSON.parse(event.data)));
@@ -168,8 +168,7 @@ function setUpGallery(grid) {
       cardOf(id)?.remove();
       empty.hidden = grid.querySelector("li.card") !== null;
     },
-    // Events sent while the channel was down are lost: read the first page again.
-    reconnected: async () => {
+    connected: async () => {
       const { ok, data } = await call("GET", `${grid.dataset.page}?${filters}`);
       if (ok) data.cards.forEach(place);
     },
@@ -186,18 +185,30 @@ function setUpRunPage(main) {
   const runId = article.dataset.run;
   const api = article.dataset.api;
   let refreshing = null;
+  let stale = false;
 
   // Re-read the page and put its new <main> in place: the server renders it, so a finished
-  // run's images, log and buttons look exactly as on a fresh load.
+  // run's images, log and buttons look exactly as on a fresh load. Asked for again while a
+  // read is under way (the run changed meanwhile), it reads once more after it.
+  async function load() {
+    const response = await fetch(location.href, { headers: { Accept: "text/html" } });
+    if (response.ok) {
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      main.replaceChildren(...[...fresh.querySelector("main").childNodes].map((n) => document.importNode(n, true)));
+      article = document.getElementById("run");
+    }
+  }
+
   async function refresh() {
-    if (refreshing) return refreshing;
+    if (refreshing) {
+      stale = true;
+      return refreshing;
+    }
     refreshing = (async () => {
-      const response = await fetch(location.href, { headers: { Accept: "text/html" } });
-      if (response.ok) {
-        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-        main.replaceChildren(...[...fresh.querySelector("main").childNodes].map((n) => document.importNode(n, true)));
-        article = document.getElementById("run");
-      }
+      do {
+        stale = false;
+        await load();
+      } while (stale);
     })();
     try {
       await refreshing;
@@ -263,7 +274,9 @@ function setUpRunPage(main) {
       if (id === runId) problem("This run was deleted.");
       else cardOf(id)?.remove();
     },
-    reconnected: refresh,
+    connected: () => {
+      if (article.dataset.status === "queued" || article.dataset.status === "running") refresh();
+    },
   });
 }
 
