@@ -15,6 +15,31 @@ Decisions, stated once:
   the login prompt (401, no data); the token typed there becomes a session cookie
   (`http_compat.studio.session`), HttpOnly and SameSite=Strict, accepted on the studio's paths
   only (the contracts still want the bearer header). Without a token (loopback), no login.
+- One shape of a run for every view: `views.card` is what the gallery's HTML, its JSON pages
+  (`GET /api/runs`) and the live channel (`GET /api/events`) show, and `studio.js` builds the
+  same markup as `templates/_card.html` from it. A run page that sees its run change status
+  re-reads itself from the server rather than rebuild its HTML in the script.
+- Pages (`gallery`, `run_page`, `generate`) are modules of their own, each with its script
+  module in `static/` (`studio.js` holds what they share and loads the page's one).
+- The gallery lists top-level runs (a batch's runs are on its page), newest first, over the
+  ledger's cursor; status and kind are the ledger's filters, backend is applied to the pages
+  read, reading at most `gallery.SCAN_LIMIT` runs per request (the ledger keeps no index on it).
+- Thumbnails (`thumbnails`): WebP, 384 px, made once in a worker thread and kept under
+  `<home>/thumbnails/<run id>/`, named by the image's hash; URLs carry `?v=<hash>` so an
+  immutable cache never shows an image a retry replaced. The run is looked up on every
+  request, so a deleted run's thumbnail is a 404 at once.
+- Errors are Atelier's `{"error", "message"}`, plus `field` and `problems` (every bad field
+  with its own message) for invalid input (422), so the form shows each next to its input.
+  A malformed id or file name in a path is a 404, like an unknown one. Cancel of a finished run
+  and retry of one that is not failed or cancelled are 409s.
+- The generate form works without the script too (`POST /generate`: 303 to the new run, or the
+  form again, 422, each message under its field); with it, `POST /api/generate` (JSON). Both
+  read the fields the same way and leave validation to the engine (`ImageSpec`), so the
+  studio's rules are every door's. Runs it makes record `meta = {"door": "studio"}`, the run
+  page's "made through"; runs of doors that record none (MCP, the CLI) say so.
+- "Same again, another seed" resubmits the run's stored request without its seed (the stored
+  source by hash, the character by id: its LoRA as it is now); "use as source" opens the form
+  with `atelier://runs/<id>/images/<file>`, which `core.sources` reads.
 """
 
 from __future__ import annotations

@@ -166,7 +166,11 @@ def add_generate(api: Api, engine: Engine, settings: Settings) -> None:
             section="generate",
             values=values,
             errors=errors,
-            unplaced=[message for name, message in errors.items() if name not in shown],
+            unplaced=[
+                message if message.startswith(name) else f"{name}: {message}"
+                for name, message in errors.items()
+                if name not in shown
+            ],
             sizes=SIZES,
             operations=OPERATIONS,
             priorities=[p.value for p in Priority],
@@ -222,7 +226,9 @@ def add_generate(api: Api, engine: Engine, settings: Settings) -> None:
         except InvalidInput as exc:
             errors: dict[str, str] = {}
             for problem in exc.problems:
-                errors.setdefault(field_of(problem.field), f"{problem.field}: {problem.problem}")
+                field = field_of(problem.field)
+                # Next to its own field a message needs no name; `loras.1.name` says which LoRA.
+                errors.setdefault(field, problem.problem if field == problem.field else str(problem))
             return await form_page(request, values, errors, status=422)
         return RedirectResponse(f"{prefix_of(request)}/runs/{run.id}", status_code=303)
 
