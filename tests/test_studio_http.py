@@ -166,6 +166,14 @@ async def test_a_thumbnail_is_made_once_and_only_for_a_run_image(tmp_path: Path)
             assert refused.status_code == 404, (path, refused.status_code)
             assert refused.json()["error"] == "not_found"
 
+        # An image gone from storage has no thumbnail: a 404 that says which, not a 500.
+        lost = await made(served, "a lost fox")
+        path = served.engine.artifact_path(lost.artifacts[0])
+        assert path is not None
+        path.unlink()
+        missing = await served.http.get(f"/runs/{lost.id}/thumbnails/image-01.png")
+        assert missing.status_code == 404 and "image-01.png" in missing.json()["message"]
+
         # A deleted run's thumbnail is gone with it.
         assert (await served.http.delete(f"/api/runs/{run.id}")).status_code == 200
         assert (await served.http.get(url)).status_code == 404

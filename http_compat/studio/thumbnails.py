@@ -15,6 +15,7 @@ once). The id and file name are checked (`core.ids`) before any path is made of 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import threading
@@ -41,6 +42,8 @@ SIDE = 384
 QUALITY = 80
 MAKING_AT_ONCE = 2
 IMMUTABLE = "private, max-age=31536000, immutable"
+
+log = logging.getLogger("atelier.studio")
 
 
 class Thumbnails:
@@ -77,13 +80,22 @@ class Thumbnails:
             return artifact, path
         async with self._making:
             if not path.is_file():  # made by another request while this one waited
-                source = self._engine.artifact_path(artifact)
-                if source is None or not source.is_file():
-                    _, data = await self._engine.read_artifact(run_id, filename)
-                    await anyio.to_thread.run_sync(_make, BytesIO(data), path)
-                else:
-                    await anyio.to_thread.run_sync(_make, source, path)
+                try:
+                    await self._make(artifact, path)
+                except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                    # A file gone from storage or not an image after all: no thumbnail, and a
+                    # line in the log for whoever looks after the storage.
+                    log.warning("no thumbnail of %s/%s: %s", run_id, filename, exc)
+                    raise ArtifactNotFound(run_id, filename) from None
         return artifact, path
+
+    async def _make(self, artifact: Artifact, path: Path) -> None:
+        source = self._engine.artifact_path(artifact)
+        if source is None or not source.is_file():
+            _, data = await self._engine.read_artifact(artifact.run_id, artifact.filename)
+            await anyio.to_thread.run_sync(_make, BytesIO(data), path)
+        else:
+            await anyio.to_thread.run_sync(_make, source, path)
 
 
 def _make(source: Path | BytesIO, path: Path) -> None:
