@@ -79,6 +79,9 @@ _UNUSED = {
         "sampler",
         "scheduler",
         "denoise",
+        "loras",
+        "character",
+        "character_strength",
     },
 }
 

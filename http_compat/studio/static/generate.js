@@ -17,6 +17,10 @@ export function start(form) {
     for (const option of workflow.options) {
       option.hidden = Boolean(option.dataset.operation) && option.dataset.operation !== operation;
     }
+    if (workflow.selectedOptions[0]?.hidden) {
+      workflow.value = ""; // a workflow of another operation: back to the operation's default
+      workflow.dispatchEvent(new Event("change"));
+    }
   }
   form.addEventListener("change", (event) => {
     if (event.target.name === "operation") showOperation();
@@ -32,8 +36,16 @@ export function start(form) {
   });
   for (const input of [width, height]) input.addEventListener("input", () => (size.value = "custom"));
 
+  // The chosen workflow's description, and its defaults as the placeholders of the fields left empty.
+  const placeholders = new Map([...form.elements].map((input) => [input, input.placeholder]));
+  const saidFirst = about.textContent;
   const showAbout = () => {
-    if (workflow.selectedOptions[0]?.dataset.about) about.textContent = workflow.selectedOptions[0].dataset.about;
+    const chosen = workflow.selectedOptions[0];
+    about.textContent = chosen?.dataset.about || saidFirst;
+    const defaults = chosen?.dataset.defaults ? JSON.parse(chosen.dataset.defaults) : {};
+    for (const [input, placeholder] of placeholders) {
+      if ("placeholder" in input) input.placeholder = defaults[input.name] ?? placeholder ?? "";
+    }
   };
   workflow.addEventListener("change", showAbout);
   showAbout();
