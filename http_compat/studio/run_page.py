@@ -24,7 +24,7 @@ from http_compat.studio.errors import filename_of, run_id_of
 from http_compat.studio.pages import prefix_of, render
 from http_compat.studio.views import card, door, image_url, input_rows, thumbnail_url, timings
 
-LOG_LINES = 500  # the newest lines a page shows
+LOG_LINES = 500  # the log lines a page shows (the ledger gives the oldest first)
 CHILDREN = 100  # a batch's runs a page shows
 
 
@@ -83,6 +83,7 @@ def add_run_page(api: Api, engine: Engine, settings: Settings) -> None:
             timings=timings(run),
             door=door(run),
             log=log,
+            log_limit=LOG_LINES,
             children=children,
             parent=parent,
             actions=actions_of(run),
