@@ -53,7 +53,9 @@ def actions_of(run: Run) -> dict[str, bool]:
     return {
         "cancel": not run.status.is_final,
         "retry": run.status in (RunStatus.FAILED, RunStatus.CANCELLED),
-        "again": run.kind is RunKind.IMAGE,
+        # An upscale takes no seed: the same again would be the same image.
+        "again": run.kind is RunKind.IMAGE and run.inputs.get("operation") != "upscale",
+        "edit": run.kind is RunKind.IMAGE,
         "bundle": bool(run.artifacts),
     }
 
