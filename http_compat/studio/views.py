@@ -37,7 +37,12 @@ def card(run: Run, prefix: str) -> dict[str, Any]:
         "url": f"{prefix}/runs/{run.id}",
         "thumbnails": [thumbnail_url(prefix, a) for a in images],
         "image_count": len(images),
+        "placeholder": PLACEHOLDERS.get(run.status.value, run.kind.value),
     }
+
+
+# What a card shows where a run has no image (yet); a finished run of another kind, its kind.
+PLACEHOLDERS = {"queued": "waiting…", "running": "working…", "failed": "no image", "cancelled": "no image"}
 
 
 def untitled(run: Run) -> str:

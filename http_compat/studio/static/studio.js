@@ -45,7 +45,7 @@ export function cardElement(card) {
   if (card.thumbnails.length) {
     thumb.append(element("img", { src: card.thumbnails[0], alt: card.prompt, loading: "lazy", width: 384, height: 384 }));
   } else {
-    thumb.append(element("span", { class: "placeholder", "aria-hidden": "true" }, card.kind));
+    thumb.append(element("span", { class: "placeholder", "aria-hidden": "true" }, card.placeholder));
   }
   if (card.image_count > 1) thumb.append(element("span", { class: "count" }, `${card.image_count} images`));
   const bar = element("progress", { max: 1, value: card.progress, "aria-label": `Progress of ${card.prompt}` });
