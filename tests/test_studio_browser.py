@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.anyio, needs_browser]
 SCREENSHOTS = (
     Path(os.environ.get("ATELIER_TEST_ARTIFACTS") or Path(__file__).parents[1] / "test-artifacts") / "studio"
 )
-STEP_MS = 40  # the preview renderer's time per step: 30 steps take 1.2 s, 150 steps 6 s
+STEP_MS = 40  # the preview renderer's time per step: 50 steps take 2 s, 150 steps 6 s
 # Records every value the progress bar of the card `id` shows, as the page changes it.
 WATCH_PROGRESS = """
 id => {
@@ -81,7 +81,7 @@ async def test_a_day_in_the_studio(tmp_path: Path) -> None:
         assert await page.input_value("#prompt") == "a lighthouse at dusk"
 
         # A run made from the form appears in the gallery, its bar moves, its thumbnail arrives.
-        first = await fill_and_generate(page, served, "a lighthouse at dusk", steps=30)
+        first = await fill_and_generate(page, served, "a lighthouse at dusk", steps=50)
         card = gallery.locator(f'li.card[data-run="{first}"]')
         await expect(card).to_be_visible()
         await gallery.evaluate(WATCH_PROGRESS, first)
