@@ -1,4 +1,6 @@
-"""The studio's pages, rendered on the server from `templates/`, and its static files.
+"""Rendering the studio's pages (Jinja2, from `templates/`, with the studio's headers), its
+login and logout, and its static files. The pages themselves are modules of their own
+(`gallery`, `run_page`, `generate`).
 
 Every page is a full HTML document that reads well before `studio.js` runs; the script then
 adds live updates and actions. Links are made from `prefix`, the path the studio was reached

@@ -5,7 +5,7 @@ longer side. The first request decodes the image (in a worker thread, `MAKING_AT
 time, so a gallery of fresh runs cannot hold dozens of decoded PNGs at once) and writes
 `<home>/thumbnails/<run id>/<filename>-<sha256 prefix>.webp`; every later one sends that file.
 The file's name carries the image's hash, so a retry that replaces `image-01.png` under the same
-name gets a new thumbnail, never the old one.
+name gets a new thumbnail, never the old one (whose file goes when the new one is made).
 
 The run is looked up on every request: a deleted run's thumbnail is a 404 even while its file
 is still on disk, and that request removes the folder (the studio's own delete removes it at
@@ -96,6 +96,10 @@ class Thumbnails:
             await anyio.to_thread.run_sync(_make, BytesIO(data), path)
         else:
             await anyio.to_thread.run_sync(_make, source, path)
+        # The thumbnail of the file this name held before a retry is no longer anybody's.
+        for old in path.parent.glob(f"{artifact.filename}-*.webp"):
+            if old != path:
+                old.unlink(missing_ok=True)
 
 
 def _make(source: Path | BytesIO, path: Path) -> None:
