@@ -23,8 +23,11 @@ from core.engine import Engine
 from core.settings import Settings
 from http_compat.api import Api
 from http_compat.errors import atelier_error
+from http_compat.studio.characters import add_characters
 from http_compat.studio.live import add_live
 from http_compat.studio.pages import add_pages
+from http_compat.studio.products import add_products
+from http_compat.studio.status import add_status
 
 
 def build(engine: Engine, settings: Settings) -> Api:
@@ -38,4 +41,7 @@ def build(engine: Engine, settings: Settings) -> Api:
     )
     add_pages(api, engine, settings)
     add_live(api, engine, settings)
+    add_characters(api, engine, settings)
+    add_products(api, engine, settings)
+    add_status(api, engine, settings)
     return api
