@@ -103,7 +103,12 @@ class StatusReport:
                 "latency_p99_s": metrics.get("latency_p99_s"),
                 "uptime_s": metrics.get("uptime_s"),
             },
-            "platforms": [{"name": name, **health} for name, health in (await self.platforms()).items()],
+            "platforms": [
+                # Whether it is configured is the publisher's to say: not every health report says it.
+                {"name": name, **health, "configured": self.engine.publishers[name].configured()}
+                for name, health in (await self.platforms()).items()
+                if name in self.engine.publishers
+            ],
         }
 
 
