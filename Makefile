@@ -76,7 +76,8 @@ BENCHES = bench/engine_throughput.py \
   bench/preview_training.py \
   bench/pod_print_files.py \
   bench/pod_publish_calls.py \
-  bench/ledger_scale.py
+  bench/ledger_scale.py \
+  bench/studio_first_paint.py
 
 # Every benchmark runs, even after one misses its goal; the target fails at the end, naming them.
 bench: $(VENV)/.dev wrk
