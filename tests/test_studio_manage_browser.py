@@ -136,6 +136,7 @@ async def test_a_product_is_published_after_confirming_and_status_shows_the_prev
         assert "published" in (await row.text_content() or "")
         assert await row.locator("a").get_attribute("href") == f"/shop/products/{product.id}"
         assert await page.text_content("#product-status") == "published"
+        assert await page.text_content("#publish-status") == "Published on storefront."
         await page.screenshot(path=SCREENSHOTS / "product.png", full_page=True)
 
         await page.goto(f"{served.url}/status")

@@ -12,6 +12,7 @@ function productPage(root) {
   const status = document.getElementById("publish-status");
   const seen = new Map(); // run id -> its latest card, for a run that ends before its POST answers
   let following = "";
+  let doing = "";
 
   const chosen = () => [...form.querySelectorAll('input[name="platforms"]:checked')].map((box) => box.value);
 
@@ -39,6 +40,7 @@ function productPage(root) {
     }
     clearErrors(form);
     following = answer.data.id;
+    doing = `${action === "publish" ? "Published" : "Unpublished"} on ${chosen().join(", ")}.`;
     status.textContent = `${action === "publish" ? "Publishing" : "Unpublishing"}…`;
     const known = seen.get(following);
     if (known && FINAL.has(known.status)) finished(known);
@@ -46,7 +48,7 @@ function productPage(root) {
 
   async function finished(run) {
     following = "";
-    status.textContent = run.status === "completed" ? "Done." : `The run ${run.status}${run.error ? `: ${run.error}` : "."}`;
+    status.textContent = run.status === "completed" ? doing : `The run ${run.status}${run.error ? `: ${run.error}` : "."}`;
     const answer = await send("GET", root.dataset.api);
     if (answer.ok) showListings(answer.data);
   }
