@@ -171,7 +171,7 @@ function characterPage(root) {
             );
             return item;
           })
-        : [element("li", "No images yet.", { class: "empty" })]),
+        : [element("li", "No images yet.", { class: "none-yet" })]),
     );
     const body = document.querySelector("#versions tbody");
     body.replaceChildren(
@@ -192,7 +192,7 @@ function characterPage(root) {
             return row;
           })
         : [(() => {
-            const row = element("tr", null, { class: "empty" });
+            const row = element("tr", null, { class: "none-yet" });
             row.append(element("td", "Not trained yet.", { colspan: 6 }));
             return row;
           })()]),

@@ -56,10 +56,10 @@ function productPage(root) {
   function showListings(product) {
     const badge = document.getElementById("product-status");
     badge.textContent = product.status;
-    badge.className = `badge status-${product.status}`;
+    badge.className = `badge listing-${product.status}`;
     const body = document.querySelector("#listings tbody");
     if (!product.listings.length) {
-      const row = element("tr", null, { class: "empty" });
+      const row = element("tr", null, { class: "none-yet" });
       row.append(element("td", "Not listed anywhere yet.", { colspan: 5 }));
       body.replaceChildren(row);
       return;
@@ -68,7 +68,7 @@ function productPage(root) {
       ...product.listings.map((listing) => {
         const row = element("tr", null, { "data-platform": listing.platform });
         const state = element("td");
-        state.append(element("span", listing.status, { class: `badge status-${listing.status}` }));
+        state.append(element("span", listing.status, { class: `badge listing-${listing.status}` }));
         const link = element("td");
         if (listing.url) link.append(element("a", listing.url, { href: listing.url }));
         row.append(
