@@ -118,6 +118,9 @@ async def test_a_product_is_published_after_confirming_and_status_shows_the_prev
         await page.wait_for_function(ALL_DECODED, arg="main img")
         alts = await page.eval_on_selector_all(".mockups img", "imgs => imgs.map(i => i.alt)")
         assert alts == ["Watercolour fox in white", "Watercolour fox in black"]
+        # Print files are listed with their size (full size: opened, not shown in the page).
+        cells = await page.locator("table.print-files tbody td").all_text_contents()
+        assert cells == ["front", "256×256", "300", "print-front.png"]
         assert "Not listed anywhere yet." in (await page.text_content("#listings") or "")
 
         # Nothing is published until the dialog is confirmed.
