@@ -96,7 +96,20 @@ async def test_a_character_is_created_given_images_trained_with_its_loss_drawn_a
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=SCREENSHOTS / "characters.png", full_page=True)
 
+        # The list shows it with its images and its LoRA.
+        await page.click("text=Characters >> nth=0")
+        await page.wait_for_url(f"{served.url}/characters")
+        row = page.locator("#characters tbody tr")
+        assert [c.strip() for c in await row.locator("td").all_text_contents()] == [
+            "Mara Quinn",
+            "maraq",
+            "3",
+            "v1 active",
+        ]
+        await page.screenshot(path=SCREENSHOTS / "characters-list.png", full_page=True)
+
         # Delete, after confirming in the dialog.
+        await page.click("text=Mara Quinn")
         await page.click("#delete")
         await page.locator("#delete-dialog").wait_for(state="visible")
         await page.click("#delete-confirm")
