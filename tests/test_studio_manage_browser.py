@@ -136,6 +136,14 @@ async def test_a_product_is_published_after_confirming_and_status_shows_the_prev
         assert cells == ["front", "256×256", "300", "print-front.png"]
         assert "Not listed anywhere yet." in (await page.text_content("#listings") or "")
 
+        # No platform ticked: said next to the platforms, and nothing is asked.
+        await page.uncheck('input[name="platforms"][value="storefront"]')
+        await page.click("#publish-button")
+        await page.locator("#platforms-error").wait_for(state="visible")
+        assert await page.text_content("#platforms-error") == "Choose at least one platform."
+        assert not await page.locator("#publish-dialog").is_visible()
+        await page.check('input[name="platforms"][value="storefront"]')
+
         # Nothing is published until the dialog is confirmed.
         await page.click("#publish-button")
         dialog = page.locator("#publish-dialog")
