@@ -79,7 +79,7 @@ async def test_a_character_is_created_given_images_trained_with_its_loss_drawn_a
         assert await page.locator("#images img").count() == 3
 
         # Train: step and loss move live, and the chart is drawn from them.
-        await page.fill("#param-steps", "150")
+        await page.fill("#param-steps", "100")
         await page.click("#train-button")
         await page.locator("#training").wait_for(state="visible")
         await page.wait_for_function(f"{POINTS} >= 3")
