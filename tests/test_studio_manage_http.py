@@ -11,8 +11,10 @@ import httpx
 import pytest
 
 from tests.character_images import photo
+from tests.fakes.comfyui import FakeComfyUI, serve_fake
 from tests.http_served import atelier_http
 from tests.shop_products import product_with_images
+from tests.test_comfyui_backend import until_servers_up
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +162,20 @@ async def test_with_a_token_nothing_answers_without_a_session(tmp_path: Path) ->
         assert await served.engine.characters.list() == []
         headers = {"Authorization": "Bearer s3cret-token-for-tests"}
         assert (await served.http.get("/api/status", headers=headers)).status_code == 200
+
+
+async def test_status_shows_each_comfyui_server_up_or_down_with_its_vram(tmp_path: Path) -> None:
+    fake = FakeComfyUI(vram_total=24 * 2**30, vram_free=18 * 2**30, device_name="cuda:0 NVIDIA RTX 4090")
+    async with serve_fake(fake) as server:
+        urls = f"{server.url},http://127.0.0.1:9"  # the second answers nothing
+        async with atelier_http(tmp_path, backend="comfyui", comfyui_urls=urls) as served:
+            await until_servers_up(served.engine, 1)
+            report = (await served.http.get("/api/status")).json()
+            comfyui = next(b for b in report["backends"] if b["name"] == "comfyui")
+            assert comfyui["up"] is True
+            up, down = comfyui["servers"]
+            assert (up["url"], up["up"], up["vram"]) == (server.url, True, "18.0 of 24.0 GiB free")
+            assert up["device"] == "cuda:0 NVIDIA RTX 4090"
+            assert (down["url"], down["up"]) == ("http://127.0.0.1:9", False) and down["error"]
+            panel = (await served.http.get("/status/panel")).text
+            assert "18.0 of 24.0 GiB free" in panel and "http://127.0.0.1:9" in panel
