@@ -77,6 +77,10 @@ async def test_a_character_is_created_given_images_trained_with_its_loss_drawn_a
         await page.wait_for_function("() => document.getElementById('image-count').textContent === '3'")
         await page.wait_for_function(ALL_DECODED, arg="#images img")
         assert await page.locator("#images img").count() == 3
+        # One taken out again.
+        await page.click('button[aria-label="Remove mara-2.png"]')
+        await page.wait_for_function("() => document.getElementById('image-count').textContent === '2'")
+        assert await page.locator("#images span").all_text_contents() == ["mara-1.png", "dropped.png"]
 
         # Train: step and loss move live, and the chart is drawn from them.
         await page.fill("#param-steps", "100")
@@ -93,6 +97,8 @@ async def test_a_character_is_created_given_images_trained_with_its_loss_drawn_a
         assert await page.text_content("#lora-state") == "v1 active"
         assert "active" in (await page.text_content('#versions tr[data-version="1"]') or "")
         assert await page.text_content("#training-status") == "completed"
+        assert await page.is_hidden("#cancel-training")
+        assert "completed" in (await page.text_content("#training-runs") or "")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=SCREENSHOTS / "characters.png", full_page=True)
 
@@ -103,7 +109,7 @@ async def test_a_character_is_created_given_images_trained_with_its_loss_drawn_a
         assert [c.strip() for c in await row.locator("td").all_text_contents()] == [
             "Mara Quinn",
             "maraq",
-            "3",
+            "2",
             "v1 active",
         ]
         await page.screenshot(path=SCREENSHOTS / "characters-list.png", full_page=True)

@@ -72,6 +72,18 @@ async def test_character_forms_name_the_fields_at_fault_and_unknown_ids_are_404(
         assert set(fields(answer)) == {"steps", "resolution"}
         answer = await http.post(f"{base}/active", json={"version": 3})
         assert answer.status_code == 422 and "has no LoRA v3" in answer.json()["message"]
+        # A training can be cancelled from the page; then there is none to cancel.
+        started = await http.post(f"{base}/train", json={"params": {"steps": 20000}})
+        assert started.status_code == 201
+        cancelled = await http.post(f"{base}/training/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert (await http.post(f"{base}/training/cancel")).status_code == 409
+        assert (await http.delete(f"{base}/images/mara.png")).status_code == 204
+        shown = (await http.get(base)).json()
+        assert shown["image_count"] == 0
+        assert [(run["status"], run["max_steps"]) for run in shown["training"]] == [("cancelled", 20000)]
+        uploaded = await http.post(f"{base}/images", files=files[:1])
+        assert uploaded.json()["added"] == ["mara.png"]
 
         for path in (
             "/api/characters/char-000000000000",  # well formed, unknown

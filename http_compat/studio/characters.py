@@ -7,8 +7,9 @@ its LoRA versions, delete). A character's training images are served at
 
 JSON (`/api/characters...`): create, read, delete; upload images (multipart `files`, the same
 caps as Isengard's upload: `ATELIER_MAX_UPLOAD_BYTES` for the request, `max_character_images`
-files, each file judged by `core.characters.uploads`, which names each refused file's reason);
-train (`engine.submit_training`, the trainer's own parameters); choose the active version.
+files, each file judged by `core.characters.uploads`, which names each refused file's reason)
+and remove one; train (`engine.submit_training`, the trainer's own parameters) and cancel that
+training; choose the active version.
 
 Decisions:
 - A malformed character id is a 404 like an unknown one; a file name is checked before use.
@@ -98,7 +99,7 @@ def character_detail(character: Character, training: list[Run], prefix: str) -> 
             for version in reversed(character.versions)
         ],
         "active_version": character.active_version,
-        "training": [card(run, prefix) | {"message": run.message} for run in training],
+        "training": [card(run, prefix) | {"created": when(run.created_at)} for run in training],
         "training_now": card(active, prefix) if active is not None else None,
     }
 
@@ -263,6 +264,19 @@ def add_characters(api: Api, engine: Engine, settings: Settings) -> None:
         except Conflict as exc:
             return refusal(409, str(exc), [FieldProblem("character", str(exc))])
         return JSONResponse(card(run, prefix_of(request)), status_code=201)
+
+    @api.route(
+        "POST",
+        "/api/characters/{id}/training/cancel",
+        summary="Cancel the character's queued or running training",
+        responses={200: "The cancelled run's card", 409: "It is not being trained"},
+    )
+    async def cancel_training(request: Request) -> Response:
+        character = await character_of(request)
+        busy = await engine.training_of(character.id, active_only=True)
+        if not busy:
+            raise ApiError(409, f"{character.name} is not being trained", code="CONFLICT")
+        return JSONResponse(card(await engine.cancel(busy[0].id), prefix_of(request)))
 
     @api.route(
         "POST",

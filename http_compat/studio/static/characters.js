@@ -115,6 +115,7 @@ function characterPage(root) {
   }
 
   function showRun(run) {
+    document.getElementById("cancel-training").hidden = FINAL.has(run.status);
     document.getElementById("training-status").textContent = run.error ? `${run.status}: ${run.error}` : run.status;
     document.getElementById("training-progress").value = run.progress;
     if (run.max_steps) maxSteps = run.max_steps;
@@ -168,10 +169,22 @@ function characterPage(root) {
             item.append(
               element("img", null, { src: image.url, alt: image.caption || image.filename, width: 120, height: 120, loading: "lazy" }),
               element("span", image.filename),
+              element("button", "Remove", { type: "button", class: "remove-image", "data-filename": image.filename, "aria-label": `Remove ${image.filename}` }),
             );
             return item;
           })
         : [element("li", "No images yet.", { class: "none-yet" })]),
+    );
+    const runs = document.getElementById("training-runs");
+    runs.replaceChildren(
+      ...(character.training.length
+        ? character.training.map((run) => {
+            const item = element("li");
+            item.append(element("a", run.created, { href: run.url }), " ", element("span", run.status, { class: "badge" }), ` ${run.max_steps} steps`);
+            if (run.error) item.append(" ", element("span", run.error, { class: "field-error" }));
+            return item;
+          })
+        : [element("li", "None yet.", { class: "none-yet" })]),
     );
     const body = document.querySelector("#versions tbody");
     body.replaceChildren(
@@ -215,6 +228,24 @@ function characterPage(root) {
     const answer = await send("POST", `${api}/active`, { version: Number(button.dataset.version) });
     error.hidden = answer.ok;
     if (answer.ok) showCharacter(answer.data);
+    else error.textContent = answer.data.message;
+  });
+
+  document.getElementById("images").addEventListener("click", async (event) => {
+    const button = event.target.closest(".remove-image");
+    if (!button) return;
+    button.disabled = true;
+    const answer = await send("DELETE", `${api}/images/${encodeURIComponent(button.dataset.filename)}`);
+    status.textContent = answer.ok ? `Removed ${button.dataset.filename}.` : answer.data.message;
+    refresh();
+  });
+
+  const cancel = document.getElementById("cancel-training");
+  cancel.addEventListener("click", async () => {
+    const error = document.getElementById("cancel-error");
+    const answer = await send("POST", `${api}/training/cancel`);
+    error.hidden = answer.ok;
+    if (answer.ok) showRun(answer.data);
     else error.textContent = answer.data.message;
   });
 
