@@ -76,10 +76,11 @@ BENCHES = bench/engine_throughput.py \
   bench/preview_training.py \
   bench/pod_print_files.py \
   bench/pod_publish_calls.py \
-  bench/ledger_scale.py
+  bench/ledger_scale.py \
+  bench/studio_gallery.py
 
 # Every benchmark runs, even after one misses its goal; the target fails at the end, naming them.
-bench: $(VENV)/.dev wrk
+bench: $(VENV)/.dev wrk browser
 	@missed=""; for script in $(BENCHES); do \
 	  echo "== $$script"; $(BIN)/python $$script || missed="$$missed $$script"; done; \
 	if [ -n "$$missed" ]; then echo "goals missed by:$$missed" >&2; exit 1; fi

@@ -152,6 +152,11 @@ class Ledger(CharacterLedger, ProductLedger, Protocol):
         """Ids of top-level runs in `statuses` that finished before `cutoff` (epoch seconds)."""
         ...
 
+    async def finished_since(self, since: float) -> dict[str, int]:
+        """How many top-level runs finished at or after `since` (epoch seconds), by final status;
+        costs the runs found, not the ledger (an index on `finished_at`)."""
+        ...
+
     async def get_document(self, key: str) -> Any:
         """A small JSON document a front door keeps (None if never written)."""
         ...

@@ -328,6 +328,16 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         )
         return [r[0] for r in rows]
 
+    async def finished_since(self, since: float) -> dict[str, int]:
+        # `runs_by_finished` (top-level runs by finished_at) bounds this to the runs it counts; named,
+        # since the planner would otherwise take `runs_by_parent` and read every top-level run.
+        rows = await self._rows(
+            "SELECT status, COUNT(*) FROM runs INDEXED BY runs_by_finished "
+            "WHERE parent_id IS NULL AND finished_at >= ? GROUP BY status",
+            (since,),
+        )
+        return {r[0]: r[1] for r in rows}
+
     async def get_document(self, key: str) -> Any:
         row = await self._one("SELECT value FROM documents WHERE key = ?", (key,))
         return None if row is None else json.loads(row[0])

@@ -48,12 +48,15 @@ from core.engine import Engine
 from core.settings import Settings
 from http_compat.api import Api
 from http_compat.studio.actions import add_actions
+from http_compat.studio.characters import add_characters
 from http_compat.studio.errors import studio_error
 from http_compat.studio.gallery import add_gallery
 from http_compat.studio.generate import add_generate
 from http_compat.studio.live import add_live
 from http_compat.studio.pages import add_pages
+from http_compat.studio.products import add_products
 from http_compat.studio.run_page import add_run_page
+from http_compat.studio.status import add_status
 from http_compat.studio.thumbnails import add_thumbnails
 
 
@@ -73,4 +76,7 @@ def build(engine: Engine, settings: Settings) -> Api:
     thumbnails = add_thumbnails(api, engine, settings)
     add_actions(api, engine, settings, thumbnails.forget)
     add_live(api, engine, settings)
+    add_characters(api, engine, settings)
+    add_products(api, engine, settings)
+    add_status(api, engine, settings)
     return api
