@@ -68,7 +68,7 @@ async def test_a_day_in_the_studio(tmp_path: Path) -> None:
         # The gallery, empty, keeps its page while runs are made elsewhere.
         await gallery.goto(f"{served.url}/")
         await expect(gallery.locator("#gallery-empty")).to_be_visible()
-        await gallery.wait_for_function("document.body.dataset.live === 'on'")
+        await gallery.wait_for_function("() => document.body.dataset.live === 'on'")
         await gallery.evaluate("window.notReloaded = true")
 
         # The form refuses a bad width next to the width field, and keeps what was typed.
@@ -87,7 +87,7 @@ async def test_a_day_in_the_studio(tmp_path: Path) -> None:
         await gallery.evaluate(WATCH_PROGRESS, first)
         await expect(card.locator("img")).to_be_visible(timeout=15_000)
         await gallery.wait_for_function(
-            f"document.querySelector('li.card[data-run=\"{first}\"] img').naturalWidth > 0"
+            f"() => document.querySelector('li.card[data-run=\"{first}\"] img').naturalWidth > 0"
         )
         seen = await gallery.evaluate("window.seen")
         assert len({value for value in seen if 0 < value < 1}) >= 2, seen  # it moved, step by step
@@ -97,7 +97,7 @@ async def test_a_day_in_the_studio(tmp_path: Path) -> None:
         # Its page shows the image full size, its inputs, its door and its log.
         await gallery.click(f'li.card[data-run="{first}"] a')
         await gallery.wait_for_url(f"**/runs/{first}")
-        await gallery.wait_for_function("document.querySelector('.images img').naturalWidth === 256")
+        await gallery.wait_for_function("() => document.querySelector('.images img').naturalWidth === 256")
         facts = await gallery.text_content(".columns")
         assert "a lighthouse at dusk" in facts and "256 × 256" in facts and "the studio" in facts
         assert "completed" in (await gallery.text_content("#run-log") or "")
@@ -134,7 +134,7 @@ async def test_a_day_in_the_studio(tmp_path: Path) -> None:
         assert (upscaled.artifacts[0].width, upscaled.artifacts[0].height) == (512, 512)
         # The page follows the run to its end by itself.
         await expect(gallery.locator("#run-status")).to_have_text("completed")
-        await gallery.wait_for_function("document.querySelector('.images img')?.naturalWidth === 512")
+        await gallery.wait_for_function("() => document.querySelector('.images img')?.naturalWidth === 512")
 
         # A slow run: cancelled while it runs, retried, then deleted after the confirmation.
         slow = await fill_and_generate(page, served, "a very slow cathedral", steps=150)
@@ -159,6 +159,6 @@ async def test_a_day_in_the_studio(tmp_path: Path) -> None:
         await gallery.goto(f"{served.url}/")
         await expect(gallery.locator("li.card")).to_have_count(3)
         await gallery.wait_for_function(
-            "[...document.querySelectorAll('li.card img')].every(i => i.complete && i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('li.card img')].every(i => i.complete && i.naturalWidth > 0)"
         )
         await gallery.screenshot(path=SCREENSHOTS / "gallery.png", full_page=True)

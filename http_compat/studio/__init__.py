@@ -40,6 +40,12 @@ Decisions, stated once:
 - "Same again, another seed" resubmits the run's stored request without its seed (the stored
   source by hash, the character by id: its LoRA as it is now); "use as source" opens the form
   with `atelier://runs/<id>/images/<file>`, which `core.sources` reads.
+- Characters, products and status (`characters`, `products`, `status`): their forms send JSON
+  and are refused field by field (`fields`, the same shape as above); uploads are judged by
+  `core.characters.uploads`, one reason per refused file; training progress and the loss chart
+  come from the one live channel; publishing needs `confirm: true`, sent only from the page's
+  confirmation dialog; status reads only kept counts, the `finished_at` index and the engine's
+  own health checks (platform checks kept 30 s), never the whole ledger.
 """
 
 from __future__ import annotations
