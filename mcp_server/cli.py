@@ -211,9 +211,10 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         args.graceful_stop = server.stop
         base = f"http://{settings.host}:{settings.port}"
         root = f"; {settings.root_contract} also at {base}/" if settings.root_contract else ""
+        studio = f"{base}/studio/" if settings.root_contract else f"{base}/"
         print(
-            f"Atelier: MCP at {base}/mcp; REST contracts at {base}/adgen, /comfygen, /pod, /isengard, "
-            f"/desktop (docs at /<contract>/docs){root} (data in {settings.home})",
+            f"Atelier: the studio at {studio}; MCP at {base}/mcp; REST contracts at {base}/adgen, "
+            f"/comfygen, /pod, /isengard, /desktop (docs at /<contract>/docs){root} (data in {settings.home})",
             file=sys.stderr,
         )
         await server.serve()
