@@ -26,6 +26,7 @@ over 1.5 (a gallery page costs what its 48 cards cost, not what the ledger holds
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sqlite3
 import statistics
@@ -170,4 +171,5 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # the SDK's INFO lines per session
     sys.exit(anyio.run(main, args.runs, args.rounds))
