@@ -67,6 +67,11 @@ _RUN_WITH_ARTIFACTS = (
 )
 _RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
 _RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
+# A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
+_ADD_LOG = (
+    "INSERT INTO run_logs (run_id, id, at, level, message) "
+    "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
+)
 _KINDS = {kind.value: kind for kind in RunKind}
 _STATUSES = {status.value: status for status in RunStatus}
 _PRIORITIES = {priority.value: priority for priority in Priority}
@@ -215,7 +220,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
                 run.seq = row[0]
                 if log:
                     conn.execute(
-                        "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, 'info', ?)",
+                        "INSERT INTO run_logs (run_id, id, at, level, message) VALUES (?, 1, ?, 'info', ?)",
                         (run.id, run.created_at, log),
                     )
 
@@ -390,10 +395,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
                     ],
                 )
             if log:
-                conn.execute(
-                    "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, ?, ?)",
-                    (run_id, time.time(), log_level, log),
-                )
+                conn.execute(_ADD_LOG, (run_id, time.time(), log_level, log))
             return row
 
         row = await self._write(update)
@@ -413,8 +415,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
         await self._write(
             lambda conn: conn.execute(
-                "INSERT INTO run_logs (run_id, at, level, message) SELECT id, ?, ?, ? FROM runs WHERE id = ?",
-                (time.time(), level, message, run_id),
+                f"{_ADD_LOG} FROM runs WHERE id = ?1", (run_id, time.time(), level, message)
             )
         )
 
