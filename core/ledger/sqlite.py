@@ -60,6 +60,7 @@ _UPDATABLE = frozenset(
 # What `mean_duration` reads of a run (seq too: its pages are ordered by it).
 _TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
 _JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
+_ENUMS = (RunStatus, Priority, RunKind)
 # One run with its files in one statement: a row per file (one with NULL file columns if it has none).
 _RUN_WITH_ARTIFACTS = (
     f"SELECT {_RUN_COLUMNS}, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height "
@@ -72,6 +73,9 @@ _ADD_LOG = (
     "INSERT INTO run_logs (run_id, id, at, level, message) "
     "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
 )
+# Compact JSON, as json.dumps(..., separators=(",", ":")) writes it, from one encoder built once
+# (json.dumps builds a new one on every call that passes separators).
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
 _KINDS = {kind.value: kind for kind in RunKind}
 _STATUSES = {status.value: status for status in RunStatus}
 _PRIORITIES = {priority.value: priority for priority in Priority}
@@ -338,7 +342,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return None if row is None else json.loads(row[0])
 
     async def put_document(self, key: str, value: Any) -> None:
-        text = json.dumps(value, separators=(",", ":"))
+        text = _to_json(value)
         await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO documents (key, value, updated_at) VALUES (?, ?, ?) "
@@ -616,8 +620,8 @@ def decode_cursor(cursor: str) -> int:
 
 def _to_column(name: str, value: Any) -> Any:
     if name in _JSON_COLUMNS:
-        return None if value is None else json.dumps(value, separators=(",", ":"))
-    if isinstance(value, RunStatus | Priority | RunKind):
+        return None if value is None else _to_json(value)
+    if isinstance(value, _ENUMS):
         return value.value
     if isinstance(value, Increment):
         return int(value)
@@ -636,8 +640,8 @@ def _run_values(run: Run) -> dict[str, Any]:
         "step": run.step,
         "max_steps": run.max_steps,
         "message": run.message,
-        "inputs": json.dumps(run.inputs, separators=(",", ":")),
-        "result": None if run.result is None else json.dumps(run.result, separators=(",", ":")),
+        "inputs": _to_json(run.inputs),
+        "result": None if run.result is None else _to_json(run.result),
         "error": run.error,
         "attempts": run.attempts,
         "max_attempts": run.max_attempts,
@@ -648,7 +652,7 @@ def _run_values(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        "meta": None if run.meta is None else json.dumps(run.meta, separators=(",", ":")),
+        "meta": None if run.meta is None else _to_json(run.meta),
     }
 
 
