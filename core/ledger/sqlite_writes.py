@@ -110,11 +110,11 @@ class GroupWriter:
         group = self._forming
         if group is not None:
             group.writes.append(pending)
-            with anyio.CancelScope(shield=True):
-                # The leader resumes first (it was scheduled first) and commits inline, unless
-                # another process holds the lock: then wait for the worker thread to finish.
-                await anyio.lowlevel.checkpoint()
-                if not group.done:
+            # The leader resumes first (it was scheduled first) and commits inline, unless
+            # another process holds the lock: then wait for the worker thread to finish.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            if not group.done:
+                with anyio.CancelScope(shield=True):
                     group.committed = group.committed or anyio.Event()
                     await group.committed.wait()
             return pending.outcome()
