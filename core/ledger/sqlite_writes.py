@@ -115,9 +115,13 @@ class GroupWriter:
         group = self._forming
         if group is not None:
             group.writes.append(pending)
-            # The leader commits inline when it resumes, usually before this does; if it is still
-            # gathering, or another process holds the lock (a worker thread commits then), wait.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            # The leader commits inline once it stops gathering (a turn or a few); yielding as
+            # many turns costs less than an event. If another process holds the lock (a worker
+            # thread commits then), wait for the commit.
+            for _ in range(GATHER_TURNS):
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                if group.done:
+                    break
             if not group.done:
                 with anyio.CancelScope(shield=True):
                     group.committed = group.committed or anyio.Event()
