@@ -118,7 +118,7 @@ class GroupWriter:
             # The leader commits inline once it stops gathering (a turn or a few); yielding as
             # many turns costs less than an event. If another process holds the lock (a worker
             # thread commits then), wait for the commit.
-            for _ in range(GATHER_TURNS):
+            for _ in range(GATHER_TURNS + 1):
                 await anyio.lowlevel.cancel_shielded_checkpoint()
                 if group.done:
                     break
