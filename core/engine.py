@@ -722,7 +722,8 @@ class Engine:
         """Keep the outputs (the kind's part) and record the run completed; or say why they could
         not be saved."""
         try:
-            self._bundles.discard(run.id)  # a ZIP of an earlier attempt
+            if run.attempts > 1:  # a ZIP of an earlier attempt (a retry discards its own)
+                self._bundles.discard(run.id)
             completion = await handler.complete(run, outputs)
         except OSError as exc:
             problem = f"could not save the run's images: {exc.strerror or exc}" + (
@@ -1042,6 +1043,7 @@ class Engine:
         )
         if queued is None:
             raise Conflict(f"run {run_id} changed state while being retried; look at it again")
+        self._bundles.discard(run_id)  # its attempts count from 1 again
         self._publish_run(queued)
         self._enqueue(queued)
         return queued

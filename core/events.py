@@ -40,18 +40,20 @@ class Subscription:
         self.run_id = run_id
         self.progress = progress  # whether it takes `progress` events
         self._items: deque[Event] = deque(maxlen=maxlen)
-        self._wakeup = anyio.Event()
+        # Made when `get` first has to wait: a waiter that finds its run finished never does.
+        self._wakeup: anyio.Event | None = None
 
     def push(self, event: Event) -> None:
         if event.kind == "progress" and not self.progress:
             return
         self._items.append(event)
-        self._wakeup.set()
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def get(self) -> Event:
         """The next event, waiting for one if none is pending."""
         while not self._items:
-            if self._wakeup.is_set():
+            if self._wakeup is None or self._wakeup.is_set():
                 self._wakeup = anyio.Event()
             await self._wakeup.wait()
         return self._items.popleft()

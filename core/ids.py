@@ -17,11 +17,14 @@ FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
+# Each byte to the letter of its low five bits: the random tail in one C call (`bytes.translate`).
+_LETTER_OF_BYTE = bytes(ord(_ALPHABET[b & 31]) for b in range(256))
+
+
 def new_run_id(now: float | None = None) -> str:
     millis = int((time.time() if now is None else now) * 1000)
-    head = "".join(_ALPHABET[(millis >> shift) & 31] for shift in range(45, -1, -5))
-    tail = "".join(_ALPHABET[b & 31] for b in os.urandom(16))
-    return head + tail
+    head = "".join([_ALPHABET[(millis >> shift) & 31] for shift in (45, 40, 35, 30, 25, 20, 15, 10, 5, 0)])
+    return head + os.urandom(16).translate(_LETTER_OF_BYTE).decode()
 
 
 def check_run_id(value: object, field: str = "run_id") -> str:

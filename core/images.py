@@ -125,7 +125,7 @@ class ImageKind:
                     height=loaded.height,
                     origin=loaded.origin,
                 ).model_dump()
-        spec = ImageSpec.parse({**given, "seed": given.get("seed", random_seed())})
+        spec = ImageSpec.parse(given if "seed" in given else {**given, "seed": random_seed()})
         if workflow is not None:
             workflow.check(spec, asked)
         if spec.operation == "upscale" and spec.source is not None:

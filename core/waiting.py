@@ -34,6 +34,8 @@ async def until_final(
     progress to the run the callback sees."""
     with events.subscribe(run_id, progress=on_progress is not None) as subscription:
         run = await get_run(run_id)
+        if run.status.is_final:  # finished already: no deadline to set up
+            return run
         with anyio.move_on_after(max(0.0, timeout_s)):
             while not run.status.is_final:
                 event = await subscription.get()

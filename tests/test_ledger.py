@@ -76,7 +76,7 @@ async def ledger(path: Path) -> AsyncIterator[SQLiteLedger]:
 
 
 async def test_open_creates_the_latest_schema(ledger: SQLiteLedger, path: Path) -> None:
-    assert ledger.schema_version == 5
+    assert ledger.schema_version == 6
     tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"runs", "artifacts", "run_logs", "documents"} <= tables
 
@@ -98,11 +98,55 @@ async def test_a_version_1_ledger_is_upgraded_in_place_keeping_its_runs(path: Pa
 
     upgraded = SQLiteLedger.open(path)
     try:
-        assert upgraded.schema_version == 5
+        assert upgraded.schema_version == 6
         old = await upgraded.get_run("01jd0000000000000000000000")
         assert old is not None and old.inputs == {"prompt": "old"} and old.meta is None
         await upgraded.put_document("desktop/settings", {"defaultWidth": 768})
         assert await upgraded.get_document("desktop/settings") == {"defaultWidth": 768}
+    finally:
+        await upgraded.close()
+
+
+async def test_a_version_5_ledger_keeps_each_runs_files_and_log_in_order(path: Path) -> None:
+    from importlib import resources
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys=ON")
+    for entry in sorted((resources.files("core.ledger") / "migrations").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql") and entry.name < "0006":
+            conn.executescript(entry.read_text())
+    conn.execute("PRAGMA user_version=5")
+    first, second = "01jd0000000000000000000001", "01jd0000000000000000000002"
+    for run_id in (first, second):
+        conn.execute(
+            "INSERT INTO runs (id, kind, status, priority, inputs, backend, created_at, finished_at) "
+            "VALUES (?, 'image', 'completed', 'normal', '{}', 'local', 1.0, 2.0)",
+            (run_id,),
+        )
+        conn.execute(
+            "INSERT INTO artifacts VALUES (?, 'image-01.png', 'image/png', 10, ?, ?, 64, 64)",
+            (run_id, "0" * 64, f"runs/{run_id}/image-01.png"),
+        )
+    # The two runs' lines interleaved, as concurrent runs write them.
+    for run_id, message in [(first, "queued"), (second, "queued"), (first, "started"), (second, "started")]:
+        conn.execute(
+            "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, 1.0, 'info', ?)", (run_id, message)
+        )
+    conn.close()
+
+    upgraded = SQLiteLedger.open(path)
+    try:
+        assert upgraded.schema_version == 6
+        await upgraded.add_log(first, "completed")
+        assert [e.message for e in await upgraded.logs(first)] == ["queued", "started", "completed"]
+        assert [e.message for e in await upgraded.logs(second)] == ["queued", "started"]
+        stored = await upgraded.get_run(second)
+        assert stored is not None and [a.filename for a in stored.artifacts] == ["image-01.png"]
+        assert await upgraded.finished_before(3.0, {RunStatus.COMPLETED}) == [first, second]
+        await upgraded.delete_run(first)
+        assert await upgraded.logs(first) == []
+        assert raw(path, "SELECT run_id FROM artifacts") == [(second,)]
     finally:
         await upgraded.close()
 
@@ -114,7 +158,7 @@ async def test_reopening_keeps_data_and_does_not_apply_migrations_again(path: Pa
 
     again = SQLiteLedger.open(path)  # a second CREATE TABLE would raise here
     try:
-        assert again.schema_version == 5
+        assert again.schema_version == 6
         stored = await again.get_run(run.id)
         assert stored is not None and stored.inputs == run.inputs
         assert [e.message for e in await again.logs(run.id)] == ["queued"]

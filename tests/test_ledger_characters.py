@@ -57,7 +57,7 @@ async def test_a_version_2_ledger_is_upgraded_to_characters_keeping_its_runs(tmp
 
     upgraded = SQLiteLedger.open(path)
     try:
-        assert upgraded.schema_version == 5
+        assert upgraded.schema_version == 6
         old = await upgraded.get_run("01jd0000000000000000000000")
         assert old is not None and old.inputs == {"prompt": "old"}
         mara = await upgraded.insert_character(character("Mara", "mara_person"))

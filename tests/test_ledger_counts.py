@@ -243,7 +243,7 @@ async def test_opening_a_version_4_ledger_counts_the_runs_it_already_holds(path:
     version_4_ledger(path)
     upgraded = SQLiteLedger.open(path)
     try:
-        assert upgraded.schema_version == 5
+        assert upgraded.schema_version == 6
         assert await upgraded.count_runs() == 17
         assert await upgraded.count_runs(statuses={RunStatus.COMPLETED}) == 4
         assert await upgraded.count_runs(statuses={RunStatus.COMPLETED}, top_level=True) == 3

@@ -13,6 +13,7 @@ styles not one byte changes.
 from __future__ import annotations
 
 import colorsys
+import functools
 import hashlib
 import io
 import itertools
@@ -111,6 +112,13 @@ _PALETTE: dict[str, tuple[float, float, float]] = {
 _Rgb = tuple[int, int, int]
 
 
+@functools.lru_cache(maxsize=64)
+def _steps(steps: int) -> tuple[Progress, ...]:
+    """The progress a run of `steps` steps reports, one per step: the same (immutable) objects
+    for every run of that length, not 20 new ones a run."""
+    return tuple(Progress(step=step, max_steps=steps, message="rendering") for step in range(1, steps + 1))
+
+
 class LocalPreviewBackend(GenerationBackend):
     """Renders procedural previews in-process; `step_ms` paces the simulated sampling steps."""
 
@@ -154,10 +162,10 @@ class LocalPreviewBackend(GenerationBackend):
         await anyio.lowlevel.checkpoint()
         steps = 1 if spec.operation == "upscale" else spec.steps
         delay = self.step_ms / 1000
-        for step in range(1, steps + 1):
+        for progress in _steps(steps):
             if delay > 0:
                 await anyio.sleep(delay)
-            on_progress(Progress(step=step, max_steps=steps, message="rendering"))
+            on_progress(progress)
 
         if spec.operation != "txt2img":
             if job.source is None:

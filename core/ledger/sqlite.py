@@ -60,6 +60,7 @@ _UPDATABLE = frozenset(
 # What `mean_duration` reads of a run (seq too: its pages are ordered by it).
 _TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
 _JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
+_ENUMS = (RunStatus, Priority, RunKind)
 # One run with its files in one statement: a row per file (one with NULL file columns if it has none).
 _RUN_WITH_ARTIFACTS = (
     f"SELECT {_RUN_COLUMNS}, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height "
@@ -67,6 +68,14 @@ _RUN_WITH_ARTIFACTS = (
 )
 _RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
 _RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
+# A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
+_ADD_LOG = (
+    "INSERT INTO run_logs (run_id, id, at, level, message) "
+    "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
+)
+# Compact JSON, as json.dumps(..., separators=(",", ":")) writes it, from one encoder built once
+# (json.dumps builds a new one on every call that passes separators).
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
 _KINDS = {kind.value: kind for kind in RunKind}
 _STATUSES = {status.value: status for status in RunStatus}
 _PRIORITIES = {priority.value: priority for priority in Priority}
@@ -215,7 +224,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
                 run.seq = row[0]
                 if log:
                     conn.execute(
-                        "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, 'info', ?)",
+                        "INSERT INTO run_logs (run_id, id, at, level, message) VALUES (?, 1, ?, 'info', ?)",
                         (run.id, run.created_at, log),
                     )
 
@@ -343,7 +352,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return None if row is None else json.loads(row[0])
 
     async def put_document(self, key: str, value: Any) -> None:
-        text = json.dumps(value, separators=(",", ":"))
+        text = _to_json(value)
         await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO documents (key, value, updated_at) VALUES (?, ?, ?) "
@@ -400,10 +409,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
                     ],
                 )
             if log:
-                conn.execute(
-                    "INSERT INTO run_logs (run_id, at, level, message) VALUES (?, ?, ?, ?)",
-                    (run_id, time.time(), log_level, log),
-                )
+                conn.execute(_ADD_LOG, (run_id, time.time(), log_level, log))
             return row
 
         row = await self._write(update)
@@ -423,8 +429,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
         await self._write(
             lambda conn: conn.execute(
-                "INSERT INTO run_logs (run_id, at, level, message) SELECT id, ?, ?, ? FROM runs WHERE id = ?",
-                (time.time(), level, message, run_id),
+                f"{_ADD_LOG} FROM runs WHERE id = ?1", (run_id, time.time(), level, message)
             )
         )
 
@@ -625,8 +630,8 @@ def decode_cursor(cursor: str) -> int:
 
 def _to_column(name: str, value: Any) -> Any:
     if name in _JSON_COLUMNS:
-        return None if value is None else json.dumps(value, separators=(",", ":"))
-    if isinstance(value, RunStatus | Priority | RunKind):
+        return None if value is None else _to_json(value)
+    if isinstance(value, _ENUMS):
         return value.value
     if isinstance(value, Increment):
         return int(value)
@@ -645,8 +650,8 @@ def _run_values(run: Run) -> dict[str, Any]:
         "step": run.step,
         "max_steps": run.max_steps,
         "message": run.message,
-        "inputs": json.dumps(run.inputs, separators=(",", ":")),
-        "result": None if run.result is None else json.dumps(run.result, separators=(",", ":")),
+        "inputs": _to_json(run.inputs),
+        "result": None if run.result is None else _to_json(run.result),
         "error": run.error,
         "attempts": run.attempts,
         "max_attempts": run.max_attempts,
@@ -657,7 +662,7 @@ def _run_values(run: Run) -> dict[str, Any]:
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-        "meta": None if run.meta is None else json.dumps(run.meta, separators=(",", ":")),
+        "meta": None if run.meta is None else _to_json(run.meta),
     }
 
 
