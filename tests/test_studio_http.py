@@ -204,7 +204,10 @@ async def test_run_actions_answer_the_right_status(tmp_path: Path) -> None:
 
         deleted = await served.http.delete(f"/api/runs/{run.id}")
         assert deleted.status_code == 200 and deleted.json()["deleted"] == run.id
-        assert (await served.http.get(f"/runs/{run.id}")).status_code == 404
+        gone = await served.http.get(f"/runs/{run.id}")
+        # A person who follows a stale link gets a page saying so, with a way back.
+        assert gone.status_code == 404 and gone.headers["content-type"].startswith("text/html")
+        assert "No such run" in gone.text and 'href="/"' in gone.text
 
 
 async def test_the_gallery_pages_newest_first_and_filters(tmp_path: Path) -> None:

@@ -10,15 +10,18 @@ contract's artifact route: `http_compat.responses.artifact_response`) and
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from core.engine import Engine
+from core.errors import RunNotFound
 from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
 from http_compat.api import Api
+from http_compat.errors import ApiError
 from http_compat.responses import artifact_response, file_response
 from http_compat.studio.errors import filename_of, run_id_of
 from http_compat.studio.pages import prefix_of, render
@@ -67,13 +70,29 @@ def add_run_page(api: Api, engine: Engine, settings: Settings) -> None:
     @api.route("GET", "/runs/{run_id}", summary="A run's page", produces="text/html")
     async def run_page(request: Request) -> Response:
         prefix = prefix_of(request)
-        run = await engine.get_run(run_id_of(request))
+        try:
+            run = await engine.get_run(run_id_of(request))
+        except (ApiError, RunNotFound):
+            # A person followed a link: a page that says so, not the JSON the script gets.
+            return render(
+                "missing.html",
+                prefix,
+                status=404,
+                section="gallery",
+                what="run",
+                back="/",
+                back_text="See every run",
+                logged_in=logged_in,
+            )
         log = await engine.logs(run.id, limit=LOG_LINES)
         children = []
         if run.kind is RunKind.BATCH:
             page = await engine.list_runs(parent_id=run.id, limit=CHILDREN)
             children = [card(child, prefix) for child in page.items]
-        parent = card(await engine.get_run(run.parent_id), prefix) if run.parent_id else None
+        parent = None
+        if run.parent_id:
+            with contextlib.suppress(RunNotFound):  # a batch deleted since: the run stands alone
+                parent = card(await engine.get_run(run.parent_id), prefix)
         return render(
             "run.html",
             prefix,
