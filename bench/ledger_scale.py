@@ -65,19 +65,26 @@ INFORMATIONAL = "pod metrics after a write (not judged)"
 async def template_rows(where: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Ten real runs made by the engine (rows of `runs` and `artifacts`), in the bench's mix."""
     with tempfile.TemporaryDirectory(prefix="atelier-template-", dir=where) as home:
-        settings = Settings.from_env({}, home=Path(home), local_step_ms=0)
-        async with Engine.open(settings) as engine:
-            params = {"prompt": PROMPT, "width": 64, "height": 64, "steps": 4}
-            batch = await engine.submit_batch([{**params, "seed": 1}, {**params, "seed": 2}])
-            images = [await engine.submit_image({**params, "seed": 10 + i}) for i in range(7)]
-            await engine.wait(batch.id, 60)
-            for run in images:
-                await engine.wait(run.id, 60)
-        conn = sqlite3.connect(settings.ledger_path)
-        conn.row_factory = sqlite3.Row
-        runs = [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY seq")]
-        artifacts = [dict(r) for r in conn.execute("SELECT * FROM artifacts")]
-        conn.close()
+        return await runs_made_in(Path(home), side=64)
+
+
+async def runs_made_in(home: Path, side: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Ten real runs (`side` x `side`) made by the engine in `home`, whose files stay there, as rows
+    of `runs` and `artifacts`: a batch of two, seven images of which one failed and one was
+    cancelled."""
+    settings = Settings.from_env({}, home=home, local_step_ms=0)
+    async with Engine.open(settings) as engine:
+        params = {"prompt": PROMPT, "width": side, "height": side, "steps": 4}
+        batch = await engine.submit_batch([{**params, "seed": 1}, {**params, "seed": 2}])
+        images = [await engine.submit_image({**params, "seed": 10 + i}) for i in range(7)]
+        await engine.wait(batch.id, 60)
+        for run in images:
+            await engine.wait(run.id, 60)
+    conn = sqlite3.connect(settings.ledger_path)
+    conn.row_factory = sqlite3.Row
+    runs = [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY seq")]
+    artifacts = [dict(r) for r in conn.execute("SELECT * FROM artifacts")]
+    conn.close()
     assert len(runs) == 10, len(runs)
     # Two of the seven images did not complete: one failed, one was cancelled.
     failed, cancelled = runs[-2], runs[-1]

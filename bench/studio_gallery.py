@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ledger_scale import PROMPT, fill
+from ledger_scale import fill, runs_made_in
 
 from core.engine import Engine
 from core.settings import Settings
@@ -70,29 +69,6 @@ async () => {
 """
 
 
-async def template(home: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Ten real runs made by the engine in `home` (whose artifacts stay), as rows of `runs` and
-    `artifacts`, in bench/ledger_scale.py's mix: two of the seven images failed or cancelled."""
-    settings = Settings.from_env({}, home=home, local_step_ms=0)
-    async with Engine.open(settings) as engine:
-        params = {"prompt": PROMPT, "width": 512, "height": 512, "steps": 4}
-        batch = await engine.submit_batch([{**params, "seed": 1}, {**params, "seed": 2}])
-        images = [await engine.submit_image({**params, "seed": 10 + i}) for i in range(7)]
-        await engine.wait(batch.id, 60)
-        for run in images:
-            await engine.wait(run.id, 60)
-    conn = sqlite3.connect(settings.ledger_path)
-    conn.row_factory = sqlite3.Row
-    runs = [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY seq")]
-    artifacts = [dict(r) for r in conn.execute("SELECT * FROM artifacts")]
-    conn.close()
-    failed, cancelled = runs[-2], runs[-1]
-    failed.update(status="failed", result=None, error="ComfyUI: CUDA out of memory", message="failed")
-    cancelled.update(status="cancelled", result=None, message="cancelled")
-    artifacts = [a for a in artifacts if a["run_id"] not in (failed["id"], cancelled["id"])]
-    return runs, artifacts
-
-
 async def visit(browser: Any, url: str) -> dict[str, float]:
     context = await browser.new_context()
     try:
@@ -111,7 +87,7 @@ async def main(large: int, rounds: int) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="atelier-bench-studio-") as where:
         root = Path(where)
-        rows = await template(root / "template")
+        rows = await runs_made_in(root / "template", side=512)
         sizes = {}
         for runs in (SMALL, large):
             home = root / f"home-{runs}"

@@ -132,7 +132,16 @@ def add_characters(api: Api, engine: Engine, settings: Settings) -> None:
         try:
             character = await character_of(request)
         except (ApiError, CharacterNotFound):
-            return render("characters_missing.html", prefix, status=404, logged_in=logged_in)
+            return render(
+                "missing.html",
+                prefix,
+                status=404,
+                section="characters",
+                what="character",
+                back="/characters",
+                back_text="See every character",
+                logged_in=logged_in,
+            )
         trainer = engine.trainer_parameters()
         return render(
             "characters_one.html",

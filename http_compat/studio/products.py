@@ -146,7 +146,16 @@ def add_products(api: Api, engine: Engine, settings: Settings) -> None:
         try:
             product = await product_of(request)
         except (ApiError, ProductNotFound):
-            return render("products_missing.html", prefix, status=404, logged_in=logged_in)
+            return render(
+                "missing.html",
+                prefix,
+                status=404,
+                section="products",
+                what="product",
+                back="/products",
+                back_text="See every product",
+                logged_in=logged_in,
+            )
         return render(
             "products_one.html",
             prefix,
