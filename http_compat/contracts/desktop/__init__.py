@@ -66,17 +66,15 @@ Decisions where the document is vague:
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import re
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -85,13 +83,29 @@ from core.engine import Engine
 from core.errors import FieldProblem, InvalidInput, RunNotFound
 from core.events import Event, Subscription
 from core.ids import check_filename
-from core.models import MAX_PROMPT_CHARS, MAX_SEED, Run, RunKind, RunStatus
+from core.models import MAX_PROMPT_CHARS, Run, RunKind, RunStatus
 from core.settings import Settings
 from http_compat.answers import KeptAnswers, single
 from http_compat.api import Api, Param
+from http_compat.contracts.desktop.envelope import ErrorBody, guarded, render_error
+from http_compat.contracts.desktop.shapes import (
+    AppSettings,
+    DetailResponse,
+    Done,
+    GenerationResponse,
+    Health,
+    HistoryPage,
+    ImageToImageRequest,
+    PendingResponse,
+    SettingsResponse,
+    SettingsUpdate,
+    TextToImageRequest,
+    UpscaleRequest,
+)
+from http_compat.contracts.desktop.views import STATUS, detail, generation, history_item, parse_id
 from http_compat.errors import ApiError
 from http_compat.inputs import query_int
-from http_compat.responses import artifact_response, base_url, iso, json_response
+from http_compat.responses import artifact_response, json_response
 from http_compat.security import is_loopback
 
 log = logging.getLogger("atelier.http.desktop")
@@ -107,241 +121,6 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "defaultCfgScale": 7.5,
 }
 
-STATUS = {
-    RunStatus.QUEUED: "queued",
-    RunStatus.RUNNING: "generating",
-    RunStatus.COMPLETED: "completed",
-    RunStatus.FAILED: "failed",
-    RunStatus.CANCELLED: "failed",
-}
-
-# The codes this contract answers with; anything else is mapped from the status.
-OWN_CODES = {
-    "INVALID_PROMPT",
-    "INVALID_PARAMETERS",
-    "NOT_FOUND",
-    "API_TIMEOUT",
-    "API_ERROR",
-    "STORAGE_ERROR",
-    "DATABASE_ERROR",
-    "PAYLOAD_TOO_LARGE",
-    "METHOD_NOT_ALLOWED",
-    "RATE_LIMITED",
-}
-CODE_OF_STATUS = {
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    421: "MISDIRECTED_REQUEST",
-    429: "RATE_LIMITED",
-    504: "API_TIMEOUT",
-}
-
-
-def render_error(error: ApiError) -> Response:
-    if error.code in OWN_CODES:
-        code = error.code
-    elif error.status < 500:
-        code = CODE_OF_STATUS.get(error.status, "INVALID_PARAMETERS")
-    else:
-        code = CODE_OF_STATUS.get(error.status, "API_ERROR")
-    body: dict[str, Any] = {"success": False, "error": error.message, "code": code}
-    if error.details is not None:
-        body["details"] = error.details if isinstance(error.details, dict) else {"errors": error.details}
-    return json_response(body, error.status, error.headers)
-
-
-# --- shapes ---------------------------------------------------------------------------------
-
-Side = Annotated[
-    int, Field(ge=64, le=4096, multiple_of=8, description="Pixels: a multiple of 8 in 64..4096.")
-]
-Steps = Annotated[int, Field(ge=1, le=150, description="Inference steps, 1..150.")]
-CfgScale = Annotated[float, Field(ge=0, le=30, description="Guidance scale, 0..30.")]
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Same seed and inputs, same image.")]
-NegativePrompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS, description="What to avoid.")]
-PROMPT_FIELD = Field(default=None, description=f"What to make: 1..{MAX_PROMPT_CHARS} characters (required).")
-
-
-def requiring(*fields: str) -> ConfigDict:
-    """The prompt is checked by the handler (its errors are INVALID_PROMPT), yet it is required:
-    say so in the schema."""
-    return ConfigDict(extra="forbid", json_schema_extra={"required": list(fields)})
-
-
-class TextToImageRequest(BaseModel):
-    model_config = requiring("prompt")
-
-    prompt: str | None = PROMPT_FIELD
-    negativePrompt: NegativePrompt | None = None
-    width: Side | None = Field(default=None, description="Default: the settings' defaultWidth (512).")
-    height: Side | None = Field(default=None, description="Default: the settings' defaultHeight (512).")
-    steps: Steps | None = Field(default=None, description="Default: the settings' defaultSteps (25).")
-    cfgScale: CfgScale | None = Field(
-        default=None, description="Default: the settings' defaultCfgScale (7.5)."
-    )
-    seed: Seed | None = None
-
-
-class ImageToImageRequest(BaseModel):
-    model_config = requiring("seedImage", "prompt")
-
-    seedImage: str = Field(
-        min_length=1,
-        max_length=50_000_000,
-        description="A filePath or url this API returned, a data: URL or base64, a path in an allowed "
-        "folder, or a loopback URL.",
-    )
-    prompt: str | None = PROMPT_FIELD
-    strength: float = Field(default=0.7, ge=0, le=1, description="0 = no change, 1 = full change.")
-    steps: Steps | None = None
-    cfgScale: CfgScale | None = None
-    negativePrompt: NegativePrompt | None = Field(default=None, description="Atelier extension.")
-    seed: Seed | None = Field(default=None, description="Atelier extension.")
-
-
-class UpscaleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    imagePath: str = Field(
-        min_length=1, max_length=50_000_000, description="The image, in any form seedImage accepts."
-    )
-    scale: int = Field(default=2, ge=1, le=8, description="Scale factor, an integer 1..8.")
-
-
-class Generation(BaseModel):
-    id: int
-    prompt: str
-    filePath: str | None = Field(description="/generated/<id>/<filename>, relative to the API's base URL.")
-    url: str | None = Field(description="The image's absolute URL.")
-    seed: int | None
-    created_at: str
-
-
-class GenerationResponse(BaseModel):
-    success: Literal[True]
-    data: Generation
-
-
-class PendingGeneration(Generation):
-    status: Literal["queued", "generating"] = Field(description="Atelier extension.")
-
-
-class PendingResponse(BaseModel):
-    success: Literal[True]
-    data: PendingGeneration
-
-
-class HistoryItem(BaseModel):
-    id: int
-    type: Literal["image", "video"]
-    prompt: str
-    filePath: str | None
-    created_at: str
-    status: str = Field(description="Atelier extension: queued, generating, completed or failed.")
-
-
-class HistoryPage(BaseModel):
-    success: Literal[True]
-    data: list[HistoryItem]
-    total: int = Field(description="Every generation matching the filter, across all pages.")
-
-
-class Parameters(BaseModel):
-    width: int | None
-    height: int | None
-    steps: int | None
-    cfgScale: float | None
-    seed: int | None
-
-
-class GenerationDetail(BaseModel):
-    id: int
-    type: Literal["image", "video"]
-    prompt: str
-    negativePrompt: str | None
-    parameters: Parameters
-    filePath: str | None
-    url: str | None
-    created_at: str
-    status: str = Field(description="Atelier extension: queued, generating, completed or failed.")
-    error: str | None = Field(description="Atelier extension: why it failed.")
-
-
-class DetailResponse(BaseModel):
-    success: Literal[True]
-    data: GenerationDetail
-
-
-class Done(BaseModel):
-    success: Literal[True]
-    message: str
-
-
-def plain_path(value: str | None) -> str | None:
-    if value is not None and (re.search(r"[\x00-\x1f\x7f]", value) or "://" in value):
-        raise ValueError("must be a plain relative or absolute path (no control characters, no URL)")
-    return value
-
-
-class AppSettings(BaseModel):
-    storagePath: str = Field(min_length=1, max_length=500, description="Kept and reported; not used.")
-    defaultWidth: Side
-    defaultHeight: Side
-    defaultSteps: Steps
-    defaultCfgScale: CfgScale
-
-    @field_validator("storagePath")
-    @classmethod
-    def _plain(cls, value: str) -> str:
-        return plain_path(value) or value
-
-
-class SettingsUpdate(BaseModel):
-    """Any subset of the settings; the rest keep their values."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    storagePath: str | None = Field(default=None, min_length=1, max_length=500)
-    defaultWidth: Side | None = None
-    defaultHeight: Side | None = None
-    defaultSteps: Steps | None = None
-    defaultCfgScale: CfgScale | None = None
-
-    @field_validator("storagePath")
-    @classmethod
-    def _plain(cls, value: str | None) -> str | None:
-        return plain_path(value)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("must not be null (leave the field out to keep its value)")
-        return value
-
-
-class SettingsResponse(BaseModel):
-    success: Literal[True]
-    data: AppSettings
-    message: str | None = None
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-
-
-class ErrorBody(BaseModel):
-    success: Literal[False]
-    error: str
-    code: str
-    details: dict[str, Any] | None = None
-
-
 # What sending on a socket whose client has left raises.
 CLIENT_GONE = (WebSocketDisconnect, RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError)
 
@@ -349,66 +128,6 @@ CLIENT_GONE = (WebSocketDisconnect, RuntimeError, anyio.ClosedResourceError, any
 
 _GENERATED = re.compile(r"^/?generated/(?P<id>[0-9]{1,18})/(?P<file>[^/?#]+)$")
 _FIELD_NAMES = {"negative_prompt": "negativePrompt", "cfg": "cfgScale", "denoise": "strength"}
-
-
-def first_image(run: Run) -> str | None:
-    return run.artifacts[0].filename if run.artifacts else None
-
-
-def file_path(run: Run) -> str | None:
-    filename = first_image(run)
-    return None if filename is None else f"/generated/{run.seq}/{filename}"
-
-
-def file_url(request: Request, run: Run) -> str | None:
-    path = file_path(run)
-    return None if path is None else base_url(request) + path
-
-
-def generation(request: Request, run: Run) -> dict[str, Any]:
-    return Generation(
-        id=run.seq,
-        prompt=run.inputs.get("prompt", ""),
-        filePath=file_path(run),
-        url=file_url(request, run),
-        seed=run.inputs.get("seed"),
-        created_at=iso(run.created_at) or "",
-    ).model_dump()
-
-
-def history_item(run: Run) -> dict[str, Any]:
-    return HistoryItem(
-        id=run.seq,
-        type="image",
-        prompt=run.inputs.get("prompt", ""),
-        filePath=file_path(run),
-        created_at=iso(run.created_at) or "",
-        status=STATUS[run.status],
-    ).model_dump()
-
-
-def detail(request: Request, run: Run) -> dict[str, Any]:
-    inputs = run.inputs
-    first = run.artifacts[0] if run.artifacts else None
-    source = inputs.get("source") or {}
-    return GenerationDetail(
-        id=run.seq,
-        type="image",
-        prompt=inputs.get("prompt", ""),
-        negativePrompt=inputs.get("negative_prompt") or None,
-        parameters=Parameters(
-            width=inputs.get("width") or (first and first.width) or source.get("width"),
-            height=inputs.get("height") or (first and first.height) or source.get("height"),
-            steps=inputs.get("steps"),
-            cfgScale=inputs.get("cfg"),
-            seed=inputs.get("seed"),
-        ),
-        filePath=file_path(run),
-        url=file_url(request, run),
-        created_at=iso(run.created_at) or "",
-        status=STATUS[run.status],
-        error=run.error,
-    ).model_dump()
 
 
 def progress_message(run: Run, fraction: float | None = None) -> dict[str, Any]:
@@ -423,15 +142,6 @@ def progress_message(run: Run, fraction: float | None = None) -> dict[str, Any]:
     if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
         message["error"] = run.error or run.status.value
     return message
-
-
-def parse_id(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or int(raw) == 0:
-        raise ApiError(
-            400, f"id: must be a positive integer (got {raw[:40]!r})", code="INVALID_PARAMETERS",
-            details={"field": "id"},
-        )  # fmt: skip
-    return int(raw)
 
 
 def check_prompt(prompt: str | None) -> str:
@@ -459,27 +169,6 @@ def renamed(exc: InvalidInput, source_field: str) -> ApiError:
     message = "; ".join(f"{contract_name(p.field)}: {p.problem}" for p in exc.problems)
     code = "INVALID_PROMPT" if first == "prompt" else "INVALID_PARAMETERS"
     return ApiError(400, message, code=code, details={"field": first})
-
-
-def guarded(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """Storage and ledger failures as the document's STORAGE_ERROR / DATABASE_ERROR (logged)."""
-
-    @functools.wraps(handler)
-    async def wrapper(*args: Any) -> Response:
-        try:
-            return await handler(*args)
-        except sqlite3.Error:
-            log.exception("the ledger failed")
-            raise ApiError(
-                500, "The generation history could not be read or written", code="DATABASE_ERROR"
-            ) from None
-        except OSError:
-            log.exception("the artifact store failed")
-            raise ApiError(
-                500, "A file could not be read or written in the image store", code="STORAGE_ERROR"
-            ) from None
-
-    return wrapper
 
 
 # --- the contract ---------------------------------------------------------------------------
