@@ -1,1 +1,2 @@
-"""One module per REST contract of ../shared/contracts; each has `build(engine, settings) -> Api`."""
+"""One module or package per REST contract of ../shared/contracts (`adgen`, `comfygen`, and the
+packages `pod`, `isengard`, `desktop`); each has `build(engine, settings) -> Api`."""
