@@ -40,17 +40,21 @@ from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ledger import Increment
 from core.ledger.sqlite_characters import SQLiteCharacters
 from core.ledger.sqlite_products import SQLiteProducts
+from core.ledger.sqlite_rows import (
+    RUN_COLUMNS,
+    artifact_from_row,
+    run_from_row,
+    run_values,
+    run_with_artifacts,
+    to_column,
+    to_json,
+)
 from core.ledger.sqlite_writes import BACKSTOP_CHECKPOINT_PAGES, Checkpointer, GroupWriter
 from core.ledger.sqlite_writes import in_transaction as _in_transaction
 from core.ledger.sqlite_writes import is_busy as _is_busy
 from core.ledger.sqlite_writes import unavailable as _unavailable
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 
-_RUN_COLUMNS = (
-    "seq, id, kind, parent_id, status, priority, progress, step, max_steps, message, inputs, result, "
-    "error, attempts, max_attempts, timeout_s, idempotency_key, backend, backend_handle, created_at, "
-    "started_at, finished_at, meta"
-)
 _UPDATABLE = frozenset(
     {
         "status", "priority", "progress", "step", "max_steps", "message", "result", "error", "attempts",
@@ -59,11 +63,9 @@ _UPDATABLE = frozenset(
 )  # fmt: skip
 # What `mean_duration` reads of a run (seq too: its pages are ordered by it).
 _TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
-_JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
-_ENUMS = (RunStatus, Priority, RunKind)
 # One run with its files in one statement: a row per file (one with NULL file columns if it has none).
 _RUN_WITH_ARTIFACTS = (
-    f"SELECT {_RUN_COLUMNS}, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height "
+    f"SELECT {RUN_COLUMNS}, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height "
     "FROM runs LEFT JOIN artifacts AS a ON a.run_id = runs.id WHERE runs.{key} = ? ORDER BY a.filename"
 )
 _RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
@@ -73,12 +75,6 @@ _ADD_LOG = (
     "INSERT INTO run_logs (run_id, id, at, level, message) "
     "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
 )
-# Compact JSON, as json.dumps(..., separators=(",", ":")) writes it, from one encoder built once
-# (json.dumps builds a new one on every call that passes separators).
-_to_json = json.JSONEncoder(separators=(",", ":")).encode
-_KINDS = {kind.value: kind for kind in RunKind}
-_STATUSES = {status.value: status for status in RunStatus}
-_PRIORITIES = {priority.value: priority for priority in Priority}
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -214,7 +210,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def insert_runs(self, runs: Sequence[Run], log: str | None = None) -> list[Run]:
         def insert(conn: sqlite3.Connection) -> None:
             for run in runs:
-                values = _run_values(run)
+                values = run_values(run)
                 values.pop("seq")
                 names = ", ".join(values)
                 marks = ", ".join("?" for _ in values)
@@ -238,7 +234,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return list(runs)
 
     async def get_run(self, run_id: str) -> Run | None:
-        return _run_with_artifacts(await self._rows(_RUN_BY_ID, (run_id,)))
+        return run_with_artifacts(await self._rows(_RUN_BY_ID, (run_id,)))
 
     def change_marker(self) -> int | None:
         # SQLite's data_version moves on every commit made by any other connection, our writer's
@@ -249,18 +245,18 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             return None
 
     async def find_by_idempotency_key(self, key: str) -> Run | None:
-        row = await self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
-        return (await self._with_artifacts([_run_from_row(row)]))[0] if row else None
+        row = await self._one(f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
+        return (await self._with_artifacts([run_from_row(row)]))[0] if row else None
 
     async def find_by_key_prefix(self, prefix: str, limit: int = 1000) -> list[Run]:
         # A range over the key's unique index: every key that starts with `prefix` sorts between
         # `prefix` and `prefix` + the highest character.
         rows = await self._rows(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key >= ? AND idempotency_key < ? "
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key >= ? AND idempotency_key < ? "
             "ORDER BY seq LIMIT ?",
             (prefix, prefix + "\U0010ffff", limit),
         )
-        return await self._with_artifacts([_run_from_row(row) for row in rows])
+        return await self._with_artifacts([run_from_row(row) for row in rows])
 
     async def list_runs(
         self,
@@ -276,7 +272,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         after = None if not cursor else decode_cursor(cursor)
         sql, args = _page_query(statuses, kinds, parent_id, top_level, after)
         rows = await self._rows(f"{sql} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit + 1, offset))
-        runs = await self._with_artifacts([_run_from_row(r) for r in rows[:limit]])
+        runs = await self._with_artifacts([run_from_row(r) for r in rows[:limit]])
         next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
         return Page(items=runs, next_cursor=next_cursor)
 
@@ -326,7 +322,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return mean
 
     async def get_run_by_seq(self, seq: int) -> Run | None:
-        return _run_with_artifacts(await self._rows(_RUN_BY_SEQ, (seq,)))
+        return run_with_artifacts(await self._rows(_RUN_BY_SEQ, (seq,)))
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
@@ -352,7 +348,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return None if row is None else json.loads(row[0])
 
     async def put_document(self, key: str, value: Any) -> None:
-        text = _to_json(value)
+        text = to_json(value)
         await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO documents (key, value, updated_at) VALUES (?, ?, ?) "
@@ -379,7 +375,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         sql = self._update_sql.get(shape)
         if sql is None:
             sql = self._update_sql[shape] = _update_statement(*shape)
-        args = [_to_column(name, value) for name, value in changes.items()]
+        args = [to_column(name, value) for name, value in changes.items()]
         args.append(run_id)
         if expect is not None:
             args.extend(shape[1])
@@ -415,7 +411,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         row = await self._write(update)
         if row is None:
             return None
-        run = _run_from_row(row)
+        run = run_from_row(row)
         if (
             replace_artifacts
             or run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -449,15 +445,15 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
             return rows
 
-        return [_artifact_from_row(r) for r in await self._write(delete)]
+        return [artifact_from_row(r) for r in await self._write(delete)]
 
     async def runs_in(self, statuses: Collection[RunStatus]) -> list[Run]:
         marks = ", ".join("?" for _ in statuses)
         rows = await self._rows(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ({marks}) ORDER BY seq",
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({marks}) ORDER BY seq",
             [s.value for s in statuses],
         )
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def statuses_of(self, run_ids: Collection[str]) -> dict[str, RunStatus]:
         if not run_ids:
@@ -498,7 +494,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             f"SELECT * FROM artifacts WHERE run_id IN ({marks}) ORDER BY run_id, filename", list(by_id)
         )
         for row in rows:
-            by_id[row["run_id"]].artifacts.append(_artifact_from_row(row))
+            by_id[row["run_id"]].artifacts.append(artifact_from_row(row))
         return runs
 
 
@@ -568,7 +564,7 @@ def _page_query(
     top_level: bool,
     before_seq: int | None,
     *,
-    columns: str = _RUN_COLUMNS,
+    columns: str = RUN_COLUMNS,
 ) -> tuple[str, list[Any]]:
     """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
 
@@ -608,7 +604,7 @@ def _update_statement(columns: tuple[tuple[str, bool], ...], expect: tuple[str, 
         raise ValueError(f"not updatable: {sorted(unknown)}")
     sets = ", ".join(f"{name} = {name} + ?" if add else f"{name} = ?" for name, add in columns) or "seq = seq"
     guard = f" AND status IN ({', '.join('?' for _ in expect)})" if expect is not None else ""
-    return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {_RUN_COLUMNS}"
+    return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {RUN_COLUMNS}"
 
 
 def encode_cursor(seq: int) -> str:
@@ -626,109 +622,3 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidInput(
             "cursor", "is not a cursor this server returned; start again without one"
         ) from None
-
-
-def _to_column(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS:
-        return None if value is None else _to_json(value)
-    if isinstance(value, _ENUMS):
-        return value.value
-    if isinstance(value, Increment):
-        return int(value)
-    return value
-
-
-def _run_values(run: Run) -> dict[str, Any]:
-    return {
-        "seq": run.seq,
-        "id": run.id,
-        "kind": run.kind.value,
-        "parent_id": run.parent_id,
-        "status": run.status.value,
-        "priority": run.priority.value,
-        "progress": run.progress,
-        "step": run.step,
-        "max_steps": run.max_steps,
-        "message": run.message,
-        "inputs": _to_json(run.inputs),
-        "result": None if run.result is None else _to_json(run.result),
-        "error": run.error,
-        "attempts": run.attempts,
-        "max_attempts": run.max_attempts,
-        "timeout_s": run.timeout_s,
-        "idempotency_key": run.idempotency_key,
-        "backend": run.backend,
-        "backend_handle": run.backend_handle,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "meta": None if run.meta is None else _to_json(run.meta),
-    }
-
-
-def _run_from_row(row: Sequence[Any]) -> Run:
-    """A run from a row whose first columns are `_RUN_COLUMNS`, in their order (read by position:
-    by name, sqlite3.Row compares names one by one)."""
-    (seq, run_id, kind, parent_id, status, priority, progress, step, max_steps, message, inputs, result,
-     error, attempts, max_attempts, timeout_s, idempotency_key, backend, backend_handle, created_at,
-     started_at, finished_at, meta) = row[:23]  # fmt: skip
-    return Run(
-        id=run_id,
-        seq=seq,
-        kind=_KINDS[kind],
-        parent_id=parent_id,
-        status=_STATUSES[status],
-        priority=_PRIORITIES[priority],
-        progress=progress,
-        step=step,
-        max_steps=max_steps,
-        message=message,
-        inputs=json.loads(inputs),
-        result=None if result is None else json.loads(result),
-        error=error,
-        attempts=attempts,
-        max_attempts=max_attempts,
-        timeout_s=timeout_s,
-        idempotency_key=idempotency_key,
-        backend=backend,
-        backend_handle=backend_handle,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        meta=None if meta is None else json.loads(meta),
-    )
-
-
-def _run_with_artifacts(rows: Sequence[Sequence[Any]]) -> Run | None:
-    """The run of `_RUN_WITH_ARTIFACTS`'s rows, with its files (None when there are no rows)."""
-    if not rows:
-        return None
-    run = _run_from_row(rows[0])
-    if rows[0][23] is not None:
-        run.artifacts = [
-            Artifact(
-                run_id=run.id,
-                filename=filename,
-                media_type=media_type,
-                size=size,
-                sha256=sha256,
-                storage_key=storage_key,
-                width=width,
-                height=height,
-            )
-            for filename, media_type, size, sha256, storage_key, width, height in (row[23:] for row in rows)
-        ]
-    return run
-
-
-def _artifact_from_row(row: sqlite3.Row) -> Artifact:
-    return Artifact(
-        run_id=row["run_id"],
-        filename=row["filename"],
-        media_type=row["media_type"],
-        size=row["size"],
-        sha256=row["sha256"],
-        storage_key=row["storage_key"],
-        width=row["width"],
-        height=row["height"],
-    )
