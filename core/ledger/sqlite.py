@@ -3,9 +3,10 @@
 Statements are short and local, so they run inline on the event loop: a thread hop per
 statement would cost more than the statement. Short means bounded by what the caller asked
 for, never by how many runs the ledger holds: a count is a sum over `run_counts` (kept by
-triggers), a list page reads its own rows from an index already in order (`_page_query`),
-and the one read that grows with the history (a purge's old runs) runs on a worker thread
-(`_scan`).
+triggers), a list page reads its own rows from an index already in order (how, and the rest of
+the runs' SQL: `core.ledger.sqlite_queries`), and the one read that grows with the history (a
+purge's old runs) runs on a worker thread (`_scan`). A run's row is read and written by
+`core.ledger.sqlite_rows`.
 
 Two connections keep that safe when another process (the CLI, a second MCP host, a backup
 tool) shares the file:
@@ -24,7 +25,6 @@ A server-backed ledger (PostgreSQL) would await real I/O behind the same async p
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 import threading
@@ -36,10 +36,23 @@ from typing import Any, TypeVar
 
 import anyio
 
-from core.errors import Conflict, InvalidInput, LedgerUnavailable
+from core.errors import Conflict, LedgerUnavailable
 from core.ledger import Increment
 from core.ledger.sqlite_characters import SQLiteCharacters
 from core.ledger.sqlite_products import SQLiteProducts
+from core.ledger.sqlite_queries import (
+    ADD_LOG,
+    RUN_BY_ID,
+    RUN_BY_SEQ,
+    TIMING_COLUMNS,
+    count_filters,
+    decode_cursor,
+    encode_cursor,
+    page_query,
+    run_filters,
+    status_values,
+    update_statement,
+)
 from core.ledger.sqlite_rows import (
     RUN_COLUMNS,
     artifact_from_row,
@@ -54,27 +67,6 @@ from core.ledger.sqlite_writes import in_transaction as _in_transaction
 from core.ledger.sqlite_writes import is_busy as _is_busy
 from core.ledger.sqlite_writes import unavailable as _unavailable
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
-
-_UPDATABLE = frozenset(
-    {
-        "status", "priority", "progress", "step", "max_steps", "message", "result", "error", "attempts",
-        "max_attempts", "timeout_s", "backend", "backend_handle", "started_at", "finished_at", "meta",
-    }
-)  # fmt: skip
-# What `mean_duration` reads of a run (seq too: its pages are ordered by it).
-_TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
-# One run with its files in one statement: a row per file (one with NULL file columns if it has none).
-_RUN_WITH_ARTIFACTS = (
-    f"SELECT {RUN_COLUMNS}, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height "
-    "FROM runs LEFT JOIN artifacts AS a ON a.run_id = runs.id WHERE runs.{key} = ? ORDER BY a.filename"
-)
-_RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
-_RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
-# A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
-_ADD_LOG = (
-    "INSERT INTO run_logs (run_id, id, at, level, message) "
-    "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
-)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -234,7 +226,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return list(runs)
 
     async def get_run(self, run_id: str) -> Run | None:
-        return run_with_artifacts(await self._rows(_RUN_BY_ID, (run_id,)))
+        return run_with_artifacts(await self._rows(RUN_BY_ID, (run_id,)))
 
     def change_marker(self) -> int | None:
         # SQLite's data_version moves on every commit made by any other connection, our writer's
@@ -270,7 +262,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         offset: int = 0,
     ) -> Page:
         after = None if not cursor else decode_cursor(cursor)
-        sql, args = _page_query(statuses, kinds, parent_id, top_level, after)
+        sql, args = page_query(statuses, kinds, parent_id, top_level, after)
         rows = await self._rows(f"{sql} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit + 1, offset))
         runs = await self._with_artifacts([run_from_row(r) for r in rows[:limit]])
         next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
@@ -285,10 +277,10 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         top_level: bool = False,
     ) -> int:
         if parent_id is not None:  # one batch's children: a range of runs_by_parent
-            clause, args = _filters(statuses, kinds, parent_id, top_level)
+            clause, args = run_filters(statuses, kinds, parent_id, top_level)
             return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
         # A sum over the few rows of run_counts, kept by triggers (migration 0005).
-        clause, args = _count_filters(statuses, kinds, top_level)
+        clause, args = count_filters(statuses, kinds, top_level)
         return (await self._one(f"SELECT COALESCE(SUM(n), 0) FROM run_counts {clause}", args))[0]
 
     async def mean_duration(
@@ -299,7 +291,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         top_level: bool = False,
         newest: int = 200,
     ) -> float | None:
-        sql, args = _page_query(statuses, kinds, None, top_level, None, columns=_TIMING_COLUMNS)
+        sql, args = page_query(statuses, kinds, None, top_level, None, columns=TIMING_COLUMNS)
         sql = (
             f"SELECT AVG(finished_at - COALESCE(started_at, created_at)) FROM ({sql} ORDER BY seq DESC "
             "LIMIT ?) WHERE finished_at IS NOT NULL"
@@ -322,7 +314,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return mean
 
     async def get_run_by_seq(self, seq: int) -> Run | None:
-        return run_with_artifacts(await self._rows(_RUN_BY_SEQ, (seq,)))
+        return run_with_artifacts(await self._rows(RUN_BY_SEQ, (seq,)))
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
@@ -370,11 +362,11 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     ) -> Run | None:
         shape = (
             tuple((name, isinstance(value, Increment)) for name, value in changes.items()),
-            _statuses(expect),
+            status_values(expect),
         )
         sql = self._update_sql.get(shape)
         if sql is None:
-            sql = self._update_sql[shape] = _update_statement(*shape)
+            sql = self._update_sql[shape] = update_statement(*shape)
         args = [to_column(name, value) for name, value in changes.items()]
         args.append(run_id)
         if expect is not None:
@@ -405,7 +397,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
                     ],
                 )
             if log:
-                conn.execute(_ADD_LOG, (run_id, time.time(), log_level, log))
+                conn.execute(ADD_LOG, (run_id, time.time(), log_level, log))
             return row
 
         row = await self._write(update)
@@ -425,7 +417,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
         await self._write(
             lambda conn: conn.execute(
-                f"{_ADD_LOG} FROM runs WHERE id = ?1", (run_id, time.time(), level, message)
+                f"{ADD_LOG} FROM runs WHERE id = ?1", (run_id, time.time(), level, message)
             )
         )
 
@@ -471,7 +463,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def count_by_status(
         self, *, kinds: Collection[RunKind] | None = None, top_level: bool = False
     ) -> dict[str, int]:
-        where, args = _count_filters(None, kinds, top_level)
+        where, args = count_filters(None, kinds, top_level)
         rows = await self._rows(f"SELECT status, SUM(n) FROM run_counts {where} GROUP BY status", args)
         counts = {s.value: 0 for s in RunStatus}
         counts.update({r[0]: r[1] for r in rows})
@@ -517,108 +509,3 @@ def _connect(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-# A run that is neither a batch's child nor a part of a products run (its designs and upscales,
-# which core.publishing.products_kind submits with idempotency keys `pod:<run>:...`). Written
-# exactly as the `runs_top_level` index and the run_counts triggers of migration 0005 write it, so that
-# SQLite can use that partial index.
-TOP_LEVEL = "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
-
-
-def _filters(
-    statuses: Collection[RunStatus] | None,
-    kinds: Collection[RunKind] | None,
-    parent_id: str | None,
-    top_level: bool,
-    *,
-    top_level_clause: str = TOP_LEVEL,
-) -> tuple[str, list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
-    if statuses:
-        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-        args.extend(s.value for s in statuses)
-    if kinds:
-        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-        args.extend(k.value for k in kinds)
-    if parent_id is not None:
-        where.append("parent_id = ?")
-        args.append(parent_id)
-    if top_level:
-        where.append(top_level_clause)
-    return (f"WHERE {' AND '.join(where)}" if where else ""), args
-
-
-def _count_filters(
-    statuses: Collection[RunStatus] | None, kinds: Collection[RunKind] | None, top_level: bool
-) -> tuple[str, list[Any]]:
-    """The WHERE clause over `run_counts` for the runs these filters select."""
-    return _filters(statuses, kinds, None, top_level, top_level_clause="top_level = 1")
-
-
-def _page_query(
-    statuses: Collection[RunStatus] | None,
-    kinds: Collection[RunKind] | None,
-    parent_id: str | None,
-    top_level: bool,
-    before_seq: int | None,
-    *,
-    columns: str = RUN_COLUMNS,
-) -> tuple[str, list[Any]]:
-    """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
-
-    Filtered by status or kind, it is one arm per (status, kind) pair, each a range of
-    `runs_by_status_kind` (or `runs_top_level`) already in `seq` order; SQLite merges the arms
-    as it reads them and stops at the limit, so a page costs its own size plus one seek per
-    arm, however many runs match in all. (One `status IN (...) AND kind IN (...)` query would
-    read and sort every match.) Without those filters the runs are read newest first straight
-    from the table (or from `runs_by_parent` for top-level runs or one batch's children).
-    """
-    if parent_id is not None or not (statuses or kinds):
-        clause, args = _filters(statuses, kinds, parent_id, top_level)
-        if before_seq is not None:
-            clause += (" AND " if clause else "WHERE ") + "seq < ?"
-            args.append(before_seq)
-        return f"SELECT {columns} FROM runs {clause}", args
-    arm = f"SELECT {columns} FROM runs WHERE status = ? AND kind = ?"
-    if top_level:
-        arm += f" AND {TOP_LEVEL}"
-    if before_seq is not None:
-        arm += " AND seq < ?"
-    arms, args = [], []
-    for status in sorted({s.value for s in statuses or RunStatus}):
-        for kind in sorted({k.value for k in kinds or RunKind}):
-            arms.append(arm)
-            args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
-    return " UNION ALL ".join(arms), args
-
-
-def _statuses(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:
-    return None if expect is None else tuple(sorted(s.value for s in expect))
-
-
-def _update_statement(columns: tuple[tuple[str, bool], ...], expect: tuple[str, ...] | None) -> str:
-    unknown = {name for name, _ in columns} - _UPDATABLE
-    if unknown:
-        raise ValueError(f"not updatable: {sorted(unknown)}")
-    sets = ", ".join(f"{name} = {name} + ?" if add else f"{name} = ?" for name, add in columns) or "seq = seq"
-    guard = f" AND status IN ({', '.join('?' for _ in expect)})" if expect is not None else ""
-    return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {RUN_COLUMNS}"
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "seq" or not value.isdigit() or int(value) >= 2**63:
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput(
-            "cursor", "is not a cursor this server returned; start again without one"
-        ) from None
