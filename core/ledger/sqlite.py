@@ -6,7 +6,8 @@ for, never by how many runs the ledger holds: a count is a sum over `run_counts`
 triggers), a list page reads its own rows from an index already in order (how, and the rest of
 the runs' SQL: `core.ledger.sqlite_queries`), and the one read that grows with the history (a
 purge's old runs) runs on a worker thread (`_scan`). A run's row is read and written by
-`core.ledger.sqlite_rows`.
+`core.ledger.sqlite_rows`; connections are opened and the schema migrated by
+`core.ledger.sqlite_connections`.
 
 Two connections keep that safe when another process (the CLI, a second MCP host, a backup
 tool) shares the file:
@@ -30,7 +31,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ import anyio
 from core.errors import Conflict, LedgerUnavailable
 from core.ledger import Increment
 from core.ledger.sqlite_characters import SQLiteCharacters
+from core.ledger.sqlite_connections import connect, migrate
 from core.ledger.sqlite_products import SQLiteProducts
 from core.ledger.sqlite_queries import (
     ADD_LOG,
@@ -68,30 +69,6 @@ from core.ledger.sqlite_writes import is_busy as _is_busy
 from core.ledger.sqlite_writes import unavailable as _unavailable
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
 
-
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("core.ledger") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-def _statements(script: str) -> list[str]:
-    """The statements of a migration script, in order (a trigger's body stays whole)."""
-    found, pending = [], ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \t\n;"):
-                found.append(pending)
-            pending = ""
-    if pending.strip(" \t\n;"):
-        found.append(pending)
-    return found
-
-
 T = TypeVar("T")
 # A read waits this long for a lock (only WAL recovery or a truncating checkpoint take one).
 _READ_BUSY_MS = 100
@@ -108,15 +85,15 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         # Opening may wait the whole busy timeout: another process may be creating the file and
         # switching it to WAL at this very moment (an exclusive lock), which a read cannot wait out.
         patience_ms = int(busy_timeout_s * 1000)
-        self._writer = _connect(path, patience_ms, synchronous)
-        self._conn = _connect(path, patience_ms, synchronous)
+        self._writer = connect(path, patience_ms, synchronous)
+        self._conn = connect(path, patience_ms, synchronous)
         self._conn.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
         # Reads that found a lock wait for it on a worker thread, on a connection of their own.
         self._patient: sqlite3.Connection | None = None
         self._patient_lock = threading.Lock()
         # Every write goes through it: concurrent ones are committed together, and the WAL is
         # copied back into the database file on a thread of its own.
-        self._checkpointer = Checkpointer(lambda: _connect(path, patience_ms, synchronous))
+        self._checkpointer = Checkpointer(lambda: connect(path, patience_ms, synchronous))
         self._writes = GroupWriter(self._writer, busy_timeout_s, self._still_locked, self._checkpointer)
         # mean_duration's answers, each with the `data_version` it was read at.
         self._means: dict[tuple[Any, ...], tuple[int, float | None]] = {}
@@ -133,22 +110,11 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         path.parent.mkdir(parents=True, exist_ok=True)
         sync = "FULL" if synchronous.upper() == "FULL" else "NORMAL"
         ledger = cls(path, synchronous=sync, busy_timeout_s=busy_timeout_s)
-        _in_transaction(
-            ledger._writer, ledger._migrate
-        )  # start-up may wait for the lock: nothing else runs yet
+        # Start-up may wait for the lock: nothing else runs yet.
+        _in_transaction(ledger._writer, migrate)
         ledger._writer.execute("PRAGMA busy_timeout=0")
         ledger._writer.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
         return ledger
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
-        for version, script in _migrations():
-            if version > current:
-                # executescript would commit our transaction; run statement by statement instead.
-                for statement in _statements(script):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={version}")
 
     @property
     def schema_version(self) -> int:
@@ -181,7 +147,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     def _rows_waiting(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
         with self._patient_lock:
             if self._patient is None:
-                self._patient = _connect(self._path, int(self._busy_timeout_s * 1000), self._sync)
+                self._patient = connect(self._path, int(self._busy_timeout_s * 1000), self._sync)
             try:
                 return self._patient.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
@@ -488,24 +454,3 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         for row in rows:
             by_id[row["run_id"]].artifacts.append(artifact_from_row(row))
         return runs
-
-
-def _connect(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-    # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once, without
-    # its busy handler, while another process is doing the same: try again until the busy timeout.
-    deadline = time.monotonic() + busy_ms / 1000
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or time.monotonic() >= deadline:
-                conn.close()
-                raise
-            time.sleep(0.01)
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
