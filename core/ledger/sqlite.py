@@ -43,6 +43,7 @@ from core.ledger.sqlite_connections import connect, migrate
 from core.ledger.sqlite_products import SQLiteProducts
 from core.ledger.sqlite_queries import (
     ADD_LOG,
+    PUT_ARTIFACT,
     RUN_BY_ID,
     RUN_BY_SEQ,
     TIMING_COLUMNS,
@@ -57,6 +58,7 @@ from core.ledger.sqlite_queries import (
 from core.ledger.sqlite_rows import (
     RUN_COLUMNS,
     artifact_from_row,
+    artifact_rows,
     run_from_row,
     run_values,
     run_with_artifacts,
@@ -345,23 +347,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             if replace_artifacts:
                 conn.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
             if artifacts:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO artifacts (run_id, filename, media_type, size, sha256, "
-                    "storage_key, width, height) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            a.run_id,
-                            a.filename,
-                            a.media_type,
-                            a.size,
-                            a.sha256,
-                            a.storage_key,
-                            a.width,
-                            a.height,
-                        )
-                        for a in artifacts
-                    ],
-                )
+                conn.executemany(PUT_ARTIFACT, artifact_rows(artifacts))
             if log:
                 conn.execute(ADD_LOG, (run_id, time.time(), log_level, log))
             return row

@@ -39,6 +39,11 @@ ADD_LOG = (
     "INSERT INTO run_logs (run_id, id, at, level, message) "
     "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
 )
+# A run's file, written over the one of that name if the run has it already.
+PUT_ARTIFACT = (
+    "INSERT OR REPLACE INTO artifacts (run_id, filename, media_type, size, sha256, "
+    "storage_key, width, height) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 # A run that is neither a batch's child nor a part of a products run (its designs and upscales,
 # which core.publishing.products_kind submits with idempotency keys `pod:<run>:...`). Written

@@ -131,6 +131,14 @@ def run_with_artifacts(rows: Sequence[Sequence[Any]]) -> Run | None:
     return run
 
 
+def artifact_rows(artifacts: Sequence[Artifact]) -> list[tuple[Any, ...]]:
+    """The rows of `artifacts`, in the columns' order of `core.ledger.sqlite_queries.PUT_ARTIFACT`."""
+    return [
+        (a.run_id, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height)
+        for a in artifacts
+    ]
+
+
 def artifact_from_row(row: sqlite3.Row) -> Artifact:
     """A file from a row of `artifacts` (`SELECT *`)."""
     return Artifact(
