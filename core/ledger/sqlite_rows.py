@@ -1,7 +1,7 @@
 """A run's and a file's rows in the SQLite ledger: `Run` and `Artifact` to column values and back.
 
 Kept apart from the adapter's operations (`core.ledger.sqlite`) and the statements they run
-(`core.ledger.sqlite_queries`) because it is the one place that knows how a field is stored
+(`core.ledger.sqlite_queries`) because it is the one place that knows how a run's field is stored
 (enums as their values, `inputs`/`result`/`meta` as compact JSON, `Increment`s as plain numbers)
 and the order of a run's columns. It sits on every read and write of a run, so it is written
 for speed: a run is read from its row by position in `RUN_COLUMNS`' order (by name,
