@@ -14,7 +14,8 @@ import pytest
 from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ids import new_run_id
 from core.ledger import Increment
-from core.ledger.sqlite import SQLiteLedger, decode_cursor, encode_cursor
+from core.ledger.sqlite import SQLiteLedger
+from core.ledger.sqlite_queries import decode_cursor, encode_cursor
 from core.models import Artifact, Priority, Run, RunKind, RunStatus
 
 pytestmark = pytest.mark.anyio

@@ -3,9 +3,11 @@
 Statements are short and local, so they run inline on the event loop: a thread hop per
 statement would cost more than the statement. Short means bounded by what the caller asked
 for, never by how many runs the ledger holds: a count is a sum over `run_counts` (kept by
-triggers), a list page reads its own rows from an index already in order (`_page_query`),
-and the one read that grows with the history (a purge's old runs) runs on a worker thread
-(`_scan`).
+triggers), a list page reads its own rows from an index already in order (how, and the rest of
+the runs' SQL: `core.ledger.sqlite_queries`), and the one read that grows with the history (a
+purge's old runs) runs on a worker thread (`_scan`). A run's row is read and written by
+`core.ledger.sqlite_rows`; connections are opened and the schema migrated by
+`core.ledger.sqlite_connections`.
 
 Two connections keep that safe when another process (the CLI, a second MCP host, a backup
 tool) shares the file:
@@ -24,85 +26,50 @@ A server-backed ledger (PostgreSQL) would await real I/O behind the same async p
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-from core.errors import Conflict, InvalidInput, LedgerUnavailable
+from core.errors import Conflict, LedgerUnavailable
 from core.ledger import Increment
 from core.ledger.sqlite_characters import SQLiteCharacters
+from core.ledger.sqlite_connections import connect, migrate
 from core.ledger.sqlite_products import SQLiteProducts
+from core.ledger.sqlite_queries import (
+    ADD_LOG,
+    PUT_ARTIFACT,
+    RUN_BY_ID,
+    RUN_BY_SEQ,
+    TIMING_COLUMNS,
+    count_filters,
+    decode_cursor,
+    encode_cursor,
+    page_query,
+    run_filters,
+    status_values,
+    update_statement,
+)
+from core.ledger.sqlite_rows import (
+    RUN_COLUMNS,
+    artifact_from_row,
+    artifact_rows,
+    run_from_row,
+    run_values,
+    run_with_artifacts,
+    to_column,
+    to_json,
+)
 from core.ledger.sqlite_writes import BACKSTOP_CHECKPOINT_PAGES, Checkpointer, GroupWriter
 from core.ledger.sqlite_writes import in_transaction as _in_transaction
 from core.ledger.sqlite_writes import is_busy as _is_busy
 from core.ledger.sqlite_writes import unavailable as _unavailable
 from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
-
-_RUN_COLUMNS = (
-    "seq, id, kind, parent_id, status, priority, progress, step, max_steps, message, inputs, result, "
-    "error, attempts, max_attempts, timeout_s, idempotency_key, backend, backend_handle, created_at, "
-    "started_at, finished_at, meta"
-)
-_UPDATABLE = frozenset(
-    {
-        "status", "priority", "progress", "step", "max_steps", "message", "result", "error", "attempts",
-        "max_attempts", "timeout_s", "backend", "backend_handle", "started_at", "finished_at", "meta",
-    }
-)  # fmt: skip
-# What `mean_duration` reads of a run (seq too: its pages are ordered by it).
-_TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
-_JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
-_ENUMS = (RunStatus, Priority, RunKind)
-# One run with its files in one statement: a row per file (one with NULL file columns if it has none).
-_RUN_WITH_ARTIFACTS = (
-    f"SELECT {_RUN_COLUMNS}, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height "
-    "FROM runs LEFT JOIN artifacts AS a ON a.run_id = runs.id WHERE runs.{key} = ? ORDER BY a.filename"
-)
-_RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
-_RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
-# A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
-_ADD_LOG = (
-    "INSERT INTO run_logs (run_id, id, at, level, message) "
-    "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
-)
-# Compact JSON, as json.dumps(..., separators=(",", ":")) writes it, from one encoder built once
-# (json.dumps builds a new one on every call that passes separators).
-_to_json = json.JSONEncoder(separators=(",", ":")).encode
-_KINDS = {kind.value: kind for kind in RunKind}
-_STATUSES = {status.value: status for status in RunStatus}
-_PRIORITIES = {priority.value: priority for priority in Priority}
-
-
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("core.ledger") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-def _statements(script: str) -> list[str]:
-    """The statements of a migration script, in order (a trigger's body stays whole)."""
-    found, pending = [], ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip(" \t\n;"):
-                found.append(pending)
-            pending = ""
-    if pending.strip(" \t\n;"):
-        found.append(pending)
-    return found
-
 
 T = TypeVar("T")
 # A read waits this long for a lock (only WAL recovery or a truncating checkpoint take one).
@@ -120,15 +87,15 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         # Opening may wait the whole busy timeout: another process may be creating the file and
         # switching it to WAL at this very moment (an exclusive lock), which a read cannot wait out.
         patience_ms = int(busy_timeout_s * 1000)
-        self._writer = _connect(path, patience_ms, synchronous)
-        self._conn = _connect(path, patience_ms, synchronous)
+        self._writer = connect(path, patience_ms, synchronous)
+        self._conn = connect(path, patience_ms, synchronous)
         self._conn.execute(f"PRAGMA busy_timeout={_READ_BUSY_MS}")
         # Reads that found a lock wait for it on a worker thread, on a connection of their own.
         self._patient: sqlite3.Connection | None = None
         self._patient_lock = threading.Lock()
         # Every write goes through it: concurrent ones are committed together, and the WAL is
         # copied back into the database file on a thread of its own.
-        self._checkpointer = Checkpointer(lambda: _connect(path, patience_ms, synchronous))
+        self._checkpointer = Checkpointer(lambda: connect(path, patience_ms, synchronous))
         self._writes = GroupWriter(self._writer, busy_timeout_s, self._still_locked, self._checkpointer)
         # mean_duration's answers, each with the `data_version` it was read at.
         self._means: dict[tuple[Any, ...], tuple[int, float | None]] = {}
@@ -145,22 +112,11 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         path.parent.mkdir(parents=True, exist_ok=True)
         sync = "FULL" if synchronous.upper() == "FULL" else "NORMAL"
         ledger = cls(path, synchronous=sync, busy_timeout_s=busy_timeout_s)
-        _in_transaction(
-            ledger._writer, ledger._migrate
-        )  # start-up may wait for the lock: nothing else runs yet
+        # Start-up may wait for the lock: nothing else runs yet.
+        _in_transaction(ledger._writer, migrate)
         ledger._writer.execute("PRAGMA busy_timeout=0")
         ledger._writer.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
         return ledger
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
-        for version, script in _migrations():
-            if version > current:
-                # executescript would commit our transaction; run statement by statement instead.
-                for statement in _statements(script):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={version}")
 
     @property
     def schema_version(self) -> int:
@@ -193,7 +149,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     def _rows_waiting(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
         with self._patient_lock:
             if self._patient is None:
-                self._patient = _connect(self._path, int(self._busy_timeout_s * 1000), self._sync)
+                self._patient = connect(self._path, int(self._busy_timeout_s * 1000), self._sync)
             try:
                 return self._patient.execute(sql, args).fetchall()
             except sqlite3.OperationalError as exc:
@@ -214,7 +170,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def insert_runs(self, runs: Sequence[Run], log: str | None = None) -> list[Run]:
         def insert(conn: sqlite3.Connection) -> None:
             for run in runs:
-                values = _run_values(run)
+                values = run_values(run)
                 values.pop("seq")
                 names = ", ".join(values)
                 marks = ", ".join("?" for _ in values)
@@ -238,7 +194,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return list(runs)
 
     async def get_run(self, run_id: str) -> Run | None:
-        return _run_with_artifacts(await self._rows(_RUN_BY_ID, (run_id,)))
+        return run_with_artifacts(await self._rows(RUN_BY_ID, (run_id,)))
 
     def change_marker(self) -> int | None:
         # SQLite's data_version moves on every commit made by any other connection, our writer's
@@ -249,18 +205,18 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             return None
 
     async def find_by_idempotency_key(self, key: str) -> Run | None:
-        row = await self._one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
-        return (await self._with_artifacts([_run_from_row(row)]))[0] if row else None
+        row = await self._one(f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
+        return (await self._with_artifacts([run_from_row(row)]))[0] if row else None
 
     async def find_by_key_prefix(self, prefix: str, limit: int = 1000) -> list[Run]:
         # A range over the key's unique index: every key that starts with `prefix` sorts between
         # `prefix` and `prefix` + the highest character.
         rows = await self._rows(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key >= ? AND idempotency_key < ? "
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key >= ? AND idempotency_key < ? "
             "ORDER BY seq LIMIT ?",
             (prefix, prefix + "\U0010ffff", limit),
         )
-        return await self._with_artifacts([_run_from_row(row) for row in rows])
+        return await self._with_artifacts([run_from_row(row) for row in rows])
 
     async def list_runs(
         self,
@@ -274,9 +230,9 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         offset: int = 0,
     ) -> Page:
         after = None if not cursor else decode_cursor(cursor)
-        sql, args = _page_query(statuses, kinds, parent_id, top_level, after)
+        sql, args = page_query(statuses, kinds, parent_id, top_level, after)
         rows = await self._rows(f"{sql} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit + 1, offset))
-        runs = await self._with_artifacts([_run_from_row(r) for r in rows[:limit]])
+        runs = await self._with_artifacts([run_from_row(r) for r in rows[:limit]])
         next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
         return Page(items=runs, next_cursor=next_cursor)
 
@@ -289,10 +245,10 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         top_level: bool = False,
     ) -> int:
         if parent_id is not None:  # one batch's children: a range of runs_by_parent
-            clause, args = _filters(statuses, kinds, parent_id, top_level)
+            clause, args = run_filters(statuses, kinds, parent_id, top_level)
             return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
         # A sum over the few rows of run_counts, kept by triggers (migration 0005).
-        clause, args = _count_filters(statuses, kinds, top_level)
+        clause, args = count_filters(statuses, kinds, top_level)
         return (await self._one(f"SELECT COALESCE(SUM(n), 0) FROM run_counts {clause}", args))[0]
 
     async def mean_duration(
@@ -303,7 +259,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         top_level: bool = False,
         newest: int = 200,
     ) -> float | None:
-        sql, args = _page_query(statuses, kinds, None, top_level, None, columns=_TIMING_COLUMNS)
+        sql, args = page_query(statuses, kinds, None, top_level, None, columns=TIMING_COLUMNS)
         sql = (
             f"SELECT AVG(finished_at - COALESCE(started_at, created_at)) FROM ({sql} ORDER BY seq DESC "
             "LIMIT ?) WHERE finished_at IS NOT NULL"
@@ -326,7 +282,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return mean
 
     async def get_run_by_seq(self, seq: int) -> Run | None:
-        return _run_with_artifacts(await self._rows(_RUN_BY_SEQ, (seq,)))
+        return run_with_artifacts(await self._rows(RUN_BY_SEQ, (seq,)))
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
@@ -352,7 +308,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         return None if row is None else json.loads(row[0])
 
     async def put_document(self, key: str, value: Any) -> None:
-        text = _to_json(value)
+        text = to_json(value)
         await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO documents (key, value, updated_at) VALUES (?, ?, ?) "
@@ -374,12 +330,12 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     ) -> Run | None:
         shape = (
             tuple((name, isinstance(value, Increment)) for name, value in changes.items()),
-            _statuses(expect),
+            status_values(expect),
         )
         sql = self._update_sql.get(shape)
         if sql is None:
-            sql = self._update_sql[shape] = _update_statement(*shape)
-        args = [_to_column(name, value) for name, value in changes.items()]
+            sql = self._update_sql[shape] = update_statement(*shape)
+        args = [to_column(name, value) for name, value in changes.items()]
         args.append(run_id)
         if expect is not None:
             args.extend(shape[1])
@@ -391,31 +347,15 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             if replace_artifacts:
                 conn.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
             if artifacts:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO artifacts (run_id, filename, media_type, size, sha256, "
-                    "storage_key, width, height) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            a.run_id,
-                            a.filename,
-                            a.media_type,
-                            a.size,
-                            a.sha256,
-                            a.storage_key,
-                            a.width,
-                            a.height,
-                        )
-                        for a in artifacts
-                    ],
-                )
+                conn.executemany(PUT_ARTIFACT, artifact_rows(artifacts))
             if log:
-                conn.execute(_ADD_LOG, (run_id, time.time(), log_level, log))
+                conn.execute(ADD_LOG, (run_id, time.time(), log_level, log))
             return row
 
         row = await self._write(update)
         if row is None:
             return None
-        run = _run_from_row(row)
+        run = run_from_row(row)
         if (
             replace_artifacts
             or run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -429,7 +369,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
         await self._write(
             lambda conn: conn.execute(
-                f"{_ADD_LOG} FROM runs WHERE id = ?1", (run_id, time.time(), level, message)
+                f"{ADD_LOG} FROM runs WHERE id = ?1", (run_id, time.time(), level, message)
             )
         )
 
@@ -449,15 +389,15 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
             return rows
 
-        return [_artifact_from_row(r) for r in await self._write(delete)]
+        return [artifact_from_row(r) for r in await self._write(delete)]
 
     async def runs_in(self, statuses: Collection[RunStatus]) -> list[Run]:
         marks = ", ".join("?" for _ in statuses)
         rows = await self._rows(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ({marks}) ORDER BY seq",
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({marks}) ORDER BY seq",
             [s.value for s in statuses],
         )
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def statuses_of(self, run_ids: Collection[str]) -> dict[str, RunStatus]:
         if not run_ids:
@@ -475,7 +415,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
     async def count_by_status(
         self, *, kinds: Collection[RunKind] | None = None, top_level: bool = False
     ) -> dict[str, int]:
-        where, args = _count_filters(None, kinds, top_level)
+        where, args = count_filters(None, kinds, top_level)
         rows = await self._rows(f"SELECT status, SUM(n) FROM run_counts {where} GROUP BY status", args)
         counts = {s.value: 0 for s in RunStatus}
         counts.update({r[0]: r[1] for r in rows})
@@ -498,237 +438,5 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             f"SELECT * FROM artifacts WHERE run_id IN ({marks}) ORDER BY run_id, filename", list(by_id)
         )
         for row in rows:
-            by_id[row["run_id"]].artifacts.append(_artifact_from_row(row))
+            by_id[row["run_id"]].artifacts.append(artifact_from_row(row))
         return runs
-
-
-def _connect(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-    # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once, without
-    # its busy handler, while another process is doing the same: try again until the busy timeout.
-    deadline = time.monotonic() + busy_ms / 1000
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or time.monotonic() >= deadline:
-                conn.close()
-                raise
-            time.sleep(0.01)
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
-# A run that is neither a batch's child nor a part of a products run (its designs and upscales,
-# which core.publishing.products_kind submits with idempotency keys `pod:<run>:...`). Written
-# exactly as the `runs_top_level` index and the run_counts triggers of migration 0005 write it, so that
-# SQLite can use that partial index.
-TOP_LEVEL = "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
-
-
-def _filters(
-    statuses: Collection[RunStatus] | None,
-    kinds: Collection[RunKind] | None,
-    parent_id: str | None,
-    top_level: bool,
-    *,
-    top_level_clause: str = TOP_LEVEL,
-) -> tuple[str, list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
-    if statuses:
-        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-        args.extend(s.value for s in statuses)
-    if kinds:
-        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-        args.extend(k.value for k in kinds)
-    if parent_id is not None:
-        where.append("parent_id = ?")
-        args.append(parent_id)
-    if top_level:
-        where.append(top_level_clause)
-    return (f"WHERE {' AND '.join(where)}" if where else ""), args
-
-
-def _count_filters(
-    statuses: Collection[RunStatus] | None, kinds: Collection[RunKind] | None, top_level: bool
-) -> tuple[str, list[Any]]:
-    """The WHERE clause over `run_counts` for the runs these filters select."""
-    return _filters(statuses, kinds, None, top_level, top_level_clause="top_level = 1")
-
-
-def _page_query(
-    statuses: Collection[RunStatus] | None,
-    kinds: Collection[RunKind] | None,
-    parent_id: str | None,
-    top_level: bool,
-    before_seq: int | None,
-    *,
-    columns: str = _RUN_COLUMNS,
-) -> tuple[str, list[Any]]:
-    """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
-
-    Filtered by status or kind, it is one arm per (status, kind) pair, each a range of
-    `runs_by_status_kind` (or `runs_top_level`) already in `seq` order; SQLite merges the arms
-    as it reads them and stops at the limit, so a page costs its own size plus one seek per
-    arm, however many runs match in all. (One `status IN (...) AND kind IN (...)` query would
-    read and sort every match.) Without those filters the runs are read newest first straight
-    from the table (or from `runs_by_parent` for top-level runs or one batch's children).
-    """
-    if parent_id is not None or not (statuses or kinds):
-        clause, args = _filters(statuses, kinds, parent_id, top_level)
-        if before_seq is not None:
-            clause += (" AND " if clause else "WHERE ") + "seq < ?"
-            args.append(before_seq)
-        return f"SELECT {columns} FROM runs {clause}", args
-    arm = f"SELECT {columns} FROM runs WHERE status = ? AND kind = ?"
-    if top_level:
-        arm += f" AND {TOP_LEVEL}"
-    if before_seq is not None:
-        arm += " AND seq < ?"
-    arms, args = [], []
-    for status in sorted({s.value for s in statuses or RunStatus}):
-        for kind in sorted({k.value for k in kinds or RunKind}):
-            arms.append(arm)
-            args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
-    return " UNION ALL ".join(arms), args
-
-
-def _statuses(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:
-    return None if expect is None else tuple(sorted(s.value for s in expect))
-
-
-def _update_statement(columns: tuple[tuple[str, bool], ...], expect: tuple[str, ...] | None) -> str:
-    unknown = {name for name, _ in columns} - _UPDATABLE
-    if unknown:
-        raise ValueError(f"not updatable: {sorted(unknown)}")
-    sets = ", ".join(f"{name} = {name} + ?" if add else f"{name} = ?" for name, add in columns) or "seq = seq"
-    guard = f" AND status IN ({', '.join('?' for _ in expect)})" if expect is not None else ""
-    return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {_RUN_COLUMNS}"
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "seq" or not value.isdigit() or int(value) >= 2**63:
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput(
-            "cursor", "is not a cursor this server returned; start again without one"
-        ) from None
-
-
-def _to_column(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS:
-        return None if value is None else _to_json(value)
-    if isinstance(value, _ENUMS):
-        return value.value
-    if isinstance(value, Increment):
-        return int(value)
-    return value
-
-
-def _run_values(run: Run) -> dict[str, Any]:
-    return {
-        "seq": run.seq,
-        "id": run.id,
-        "kind": run.kind.value,
-        "parent_id": run.parent_id,
-        "status": run.status.value,
-        "priority": run.priority.value,
-        "progress": run.progress,
-        "step": run.step,
-        "max_steps": run.max_steps,
-        "message": run.message,
-        "inputs": _to_json(run.inputs),
-        "result": None if run.result is None else _to_json(run.result),
-        "error": run.error,
-        "attempts": run.attempts,
-        "max_attempts": run.max_attempts,
-        "timeout_s": run.timeout_s,
-        "idempotency_key": run.idempotency_key,
-        "backend": run.backend,
-        "backend_handle": run.backend_handle,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "meta": None if run.meta is None else _to_json(run.meta),
-    }
-
-
-def _run_from_row(row: Sequence[Any]) -> Run:
-    """A run from a row whose first columns are `_RUN_COLUMNS`, in their order (read by position:
-    by name, sqlite3.Row compares names one by one)."""
-    (seq, run_id, kind, parent_id, status, priority, progress, step, max_steps, message, inputs, result,
-     error, attempts, max_attempts, timeout_s, idempotency_key, backend, backend_handle, created_at,
-     started_at, finished_at, meta) = row[:23]  # fmt: skip
-    return Run(
-        id=run_id,
-        seq=seq,
-        kind=_KINDS[kind],
-        parent_id=parent_id,
-        status=_STATUSES[status],
-        priority=_PRIORITIES[priority],
-        progress=progress,
-        step=step,
-        max_steps=max_steps,
-        message=message,
-        inputs=json.loads(inputs),
-        result=None if result is None else json.loads(result),
-        error=error,
-        attempts=attempts,
-        max_attempts=max_attempts,
-        timeout_s=timeout_s,
-        idempotency_key=idempotency_key,
-        backend=backend,
-        backend_handle=backend_handle,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        meta=None if meta is None else json.loads(meta),
-    )
-
-
-def _run_with_artifacts(rows: Sequence[Sequence[Any]]) -> Run | None:
-    """The run of `_RUN_WITH_ARTIFACTS`'s rows, with its files (None when there are no rows)."""
-    if not rows:
-        return None
-    run = _run_from_row(rows[0])
-    if rows[0][23] is not None:
-        run.artifacts = [
-            Artifact(
-                run_id=run.id,
-                filename=filename,
-                media_type=media_type,
-                size=size,
-                sha256=sha256,
-                storage_key=storage_key,
-                width=width,
-                height=height,
-            )
-            for filename, media_type, size, sha256, storage_key, width, height in (row[23:] for row in rows)
-        ]
-    return run
-
-
-def _artifact_from_row(row: sqlite3.Row) -> Artifact:
-    return Artifact(
-        run_id=row["run_id"],
-        filename=row["filename"],
-        media_type=row["media_type"],
-        size=row["size"],
-        sha256=row["sha256"],
-        storage_key=row["storage_key"],
-        width=row["width"],
-        height=row["height"],
-    )

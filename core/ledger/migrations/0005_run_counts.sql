@@ -4,7 +4,7 @@
 -- triggers below in the same transaction as every insert, status change and delete of a run
 -- (a batch's children deleted by the cascade included), so a count is a sum of a few rows.
 -- A run is top-level when it is neither a batch's child nor a part of a products run (whose
--- idempotency keys start `pod:`); the same test is in core/ledger/sqlite.py (`TOP_LEVEL`).
+-- idempotency keys start `pod:`); the same test is in core/ledger/sqlite_queries.py (`TOP_LEVEL`).
 CREATE TABLE run_counts (
     kind      TEXT    NOT NULL,
     status    TEXT    NOT NULL,
@@ -54,7 +54,7 @@ CREATE TRIGGER run_counts_after_delete AFTER DELETE ON runs BEGIN
 END;
 
 -- Filtered lists, newest first: one range of (status, kind, seq) per status and kind asked for,
--- merged (see `_page_query`). The partial index holds only the top-level runs, for the lists
+-- merged (see `sqlite_queries.page_query`). The partial index holds only the top-level runs, for the lists
 -- that leave out batch children and products runs' parts. They replace the two single-column
 -- indexes, whose ranges had to be read whole and sorted when the other filter was also given.
 -- (Carrying the run's times in the partial index would let an average job time be read from

@@ -1,0 +1,155 @@
+"""The SQL of the SQLite ledger's run operations: filters, list pages, updates, and page cursors.
+
+Kept apart from the adapter's operations (`core.ledger.sqlite`) because how these statements
+are written decides what a read costs at 100,000 runs: a list page reads from an index already
+in order (`page_query`), a count is a sum over `run_counts` (`count_filters`), a run and its
+files are one statement (`RUN_BY_ID`). Fixed statements are built once at import; an update's
+is built once per shape of change (the ledger keeps them). A run's columns and their order
+belong to its row mapping (`core.ledger.sqlite_rows`).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Collection
+from typing import Any
+
+from core.errors import InvalidInput
+from core.ledger.sqlite_rows import RUN_COLUMNS
+from core.models import RunKind, RunStatus
+
+_UPDATABLE = frozenset(
+    {
+        "status", "priority", "progress", "step", "max_steps", "message", "result", "error", "attempts",
+        "max_attempts", "timeout_s", "backend", "backend_handle", "started_at", "finished_at", "meta",
+    }
+)  # fmt: skip
+# What `mean_duration` reads of a run (seq too: its pages are ordered by it).
+TIMING_COLUMNS = "created_at, started_at, finished_at, seq"
+# One run with its files in one statement: a row per file (one with NULL file columns if it has none),
+# the file's columns after the run's (`core.ledger.sqlite_rows.run_with_artifacts` reads them by position).
+_RUN_WITH_ARTIFACTS = (
+    f"SELECT {RUN_COLUMNS}, a.filename, a.media_type, a.size, a.sha256, a.storage_key, a.width, a.height "
+    "FROM runs LEFT JOIN artifacts AS a ON a.run_id = runs.id WHERE runs.{key} = ? ORDER BY a.filename"
+)
+RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
+RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
+# A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
+ADD_LOG = (
+    "INSERT INTO run_logs (run_id, id, at, level, message) "
+    "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
+)
+# A run's file, written over the one of that name if the run has it already.
+PUT_ARTIFACT = (
+    "INSERT OR REPLACE INTO artifacts (run_id, filename, media_type, size, sha256, "
+    "storage_key, width, height) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+# A run that is neither a batch's child nor a part of a products run (its designs and upscales,
+# which core.publishing.products_kind submits with idempotency keys `pod:<run>:...`). Written
+# exactly as the `runs_top_level` index and the run_counts triggers of migration 0005 write it, so that
+# SQLite can use that partial index.
+TOP_LEVEL = "parent_id IS NULL AND (idempotency_key IS NULL OR substr(idempotency_key, 1, 4) != 'pod:')"
+
+
+def run_filters(
+    statuses: Collection[RunStatus] | None,
+    kinds: Collection[RunKind] | None,
+    parent_id: str | None,
+    top_level: bool,
+    *,
+    top_level_clause: str = TOP_LEVEL,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause over `runs` (empty when nothing is filtered) and its arguments."""
+    where: list[str] = []
+    args: list[Any] = []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+        args.extend(s.value for s in statuses)
+    if kinds:
+        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        args.extend(k.value for k in kinds)
+    if parent_id is not None:
+        where.append("parent_id = ?")
+        args.append(parent_id)
+    if top_level:
+        where.append(top_level_clause)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
+def count_filters(
+    statuses: Collection[RunStatus] | None, kinds: Collection[RunKind] | None, top_level: bool
+) -> tuple[str, list[Any]]:
+    """The WHERE clause over `run_counts` for the runs these filters select."""
+    return run_filters(statuses, kinds, None, top_level, top_level_clause="top_level = 1")
+
+
+def page_query(
+    statuses: Collection[RunStatus] | None,
+    kinds: Collection[RunKind] | None,
+    parent_id: str | None,
+    top_level: bool,
+    before_seq: int | None,
+    *,
+    columns: str = RUN_COLUMNS,
+) -> tuple[str, list[Any]]:
+    """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
+
+    Filtered by status or kind, it is one arm per (status, kind) pair, each a range of
+    `runs_by_status_kind` (or `runs_top_level`) already in `seq` order; SQLite merges the arms
+    as it reads them and stops at the limit, so a page costs its own size plus one seek per
+    arm, however many runs match in all. (One `status IN (...) AND kind IN (...)` query would
+    read and sort every match.) Without those filters the runs are read newest first straight
+    from the table (or from `runs_by_parent` for top-level runs or one batch's children).
+    """
+    if parent_id is not None or not (statuses or kinds):
+        clause, args = run_filters(statuses, kinds, parent_id, top_level)
+        if before_seq is not None:
+            clause += (" AND " if clause else "WHERE ") + "seq < ?"
+            args.append(before_seq)
+        return f"SELECT {columns} FROM runs {clause}", args
+    arm = f"SELECT {columns} FROM runs WHERE status = ? AND kind = ?"
+    if top_level:
+        arm += f" AND {TOP_LEVEL}"
+    if before_seq is not None:
+        arm += " AND seq < ?"
+    arms, args = [], []
+    for status in sorted({s.value for s in statuses or RunStatus}):
+        for kind in sorted({k.value for k in kinds or RunKind}):
+            arms.append(arm)
+            args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
+    return " UNION ALL ".join(arms), args
+
+
+def status_values(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:
+    """The statuses an update expects, as a key of its statement's shape and as its arguments."""
+    return None if expect is None else tuple(sorted(s.value for s in expect))
+
+
+def update_statement(columns: tuple[tuple[str, bool], ...], expect: tuple[str, ...] | None) -> str:
+    """An UPDATE of one run, returning its row: `columns` are (name, added to rather than set)."""
+    unknown = {name for name, _ in columns} - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    sets = ", ".join(f"{name} = {name} + ?" if add else f"{name} = ?" for name, add in columns) or "seq = seq"
+    guard = f" AND status IN ({', '.join('?' for _ in expect)})" if expect is not None else ""
+    return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {RUN_COLUMNS}"
+
+
+def encode_cursor(seq: int) -> str:
+    """The cursor of the page after the run numbered `seq` (opaque to clients)."""
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The `seq` a cursor from `encode_cursor` resumes before; `InvalidInput` for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "seq" or not value.isdigit() or int(value) >= 2**63:
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput(
+            "cursor", "is not a cursor this server returned; start again without one"
+        ) from None
