@@ -8,7 +8,7 @@ This module keeps what every run shares: accepting it (`_accept`, the one path e
 submit ends in), queueing it in its lane, attempts and backoff, the timeout, cancelling,
 handing back on stop, recovery after a crash, events. What a run does is its kind's
 (`core.kinds` says what a kind provides and gets): `core.images` for image runs, their
-validation and the workflows and models they can name; `core.batches` derives a batch from its
+validation and the workflows and models they can name (`engine.images`); `core.batches` derives a batch from its
 children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting` waits for a
 run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
 """
@@ -97,9 +97,14 @@ class Engine:
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
         self.characters = Characters(settings, ledger)
-        self._images = ImageKind(settings, store, self.backends, self.get_run, self.characters)
+        # What a caller asks of image runs beyond the shared lifecycle: workflows, models, sources.
+        self.images = ImageKind(settings, store, self.backends, self.get_run, self.characters)
         self._training = TrainingKind(
-            settings, ledger, self.characters, trainer or factory.make_trainer(settings), self._refresh_models
+            settings,
+            ledger,
+            self.characters,
+            trainer or factory.make_trainer(settings),
+            self.images.refresh_models,
         )
         self._scheduler.add_lane(TRAINING_LANE, settings.training_concurrency)
         self.catalog = load_catalog(settings.catalog)
@@ -114,7 +119,7 @@ class Engine:
                 self.submit_image,
                 self.wait,
                 self.read_artifact,
-                self.read_source,
+                self.images.read_source,
                 self.cancel,
                 self.retry,
                 self.delete,
@@ -126,7 +131,7 @@ class Engine:
         self._scheduler.add_lane(PUBLISHING_LANE, PUBLISHING_CONCURRENCY)
         # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
         self._kinds: dict[RunKind, RunHandler] = {
-            RunKind.IMAGE: self._images,
+            RunKind.IMAGE: self.images,
             RunKind.TRAINING: self._training,
             RunKind.POD: self._products,
             RunKind.PUBLISH: self._publish,
@@ -329,12 +334,12 @@ class Engine:
         """
         queueing = self._queueing(priority, idempotency_key, max_attempts, timeout_s, meta)
         given = {k: v for k, v in params.items() if v is not None}
-        spec, source = await self._images.validate(given)
+        spec, source = await self.images.validate(given)
         return await self._accept(
             queueing,
-            lambda: self._images.new_runs(spec, source, queueing),
+            lambda: self.images.new_runs(spec, source, queueing),
             log=f"queued ({queueing.priority.value} priority, backend {self.settings.backend})",
-            same_request=lambda existing: self._images.same_request(existing, spec, "seed" in given),
+            same_request=lambda existing: self.images.same_request(existing, spec, "seed" in given),
         )
 
     async def submit_batch(
@@ -358,7 +363,7 @@ class Engine:
         batches.check_items(items, item_meta)
         return await self._accept(
             queueing,
-            lambda: self._images.new_batch(items, item_meta, queueing),
+            lambda: self.images.new_batch(items, item_meta, queueing),
             log=f"queued as part of a batch ({queueing.priority.value} priority)",
         )
 
@@ -508,10 +513,6 @@ class Engine:
             )
         await self.characters.delete(character.id)
 
-    async def read_source(self, value: str) -> tuple[bytes, str]:
-        """The bytes and origin of a source string, read as image-to-image reads one (`core.sources`)."""
-        return await self._images.read_source(value)
-
     def trainer_parameters(self) -> dict[str, Any]:
         """The configured trainer: its name, base model and parameters (the MCP schema and Isengard's `/info`)."""
         trainer = self._training.trainer
@@ -524,11 +525,6 @@ class Engine:
     async def trainer_health(self) -> dict[str, Any]:
         """Whether training can start now (`{"ok": ...}` and, if not, why)."""
         return await self._training.trainer.health()
-
-    async def _refresh_models(self) -> None:
-        """A LoRA was installed: backends re-read their model lists so it validates at once."""
-        for backend in self.backends.values():
-            await backend.refresh_models()
 
     def _queueing(
         self,
@@ -1125,16 +1121,6 @@ class Engine:
         """A ZIP of the run's images plus `run.json`; with `reuse`, the one already written if
         there is one (see `core.bundles`)."""
         return await self._bundles.write(await self.get_run(run_id), reuse=reuse)
-
-    # -- what is available --------------------------------------------------------------------
-
-    def list_workflows(self) -> dict[str, Any]:
-        """The workflows runs can name, with their parameters; and user files that failed to load."""
-        return self._images.list_workflows()
-
-    async def list_models(self) -> dict[str, Any]:
-        """Model files installed on the configured backend, by kind."""
-        return await self._images.list_models()
 
     # -- status -------------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ async def test_a_lora_the_servers_do_not_list_is_refused_before_any_gpu_time(tmp
     async with shared_loras(tmp_path) as (engine, fake, loras):
         mara = await trained_by_aitoolkit(engine, tmp_path, "Mara")
         (loras / "atelier" / "mara-v1.safetensors").unlink()  # someone cleaned ComfyUI's folder
-        listed = await engine.list_models()  # what the servers list now
+        listed = await engine.images.list_models()  # what the servers list now
         assert "atelier/mara-v1.safetensors" not in listed["models"]["loras"]
         with pytest.raises(InvalidInput) as refused:
             await engine.submit_image({"prompt": BEACH, "seed": 3, **SMALL, "character": "Mara"})

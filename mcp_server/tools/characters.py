@@ -4,7 +4,7 @@ Decisions:
 - A character is named by its id (`char-...`) or its name, whatever its case, in every tool.
 - add_character_images takes sources exactly as transform_image does (a run's image, a file in
   an allowed folder, an allowed URL, base64), read under the same source policy
-  (`engine.read_source`); what the bytes are is then judged by the one training-image check
+  (`engine.images.read_source`); what the bytes are is then judged by the one training-image check
   (`core.characters.uploads`), so a refused file gets its precise reason ("SVG is not
   accepted", "needs at least 256 pixels"). Each refused source is named by its index with its
   reason and the good ones are kept: a partly refused call is a success that lists what it refused.
@@ -228,7 +228,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
             refused: list[RefusedSource] = []
             for index, source in enumerate(sources):
                 try:
-                    data, origin = await engine.read_source(source)
+                    data, origin = await engine.images.read_source(source)
                 except InvalidInput as exc:
                     refused.append(RefusedSource(index=index, source=_shown(source), reason=exc.problem))
                     continue

@@ -186,7 +186,9 @@ def declare(api: Api, engine: Engine, settings: Settings, version: str) -> None:
         )
         async def info(request: Request) -> Response:
             variants = [
-                w["name"] for w in engine.list_workflows()["workflows"] if w.get("operation") == "txt2img"
+                w["name"]
+                for w in engine.images.list_workflows()["workflows"]
+                if w.get("operation") == "txt2img"
             ]
             declared = engine.trainer_parameters()
             ready = await engine.trainer_health()
