@@ -8,7 +8,8 @@ This module keeps what every run shares: accepting it (`_accept`, the one path e
 submit ends in), queueing it in its lane, attempts and backoff, the timeout, cancelling,
 handing back on stop, recovery after a crash, events. What a run does is its kind's
 (`core.kinds` says what a kind provides and gets): `core.images` for image runs, their
-validation and the workflows and models they can name (`engine.images`); `core.batches` derives a batch from its
+validation and the workflows and models they can name (`engine.images`); `core.training.trainings`
+for what callers ask of training (`engine.training`); `core.batches` derives a batch from its
 children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting` waits for a
 run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
 """
@@ -63,6 +64,7 @@ from core.settings import Settings
 from core.training import Trainer
 from core.training.kind import LANE as TRAINING_LANE
 from core.training.kind import TrainingKind
+from core.training.trainings import Trainings
 
 log = logging.getLogger("atelier.engine")
 
@@ -92,6 +94,7 @@ class Engine:
         self.store = store
         self.backends = dict(backends)
         self.events = EventBus()
+        self._progress = LiveProgress(ledger)
         self._bundles = Bundles(settings.bundles_dir, store)
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
@@ -99,7 +102,7 @@ class Engine:
         self.characters = Characters(settings, ledger)
         # What a caller asks of image runs beyond the shared lifecycle: workflows, models, sources.
         self.images = ImageKind(settings, store, self.backends, self.get_run, self.characters)
-        self._training = TrainingKind(
+        training = TrainingKind(
             settings,
             ledger,
             self.characters,
@@ -107,6 +110,7 @@ class Engine:
             self.images.refresh_models,
         )
         self._scheduler.add_lane(TRAINING_LANE, settings.training_concurrency)
+        self.training = Trainings(settings, self.characters, training, self._accept, self._progress.apply)
         self.catalog = load_catalog(settings.catalog)
         self.publishers = dict(publishers or factory.make_publishers(settings, ledger))
         self._publishing = Publishing(
@@ -132,10 +136,11 @@ class Engine:
         # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
         self._kinds: dict[RunKind, RunHandler] = {
             RunKind.IMAGE: self.images,
-            RunKind.TRAINING: self._training,
+            RunKind.TRAINING: training,
             RunKind.POD: self._products,
             RunKind.PUBLISH: self._publish,
         }
+        self._trainer = training.trainer
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
         self._resume: dict[str, str] = {}
         self._shutting_down = False
@@ -144,7 +149,6 @@ class Engine:
         self.is_owner = True
         self._active: dict[str, anyio.CancelScope] = {}
         self._delayed: dict[str, anyio.CancelScope] = {}
-        self._progress = LiveProgress(ledger)
         self._metrics = health.Metrics()
         # Batch children running here -> their parent.
         self._parent_of: dict[str, str] = {}
@@ -367,40 +371,6 @@ class Engine:
             log=f"queued as part of a batch ({queueing.priority.value} priority)",
         )
 
-    async def submit_training(
-        self,
-        character: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        priority: str | Priority = Priority.NORMAL,
-        idempotency_key: str | None = None,
-        max_attempts: int | None = None,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Run:
-        """Queue a training run of `character` (id or name) with the trainer's `params`.
-
-        Refused (`Conflict`) while the same character has a training queued or running: its next
-        version would race the other. The run lives in the `training` lane (see `core.training.kind`).
-        """
-        queueing = self._queueing(priority, idempotency_key, max_attempts, None, meta)
-        found, checked = await self._training.validate(character, params or {})
-
-        async def new_run() -> list[Run]:
-            busy = await self.training_of(found.id, active_only=True)
-            if busy:
-                raise Conflict(
-                    f"{found.name} is already being trained (run {busy[0].id}, {busy[0].status.value}); "
-                    "wait for it or cancel it first"
-                )
-            return [self._training.new_run(found, checked, queueing)]
-
-        return await self._accept(
-            queueing,
-            new_run,
-            log=f"queued: train {found.name} with {self._training.trainer.name} ({checked['steps']} steps)",
-            same_request=lambda existing: self._training.same_request(existing, found, checked),
-        )
-
     async def submit_products(
         self,
         request: Mapping[str, Any],
@@ -495,36 +465,6 @@ class Engine:
     async def platform_health(self) -> dict[str, dict[str, Any]]:
         """Each platform: configured, and answering (`ok`)."""
         return {name: await publisher.health() for name, publisher in self.publishers.items()}
-
-    async def training_of(self, character_id: str, *, active_only: bool = False) -> list[Run]:
-        """A character's training runs, newest first (only queued and running ones if `active_only`)."""
-        return [self._progress.apply(r) for r in await self._training.runs_of(character_id, active_only)]
-
-    async def delete_character(self, ref: str) -> None:
-        """Delete a character with its images and LoRA files; refused (`Conflict`) while it trains.
-
-        Finished runs that used it keep their images and their record of which version they used.
-        """
-        character = await self.characters.get(ref)
-        busy = await self.training_of(character.id, active_only=True)
-        if busy:
-            raise Conflict(
-                f"{character.name} is being trained (run {busy[0].id}); cancel that run first, then delete it"
-            )
-        await self.characters.delete(character.id)
-
-    def trainer_parameters(self) -> dict[str, Any]:
-        """The configured trainer: its name, base model and parameters (the MCP schema and Isengard's `/info`)."""
-        trainer = self._training.trainer
-        return {
-            "trainer": trainer.name,
-            "base_model": trainer.base_model,
-            "parameters": {name: p.to_dict() for name, p in trainer.parameters().items()},
-        }
-
-    async def trainer_health(self) -> dict[str, Any]:
-        """Whether training can start now (`{"ok": ...}` and, if not, why)."""
-        return await self._training.trainer.health()
 
     def _queueing(
         self,
@@ -1134,7 +1074,7 @@ class Engine:
             ledger=self.ledger,
             problems=self._problems,
             metrics=self._metrics,
-            trainer=self._training.trainer,
+            trainer=self._trainer,
             training_lane=TRAINING_LANE,
         )
 

@@ -89,7 +89,7 @@ def templates(engine: Engine) -> list[Template]:
     async def character_resource(character_id: str, ctx: Context) -> str:
         with resource_errors(character_views.character_uri(quote(character_id, safe="")), ctx):
             character = await engine.characters.get(character_id)
-            training = await engine.training_of(character.id)
+            training = await engine.training.runs_of(character.id)
             view = character_views.character_view(engine, character, training, expose_paths=False)
             return view.model_dump_json()
 
