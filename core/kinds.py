@@ -4,7 +4,8 @@ Submitting: the engine checks how a run is to be queued (`Queueing`: priority, a
 timeout, idempotency key, the front door's fields) and the kind validates its own request and
 makes the queued run(s) with those terms; the engine then records them in one transaction,
 answers a repeated idempotency key, publishes and queues them (`Engine._accept`). A kind whose
-submit lives outside the engine (`core.training.trainings`) is given that path as an `Accept`.
+submit lives outside the engine (`core.training.trainings`, `core.publishing.shop`) is given
+that path as an `Accept`.
 
 The engine (`core/engine.py`) owns what every run shares: accepting it into the ledger,
 queueing it by priority in its lane (`run.backend` names the lane), attempts and backoff, the
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.backends import ProgressCallback
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 from core.ids import check_idempotency_key, new_run_id
 from core.models import Artifact, Priority, Run, RunKind, RunStatus
 
@@ -114,6 +115,21 @@ class Accept(Protocol):
         log: str,
         same_request: Callable[[Run], Run] = ...,
     ) -> Run: ...
+
+
+def same_inputs(existing: Run, inputs: Mapping[str, Any]) -> Run:
+    """`existing` if made by the same request; `Conflict` if its idempotency key was reused."""
+    if existing.inputs != dict(inputs):
+        raise Conflict(
+            f"idempotency key {existing.idempotency_key!r} was used for a different request "
+            f"(run {existing.id}); use a new key for new parameters"
+        )
+    return existing
+
+
+async def one(run: Run) -> list[Run]:
+    """`make_runs` for a kind whose request makes one run."""
+    return [run]
 
 
 class AttemptFailed(Exception):
