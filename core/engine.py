@@ -11,7 +11,7 @@ its kind's (`core.kinds` says what a kind provides and gets), and so is what a c
 a kind beyond the lifecycle, held by the engine as one object per kind: `engine.images`
 (`core.images`: the workflows and models runs can name, reading a source), `engine.training`
 (`core.training.trainings`: a character's training runs, the trainer) and `engine.products`
-(`core.publishing.shop`: products, their runs and platforms). `core.batches` derives a batch
+(`core.publishing.products`: products, their runs and platforms). `core.batches` derives a batch
 from its children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting`
 waits for a run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
 """
@@ -55,9 +55,9 @@ from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunSta
 from core.progress import LiveProgress
 from core.publishing import Publisher
 from core.publishing.catalog import load_catalog
+from core.publishing.products import Products
 from core.publishing.runs import LANE as PUBLISHING_LANE
 from core.publishing.runs import Publishing, RunServices
-from core.publishing.shop import Shop
 from core.scheduler import Scheduler
 from core.settings import Settings
 from core.training import Trainer
@@ -128,7 +128,7 @@ class Engine:
                 ledger.find_by_key_prefix,
             ),
         )
-        self.products = Shop(publishing, ledger, self._accept)
+        self.products = Products(publishing, ledger, self._accept)
         self._scheduler.add_lane(PUBLISHING_LANE, PUBLISHING_CONCURRENCY)
         # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
         self._kinds: dict[RunKind, RunHandler] = {

@@ -4,7 +4,7 @@ Submitting: the engine checks how a run is to be queued (`Queueing`: priority, a
 timeout, idempotency key, the front door's fields) and the kind validates its own request and
 makes the queued run(s) with those terms; the engine then records them in one transaction,
 answers a repeated idempotency key, publishes and queues them (`Engine._accept`). A kind whose
-submit lives outside the engine (`core.training.trainings`, `core.publishing.shop`) is given
+submit lives outside the engine (`core.training.trainings`, `core.publishing.products`) is given
 that path as an `Accept`.
 
 The engine (`core/engine.py`) owns what every run shares: accepting it into the ledger,

@@ -28,7 +28,7 @@ from core.settings import Settings
 MAX_PAGE = 200
 
 
-class Shop:
+class Products:
     """Products, their runs and their platforms; `handlers` are the two run kinds the engine executes."""
 
     def __init__(self, publishing: Publishing, ledger: ProductLedger, accept: Accept) -> None:
