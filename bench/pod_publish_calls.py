@@ -63,7 +63,7 @@ async def main(designs: int) -> None:
             )
             async with Engine.open(settings) as engine:
                 started = time.perf_counter()
-                run = await engine.submit_products(
+                run = await engine.products.submit(
                     {
                         "designs": [{"source": design(i)} for i in range(designs)],
                         "product_types": TYPES,
@@ -74,7 +74,7 @@ async def main(designs: int) -> None:
                 took = time.perf_counter() - started
     assert done.result is not None and not done.result["errors"], done.result
     products = designs * len(TYPES)
-    mockups = sum(len(engine.catalog.get(t).colours) for t in TYPES) * designs
+    mockups = sum(len(engine.products.catalog.get(t).colours) for t in TYPES) * designs
     print(
         f"{designs} designs x {TYPES} = {products} products, published on Printify and Shopify in {took:.1f} s"
     )

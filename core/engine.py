@@ -1,4 +1,4 @@
-"""The engine facade: every use case of Atelier, whichever front door asks, and the run lifecycle.
+"""The engine: the run lifecycle every kind shares, and the use cases of runs as a whole.
 
 Every state change is one ledger transaction followed by one event. Runs execute in the
 engine's own task group, so a caller that stops waiting (a cancelled MCP call, a closed
@@ -6,11 +6,14 @@ socket) never stops the run.
 
 This module keeps what every run shares: accepting it (`_accept`, the one path every kind's
 submit ends in), queueing it in its lane, attempts and backoff, the timeout, cancelling,
-handing back on stop, recovery after a crash, events. What a run does is its kind's
-(`core.kinds` says what a kind provides and gets): `core.images` for image runs, their
-validation and the workflows and models they can name; `core.batches` derives a batch from its
-children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting` waits for a
-run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
+retrying, deleting, handing back on stop, recovery after a crash, events. What a run does is
+its kind's (`core.kinds` says what a kind provides and gets), and so is what a caller asks of
+a kind beyond the lifecycle, held by the engine as one object per kind: `engine.images`
+(`core.images`: the workflows and models runs can name, reading a source), `engine.training`
+(`core.training.trainings`: a character's training runs, the trainer) and `engine.products`
+(`core.publishing.products`: products, their runs and platforms). `core.batches` derives a batch
+from its children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting`
+waits for a run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from core.errors import (
     HomeLocked,
     InvalidInput,
     LedgerUnavailable,
-    ProductNotFound,
     RunNotFound,
 )
 from core.events import Event, EventBus
@@ -53,9 +55,7 @@ from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunSta
 from core.progress import LiveProgress
 from core.publishing import Publisher
 from core.publishing.catalog import load_catalog
-from core.publishing.models import PRODUCT_ID_RE, Product
-from core.publishing.products_kind import ProductsKind
-from core.publishing.publish_kind import PublishKind
+from core.publishing.products import Products
 from core.publishing.runs import LANE as PUBLISHING_LANE
 from core.publishing.runs import Publishing, RunServices
 from core.scheduler import Scheduler
@@ -63,6 +63,7 @@ from core.settings import Settings
 from core.training import Trainer
 from core.training.kind import LANE as TRAINING_LANE
 from core.training.kind import TrainingKind
+from core.training.trainings import Trainings
 
 log = logging.getLogger("atelier.engine")
 
@@ -92,45 +93,50 @@ class Engine:
         self.store = store
         self.backends = dict(backends)
         self.events = EventBus()
+        self._progress = LiveProgress(ledger)
         self._bundles = Bundles(settings.bundles_dir, store)
         self._scheduler = Scheduler(self._execute)
         for name, backend in self.backends.items():
             self._scheduler.add_lane(name, backend.concurrency, backend.admit)
         self.characters = Characters(settings, ledger)
-        self._images = ImageKind(settings, store, self.backends, self.get_run, self.characters)
-        self._training = TrainingKind(
-            settings, ledger, self.characters, trainer or factory.make_trainer(settings), self._refresh_models
+        # What a caller asks of a kind beyond the lifecycle every run shares is that kind's own:
+        # `images` (workflows, models, sources), `training`, `products` (and their platforms).
+        self.images = ImageKind(settings, store, self.backends, self.get_run, self.characters)
+        training = TrainingKind(
+            settings,
+            ledger,
+            self.characters,
+            trainer or factory.make_trainer(settings),
+            self.images.refresh_models,
         )
         self._scheduler.add_lane(TRAINING_LANE, settings.training_concurrency)
-        self.catalog = load_catalog(settings.catalog)
-        self.publishers = dict(publishers or factory.make_publishers(settings, ledger))
-        self._publishing = Publishing(
+        self.training = Trainings(settings, self.characters, training, self._accept, self._progress.apply)
+        publishing = Publishing(
             settings,
             ledger,
             store,
-            self.catalog,
-            self.publishers,
+            load_catalog(settings.catalog),
+            publishers or factory.make_publishers(settings, ledger),
             RunServices(
                 self.submit_image,
                 self.wait,
                 self.read_artifact,
-                self.read_source,
+                self.images.read_source,
                 self.cancel,
                 self.retry,
                 self.delete,
                 ledger.find_by_key_prefix,
             ),
         )
-        self._products = ProductsKind(self._publishing)
-        self._publish = PublishKind(self._publishing)
+        self.products = Products(publishing, ledger, self._accept)
         self._scheduler.add_lane(PUBLISHING_LANE, PUBLISHING_CONCURRENCY)
         # Each kind's part of executing a run (see `core.kinds`); a batch parent never executes.
         self._kinds: dict[RunKind, RunHandler] = {
-            RunKind.IMAGE: self._images,
-            RunKind.TRAINING: self._training,
-            RunKind.POD: self._products,
-            RunKind.PUBLISH: self._publish,
+            RunKind.IMAGE: self.images,
+            RunKind.TRAINING: training,
+            **self.products.handlers,
         }
+        self._trainer = training.trainer
         # Runs a restarted engine reconnects to: run id -> where the backend had put its work.
         self._resume: dict[str, str] = {}
         self._shutting_down = False
@@ -139,7 +145,6 @@ class Engine:
         self.is_owner = True
         self._active: dict[str, anyio.CancelScope] = {}
         self._delayed: dict[str, anyio.CancelScope] = {}
-        self._progress = LiveProgress(ledger)
         self._metrics = health.Metrics()
         # Batch children running here -> their parent.
         self._parent_of: dict[str, str] = {}
@@ -224,7 +229,7 @@ class Engine:
                     await engine._hand_back(engine._started_here)
                     for backend in engine.backends.values():
                         await backend.aclose()
-                    for publisher in engine.publishers.values():
+                    for publisher in engine.products.publishers.values():
                         await publisher.aclose()
             if ledger is not None:
                 await ledger.close()
@@ -329,12 +334,12 @@ class Engine:
         """
         queueing = self._queueing(priority, idempotency_key, max_attempts, timeout_s, meta)
         given = {k: v for k, v in params.items() if v is not None}
-        spec, source = await self._images.validate(given)
+        spec, source = await self.images.validate(given)
         return await self._accept(
             queueing,
-            lambda: self._images.new_runs(spec, source, queueing),
+            lambda: self.images.new_runs(spec, source, queueing),
             log=f"queued ({queueing.priority.value} priority, backend {self.settings.backend})",
-            same_request=lambda existing: self._images.same_request(existing, spec, "seed" in given),
+            same_request=lambda existing: self.images.same_request(existing, spec, "seed" in given),
         )
 
     async def submit_batch(
@@ -358,177 +363,9 @@ class Engine:
         batches.check_items(items, item_meta)
         return await self._accept(
             queueing,
-            lambda: self._images.new_batch(items, item_meta, queueing),
+            lambda: self.images.new_batch(items, item_meta, queueing),
             log=f"queued as part of a batch ({queueing.priority.value} priority)",
         )
-
-    async def submit_training(
-        self,
-        character: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        priority: str | Priority = Priority.NORMAL,
-        idempotency_key: str | None = None,
-        max_attempts: int | None = None,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Run:
-        """Queue a training run of `character` (id or name) with the trainer's `params`.
-
-        Refused (`Conflict`) while the same character has a training queued or running: its next
-        version would race the other. The run lives in the `training` lane (see `core.training.kind`).
-        """
-        queueing = self._queueing(priority, idempotency_key, max_attempts, None, meta)
-        found, checked = await self._training.validate(character, params or {})
-
-        async def new_run() -> list[Run]:
-            busy = await self.training_of(found.id, active_only=True)
-            if busy:
-                raise Conflict(
-                    f"{found.name} is already being trained (run {busy[0].id}, {busy[0].status.value}); "
-                    "wait for it or cancel it first"
-                )
-            return [self._training.new_run(found, checked, queueing)]
-
-        return await self._accept(
-            queueing,
-            new_run,
-            log=f"queued: train {found.name} with {self._training.trainer.name} ({checked['steps']} steps)",
-            same_request=lambda existing: self._training.same_request(existing, found, checked),
-        )
-
-    async def submit_products(
-        self,
-        request: Mapping[str, Any],
-        *,
-        priority: str | Priority = Priority.NORMAL,
-        idempotency_key: str | None = None,
-        max_attempts: int | None = None,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Run:
-        """Queue a run that makes products from designs and lists them (see `core.publishing.products_kind`).
-
-        `request`: `designs` (each `{prompt, ...}` to generate or `{source}` to use as is),
-        `product_types`, `platforms` (default ATELIER_ENABLED_PLATFORMS), `publish` (default
-        false: drafts), and optionally `title`, `description`, `price_cents`, `composed_from`.
-        """
-        queueing = self._queueing(priority, idempotency_key, max_attempts, None, meta)
-        inputs = await self._products.validate(request)
-        return await self._accept(
-            queueing,
-            lambda: _one(self._products.new_run(inputs, queueing)),
-            log=f"queued: {len(inputs['designs'])} design(s) as {', '.join(inputs['product_types'])} "
-            f"on {', '.join(inputs['platforms'])}" + (" (publish)" if inputs["publish"] else " (drafts)"),
-            same_request=lambda existing: _same_inputs(existing, inputs),
-        )
-
-    async def submit_products_batch(
-        self,
-        requests: Sequence[Mapping[str, Any]],
-        *,
-        priority: str | Priority = Priority.NORMAL,
-        idempotency_key: str | None = None,
-        max_attempts: int | None = None,
-        meta: Mapping[str, Any] | None = None,
-        item_meta: Sequence[Mapping[str, Any] | None] | None = None,
-    ) -> Run:
-        """Queue one products run per request (as `submit_products` takes it) under a parent
-        `batch` run, all or nothing, as `submit_batch` does for image runs."""
-        queueing = self._queueing(priority, idempotency_key, max_attempts, None, meta)
-        batches.check_items(requests, item_meta)
-        return await self._accept(
-            queueing,
-            lambda: self._products.new_batch(requests, item_meta, queueing),
-            log=f"queued as part of a batch of products ({queueing.priority.value} priority)",
-        )
-
-    async def submit_publish(
-        self,
-        product_ids: Sequence[str],
-        platforms: Sequence[str] | None = None,
-        *,
-        action: str = "publish",
-        priority: str | Priority = Priority.NORMAL,
-        idempotency_key: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-    ) -> Run:
-        """Queue a run that publishes (or unpublishes) products on platforms, durably."""
-        queueing = self._queueing(priority, idempotency_key, None, None, meta)
-        inputs = await self._publish.validate(product_ids, platforms, action)
-        return await self._accept(
-            queueing,
-            lambda: _one(self._publish.new_run(inputs, queueing)),
-            log=f"queued: {action} {len(inputs['product_ids'])} product(s) on {', '.join(inputs['platforms'])}",
-            same_request=lambda existing: _same_inputs(existing, inputs),
-        )
-
-    def check_platforms(self, platforms: Sequence[str] | None) -> list[str]:
-        """The platforms asked for (default ATELIER_ENABLED_PLATFORMS), each one configured;
-        `InvalidInput` naming the settings a platform lacks."""
-        return self._publishing.check_platforms(platforms)
-
-    async def get_product(self, product_id: str) -> Product:
-        if not isinstance(product_id, str) or not PRODUCT_ID_RE.fullmatch(product_id):
-            raise InvalidInput(
-                "product_id", f"is not a product id (prod- and 12 of 0-9 a-z; got {product_id!r:.40})"
-            )
-        product = await self.ledger.get_product(product_id)
-        if product is None:
-            raise ProductNotFound(product_id)
-        return product
-
-    async def list_products(
-        self, *, status: str | None = None, type: str | None = None, limit: int = 50, offset: int = 0
-    ) -> list[Product]:
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput("limit", f"must be an integer in 1..{MAX_PAGE} (got {limit!r})")
-        if status is not None and status not in ("draft", "published", "unpublished"):
-            raise InvalidInput("status", "must be draft, published or unpublished")
-        if type is not None:
-            self.catalog.get(type)
-        return await self.ledger.list_products(status=status, type=type, limit=limit, offset=offset)
-
-    async def platform_health(self) -> dict[str, dict[str, Any]]:
-        """Each platform: configured, and answering (`ok`)."""
-        return {name: await publisher.health() for name, publisher in self.publishers.items()}
-
-    async def training_of(self, character_id: str, *, active_only: bool = False) -> list[Run]:
-        """A character's training runs, newest first (only queued and running ones if `active_only`)."""
-        return [self._progress.apply(r) for r in await self._training.runs_of(character_id, active_only)]
-
-    async def delete_character(self, ref: str) -> None:
-        """Delete a character with its images and LoRA files; refused (`Conflict`) while it trains.
-
-        Finished runs that used it keep their images and their record of which version they used.
-        """
-        character = await self.characters.get(ref)
-        busy = await self.training_of(character.id, active_only=True)
-        if busy:
-            raise Conflict(
-                f"{character.name} is being trained (run {busy[0].id}); cancel that run first, then delete it"
-            )
-        await self.characters.delete(character.id)
-
-    async def read_source(self, value: str) -> tuple[bytes, str]:
-        """The bytes and origin of a source string, read as image-to-image reads one (`core.sources`)."""
-        return await self._images.read_source(value)
-
-    def trainer_parameters(self) -> dict[str, Any]:
-        """The configured trainer: its name, base model and parameters (the MCP schema and Isengard's `/info`)."""
-        trainer = self._training.trainer
-        return {
-            "trainer": trainer.name,
-            "base_model": trainer.base_model,
-            "parameters": {name: p.to_dict() for name, p in trainer.parameters().items()},
-        }
-
-    async def trainer_health(self) -> dict[str, Any]:
-        """Whether training can start now (`{"ok": ...}` and, if not, why)."""
-        return await self._training.trainer.health()
-
-    async def _refresh_models(self) -> None:
-        """A LoRA was installed: backends re-read their model lists so it validates at once."""
-        for backend in self.backends.values():
-            await backend.refresh_models()
 
     def _queueing(
         self,
@@ -1126,16 +963,6 @@ class Engine:
         there is one (see `core.bundles`)."""
         return await self._bundles.write(await self.get_run(run_id), reuse=reuse)
 
-    # -- what is available --------------------------------------------------------------------
-
-    def list_workflows(self) -> dict[str, Any]:
-        """The workflows runs can name, with their parameters; and user files that failed to load."""
-        return self._images.list_workflows()
-
-    async def list_models(self) -> dict[str, Any]:
-        """Model files installed on the configured backend, by kind."""
-        return await self._images.list_models()
-
     # -- status -------------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
@@ -1148,7 +975,7 @@ class Engine:
             ledger=self.ledger,
             problems=self._problems,
             metrics=self._metrics,
-            trainer=self._training.trainer,
+            trainer=self._trainer,
             training_lane=TRAINING_LANE,
         )
 
@@ -1162,20 +989,6 @@ class Engine:
         """Bring a batch up to date with its children; refreshes asked for meanwhile coalesce."""
         if self._task_group is not None and self._batches.claim(parent_id):
             self._start(self._batches.refresh, parent_id)
-
-
-async def _one(run: Run) -> list[Run]:
-    return [run]
-
-
-def _same_inputs(existing: Run, inputs: Mapping[str, Any]) -> Run:
-    """`existing` if made by the same request; `Conflict` if its idempotency key was reused."""
-    if existing.inputs != dict(inputs):
-        raise Conflict(
-            f"idempotency key {existing.idempotency_key!r} was used for a different request "
-            f"(run {existing.id}); use a new key for new parameters"
-        )
-    return existing
 
 
 __all__ = ["Bundle", "Engine"]

@@ -7,7 +7,9 @@ succeed. `new_runs` (one run) and `new_batch` (a batch parent and its image runs
 the engine records, with the queueing terms it checked: each source's bytes are stored first
 (`keep_source`) so every attempt, and a retry after a restart, reads the same image; the runs
 go in the lane of the configured backend. `same_request` answers a repeated idempotency key.
-`list_workflows` and `list_models` say what requests can name on the configured backend.
+`list_workflows` and `list_models` say what requests can name on the configured backend (the
+engine holds this object as `engine.images` for callers to ask), and `refresh_models` has the
+backends read their model lists again once a trained LoRA is installed.
 
 Executing it, as the `RunHandler` of `core.kinds`: `prepare` builds the backend's `Job` (the
 source read back from storage), `execute` runs it on the run's backend, `complete` saves each
@@ -88,6 +90,11 @@ class ImageKind:
         backend = self._backends.get(self._settings.backend)
         models = await backend.models() if backend is not None else {}
         return {"backend": self._settings.backend, "models": models}
+
+    async def refresh_models(self) -> None:
+        """A LoRA was installed: backends re-read their model lists so it validates at once."""
+        for backend in self._backends.values():
+            await backend.refresh_models()
 
     # -- accepting a request ------------------------------------------------------------------
 

@@ -3,14 +3,16 @@
 Submitting: the engine checks how a run is to be queued (`Queueing`: priority, attempts,
 timeout, idempotency key, the front door's fields) and the kind validates its own request and
 makes the queued run(s) with those terms; the engine then records them in one transaction,
-answers a repeated idempotency key, publishes and queues them (`Engine._accept`).
+answers a repeated idempotency key, publishes and queues them (`Engine._accept`). A kind whose
+submit lives outside the engine (`core.training.trainings`, `core.publishing.products`) is given
+that path as an `Accept`.
 
 The engine (`core/engine.py`) owns what every run shares: accepting it into the ledger,
 queueing it by priority in its lane (`run.backend` names the lane), attempts and backoff, the
 timeout, cancellation, handing runs back when the process stops, recovery after a crash, and
 events. What a run *does* belongs to its kind's handler, one module per kind (`core/images.py`
-for `image`; a `training` handler would be its sibling, with its own lane). For each attempt
-of a queued run of its kind, the engine calls:
+for `image`, `core/training/kind.py`, `core/publishing/products_kind.py` and `publish_kind.py`,
+each with its own lane). For each attempt of a queued run of its kind, the engine calls:
 
 1. `prepare(run, attempt)` once the run is recorded as running: gather what the work needs
    (the spec parsed, inputs read) and return it. Raise `AttemptFailed` when the attempt cannot
@@ -30,12 +32,12 @@ can run any number of attempts of any number of runs through one handler at once
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.backends import ProgressCallback
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 from core.ids import check_idempotency_key, new_run_id
 from core.models import Artifact, Priority, Run, RunKind, RunStatus
 
@@ -97,6 +99,37 @@ class Queueing:
             idempotency_key=self.idempotency_key,
             meta=self.meta,
         )
+
+
+class Accept(Protocol):
+    """The engine's one path into the ledger and the queue (`Engine._accept`), which each kind's
+    submit ends in: record the runs `make_runs` makes (called only if no run holds the key yet),
+    publish and queue them, and answer the first; a repeated idempotency key is answered through
+    `same_request`, which raises `Conflict` when a different request made the run."""
+
+    async def __call__(
+        self,
+        queueing: Queueing,
+        make_runs: Callable[[], Awaitable[Sequence[Run]]],
+        *,
+        log: str,
+        same_request: Callable[[Run], Run] = ...,
+    ) -> Run: ...
+
+
+def same_inputs(existing: Run, inputs: Mapping[str, Any]) -> Run:
+    """`existing` if made by the same request; `Conflict` if its idempotency key was reused."""
+    if existing.inputs != dict(inputs):
+        raise Conflict(
+            f"idempotency key {existing.idempotency_key!r} was used for a different request "
+            f"(run {existing.id}); use a new key for new parameters"
+        )
+    return existing
+
+
+async def one(run: Run) -> list[Run]:
+    """`make_runs` for a kind whose request makes one run."""
+    return [run]
 
 
 class AttemptFailed(Exception):

@@ -67,7 +67,7 @@ class Shelf:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         # Product type names for display; a type no longer in the catalog shows its key.
-        self.type_names = {key: t.name for key, t in engine.catalog.types.items()}
+        self.type_names = {key: t.name for key, t in engine.products.catalog.types.items()}
 
     async def products(self, limit: int, offset: int = 0) -> tuple[list[Product], bool]:
         """Up to `limit` published products from `offset`, newest first, and whether more follow."""

@@ -184,7 +184,7 @@ def character_view(
             )
             for r in training[:5]
         ],
-        trainer=engine.trainer_parameters(),
+        trainer=engine.training.parameters(),
         next=character_next_step(engine, character, training),
     )
 

@@ -97,11 +97,11 @@ def _type_view(engine: Engine, product_type: ProductType, enabled: list[str]) ->
                 configured=True,
             )
         ]
-        if "storefront" in engine.publishers
+        if "storefront" in engine.products.publishers
         else []
     )
     for platform, mapping in product_type.platforms.items():
-        publisher = engine.publishers.get(platform)
+        publisher = engine.products.publishers.get(platform)
         mappings.append(
             PlatformMappingView(
                 platform=platform,

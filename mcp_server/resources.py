@@ -89,7 +89,7 @@ def templates(engine: Engine) -> list[Template]:
     async def character_resource(character_id: str, ctx: Context) -> str:
         with resource_errors(character_views.character_uri(quote(character_id, safe="")), ctx):
             character = await engine.characters.get(character_id)
-            training = await engine.training_of(character.id)
+            training = await engine.training.runs_of(character.id)
             view = character_views.character_view(engine, character, training, expose_paths=False)
             return view.model_dump_json()
 
@@ -104,13 +104,13 @@ def templates(engine: Engine) -> list[Template]:
 
     async def product_resource(product_id: str, ctx: Context) -> str:
         with resource_errors(product_views.product_uri(quote(product_id, safe="")), ctx):
-            product = await engine.get_product(product_id)
+            product = await engine.products.get(product_id)
             return product_views.product_view(engine, product).model_dump_json()
 
     async def mockup_resource(product_id: str, filename: str, ctx: Context) -> bytes:
         uri = product_views.mockup_uri(quote(product_id, safe=""), quote(filename, safe=""))
         with resource_errors(uri, ctx):
-            product = await engine.get_product(product_id)
+            product = await engine.products.get(product_id)
             mockup = next((f for f in product.mockups if f.filename == check_filename(filename)), None)
             if mockup is None:
                 raise not_found(uri, ctx, f"product {product.id} has no mockup {filename!r}")

@@ -108,7 +108,7 @@ async def test_a_lora_is_installed_for_comfyui_and_removed_with_its_character(tm
         installed = loras / "atelier" / "mara-quinn-v1.safetensors"
         assert safetensors.read_metadata(installed)["atelier.trainer"] == "test"
         assert not (tmp_path / "out.safetensors").exists()  # moved, not copied
-        await engine.delete_character(mara.id)
+        await engine.training.delete_character(mara.id)
         assert not installed.exists() and not (settings.characters_dir / mara.id).exists()
 
 

@@ -131,7 +131,7 @@ async def test_a_lora_the_servers_do_not_list_is_refused_before_any_gpu_time(tmp
     async with shared_loras(tmp_path) as (engine, fake, loras):
         mara = await trained_by_aitoolkit(engine, tmp_path, "Mara")
         (loras / "atelier" / "mara-v1.safetensors").unlink()  # someone cleaned ComfyUI's folder
-        listed = await engine.list_models()  # what the servers list now
+        listed = await engine.images.list_models()  # what the servers list now
         assert "atelier/mara-v1.safetensors" not in listed["models"]["loras"]
         with pytest.raises(InvalidInput) as refused:
             await engine.submit_image({"prompt": BEACH, "seed": 3, **SMALL, "character": "Mara"})
@@ -149,7 +149,7 @@ async def test_a_preview_trained_lora_is_not_installed_and_is_refused_on_comfyui
         mara = await engine.characters.create("Mara")
         await engine.characters.add_images(mara.id, [Upload(f"m{i}.png", photo(i)) for i in range(3)])
         reads_before = len(fake.requests_to("GET", "/object_info"))
-        training = await engine.submit_training(mara.id, {"steps": 20})
+        training = await engine.training.submit(mara.id, {"steps": 20})
         done = await engine.wait(training.id, timeout_s=60)
         assert done.status is RunStatus.COMPLETED, done.error
         # The engine had the servers' model lists re-read once the LoRA was kept.
@@ -214,7 +214,7 @@ async def test_characters_sharing_a_slug_get_their_own_installed_files_and_delet
         assert sorted(p.name for p in (loras / "atelier").iterdir()) == sorted(
             ["mara-v1.safetensors", f"mara-{suffix}-v1.safetensors"]
         )
-        await engine.delete_character(first.id)
+        await engine.training.delete_character(first.id)
         assert [p.name for p in (loras / "atelier").iterdir()] == [f"mara-{suffix}-v1.safetensors"]
         await models_reread(engine)
         run = await engine.submit_image({"prompt": BEACH, "seed": 3, **SMALL, "character": "Mara?"})

@@ -168,7 +168,7 @@ async def test_invalid_request_names_the_field_and_its_range_and_records_nothing
 
 async def test_a_backend_without_named_workflows_lists_none_and_refuses_a_name(settings: Settings) -> None:
     async with scripted(settings) as (engine, backend):
-        assert engine.list_workflows() == {"workflows": [], "problems": []}
+        assert engine.images.list_workflows() == {"workflows": [], "problems": []}
         with pytest.raises(InvalidInput) as caught:
             await engine.submit_image(image("fox", workflow="sd15"))
         assert caught.value.field == "workflow"

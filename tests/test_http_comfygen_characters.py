@@ -32,7 +32,7 @@ async def trained_mara(served: Served) -> str:
     await engine.characters.add_images(
         mara.id, [Upload(f"mara-{i}.png", photo(i, tint=RED)) for i in range(6)]
     )
-    training = await engine.submit_training(mara.id, {"steps": 100})
+    training = await engine.training.submit(mara.id, {"steps": 100})
     done = await engine.wait(training.id, timeout_s=60)
     assert done.status is RunStatus.COMPLETED, done.error
     return mara.id

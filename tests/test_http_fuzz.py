@@ -96,7 +96,7 @@ async def trained_character(served: Served) -> dict[str, list[str]]:
     character = await served.engine.characters.create("Fuzz")
     images = [Upload("fuzz.png", photo(1)), Upload("fuzz.jpg", photo(2, fmt="JPEG"))]
     await served.engine.characters.add_images(character.id, images)
-    run = await served.engine.submit_training(character.id, {"steps": 5})
+    run = await served.engine.training.submit(character.id, {"steps": 5})
     await served.finished(run.id)
     return {"ids": [character.id, f"train-{run.id}"], "files": ["fuzz.png", "fuzz.jpg"]}
 

@@ -513,7 +513,7 @@ async def test_generation_by_a_character_without_a_lora_is_400_naming_it(tmp_pat
 async def test_info_shows_the_trainers_declared_parameters(tmp_path: Path) -> None:
     async with atelier_http(tmp_path) as served:
         training = (await served.http.get("/isengard/info")).json()["training"]
-        declared = served.engine.trainer_parameters()
+        declared = served.engine.training.parameters()
         assert (training["method"], training["backend"], training["base_model"]) == (
             "lora",
             "preview",

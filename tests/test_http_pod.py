@@ -624,7 +624,7 @@ async def test_example_5_cleanup(tmp_path: Path) -> None:
         assert image.status_code == 404 and "error" in image.json()
         [product] = item["products"]  # a draft: it existed only in Atelier, and went with its job
         with pytest.raises(ProductNotFound):
-            await served.engine.get_product(product["atelierProductId"])
+            await served.engine.products.get(product["atelierProductId"])
         # Each job went with its items and their designs: what is left is the cancelled job's.
         left = (await served.engine.list_runs(limit=50)).items
         assert {r.status for r in left} == {RunStatus.CANCELLED}

@@ -104,7 +104,7 @@ async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: 
         ]
         for entry in products:
             assert entry["productId"] and entry["url"] and entry["title"]
-            product = await served.engine.get_product(entry["atelierProductId"])
+            product = await served.engine.products.get(entry["atelierProductId"])
             assert product.type == entry["type"]
             [listing] = product.listings
             assert (listing.platform, listing.status) == ("storefront", "published")
@@ -113,7 +113,7 @@ async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: 
             # The print files and mockups are the job's files, downloadable at full print size.
             files = result["files"][product.id]
             [print_file] = [f for f in files if f["role"] == "print"]
-            area = served.engine.catalog.get(product.type).print_areas["front"]
+            area = served.engine.products.catalog.get(product.type).print_areas["front"]
             with await download(served, print_file["url"]) as printed:
                 assert (
                     printed.size == (area.width, area.height) == (print_file["width"], print_file["height"])
@@ -121,7 +121,7 @@ async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: 
                 assert round(printed.info["dpi"][0]) == area.dpi == print_file["dpi"]
             mockups = [f for f in files if f["role"] == "mockup"]
             assert sorted(m["name"] for m in mockups) == sorted(
-                served.engine.catalog.get(product.type).colours
+                served.engine.products.catalog.get(product.type).colours
             )
             for mockup in mockups:
                 assert (await download(served, mockup["url"])).format == "JPEG"
@@ -168,7 +168,7 @@ async def test_auto_publish_false_leaves_drafts(tmp_path: Path) -> None:
             "draft",
             "Quiet peaks",
         )
-        product = await served.engine.get_product(entry["atelierProductId"])
+        product = await served.engine.products.get(entry["atelierProductId"])
         assert product.status == "draft" and product.price_cents == 1950
         [listing] = product.listings
         assert (listing.platform, listing.status) == ("storefront", "draft")

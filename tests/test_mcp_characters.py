@@ -287,7 +287,7 @@ async def test_training_progress_reaches_a_client_of_the_classic_handshake(engin
 async def test_train_character_schema_is_the_trainer_declaration(client: Client, engine: Engine) -> None:
     tool = next(t for t in (await client.list_tools()).tools if t.name == "train_character")
     props = tool.input_schema["properties"]
-    declared = engine.trainer_parameters()["parameters"]
+    declared = engine.training.parameters()["parameters"]
     assert set(declared) <= set(props)
     for name, spec in declared.items():
         [branch] = [b for b in props[name].get("anyOf", [props[name]]) if b.get("type") != "null"]

@@ -235,7 +235,9 @@ async def test_prompts_become_draft_products_that_are_published_once_the_user_ac
         assert storefront(tee)["status"] == "draft"
         [print_file] = tee["print_files"]
         assert (print_file["width"], print_file["height"], print_file["dpi"]) == (4500, 5400, 300)
-        assert sorted(m["colour"] for m in tee["mockups"]) == sorted(engine.catalog.get("tshirt").colours)
+        assert sorted(m["colour"] for m in tee["mockups"]) == sorted(
+            engine.products.catalog.get("tshirt").colours
+        )
         # A few mockups inline, every one linked.
         inline = [b for b in made.content if isinstance(b, ImageContent)]
         links = [b for b in made.content if isinstance(b, ResourceLink)]
@@ -263,7 +265,7 @@ async def test_prompts_become_draft_products_that_are_published_once_the_user_ac
         # Where `atelier serve` shows it, by the settings (an MCP call has no URL of its own).
         port = engine.settings.port
         assert listing["url"] == f"http://127.0.0.1:{port}/shop/products/{product['product_id']}"
-        assert (await engine.get_product(product["product_id"])).listing("storefront").status == "published"  # type: ignore[union-attr]
+        assert (await engine.products.get(product["product_id"])).listing("storefront").status == "published"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -289,7 +291,7 @@ async def test_nothing_is_published_when_the_user_does_not_accept(
     assert "nothing was published" in text_of(result)
     assert len(user.asked) == 1
     assert await publish_runs(engine) == []
-    product = await engine.get_product(draft["product_id"])
+    product = await engine.products.get(draft["product_id"])
     assert product.status == "draft" and product.listing("storefront").status == "draft"  # type: ignore[union-attr]
 
 
@@ -302,7 +304,7 @@ async def test_without_elicitation_publishing_needs_confirm_and_shows_what_it_wo
     assert "storefront" in problem
     assert f"product_ids[0]: {draft['product_id']} 'Blue square' (poster) at 15.00" in problem
     assert await publish_runs(engine) == []
-    assert (await engine.get_product(draft["product_id"])).status == "draft"
+    assert (await engine.products.get(draft["product_id"])).status == "draft"
 
     published = await ok(plain, "publish_products", product_ids=[draft["product_id"]], confirm=True)
     assert published["published"] is True and published["confirmed_by"] == "confirm"

@@ -41,7 +41,7 @@ async def finished(engine: Engine, run_id: str) -> dict:
 
 
 async def test_a_prompt_becomes_a_tshirt_and_a_hoodie_with_print_files_and_mockups(engine: Engine) -> None:
-    run = await engine.submit_products(
+    run = await engine.products.submit(
         {"designs": [{"prompt": "a watercolour fox", "seed": 3}], "product_types": ["tshirt", "hoodie"]}
     )
     assert run.kind is RunKind.POD and run.backend == "publishing"
@@ -51,7 +51,7 @@ async def test_a_prompt_becomes_a_tshirt_and_a_hoodie_with_print_files_and_mocku
     design = result["designs"][0]
     assert design["prompt"] == "a watercolour fox" and design["run_id"]
     for summary in result["products"]:
-        product = await engine.get_product(summary["id"])
+        product = await engine.products.get(summary["id"])
         assert product.status == "draft"
         [listing] = product.listings
         assert (
@@ -59,39 +59,41 @@ async def test_a_prompt_becomes_a_tshirt_and_a_hoodie_with_print_files_and_mocku
             and listing.status == "draft"
             and listing.external_id == product.id
         )
-        area = engine.catalog.get(product.type).print_areas["front"]
+        area = engine.products.catalog.get(product.type).print_areas["front"]
         [print_file] = product.print_files
         assert (print_file.width, print_file.height, print_file.dpi) == (area.width, area.height, area.dpi)
         _, data = await engine.read_artifact(print_file.run_id, print_file.filename)
         with Image.open(io.BytesIO(data)) as image:
             assert image.size == (area.width, area.height)
             assert round(image.info["dpi"][0]) == area.dpi
-        assert sorted(m.name for m in product.mockups) == sorted(engine.catalog.get(product.type).colours)
+        assert sorted(m.name for m in product.mockups) == sorted(
+            engine.products.catalog.get(product.type).colours
+        )
 
 
 async def test_publishing_makes_a_draft_visible_and_unpublishing_hides_it(engine: Engine) -> None:
     made = await finished(
         engine,
         (
-            await engine.submit_products(
+            await engine.products.submit(
                 {"designs": [{"source": design_png(1024)}], "product_types": ["poster"]}
             )
         ).id,
     )
     [summary] = made["products"]
-    published = await finished(engine, (await engine.submit_publish([summary["id"]])).id)
+    published = await finished(engine, (await engine.products.submit_publish([summary["id"]])).id)
     assert published["errors"] == []
-    product = await engine.get_product(summary["id"])
+    product = await engine.products.get(summary["id"])
     assert product.status == "published" and product.listing("storefront").status == "published"  # type: ignore[union-attr]
     assert [p.id for p in await engine.ledger.published_on("storefront")] == [product.id]
-    await finished(engine, (await engine.submit_publish([product.id], action="unpublish")).id)
+    await finished(engine, (await engine.products.submit_publish([product.id], action="unpublish")).id)
     assert await engine.ledger.published_on("storefront") == []
 
 
 async def test_a_design_too_small_for_one_type_is_refused_for_it_and_the_others_are_made(
     engine: Engine,
 ) -> None:
-    run = await engine.submit_products(
+    run = await engine.products.submit(
         {"designs": [{"source": design_png(300)}], "product_types": ["poster", "mug"]}
     )
     result = await finished(engine, run.id)
@@ -102,21 +104,21 @@ async def test_a_design_too_small_for_one_type_is_refused_for_it_and_the_others_
 
 async def test_bad_requests_name_what_is_wrong(engine: Engine) -> None:
     with pytest.raises(InvalidInput, match="'cap' is not a product type"):
-        await engine.submit_products({"designs": ["a fox"], "product_types": ["cap"]})
+        await engine.products.submit({"designs": ["a fox"], "product_types": ["cap"]})
     with pytest.raises(InvalidInput, match="printify is not configured: set ATELIER_PRINTIFY_TOKEN"):
-        await engine.submit_products(
+        await engine.products.submit(
             {"designs": ["a fox"], "product_types": ["tshirt"], "platforms": ["printify"]}
         )
     with pytest.raises(InvalidInput, match="designs"):
-        await engine.submit_products({"designs": [], "product_types": ["tshirt"]})
+        await engine.products.submit({"designs": [], "product_types": ["tshirt"]})
     with pytest.raises(InvalidInput, match=r"designs\[0\].source"):
-        await engine.submit_products(
+        await engine.products.submit(
             {"designs": [{"source": "data:image/png;base64,bm90IGFuIGltYWdl"}], "product_types": ["tshirt"]}
         )
     with pytest.raises(InvalidInput, match="price_cents"):
-        await engine.submit_products({"designs": ["a fox"], "product_types": ["tshirt"], "price_cents": 0})
+        await engine.products.submit({"designs": ["a fox"], "product_types": ["tshirt"], "price_cents": 0})
     with pytest.raises(InvalidInput, match="does not exist"):
-        await engine.submit_publish(["prod-000000000000"])
+        await engine.products.submit_publish(["prod-000000000000"])
 
 
 async def test_a_malformed_catalog_file_stops_start_up_naming_the_file_and_the_problem(
@@ -149,11 +151,11 @@ async def test_a_malformed_catalog_file_stops_start_up_naming_the_file_and_the_p
     async with Engine.open(
         Settings.from_env({}, home=tmp_path / "home2", catalog=good, local_step_ms=0)
     ) as engine:
-        assert {"tshirt", "hoodie", "poster", "mug", "tote"} <= set(engine.catalog.types)
+        assert {"tshirt", "hoodie", "poster", "mug", "tote"} <= set(engine.products.catalog.types)
         result = await finished(
             engine,
             (
-                await engine.submit_products(
+                await engine.products.submit(
                     {"designs": [{"source": design_png(800)}], "product_types": ["tote"]}
                 )
             ).id,
@@ -164,7 +166,7 @@ async def test_a_malformed_catalog_file_stops_start_up_naming_the_file_and_the_p
 async def test_a_run_stopped_midway_lists_each_product_once_after_restart(tmp_path: Path) -> None:
     settings = Settings.from_env({}, home=tmp_path / "home", local_step_ms=20)
     async with Engine.open(settings) as engine:
-        run = await engine.submit_products(
+        run = await engine.products.submit(
             {
                 "designs": [{"prompt": "a lighthouse", "steps": 30}],
                 "product_types": ["tshirt", "mug"],
@@ -178,19 +180,19 @@ async def test_a_run_stopped_midway_lists_each_product_once_after_restart(tmp_pa
         result = await finished(engine, run.id)
         assert len(result["products"]) == 2
         for summary in result["products"]:
-            product = await engine.get_product(summary["id"])
+            product = await engine.products.get(summary["id"])
             assert [(x.platform, x.status) for x in product.listings] == [("storefront", "published")]
         designs = (await engine.list_runs(kind="image")).items
         assert (
             len([r for r in designs if r.inputs.get("operation", "txt2img") == "txt2img"]) == 1
         )  # generated once
-        assert len(await engine.list_products()) == 2
+        assert len(await engine.products.list()) == 2
 
 
 async def test_cancelling_a_products_run_cancels_the_design_it_is_waiting_for(tmp_path: Path) -> None:
     settings = Settings.from_env({}, home=tmp_path / "home", local_step_ms=50)
     async with Engine.open(settings) as engine:
-        run = await engine.submit_products(
+        run = await engine.products.submit(
             {"designs": [{"prompt": "a slow fox", "steps": 150}], "product_types": ["mug"]}
         )
         with anyio.fail_after(30):
@@ -201,4 +203,4 @@ async def test_cancelling_a_products_run_cancels_the_design_it_is_waiting_for(tm
             while (await engine.get_run(designs[0].id)).status is not RunStatus.CANCELLED:
                 await anyio.sleep(0.02)
         assert (await engine.get_run(run.id)).status is RunStatus.CANCELLED
-        assert await engine.list_products() == []
+        assert await engine.products.list() == []

@@ -69,7 +69,7 @@ def settings_of(tmp_path: Path, env: dict[str, str], **overrides: Any) -> Settin
 
 
 async def made(engine: Engine, request: dict[str, Any]) -> dict[str, Any]:
-    run = await engine.wait((await engine.submit_products(request)).id, timeout_s=120)
+    run = await engine.wait((await engine.products.submit(request)).id, timeout_s=120)
     assert run.status is RunStatus.COMPLETED, run.error
     assert run.result is not None
     return run.result
@@ -98,7 +98,7 @@ async def test_products_are_created_and_published_on_every_platform(tmp_path: Pa
         assert sorted(p["blueprint_id"] for p in held) == [12, 77]
         assert all(any(tag.startswith("atelier:prod-") for tag in p["tags"]) for p in held)
         assert sorted(p.status for p in shopify.products.values()) == ["ACTIVE", "ACTIVE"]
-        health = await engine.platform_health()
+        health = await engine.products.platform_health()
         assert health["printify"]["ok"] and health["shopify"]["ok"] and health["storefront"]["ok"]
 
 
@@ -161,7 +161,7 @@ async def test_tokens_never_show_in_logs_ledger_results_or_documents(
                 engine, {"designs": [{"source": design()}], "product_types": ["tshirt"], "publish": True}
             )
             status = await engine.status()
-            health = await engine.platform_health()
+            health = await engine.products.platform_health()
             import httpx
 
             from http_compat.app import build_app
@@ -194,7 +194,7 @@ async def test_kill_9_mid_publish_then_restart_leaves_one_product_per_design_and
         try:
             client = Settings.from_env(env, home=home)
             async with Engine.open(client, role="client") as engine:
-                run = await engine.submit_products(
+                run = await engine.products.submit(
                     {
                         "designs": [{"source": design()}],
                         "product_types": ["tshirt", "hoodie"],

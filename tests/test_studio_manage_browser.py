@@ -157,7 +157,7 @@ async def test_a_product_is_published_after_confirming_and_status_shows_the_prev
         assert "$24.99" in (await dialog.text_content() or "")
         assert await page.text_content("#publish-dialog-platforms") == "storefront"
         await page.click("text=Not now")
-        assert (await served.engine.get_product(product.id)).listings == []
+        assert (await served.engine.products.get(product.id)).listings == []
 
         await page.click("#publish-button")
         await page.click("#publish-confirm")

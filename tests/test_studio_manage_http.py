@@ -116,7 +116,7 @@ async def test_publishing_needs_confirmation_and_named_platforms(tmp_path: Path)
         assert answer.status_code == 422 and "not a platform" in fields(answer)["platforms"]
         answer = await http.post(url, json={"platforms": ["storefront"], "action": "sell"})
         assert answer.status_code == 422 and "action" in fields(answer)
-        assert (await served.engine.get_product(product.id)).listings == []
+        assert (await served.engine.products.get(product.id)).listings == []
 
         for path in (
             "/api/products/prod-000000000000",
@@ -139,7 +139,7 @@ async def test_publishing_needs_confirmation_and_named_platforms(tmp_path: Path)
         answer = await http.post(url, json={"platforms": ["storefront"], "action": "unpublish"})
         assert answer.status_code == 201
         await served.finished(answer.json()["id"])
-        assert (await served.engine.get_product(product.id)).listing("storefront").status == "unpublished"  # type: ignore[union-attr]
+        assert (await served.engine.products.get(product.id)).listing("storefront").status == "unpublished"  # type: ignore[union-attr]
 
 
 async def test_status_reports_the_preview_renderer_and_counts_finished_runs(tmp_path: Path) -> None:

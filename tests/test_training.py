@@ -41,7 +41,7 @@ async def mara_with_images(engine: Engine, count: int = 6) -> str:
 
 
 async def trained(engine: Engine, character: str, steps: int = 60) -> None:
-    run = await engine.submit_training(character, {"steps": steps})
+    run = await engine.training.submit(character, {"steps": steps})
     done = await engine.wait(run.id, timeout_s=60)
     assert done.status is RunStatus.COMPLETED, done.error
 
@@ -62,15 +62,15 @@ async def test_a_character_is_created_with_a_trigger_word_and_found_by_name_or_i
 async def test_training_without_images_is_refused_with_the_documented_words(engine: Engine) -> None:
     mara = await engine.characters.create("Mara")
     with pytest.raises(InvalidInput, match="No training images uploaded for this character"):
-        await engine.submit_training(mara.id)
+        await engine.training.submit(mara.id)
     with pytest.raises(CharacterNotFound):
-        await engine.submit_training("char-000000000000")
+        await engine.training.submit("char-000000000000")
 
 
 async def test_bad_parameters_are_named_with_their_ranges(engine: Engine) -> None:
     mara = await mara_with_images(engine, 2)
     with pytest.raises(InvalidInput) as refused:
-        await engine.submit_training(mara, {"steps": 0, "learning_rate": "fast", "colour": "red"})
+        await engine.training.submit(mara, {"steps": 0, "learning_rate": "fast", "colour": "red"})
     text = str(refused.value)
     assert "steps: must be an integer in" in text
     assert "learning_rate: must be a number" in text
@@ -81,7 +81,7 @@ async def test_training_makes_v1_active_and_the_run_says_what_it_made(
     engine: Engine, settings: Settings
 ) -> None:
     mara = await mara_with_images(engine)
-    run = await engine.submit_training("Mara", {"steps": 80})
+    run = await engine.training.submit("Mara", {"steps": 80})
     assert run.kind is RunKind.TRAINING and run.backend == "training" and run.max_steps == 80
     done = await engine.wait(run.id, timeout_s=60)
     assert done.status is RunStatus.COMPLETED, done.error
@@ -99,11 +99,11 @@ async def test_training_makes_v1_active_and_the_run_says_what_it_made(
 
 async def test_a_second_training_of_the_same_character_waits_its_turn(engine: Engine) -> None:
     mara = await mara_with_images(engine, 3)
-    first = await engine.submit_training(mara, {"steps": 5000})
+    first = await engine.training.submit(mara, {"steps": 5000})
     with pytest.raises(Conflict, match="already being trained"):
-        await engine.submit_training(mara, {"steps": 100})
+        await engine.training.submit(mara, {"steps": 100})
     await engine.cancel(first.id)
-    second = await engine.submit_training(mara, {"steps": 20})
+    second = await engine.training.submit(mara, {"steps": 20})
     assert (await engine.wait(second.id, timeout_s=60)).status is RunStatus.COMPLETED
 
 
@@ -151,11 +151,11 @@ async def test_deleting_a_character_is_refused_while_it_trains_and_then_removes_
     mara = await mara_with_images(engine, 3)
     await trained(engine, mara, steps=20)
     made = await engine.wait((await engine.submit_image({"prompt": "mara", "character": mara})).id, 30)
-    training = await engine.submit_training(mara, {"steps": 5000})
+    training = await engine.training.submit(mara, {"steps": 5000})
     with pytest.raises(Conflict, match="cancel that run first"):
-        await engine.delete_character(mara)
+        await engine.training.delete_character(mara)
     await engine.cancel(training.id)
-    await engine.delete_character(mara)
+    await engine.training.delete_character(mara)
     assert not (settings.characters_dir / mara).exists()
     with pytest.raises(CharacterNotFound):
         await engine.characters.get(mara)
@@ -166,7 +166,7 @@ async def test_deleting_a_character_is_refused_while_it_trains_and_then_removes_
 
 async def test_image_runs_are_not_held_up_by_a_long_training(engine: Engine) -> None:
     mara = await mara_with_images(engine, 2)
-    training = await engine.submit_training(mara, {"steps": 20000})
+    training = await engine.training.submit(mara, {"steps": 20000})
     image = await engine.submit_image({"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2})
     assert (await engine.wait(image.id, timeout_s=10)).status is RunStatus.COMPLETED
     assert (await engine.get_run(training.id)).status is RunStatus.RUNNING
@@ -177,7 +177,7 @@ async def test_a_training_stopped_by_a_restart_resumes_from_its_checkpoint(tmp_p
     settings = Settings.from_env({}, home=tmp_path / "home", local_step_ms=0, preview_train_step_ms=5)
     async with Engine.open(settings) as engine:
         mara = await mara_with_images(engine, 3)
-        run = await engine.submit_training(mara, {"steps": 1000})
+        run = await engine.training.submit(mara, {"steps": 1000})
         with anyio.fail_after(30):
             while (await engine.get_run(run.id)).step < 400:
                 await anyio.sleep(0.05)
@@ -199,7 +199,7 @@ async def test_an_ai_toolkit_that_is_not_installed_is_reported_and_fails_its_run
         assert status["healthy"] is True  # image generation does not need the trainer
         assert status["trainer"]["ok"] is False and "ATELIER_AITOOLKIT_DIR" in status["trainer"]["reason"]
         mara = await mara_with_images(engine, 2)
-        run = await engine.submit_training(mara, {"steps": 10})
+        run = await engine.training.submit(mara, {"steps": 10})
         failed = await engine.wait(run.id, timeout_s=30)
         assert failed.status is RunStatus.FAILED and failed.attempts == 1
         assert "ai-toolkit cannot start" in (failed.error or "") and "ATELIER_AITOOLKIT_DIR" in (
@@ -219,7 +219,7 @@ async def test_a_gpu_out_of_memory_fails_the_run_at_once_saying_what_to_change(
     )
     async with Engine.open(settings) as engine:
         mara = await mara_with_images(engine, 2)
-        run = await engine.submit_training(mara, {"steps": 10})
+        run = await engine.training.submit(mara, {"steps": 10})
         failed = await engine.wait(run.id, timeout_s=30)
     assert failed.status is RunStatus.FAILED and failed.attempts == 1  # not retried: it cannot succeed
     assert "the GPU ran out of memory" in (failed.error or "")
@@ -231,7 +231,7 @@ async def test_a_cancelled_training_retried_resumes_and_deleting_it_removes_its_
     settings = Settings.from_env({}, home=tmp_path / "home", preview_train_step_ms=2)
     async with Engine.open(settings) as engine:
         mara = await mara_with_images(engine, 2)
-        run = await engine.submit_training(mara, {"steps": 600})
+        run = await engine.training.submit(mara, {"steps": 600})
         with anyio.fail_after(30):
             while (await engine.get_run(run.id)).step < 250:
                 await anyio.sleep(0.05)
@@ -243,7 +243,7 @@ async def test_a_cancelled_training_retried_resumes_and_deleting_it_removes_its_
         assert done.status is RunStatus.COMPLETED and done.result is not None
         assert done.result["resumed_from_step"] >= 200
         assert any("resumed from the checkpoint" in e.message for e in await engine.logs(run.id))
-        again = await engine.submit_training(mara, {"steps": 5000})
+        again = await engine.training.submit(mara, {"steps": 5000})
         with anyio.fail_after(30):
             while not (settings.training_dir / again.id).is_dir():
                 await anyio.sleep(0.02)
@@ -256,7 +256,7 @@ async def test_the_command_line_lists_a_training_run_by_what_it_trains(tmp_path:
     settings = Settings.from_env({}, home=tmp_path / "home", preview_train_step_ms=0)
     async with Engine.open(settings) as engine:
         mara = await mara_with_images(engine, 2)
-        run = await engine.submit_training(mara, {"steps": 30})
+        run = await engine.training.submit(mara, {"steps": 30})
         assert (await engine.wait(run.id, timeout_s=30)).status is RunStatus.COMPLETED
     listed = subprocess.run(
         [*atelier_command(), "runs", "--kind", "training"],

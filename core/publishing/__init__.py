@@ -3,7 +3,8 @@
 `core.publishing.catalog` is what can be made (product types, print areas, platform mappings);
 `core.publishing.models` what a product is. The `Publisher` port below is what a platform does;
 its adapters are `storefront` (the embedded shop, default), `printify` (REST v1) and `shopify`
-(Admin GraphQL).
+(Admin GraphQL). `core.publishing.products` is what callers ask (`engine.products`): products
+and publish runs, products, platforms.
 
 Publishing is durable (see `core.publishing.listings`): a listing is recorded as `creating`
 before a platform is called and with the platform's product id the moment it exists. A

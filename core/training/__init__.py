@@ -14,7 +14,9 @@ leave nothing running behind. It raises `core.errors.BackendError` for a failure
 what a person needs to act on (`retryable=False` where trying again cannot help).
 
 Adapters: `core.training.aitoolkit` (ostris/ai-toolkit as a subprocess, GPU boxes) and
-`core.training.preview` (the embedded preview trainer, no GPU, seconds).
+`core.training.preview` (the embedded preview trainer, no GPU, seconds). The training run kind
+is `core.training.kind`; what callers ask of training (`engine.training`) is
+`core.training.trainings`.
 """
 
 from __future__ import annotations

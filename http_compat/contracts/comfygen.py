@@ -275,7 +275,9 @@ def build(engine: Engine, settings: Settings) -> Api:
         params = body.model_dump(exclude_none=True, exclude={"workflow", "seed", "loras"})
         meta: dict[str, Any] = {"door": "comfygen"}
         if body.workflow is not None:
-            known = [w["name"] for w in engine.list_workflows()["workflows"] if w["operation"] == "txt2img"]
+            known = [
+                w["name"] for w in engine.images.list_workflows()["workflows"] if w["operation"] == "txt2img"
+            ]
             params["workflow"] = parse_workflow(body.workflow, known)
             meta["workflow_file"] = body.workflow
         if body.seed is not None and body.seed != -1:

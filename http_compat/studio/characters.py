@@ -8,7 +8,7 @@ its LoRA versions, delete). A character's training images are served at
 JSON (`/api/characters...`): create, read, delete; upload images (multipart `files`, the same
 caps as Isengard's upload: `ATELIER_MAX_UPLOAD_BYTES` for the request, `max_character_images`
 files, each file judged by `core.characters.uploads`, which names each refused file's reason)
-and remove one; train (`engine.submit_training`, the trainer's own parameters) and cancel that
+and remove one; train (`engine.training.submit`, the trainer's own parameters) and cancel that
 training; choose the active version.
 
 Decisions:
@@ -115,14 +115,14 @@ def add_characters(api: Api, engine: Engine, settings: Settings) -> None:
         return await engine.characters.get(ref)
 
     async def detail(character: Character, prefix: str) -> dict[str, Any]:
-        return character_detail(character, await engine.training_of(character.id), prefix)
+        return character_detail(character, await engine.training.runs_of(character.id), prefix)
 
     @api.route("GET", "/characters", summary="Characters: the list and the create form", produces="text/html")
     async def characters_page(request: Request) -> Response:
         prefix = prefix_of(request)
         rows = []
         for character in await engine.characters.list():
-            busy = await engine.training_of(character.id, active_only=True)
+            busy = await engine.training.runs_of(character.id, active_only=True)
             rows.append(character_summary(character, busy[0] if busy else None, prefix))
         return render("characters.html", prefix, characters=rows, logged_in=logged_in)
 
@@ -142,7 +142,7 @@ def add_characters(api: Api, engine: Engine, settings: Settings) -> None:
                 back_text="See every character",
                 logged_in=logged_in,
             )
-        trainer = engine.trainer_parameters()
+        trainer = engine.training.parameters()
         return render(
             "characters_one.html",
             prefix,
@@ -203,7 +203,7 @@ def add_characters(api: Api, engine: Engine, settings: Settings) -> None:
     )
     async def delete(request: Request) -> Response:
         character = await character_of(request)
-        await engine.delete_character(character.id)  # Conflict (409) while it trains
+        await engine.training.delete_character(character.id)  # Conflict (409) while it trains
         return Response(status_code=204)
 
     @api.route(
@@ -267,7 +267,7 @@ def add_characters(api: Api, engine: Engine, settings: Settings) -> None:
         try:
             if not isinstance(params, dict):
                 raise InvalidInput("params", "must be an object of training parameters")
-            run = await engine.submit_training(character.id, params, meta={"door": "studio"})
+            run = await engine.training.submit(character.id, params, meta={"door": "studio"})
         except InvalidInput as exc:
             return refused(exc)
         except Conflict as exc:
@@ -282,7 +282,7 @@ def add_characters(api: Api, engine: Engine, settings: Settings) -> None:
     )
     async def cancel_training(request: Request) -> Response:
         character = await character_of(request)
-        busy = await engine.training_of(character.id, active_only=True)
+        busy = await engine.training.runs_of(character.id, active_only=True)
         if not busy:
             raise ApiError(409, f"{character.name} is not being trained", code="CONFLICT")
         return JSONResponse(card(await engine.cancel(busy[0].id), prefix_of(request)))

@@ -153,7 +153,7 @@ def add_generate(api: Api, engine: Engine, settings: Settings) -> None:
         status: int = 200,
     ) -> Response:
         prefix = prefix_of(request)
-        workflows = engine.list_workflows()["workflows"]
+        workflows = engine.images.list_workflows()["workflows"]
         characters = await engine.characters.list()
         errors = dict(errors or {})
         shown = {name for name in errors if name in FIELDS}

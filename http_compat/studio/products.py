@@ -7,7 +7,7 @@ files are served at `/products/{id}/files/{name}` under the shop's names for the
 streamed from the runs that made them; no other file of those runs is reachable this way.
 
 JSON: `GET /api/products/{id}`; `POST /api/products/{id}/publish` with `{platforms, action,
-confirm}` queues a publish (or unpublish) run (`engine.submit_publish`) and answers its card;
+confirm}` queues a publish (or unpublish) run (`engine.products.submit_publish`) and answers its card;
 the page follows it on the live channel and then reads the product again.
 
 Decisions:
@@ -15,7 +15,7 @@ Decisions:
   the page sends only from its confirmation dialog (titles, price, platforms shown); without it
   the answer is a 422 on `confirm`. Unpublishing needs no confirmation: it sells nothing.
 - The platforms offered are every platform Atelier knows; one that is not configured is shown
-  with what it lacks (`engine.check_platforms`'s own message) and cannot be chosen. The enabled
+  with what it lacks (`engine.products.check_platforms`'s own message) and cannot be chosen. The enabled
   ones (ATELIER_ENABLED_PLATFORMS) start ticked.
 - A malformed product id is a 404 like an unknown one.
 """
@@ -50,9 +50,9 @@ def platforms_of(engine: Engine, settings: Settings) -> list[dict[str, Any]]:
     """Every platform: whether it is configured (and if not, what it lacks) and enabled by default."""
     enabled = set(settings.platform_names)
     shown = []
-    for name in engine.publishers:
+    for name in engine.products.publishers:
         try:
-            engine.check_platforms([name])
+            engine.products.check_platforms([name])
             problem = None
         except InvalidInput as exc:
             problem = exc.problem
@@ -70,7 +70,7 @@ def product_view(engine: Engine, product: Product, prefix: str) -> dict[str, Any
         return f"{base}/files/{file_name(role, name, filename)}"
 
     design = design_of(product)
-    type_ = engine.catalog.types.get(product.type)
+    type_ = engine.products.catalog.types.get(product.type)
     return {
         "id": product.id,
         "title": product.title,
@@ -118,7 +118,7 @@ def add_products(api: Api, engine: Engine, settings: Settings) -> None:
         product_id = request.path_params["id"]
         if not PRODUCT_ID_RE.fullmatch(product_id):
             raise ApiError(404, "no such product (that is not a product id)", code="NOT_FOUND")
-        return await engine.get_product(product_id)
+        return await engine.products.get(product_id)
 
     @api.route(
         "GET",
@@ -130,7 +130,7 @@ def add_products(api: Api, engine: Engine, settings: Settings) -> None:
     async def products_page(request: Request) -> Response:
         prefix = prefix_of(request)
         page = query_int(request, "page", default=1, low=1, high=100_000)
-        found = await engine.list_products(limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+        found = await engine.products.list(limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
         return render(
             "products.html",
             prefix,
@@ -201,14 +201,16 @@ def add_products(api: Api, engine: Engine, settings: Settings) -> None:
             platforms = data.get("platforms")
             if not isinstance(platforms, list) or not platforms:
                 raise InvalidInput("platforms", "choose at least one platform")
-            names = engine.check_platforms(platforms)
+            names = engine.products.check_platforms(platforms)
             if action == "publish" and data.get("confirm") is not True:
                 raise InvalidInput(
                     "confirm",
                     f"publishing makes {product.title!r} visible to buyers on {', '.join(names)}: "
                     "confirm it first",
                 )
-            run = await engine.submit_publish([product.id], names, action=action, meta={"door": "studio"})
+            run = await engine.products.submit_publish(
+                [product.id], names, action=action, meta={"door": "studio"}
+            )
         except InvalidInput as exc:
             return refused(exc)
         return JSONResponse(card(run, prefix_of(request)), status_code=201)

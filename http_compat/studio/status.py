@@ -76,7 +76,7 @@ class StatusReport:
     async def platforms(self) -> dict[str, dict[str, Any]]:
         now = anyio.current_time()
         if self._platforms is None or now - self._platforms[0] > PLATFORM_HEALTH_S:
-            self._platforms = (now, await self.engine.platform_health())
+            self._platforms = (now, await self.engine.products.platform_health())
         return self._platforms[1]
 
     async def build(self) -> dict[str, Any]:
@@ -86,6 +86,7 @@ class StatusReport:
         minute = await self.engine.ledger.finished_since(now - 60)
         hour = await self.engine.ledger.finished_since(now - 3600)
         metrics = report.get("metrics", {})
+        publishers = self.engine.products.publishers
         return {
             "healthy": report.get("healthy", False),
             "checked_at": time.strftime("%H:%M:%S UTC", time.gmtime(now)),
@@ -105,9 +106,9 @@ class StatusReport:
             },
             "platforms": [
                 # Whether it is configured is the publisher's to say: not every health report says it.
-                {"name": name, **health, "configured": self.engine.publishers[name].configured()}
+                {"name": name, **health, "configured": publishers[name].configured()}
                 for name, health in (await self.platforms()).items()
-                if name in self.engine.publishers
+                if name in publishers
             ],
         }
 

@@ -4,12 +4,12 @@ Decisions:
 - A character is named by its id (`char-...`) or its name, whatever its case, in every tool.
 - add_character_images takes sources exactly as transform_image does (a run's image, a file in
   an allowed folder, an allowed URL, base64), read under the same source policy
-  (`engine.read_source`); what the bytes are is then judged by the one training-image check
+  (`engine.images.read_source`); what the bytes are is then judged by the one training-image check
   (`core.characters.uploads`), so a refused file gets its precise reason ("SVG is not
   accepted", "needs at least 256 pixels"). Each refused source is named by its index with its
   reason and the good ones are kept: a partly refused call is a success that lists what it refused.
 - train_character's training parameters are built from the trainer's declaration
-  (`engine.trainer_parameters()`): types, ranges, choices and defaults in the schema are the
+  (`engine.training.parameters()`): types, ranges, choices and defaults in the schema are the
   trainer's own, and a parameter the trainer does not use says so.
 - delete_character while the character trains is a tool error saying to cancel the training run
   first (the product decision of issue 11): deleting never stops a training behind one's back.
@@ -115,7 +115,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
 
     async def shown(ref: str, text: str = "") -> CallToolResult:
         character = await engine.characters.get(ref)
-        training = await engine.training_of(character.id)
+        training = await engine.training.runs_of(character.id)
         return await cviews.character_result(
             engine, character, training, expose_paths=expose_paths, text=text
         )
@@ -190,7 +190,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         """
         with character_errors():
             before = await engine.characters.get(character)
-            await engine.delete_character(before.id)
+            await engine.training.delete_character(before.id)
             view = CharacterDeleted(
                 character_id=before.id,
                 name=before.name,
@@ -228,7 +228,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
             refused: list[RefusedSource] = []
             for index, source in enumerate(sources):
                 try:
-                    data, origin = await engine.read_source(source)
+                    data, origin = await engine.images.read_source(source)
                 except InvalidInput as exc:
                     refused.append(RefusedSource(index=index, source=_shown(source), reason=exc.problem))
                     continue
@@ -279,7 +279,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
 
 def _train_character(engine: Engine, *, expose_paths: bool) -> Tool:
     """train_character, its training parameters taken from the trainer's declaration."""
-    declared = engine.trainer_parameters()
+    declared = engine.training.parameters()
     trainer, parameters = declared["trainer"], declared["parameters"]
     found = ToolList()
     clashing = set(parameters) & _TRAIN_TOOL_PARAMETERS
@@ -298,7 +298,7 @@ def _train_character(engine: Engine, *, expose_paths: bool) -> Tool:
     ) -> CallToolResult:
         with character_errors():
             given = {name: value for name, value in params.items() if value is not None}
-            run = await engine.submit_training(
+            run = await engine.training.submit(
                 character, given, priority=priority, idempotency_key=idempotency_key
             )
             run = await wait_reporting(engine, run, wait_seconds, ctx)

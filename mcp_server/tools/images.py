@@ -239,7 +239,7 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         defaults and the ComfyUI node types it needs. `problems` lists user workflow files
         that could not be loaded, and why.
         """
-        return engine.list_workflows()
+        return engine.images.list_workflows()
 
     @found.tool(READ_ONLY)
     async def list_models() -> dict[str, Any]:
@@ -248,6 +248,6 @@ def tools(engine: Engine, *, expose_paths: bool) -> list[Tool]:
         Use these names for `checkpoint` and `loras`. Empty with the preview renderer.
         """
         with tool_errors():
-            return await engine.list_models()
+            return await engine.images.list_models()
 
     return found.tools

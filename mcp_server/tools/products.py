@@ -75,7 +75,7 @@ RunWait = Annotated[
 def tools(engine: Engine) -> list[Tool]:
     """list_product_types, compose_prompts, create_products, list_products and get_product over `engine`."""
     found = ToolList()
-    known_types = ", ".join(engine.catalog.types)
+    known_types = ", ".join(engine.products.catalog.types)
 
     # -- the catalog and prompts ------------------------------------------------------------------
 
@@ -87,7 +87,7 @@ def tools(engine: Engine) -> list[Tool]:
         sizes, default price, and the platforms that map it, with whether that mapping is a
         verified fact or an assumption. Cheap. Use the `key` in create_products' `product_types`.
         """
-        return pviews.catalog_view(engine, engine.catalog)
+        return pviews.catalog_view(engine, engine.products.catalog)
 
     async def ask_model(
         theme: str,
@@ -256,7 +256,7 @@ def tools(engine: Engine) -> list[Tool]:
             "price_cents": price_cents,
         }
         with product_errors(_design_field(design is not None)):
-            run = await engine.submit_products(request, priority=priority, idempotency_key=idempotency_key)
+            run = await engine.products.submit(request, priority=priority, idempotency_key=idempotency_key)
             run = await wait_reporting(engine, run, wait_seconds, ctx, step_words)
             products, view = await run_answer(engine, run)
             return await pviews.products_result(
@@ -278,7 +278,7 @@ def tools(engine: Engine) -> list[Tool]:
         """Products, newest first, with their listings per platform (status and URL), print files
         and mockup links. Cheap. get_product shows one with mockup thumbnails."""
         with product_errors(lambda field: "type" if field == "product_types" else field):
-            found_products = await engine.list_products(status=status, type=type, limit=limit, offset=offset)
+            found_products = await engine.products.list(status=status, type=type, limit=limit, offset=offset)
         return ProductList(
             products=[pviews.product_view(engine, p) for p in found_products],
             next_offset=offset + limit if len(found_products) == limit else None,
@@ -289,7 +289,7 @@ def tools(engine: Engine) -> list[Tool]:
         """One product: title, price, status, its listings per platform (with URLs), its print files
         (size, DPI, links) and its mockups (thumbnails and links). Cheap."""
         with product_errors(one_product_field):
-            product = await engine.get_product(product_id)
+            product = await engine.products.get(product_id)
         return await pviews.products_result(
             engine,
             [product],
@@ -313,7 +313,7 @@ async def run_products(engine: Engine, run: Run) -> list[Product]:
     products = []
     for product_id in ids:
         try:
-            products.append(await engine.get_product(product_id))
+            products.append(await engine.products.get(product_id))
         except ProductNotFound:
             continue
     return products

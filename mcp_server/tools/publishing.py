@@ -97,10 +97,10 @@ def tools(engine: Engine) -> list[Tool]:
     async def what_would_publish(
         product_ids: list[str], platforms: list[str] | None
     ) -> tuple[list[Product], list[str]]:
-        products = [await engine.get_product(product_id) for product_id in dict.fromkeys(product_ids)]
+        products = [await engine.products.get(product_id) for product_id in dict.fromkeys(product_ids)]
         # The engine's own platform check (default platforms, configured or not), made before
         # anyone is asked to confirm.
-        names = engine.check_platforms(platforms)
+        names = engine.products.check_platforms(platforms)
         return products, names
 
     @found.tool(PUBLISHES, structured_output=True)
@@ -169,7 +169,7 @@ def tools(engine: Engine) -> list[Tool]:
                     + "\n".join(pviews.product_line(engine, p) for p in products)
                 )
                 return said(text, view)
-            run = await engine.submit_publish(ids, names, action="publish")
+            run = await engine.products.submit_publish(ids, names, action="publish")
             run = await wait_reporting(engine, run, wait_seconds, ctx, step_words)
             changed, made = await run_answer(engine, run)
             view = PublishOutcome(
@@ -193,8 +193,8 @@ def tools(engine: Engine) -> list[Tool]:
         """Take a product off sale on the platforms (default: the enabled ones); it stays as a product
         and can be published again. Queues a run and waits; returns the product's listings."""
         with product_errors(one_product_field):
-            product = await engine.get_product(product_id)
-            run = await engine.submit_publish([product.id], platforms, action="unpublish")
+            product = await engine.products.get(product_id)
+            run = await engine.products.submit_publish([product.id], platforms, action="unpublish")
             run = await wait_reporting(engine, run, wait_seconds, ctx, step_words)
             changed, view = await run_answer(engine, run)
             return said(run_text(engine, "Unpublishing.", view, changed), view)

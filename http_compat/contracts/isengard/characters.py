@@ -140,13 +140,13 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
     )
     async def delete(request: Request) -> Response:
         character = await jobs.character(request.path_params["id"])
-        busy = await engine.training_of(character.id, active_only=True)
+        busy = await engine.training.runs_of(character.id, active_only=True)
         if busy:
             raise training_conflict(character.name, busy[0].id)
         try:
-            await engine.delete_character(character.id)
+            await engine.training.delete_character(character.id)
         except Conflict:  # a training started meanwhile
-            busy = await engine.training_of(character.id, active_only=True)
+            busy = await engine.training.runs_of(character.id, active_only=True)
             raise training_conflict(character.name, busy[0].id if busy else None) from None
         return Response(status_code=204)
 

@@ -86,7 +86,7 @@ class Info(BaseModel):
 
 def training_parameters(engine: Engine) -> dict[str, ParameterSpec]:
     """The configured trainer's declared parameters (what a training config is checked against)."""
-    declared = engine.trainer_parameters()["parameters"]
+    declared = engine.training.parameters()["parameters"]
     return {
         name: ParameterSpec(
             type=spec["type"],
@@ -145,7 +145,7 @@ def _spec(info: FieldInfo, kind: str, description: str) -> ParameterSpec:
 def declare(api: Api, engine: Engine, settings: Settings, version: str) -> None:
     """`/health`, `/ready` and `/info`, at the root and under `/api`, on `api`."""
     mode: Literal["fast-test", "production"] = "fast-test" if settings.backend == "local" else "production"
-    trainer = engine.trainer_parameters()["trainer"]
+    trainer = engine.training.parameters()["trainer"]
 
     for prefix in ("", "/api"):
 
@@ -186,10 +186,12 @@ def declare(api: Api, engine: Engine, settings: Settings, version: str) -> None:
         )
         async def info(request: Request) -> Response:
             variants = [
-                w["name"] for w in engine.list_workflows()["workflows"] if w.get("operation") == "txt2img"
+                w["name"]
+                for w in engine.images.list_workflows()["workflows"]
+                if w.get("operation") == "txt2img"
             ]
-            declared = engine.trainer_parameters()
-            ready = await engine.trainer_health()
+            declared = engine.training.parameters()
+            ready = await engine.training.health()
             body = Info(
                 name="Isengard API",
                 version=version,

@@ -29,7 +29,7 @@ def config_model(engine: Engine) -> type[BaseModel]:
     fields: dict[str, Any] = {
         "method": (Literal["lora"], Field(default="lora", description="The only method: lora.")),
     }
-    for name, spec in engine.trainer_parameters()["parameters"].items():
+    for name, spec in engine.training.parameters()["parameters"].items():
         kind: Any = _TYPES[spec["type"]]
         if spec.get("choices"):
             kind = Literal[tuple(spec["choices"])]
@@ -71,7 +71,7 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
     async def list_jobs(request: Request) -> Response:
         character_id = request.query_params.get("character_id")
         if character_id:
-            runs = await engine.training_of(character_id)
+            runs = await engine.training.runs_of(character_id)
         else:
             runs = await _every_training(engine)
         return json_response([await jobs.training_view(run) for run in runs])
@@ -102,12 +102,12 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
     )
     async def start(request: Request, body: Any) -> Response:
         character = await jobs.character(body.character_id)
-        busy = await engine.training_of(character.id, active_only=True)
+        busy = await engine.training.runs_of(character.id, active_only=True)
         if busy:
             raise already_training(character.name, busy[0])
         params = body.config.model_dump(exclude={"method"}, exclude_none=True)
         try:
-            run = await engine.submit_training(character.id, params, meta={"door": "isengard"})
+            run = await engine.training.submit(character.id, params, meta={"door": "isengard"})
         except CharacterNotFound:  # deleted meanwhile
             raise not_found("Character", body.character_id) from None
         except InvalidInput as exc:
@@ -115,7 +115,7 @@ def declare(api: Api, engine: Engine, settings: Settings, jobs: Jobs) -> None:
                 raise
             raise ApiError(400, exc.problem) from None  # the document's own words, unprefixed
         except Conflict:  # another start won the race
-            busy = await engine.training_of(character.id, active_only=True)
+            busy = await engine.training.runs_of(character.id, active_only=True)
             if not busy:
                 raise
             raise already_training(character.name, busy[0]) from None

@@ -25,7 +25,7 @@ Mapping onto the engine:
 
 Products (designs -> print files and mockups -> products -> listings on the platforms):
 - A generate job (`POST /api/generate`, or `POST /api/jobs` type `generate`) is ONE products run
-  (`engine.submit_products`, kind `pod`): `{designs: [{prompt}] x count, product_types:
+  (`engine.products.submit`, kind `pod`): `{designs: [{prompt}] x count, product_types:
   productTypes, publish: autoPublish, platforms: ATELIER_ENABLED_PLATFORMS, composed_from: {theme,
   style, niche} when composed}`. Its designs are image runs the products run makes (they are parts
   of the job: not listed, counted or reported on socket.io as jobs of their own).
@@ -65,7 +65,7 @@ Products (designs -> print files and mockups -> products -> listings on the plat
   mockups (its artifacts) and its designs (`design-NN.<ext>`, read from the image run that made
   it or the image given); an image job's images.
 - A batch (`POST /api/generate/batch`, or `POST /api/jobs` with type `batch` and `request.items`)
-  is one parent run with one products run per item (1..100 items; `engine.submit_products_batch`):
+  is one parent run with one products run per item (1..100 items; `engine.products.submit_batch`):
   each item is a generate request made into its own products, exactly as a generate job would
   be, all items checked before any is queued (a bad one is named `items.N`). Its progress is the
   children's combined steps. Once final its `result` is `{results, errors, total}`: `results[i]`

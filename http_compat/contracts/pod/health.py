@@ -56,7 +56,7 @@ async def compute_metrics(engine: Engine, clock: Clock) -> dict[str, Any]:
 
 async def platforms_up(engine: Engine) -> dict[str, bool]:
     """Each platform: true only when it is configured and answering."""
-    found = await engine.platform_health()
+    found = await engine.products.platform_health()
     return {name: bool((found.get(name) or {}).get("ok")) for name in PLATFORMS}
 
 
@@ -73,10 +73,11 @@ def add_routes(api: Api, engine: Engine, settings: Settings, clock: Clock) -> No
         up = await platforms_up(engine)
         # A platform jobs list on (enabled and configured) that does not answer: products are
         # still made and listed on the others, and its failure is named in each job's errors.
+        publishers = engine.products.publishers
         down = [
             name
             for name in settings.platform_names
-            if name in engine.publishers and engine.publishers[name].configured() and not up.get(name, False)
+            if name in publishers and publishers[name].configured() and not up.get(name, False)
         ]
         metrics = await compute_metrics(engine, clock)
         finished = metrics["completedJobs"] + metrics["failedJobs"]

@@ -89,7 +89,7 @@ class Submitter:
         priority: str,
         max_retries: int | None,
     ) -> Response:
-        run = await self.engine.submit_products(
+        run = await self.engine.products.submit(
             products,
             priority=priority,
             max_attempts=attempts(max_retries),
@@ -130,7 +130,7 @@ class Submitter:
         for index, item in enumerate(body.items):
             check_types(self.engine, item, f"items.{index}")
         platforms = self.settings.platform_names
-        run = await self.engine.submit_products_batch(
+        run = await self.engine.products.submit_batch(
             [generate_products(item, platforms) for item in body.items],
             priority=priority,
             max_attempts=attempts(max_retries),
@@ -320,7 +320,7 @@ async def still_published(engine: Engine, run: Run) -> bool:
         return any([await still_published(engine, item) for item in await children_of(engine, run)])
     for made in (run.result or {}).get("products") or []:
         try:
-            product = await engine.get_product(made["id"])
+            product = await engine.products.get(made["id"])
         except ProductNotFound:
             continue
         if any(listing.status == "published" for listing in product.listings):

@@ -74,7 +74,7 @@ def check_types(engine: Engine, terms: ProductTerms, where: str) -> None:
     """Every product type is in the catalog, or a 400 naming the known ones."""
     for key in terms.productTypes:
         try:
-            engine.catalog.get(key)
+            engine.products.catalog.get(key)
         except InvalidInput as exc:
             raise ApiError(400, f"{where}.productTypes: {exc.problem}") from None
 
@@ -263,7 +263,7 @@ async def product_files(engine: Engine, run: Run, base: str) -> dict[str, list[d
     files: dict[str, list[dict[str, Any]]] = {}  # by Atelier product id
     for product in (run.result or {}).get("products") or []:
         try:
-            found = await engine.get_product(product["id"])
+            found = await engine.products.get(product["id"])
         except ProductNotFound:
             continue
         files[found.id] = [
