@@ -40,7 +40,7 @@ from core.settings import Settings
 from http_compat.api import Api
 from http_compat.errors import ApiError
 from http_compat.studio.fields import json_object, refusal, refused, text_field
-from http_compat.studio.pages import prefix_of, render
+from http_compat.studio.pages import not_found_page, prefix_of, render
 from http_compat.studio.views import card
 
 # The largest text part of an upload; file parts are spooled to disk by the parser past 1 MiB.
@@ -132,16 +132,7 @@ def add_characters(api: Api, engine: Engine, settings: Settings) -> None:
         try:
             character = await character_of(request)
         except (ApiError, CharacterNotFound):
-            return render(
-                "missing.html",
-                prefix,
-                status=404,
-                section="characters",
-                what="character",
-                back="/characters",
-                back_text="See every character",
-                logged_in=logged_in,
-            )
+            return not_found_page(prefix, "character", "characters", logged_in)
         trainer = engine.training.parameters()
         return render(
             "characters_one.html",

@@ -64,6 +64,22 @@ def render(name: str, prefix: str, status: int = 200, **context: Any) -> HTMLRes
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
+def not_found_page(prefix: str, what: str, section: str, logged_in: bool) -> HTMLResponse:
+    """The 404 page of a run, character or product a person followed a link to: it says so, and
+    links back to the list (`section` is the nav entry and its path, "gallery" being `/`)."""
+    back, back_text = ("/", "See every run") if section == "gallery" else (f"/{section}", f"See every {what}")
+    return render(
+        "missing.html",
+        prefix,
+        status=404,
+        section=section,
+        what=what,
+        back=back,
+        back_text=back_text,
+        logged_in=logged_in,
+    )
+
+
 def login_prompt(prefix: str, error: str | None = None, next_path: str = "") -> HTMLResponse:
     """The login form, answered with 401 to a page asked for without a session: it shows no data."""
     response = render("login.html", prefix, status=401, error=error, next_path=next_path)

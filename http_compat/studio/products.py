@@ -39,7 +39,7 @@ from http_compat.responses import artifact_response
 from http_compat.shop import design_of, file_name, format_price, served_files
 from http_compat.studio.characters import when
 from http_compat.studio.fields import json_object, refused
-from http_compat.studio.pages import prefix_of, render
+from http_compat.studio.pages import not_found_page, prefix_of, render
 from http_compat.studio.views import card
 
 PAGE_SIZE = 48
@@ -146,16 +146,7 @@ def add_products(api: Api, engine: Engine, settings: Settings) -> None:
         try:
             product = await product_of(request)
         except (ApiError, ProductNotFound):
-            return render(
-                "missing.html",
-                prefix,
-                status=404,
-                section="products",
-                what="product",
-                back="/products",
-                back_text="See every product",
-                logged_in=logged_in,
-            )
+            return not_found_page(prefix, "product", "products", logged_in)
         return render(
             "products_one.html",
             prefix,

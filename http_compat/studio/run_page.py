@@ -24,7 +24,7 @@ from http_compat.api import Api
 from http_compat.errors import ApiError
 from http_compat.responses import artifact_response, file_response
 from http_compat.studio.errors import filename_of, run_id_of
-from http_compat.studio.pages import prefix_of, render
+from http_compat.studio.pages import not_found_page, prefix_of, render
 from http_compat.studio.views import card, door, image_url, input_rows, thumbnail_url, timings
 
 LOG_LINES = 500  # the log lines a page shows (the ledger gives the oldest first)
@@ -74,16 +74,7 @@ def add_run_page(api: Api, engine: Engine, settings: Settings) -> None:
             run = await engine.get_run(run_id_of(request))
         except (ApiError, RunNotFound):
             # A person followed a link: a page that says so, not the JSON the script gets.
-            return render(
-                "missing.html",
-                prefix,
-                status=404,
-                section="gallery",
-                what="run",
-                back="/",
-                back_text="See every run",
-                logged_in=logged_in,
-            )
+            return not_found_page(prefix, "run", "gallery", logged_in)
         log = await engine.logs(run.id, limit=LOG_LINES)
         children = []
         if run.kind is RunKind.BATCH:
