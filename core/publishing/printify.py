@@ -38,6 +38,7 @@ from pydantic import SecretStr
 from core.errors import BackendError
 from core.publishing import Listed, ListedFile
 from core.publishing.catalog import ProductType
+from core.publishing.http_client import LazyClient
 from core.publishing.models import Product
 from core.publishing.ratelimit import ActionWindow, TokenBucket
 from core.settings import Settings
@@ -57,7 +58,7 @@ def _key(text: object) -> str:
 
 
 class PrintifyPublisher:
-    """Products on one Printify shop; `client` is an httpx.AsyncClient (one is made when None)."""
+    """Products on one Printify shop; `client` is an httpx.AsyncClient (one is made at first use when None)."""
 
     name = "printify"
 
@@ -76,8 +77,7 @@ class PrintifyPublisher:
         self.url = url.rstrip("/")
         self._token = token
         self.shop_id = shop_id
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
-        self._owns_client = client is None
+        self._http = LazyClient(client)
         self._bucket = TokenBucket(*rate)
         self._publishes = ActionWindow(*publish_limit)
         # A blueprint's variants per provider: read once per process (they change rarely, and a
@@ -102,8 +102,7 @@ class PrintifyPublisher:
         return bool(self._token and self._token.get_secret_value() and self.shop_id)
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        await self._http.aclose()
 
     # --- the port ---------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:
@@ -274,7 +273,7 @@ class PrintifyPublisher:
         for attempt in range(retries + 1):
             await self._bucket.acquire()
             try:
-                response = await self._client.request(
+                response = await self._http.get().request(
                     method,
                     self.url + path,
                     json=json,

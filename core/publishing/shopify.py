@@ -51,6 +51,7 @@ import httpx
 from core.errors import BackendError
 from core.publishing import Listed, ListedFile
 from core.publishing.catalog import ProductType
+from core.publishing.http_client import LazyClient
 from core.publishing.models import Product
 from core.settings import Settings
 
@@ -120,8 +121,7 @@ class ShopifyPublisher:
         self._store = settings.shopify_store
         self._base = (settings.shopify_url or f"https://{self._store}.myshopify.com").rstrip("/")
         self._endpoint = f"{self._base}/admin/api/{settings.shopify_api_version}/graphql.json"
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
-        self._owns_client = client is None
+        self._http = LazyClient(client)
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = anyio.Lock()
@@ -215,8 +215,7 @@ class ShopifyPublisher:
         return await self._set_status(listed, "DRAFT")
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        await self._http.aclose()
 
     # -- inside --------------------------------------------------------------------------------
 
@@ -249,7 +248,7 @@ class ShopifyPublisher:
             fields = [(p["name"], (None, p["value"])) for p in target["parameters"]]
             fields.append(("file", (file.filename, file.data, file.media_type)))
             try:
-                response = await self._client.post(target["url"], files=fields)
+                response = await self._http.get().post(target["url"], files=fields)
             except httpx.HTTPError as error:
                 raise BackendError(
                     f"Shopify staged upload of {file.filename} failed: {type(error).__name__}"
@@ -273,7 +272,7 @@ class ShopifyPublisher:
         while True:
             token = await self._access_token()
             try:
-                response = await self._client.post(
+                response = await self._http.get().post(
                     self._endpoint,
                     json={"query": query, "variables": variables},
                     headers={"X-Shopify-Access-Token": token},
@@ -348,7 +347,7 @@ class ShopifyPublisher:
             "grant_type": "client_credentials",
         }
         try:
-            response = await self._client.post(f"{self._base}/admin/oauth/access_token", data=form)
+            response = await self._http.get().post(f"{self._base}/admin/oauth/access_token", data=form)
         except httpx.HTTPError as error:
             raise BackendError(f"Shopify is unreachable ({type(error).__name__})") from None
         if response.status_code >= 500:
