@@ -255,8 +255,11 @@ def _as_os_error(action: str, key: str) -> Iterator[None]:
     key and what went wrong, never the request (its URL may be signed, its headers are)."""
     try:
         yield
-    except FileNotFoundError:
-        raise FileNotFoundError(errno.ENOENT, "no such object", key) from None
+    except FileNotFoundError as exc:
+        if "NoSuchBucket" not in str(exc):
+            raise FileNotFoundError(errno.ENOENT, "no such object", key) from None
+        # Not a missing file but missing storage: a failure like any other.
+        raise OSError(errno.EIO, f"cannot {action}: {_reason(exc)}", key) from None
     except Exception as exc:
         if not (isinstance(exc, OSError) or type(exc).__module__.startswith("obstore")):
             raise  # a bug of ours (a wrong argument), not the storage failing
