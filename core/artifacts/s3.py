@@ -217,9 +217,7 @@ class S3Store:
         except TimeoutError:
             report.update(ok=False, error=f"{self.url} did not answer within {_PROBE_TIMEOUT_S:g} s")
         except OSError as exc:
-            report.update(
-                ok=False, error=f"cannot write to bucket {self.bucket!r} at {self.url}: {exc.strerror}"
-            )
+            report.update(ok=False, error=f"bucket {self.bucket!r} at {self.url}: {exc.strerror}")
         return report
 
     def _wrote(self) -> None:
