@@ -962,6 +962,10 @@ class Engine:
         """Where the file is, for a person: its path, or its `s3://` URL."""
         return self.store.location(artifact.storage_key)
 
+    async def artifact_url(self, artifact: Artifact) -> str | None:
+        """A time-limited URL of the file in the storage itself (S3 presigned), if configured."""
+        return await self.store.signed_url(artifact.storage_key)
+
     async def stream_artifact(self, artifact: Artifact) -> ArtifactStream:
         """The file opened for streaming. Raises `ArtifactNotFound` if the storage has lost it."""
         try:

@@ -181,6 +181,13 @@ class Settings(BaseModel):
         pattern=r"^([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?/?$",
         description="Key prefix inside the bucket (e.g. atelier/), so several installs can share one.",
     )
+    s3_presign_s: int = Field(
+        default=0,
+        ge=0,
+        le=604_800,
+        description="With S3: run files are answered with a redirect to a presigned URL valid this many "
+        "seconds (clients then download from the bucket itself); 0: Atelier streams them.",
+    )
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per run before it fails.")
     run_timeout_s: float = Field(default=900.0, gt=0, description="Per-attempt time limit of a run.")
     retry_backoff_s: float = Field(default=1.0, ge=0, le=600, description="First retry delay; doubles.")

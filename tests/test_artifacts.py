@@ -86,6 +86,7 @@ async def test_a_file_put_is_read_back_listed_and_located(store: ArtifactStore) 
         run_key(RUN, "image-01.png"),
         run_key(RUN, "image-02.png"),
     ]
+    assert await store.signed_url(run_key(RUN, "image-01.png")) is None  # none unless asked for
     location = store.location(run_key(RUN, "image-01.png"))
     if isinstance(store, S3Store):
         assert location == f"s3://{store.bucket}/atelier/runs/{RUN}/image-01.png"
@@ -237,6 +238,24 @@ async def test_the_prefix_keeps_installs_apart_in_one_bucket(s3: S3Server) -> No
     assert s3.get(bucket, f"atelier/runs/{RUN}/image-01.png") == b"ours"
 
 
+async def test_a_presigned_url_serves_the_object_from_the_bucket_itself(s3: S3Server) -> None:
+    store = S3Store(
+        url=s3.url,
+        bucket=s3.new_bucket(),
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        prefix="atelier",
+        presign_s=120,
+    )
+    await store.put(run_key(RUN, "image-01.png"), b"\x89PNG signed")
+    url = await store.signed_url(run_key(RUN, "image-01.png"))
+    assert url is not None and url.startswith(f"{s3.url}/{store.bucket}/atelier/runs/{RUN}/image-01.png?")
+    assert "X-Amz-Expires=120" in url and "X-Amz-Signature=" in url
+    no_secret_in(url)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(url)).content == b"\x89PNG signed"
+
+
 # -- end to end ----------------------------------------------------------------------------------
 
 
@@ -291,6 +310,37 @@ async def test_a_run_on_s3_is_served_by_a_contract_and_deleting_it_empties_the_b
         assert (await served.http.delete(f"/adgen/runs/{run_id}")).status_code == 204
         assert s3.keys(bucket, "studio-a/runs/") == []
         assert (await served.http.get(artifact["url"])).status_code == 404
+
+
+async def test_a_file_lost_from_the_bucket_is_404_not_a_broken_200(tmp_path: Path, s3: S3Server) -> None:
+    bucket = s3.new_bucket()
+    async with atelier_http(tmp_path, **s3_settings(s3, bucket)) as served:
+        body = {"prompt": "a lighthouse at noon", "width": 64, "height": 64, "steps": 2}
+        run_id = (await served.http.post("/adgen/generate", json=body)).json()["run_id"]
+        finalized = (await served.http.post(f"/adgen/finalize/{run_id}", params={"wait": 30})).json()
+        [artifact] = finalized["artifacts"]
+        s3.client.delete_object(Bucket=bucket, Key=f"studio-a/runs/{run_id}/{artifact['filename']}")
+        response = await served.http.get(artifact["url"])
+        assert response.status_code == 404, response.text
+
+
+async def test_with_presigning_a_contract_redirects_to_the_bucket(tmp_path: Path, s3: S3Server) -> None:
+    bucket = s3.new_bucket()
+    async with atelier_http(tmp_path, **s3_settings(s3, bucket), s3_presign_s=300) as served:
+        body = {"prompt": "a lighthouse at dawn", "width": 64, "height": 64, "steps": 2}
+        run_id = (await served.http.post("/adgen/generate", json=body)).json()["run_id"]
+        finalized = (await served.http.post(f"/adgen/finalize/{run_id}", params={"wait": 30})).json()
+        [artifact] = finalized["artifacts"]
+        assert artifact["url"] == f"/adgen/runs/{run_id}/files/{artifact['filename']}"  # as without S3
+
+        redirect = await served.http.get(artifact["url"])
+        assert redirect.status_code == 307 and redirect.headers["cache-control"] == "no-store"
+        location = redirect.headers["location"]
+        assert location.startswith(f"{s3.url}/{bucket}/studio-a/runs/{run_id}/{artifact['filename']}?")
+        no_secret_in(location)
+        image = await served.http.get(artifact["url"], follow_redirects=True)
+        assert image.status_code == 200
+        assert image.content == s3.get(bucket, f"studio-a/runs/{run_id}/{artifact['filename']}")
 
 
 async def test_atelier_serve_starts_while_s3_is_down_and_reports_it(tmp_path: Path, s3: S3Server) -> None:

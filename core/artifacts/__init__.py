@@ -67,6 +67,11 @@ class ArtifactStore(Protocol):
         """Where the file is, for a person: a path, or an `s3://bucket/key` URL."""
         ...
 
+    async def signed_url(self, key: str) -> str | None:
+        """A URL that serves the file without Atelier in between, for a limited time, if the store
+        gives out such URLs (an S3 presigned GET); else None."""
+        ...
+
     async def delete_prefix(self, prefix: str) -> None:
         """Remove every file under `prefix` (e.g. `runs/<run_id>/`)."""
         ...

@@ -92,6 +92,9 @@ class FilesystemStore:
     def location(self, key: str) -> str:
         return str(self._path(key))
 
+    async def signed_url(self, key: str) -> str | None:
+        return None
+
     async def delete_prefix(self, prefix: str) -> None:
         path = self._path(prefix.rstrip("/"))
         if path.is_dir():

@@ -57,6 +57,7 @@ class S3Store:
         secret_access_key: str | None,
         region: str = "us-east-1",
         prefix: str = "",
+        presign_s: int = 0,
     ) -> None:
         try:
             from obstore.store import S3Store as ObjectStore
@@ -67,6 +68,7 @@ class S3Store:
         self.url = url.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.presign_s = presign_s
         common: dict[str, Any] = {
             "endpoint": self.url,
             "region": region,
@@ -124,6 +126,7 @@ class S3Store:
             secret_access_key=secret.get_secret_value() if secret is not None else None,
             region=settings.s3_region,
             prefix=settings.s3_prefix,
+            presign_s=settings.s3_presign_s,
         )
 
     def __repr__(self) -> str:
@@ -177,6 +180,16 @@ class S3Store:
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(check_key(key))}"
+
+    async def signed_url(self, key: str) -> str | None:
+        """A presigned GET valid `presign_s` seconds (signed here, no request), when asked for."""
+        if not self.presign_s:
+            return None
+        import obstore
+
+        key = check_key(key)
+        with _as_os_error("sign", key):
+            return await obstore.sign_async(self._objects, "GET", key, timedelta(seconds=self.presign_s))
 
     async def delete_prefix(self, prefix: str) -> None:
         import obstore
