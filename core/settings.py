@@ -172,7 +172,12 @@ class Settings(BaseModel):
         description="The bucket artifacts are stored in (it must exist).",
     )
     s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key id.")
-    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret access key.")
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validate_default=True,
+        description="S3 secret access key. Without the pair, the usual AWS credentials (AWS_* variables, "
+        "the instance's role) are used.",
+    )
     s3_region: str = Field(
         default="us-east-1", pattern=r"^[a-z0-9-]{1,40}$", description="The bucket's S3 region."
     )
@@ -299,6 +304,13 @@ class Settings(BaseModel):
     def _s3_bucket_with_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None and info.data.get("s3_url") is not None:
             raise ValueError("name the bucket that ATELIER_S3_URL's artifacts go in")
+        return value
+
+    @field_validator("s3_secret_access_key")
+    @classmethod
+    def _s3_keys_in_pairs(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (value is None) != (info.data.get("s3_access_key_id") is None):
+            raise ValueError("set both ATELIER_S3_ACCESS_KEY_ID and ATELIER_S3_SECRET_ACCESS_KEY, or neither")
         return value
 
     @field_validator("allowed_hosts")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +25,9 @@ from PIL import Image
 from core.artifacts import ArtifactStore, input_key, run_key, run_prefix
 from core.artifacts.filesystem import FilesystemStore
 from core.artifacts.s3 import S3Store
+from core.errors import InvalidInput
+from core.factory import make_store
+from core.settings import Settings
 from tests.http_served import atelier_http
 from tests.procs import free_port, serve
 from tests.s3_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, S3Server, moto_server
@@ -254,6 +259,61 @@ async def test_a_presigned_url_serves_the_object_from_the_bucket_itself(s3: S3Se
     no_secret_in(url)
     async with httpx.AsyncClient() as client:
         assert (await client.get(url)).content == b"\x89PNG signed"
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def test_the_filesystem_stays_the_default_and_obstore_is_not_even_imported(tmp_path: Path) -> None:
+    script = (
+        "import sys; from core.factory import make_store; from core.settings import Settings; "
+        f"store = make_store(Settings.from_env({{}}, home={str(tmp_path)!r})); "
+        "print(type(store).__name__, 'obstore' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["FilesystemStore", "False"]
+
+
+def test_s3_settings_choose_the_s3_store(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "ATELIER_S3_URL": "http://127.0.0.1:9000/",
+            "ATELIER_S3_BUCKET": "atelier",
+            "ATELIER_S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "ATELIER_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "ATELIER_S3_PREFIX": "studio-a/",
+        },
+        home=tmp_path,
+    )
+    store = make_store(settings)
+    assert isinstance(store, S3Store)
+    assert (store.url, store.bucket, store.prefix) == ("http://127.0.0.1:9000", "atelier", "studio-a")
+    no_secret_in(repr(store), repr(settings))
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"ATELIER_S3_URL": "http://127.0.0.1:9000"}, "ATELIER_S3_BUCKET"),
+        ({"ATELIER_S3_URL": f"http://key:{SECRET_ACCESS_KEY}@127.0.0.1:9000"}, "not in the URL"),
+        ({"ATELIER_S3_URL": "ftp://127.0.0.1:9000", "ATELIER_S3_BUCKET": "atelier"}, "ATELIER_S3_URL"),
+        (
+            {
+                "ATELIER_S3_URL": "http://127.0.0.1:9000",
+                "ATELIER_S3_BUCKET": "atelier",
+                "ATELIER_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            },
+            "set both",
+        ),
+    ],
+)
+def test_incomplete_or_unsafe_s3_settings_are_refused_without_echoing_a_secret(
+    environ: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        Settings.from_env(environ)
+    assert problem in str(refused.value)
+    no_secret_in(refused.value)
 
 
 # -- end to end ----------------------------------------------------------------------------------

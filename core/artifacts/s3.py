@@ -76,10 +76,9 @@ class S3Store:
         }
         if self.prefix:
             common["prefix"] = self.prefix
+        # Without keys, obstore looks where AWS's own clients do (AWS_* variables, the instance's role).
         if access_key_id is not None and secret_access_key is not None:
             common.update(access_key_id=access_key_id, secret_access_key=secret_access_key)
-        else:
-            common["skip_signature"] = True  # a public or proxy-signed bucket
         http = self.url.startswith("http://")
         self._objects = ObjectStore(
             bucket,
