@@ -967,11 +967,9 @@ class Engine:
         return await self.store.signed_url(artifact.storage_key)
 
     async def stream_artifact(self, artifact: Artifact) -> ArtifactStream:
-        """The file opened for streaming. Raises `ArtifactNotFound` if the storage has lost it."""
-        try:
-            return await self.store.stream(artifact.storage_key)
-        except FileNotFoundError:
-            raise ArtifactNotFound(artifact.run_id, artifact.filename) from None
+        """The file opened for streaming. Raises `FileNotFoundError` if the storage has lost it
+        (the ledger says it is there: a storage error, as `read_artifact` reports it)."""
+        return await self.store.stream(artifact.storage_key)
 
     async def bundle(self, run_id: str, *, reuse: bool = False) -> Bundle:
         """A ZIP of the run's images plus `run.json`; with `reuse`, the one already written if

@@ -56,7 +56,8 @@ def base_url(request: HTTPConnection) -> str:
 async def artifact_response(engine: Engine, run: Run, filename: str) -> Response:
     """One of a run's files, streamed: from disk where the store keeps it there, else chunk by
     chunk from the store (an S3 bucket), never held whole; or, with ATELIER_S3_PRESIGN_S set, a
-    redirect to a presigned URL of the bucket. Raises `ArtifactNotFound`."""
+    redirect to a presigned URL of the bucket. Raises `ArtifactNotFound` for a name the run does not
+    have, `FileNotFoundError` for a file the storage has lost."""
     artifact = find_artifact(run, filename)
     path = engine.artifact_path(artifact)
     headers = {"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{artifact.sha256}"'}
