@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ class Bundles:
         """Write a ZIP of the run's images plus `run.json` (inputs, seeds, timings); with `reuse`,
         return the one already written if there is one.
 
-        Files are copied into the archive from disk one by one, never all held in memory.
+        Files are copied into the archive from disk one by one, never all held in memory (from an
+        S3 bucket: streamed to a scratch folder beside the bundles first).
         """
         if not run.artifacts:
             raise Conflict(f"run {run.id} is {run.status.value} and has no outputs to bundle yet")
@@ -57,13 +59,29 @@ class Bundles:
         if reuse and run.status is RunStatus.COMPLETED and path.is_file():
             names = [a.filename for a in run.artifacts] + ["run.json"]
             return Bundle(run.id, path, path.stat().st_size, names)
-        files: list[tuple[str, Path | bytes]] = []
-        for artifact in run.artifacts:
-            local = self._store.local_path(artifact.storage_key)
-            files.append((artifact.filename, local or await self._store.read(artifact.storage_key)))
         manifest = json.dumps(run.to_dict(), indent=2).encode()
-        await anyio.to_thread.run_sync(_write_zip, path, [*files, ("run.json", manifest)])
+        self._folder.mkdir(parents=True, exist_ok=True)
+        # Files the store keeps elsewhere (an S3 bucket) are streamed to a scratch folder first.
+        with tempfile.TemporaryDirectory(dir=self._folder, prefix=f".{run.id}.") as scratch:
+            files: list[tuple[str, Path | bytes]] = []
+            for artifact in run.artifacts:
+                local = self._store.local_path(artifact.storage_key)
+                if local is None:
+                    local = Path(scratch) / artifact.filename
+                    await _download(self._store, artifact.storage_key, local)
+                files.append((artifact.filename, local))
+            await anyio.to_thread.run_sync(_write_zip, path, [*files, ("run.json", manifest)])
         return Bundle(run.id, path, path.stat().st_size, [name for name, _ in files] + ["run.json"])
+
+
+async def _download(store: ArtifactStore, key: str, to: Path) -> None:
+    opened = await store.stream(key)
+    try:
+        async with await anyio.open_file(to, "wb") as file:
+            async for chunk in opened:
+                await file.write(chunk)
+    finally:
+        await opened.aclose()
 
 
 def _write_zip(path: Path, files: list[tuple[str, Path | bytes]]) -> None:

@@ -31,7 +31,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from core import batches, factory, health, waiting
-from core.artifacts import ArtifactStore, run_prefix
+from core.artifacts import ArtifactStore, ArtifactStream, run_prefix
 from core.backends import GenerationBackend, Progress
 from core.batches import MAX_BATCH
 from core.bundles import Bundle, Bundles
@@ -957,6 +957,19 @@ class Engine:
 
     def artifact_path(self, artifact: Artifact) -> Path | None:
         return self.store.local_path(artifact.storage_key)
+
+    def artifact_location(self, artifact: Artifact) -> str:
+        """Where the file is, for a person: its path, or its `s3://` URL."""
+        return self.store.location(artifact.storage_key)
+
+    async def artifact_url(self, artifact: Artifact) -> str | None:
+        """A time-limited URL of the file in the storage itself (S3 presigned), if configured."""
+        return await self.store.signed_url(artifact.storage_key)
+
+    async def stream_artifact(self, artifact: Artifact) -> ArtifactStream:
+        """The file opened for streaming. Raises `FileNotFoundError` if the storage has lost it
+        (the ledger says it is there: a storage error, as `read_artifact` reports it)."""
+        return await self.store.stream(artifact.storage_key)
 
     async def bundle(self, run_id: str, *, reuse: bool = False) -> Bundle:
         """A ZIP of the run's images plus `run.json`; with `reuse`, the one already written if

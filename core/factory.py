@@ -22,6 +22,11 @@ def make_ledger(settings: Settings) -> Ledger:
 
 
 def make_store(settings: Settings) -> ArtifactStore:
+    """Files under ATELIER_HOME; or, with ATELIER_S3_URL set, objects in its bucket."""
+    if settings.s3_url is not None:
+        from core.artifacts.s3 import S3Store  # obstore is an optional extra
+
+        return S3Store.from_settings(settings)
     return FilesystemStore(settings.artifacts_dir)
 
 

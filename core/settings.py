@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from core.errors import InvalidInput
 
@@ -152,6 +160,39 @@ class Settings(BaseModel):
     shopify_url: str | None = Field(
         default=None, description="Shopify base URL override (default https://<store>.myshopify.com)."
     )
+    s3_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint for artifacts, like http://127.0.0.1:9000 or "
+        "https://s3.us-east-1.amazonaws.com; unset: artifacts are files under ATELIER_HOME.",
+    )
+    s3_bucket: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        validate_default=True,
+        description="The bucket artifacts are stored in (it must exist).",
+    )
+    s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key id.")
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validate_default=True,
+        description="S3 secret access key. Without the pair, the usual AWS credentials (AWS_* variables, "
+        "the instance's role) are used.",
+    )
+    s3_region: str = Field(
+        default="us-east-1", pattern=r"^[a-z0-9-]{1,40}$", description="The bucket's S3 region."
+    )
+    s3_prefix: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?/?$",
+        description="Key prefix inside the bucket (e.g. atelier/), so several installs can share one.",
+    )
+    s3_presign_s: int = Field(
+        default=0,
+        ge=0,
+        le=604_800,
+        description="With S3: run files are answered with a redirect to a presigned URL valid this many "
+        "seconds (clients then download from the bucket itself); 0: Atelier streams them.",
+    )
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per run before it fails.")
     run_timeout_s: float = Field(default=900.0, gt=0, description="Per-attempt time limit of a run.")
     retry_backoff_s: float = Field(default=1.0, ge=0, le=600, description="First retry delay; doubles.")
@@ -231,6 +272,45 @@ class Settings(BaseModel):
                 raise ValueError(f"{url!r} is not a base URL like http://127.0.0.1:8188")
         if not _split(value, ","):
             raise ValueError("name at least one ComfyUI server, e.g. http://127.0.0.1:8188")
+        return value
+
+    @field_validator("s3_url")
+    @classmethod
+    def _s3_url_is_an_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = urlsplit(value)
+            parsed.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            parsed = None
+        # Credentials have their own (secret) settings: a URL is logged and shown in health.
+        if (
+            parsed is None
+            or parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or parsed.username is not None
+            or parsed.query
+            or parsed.fragment
+        ):
+            raise ValueError(
+                "not an endpoint URL like http://127.0.0.1:9000 (credentials go in "
+                "ATELIER_S3_ACCESS_KEY_ID / ATELIER_S3_SECRET_ACCESS_KEY, not in the URL)"
+            )
+        return value.rstrip("/")
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _s3_bucket_with_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("s3_url") is not None:
+            raise ValueError("name the bucket that ATELIER_S3_URL's artifacts go in")
+        return value
+
+    @field_validator("s3_secret_access_key")
+    @classmethod
+    def _s3_keys_in_pairs(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (value is None) != (info.data.get("s3_access_key_id") is None):
+            raise ValueError("set both ATELIER_S3_ACCESS_KEY_ID and ATELIER_S3_SECRET_ACCESS_KEY, or neither")
         return value
 
     @field_validator("allowed_hosts")

@@ -1,4 +1,4 @@
-"""Answering: JSON, timestamps, the contract's own base URL, and run files streamed from disk."""
+"""Answering: JSON, timestamps, the contract's own base URL, and run files streamed from storage."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from core.engine import Engine
 from core.errors import ArtifactNotFound
@@ -53,14 +54,24 @@ def base_url(request: HTTPConnection) -> str:
 
 
 async def artifact_response(engine: Engine, run: Run, filename: str) -> Response:
-    """One of a run's files, streamed from disk where the store keeps it there."""
+    """One of a run's files, streamed: from disk where the store keeps it there, else chunk by
+    chunk from the store (an S3 bucket), never held whole; or, with ATELIER_S3_PRESIGN_S set, a
+    redirect to a presigned URL of the bucket. Raises `ArtifactNotFound` for a name the run does not
+    have, `FileNotFoundError` for a file the storage has lost."""
     artifact = find_artifact(run, filename)
     path = engine.artifact_path(artifact)
     headers = {"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{artifact.sha256}"'}
     if path is not None and path.is_file():
         return FileResponse(path, media_type=artifact.media_type, headers=headers)
-    _, data = await engine.read_artifact(run.id, artifact.filename)
-    return Response(data, media_type=artifact.media_type, headers=headers)
+    signed = await engine.artifact_url(artifact)
+    if signed is not None:
+        # The bucket serves the bytes; the redirect itself expires with the URL, so it is not kept.
+        return RedirectResponse(signed, status_code=307, headers={"Cache-Control": "no-store"})
+    opened = await engine.stream_artifact(artifact)
+    headers["Content-Length"] = str(opened.size)
+    return StreamingResponse(
+        opened, media_type=artifact.media_type, headers=headers, background=BackgroundTask(opened.aclose)
+    )
 
 
 def find_artifact(run: Run, filename: str) -> Artifact:

@@ -340,7 +340,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         print(f"run {run.id} completed")
         for artifact in run.artifacts:
-            print(engine.artifact_path(artifact))
+            print(engine.artifact_location(artifact))
     return 0
 
 
@@ -399,7 +399,7 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         run = await engine.get_run(args.run_id)
         details: dict[str, Any] = run.to_dict()
-        details["files"] = [str(engine.artifact_path(a)) for a in run.artifacts]
+        details["files"] = [engine.artifact_location(a) for a in run.artifacts]
         details["log"] = [f"{_when(e.at)} {e.level}: {e.message}" for e in await engine.logs(run.id)]
         print(json.dumps(details, indent=2))
         return 0

@@ -6,9 +6,12 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import anyio
+
+from core.artifacts import CHUNK_BYTES, ArtifactStream
 
 # Below this size a write is cheaper inline than the worker-thread hop it would take.
 _INLINE_BYTES = 256 * 1024
@@ -48,6 +51,35 @@ class FilesystemStore:
         if self._probed is not None and not self._probed[1]["ok"]:
             self._probed = None  # a write worked: probe again rather than report the old failure
 
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        """Chunks into a temporary file beside the key's, renamed over it once all are written."""
+        path = self._os_path(key)
+        folder, name = os.path.split(path)
+        await anyio.to_thread.run_sync(lambda: os.makedirs(folder, exist_ok=True))
+        tmp = f"{folder}/.{name}.{os.getpid()}.{id(chunks)}.tmp"
+        size = 0
+        try:
+            async with await anyio.open_file(tmp, "wb") as file:
+                async for chunk in chunks:
+                    await file.write(chunk)
+                    size += len(chunk)
+            await anyio.to_thread.run_sync(os.replace, tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a failed or cancelled upload leaves no half file behind
+            raise
+        return size
+
+    async def stream(self, key: str) -> ArtifactStream:
+        path = self._os_path(key)
+        file = await anyio.open_file(path, "rb")  # FileNotFoundError here, before any byte
+        try:
+            size = os.fstat(file.wrapped.fileno()).st_size
+        except BaseException:
+            await file.aclose()
+            raise
+        return ArtifactStream(size, _chunks_of(file))
+
     async def read(self, key: str) -> bytes:
         path = self._path(key)
         if path.stat().st_size <= _INLINE_BYTES:
@@ -56,6 +88,12 @@ class FilesystemStore:
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def location(self, key: str) -> str:
+        return str(self._path(key))
+
+    async def signed_url(self, key: str) -> str | None:
+        return None
 
     async def delete_prefix(self, prefix: str) -> None:
         path = self._path(prefix.rstrip("/"))
@@ -77,6 +115,12 @@ class FilesystemStore:
         if self._probed is None or now - self._probed[0] > _PROBE_EVERY_S:
             self._probed = (now, _probe(self.root))
         return self._probed[1]
+
+
+async def _chunks_of(file: anyio.AsyncFile[bytes]) -> AsyncIterator[bytes]:
+    async with file:
+        while chunk := await file.read(CHUNK_BYTES):
+            yield chunk
 
 
 def _probe(root: Path) -> dict[str, object]:
