@@ -39,6 +39,7 @@ log = logging.getLogger("atelier.relay")
 CHANNEL = "atelier_events"
 PROBE_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
+STATEMENT_S = 2.0
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 # Messages sent in one statement at most (one round trip for a burst).
@@ -148,7 +149,7 @@ class PostgresRelay:
         while True:
             message = await self._outbox.get(PROBE_S)
             if message is None:
-                await connection.execute("SELECT 1")  # a connection that died quietly fails here
+                await _briefly(connection, "SELECT 1")  # a connection that died quietly fails here
                 continue
             batch = [message]
             while len(batch) < BATCH:
@@ -157,7 +158,7 @@ class PostgresRelay:
                     break
                 batch.append(more)
             try:
-                await connection.execute(statement, ([m.encode() for m in batch],))
+                await _briefly(connection, statement, ([m.encode() for m in batch],))
             except BaseException:
                 self._outbox.dropped += len(batch)
                 raise
@@ -193,7 +194,7 @@ class PostgresRelay:
                     while True:
                         async for notify in connection.notifies(timeout=PROBE_S):
                             self._hear(notify.payload, heard)
-                        await connection.execute("SELECT 1")
+                        await _briefly(connection, "SELECT 1")
             except (psycopg.Error, OSError) as exc:
                 self._down("listening", exc)
             finally:
@@ -263,6 +264,13 @@ class PostgresRelay:
             "last_error": last[1] if last else None,
             "last_error_at": round(last[0], 3) if last else None,
         }
+
+
+async def _briefly(connection: psycopg.AsyncConnection[Any], statement: Any, params: Any = None) -> None:
+    """Run a short statement to its end even if the engine is stopping (a statement cut off in
+    the middle leaves psycopg cancelling it on the server), but never for more than `STATEMENT_S`."""
+    with anyio.fail_after(STATEMENT_S, shield=True):  # TimeoutError: an OSError, a lost connection
+        await connection.execute(statement, params)
 
 
 @asynccontextmanager
