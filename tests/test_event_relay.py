@@ -1,24 +1,15 @@
 """Events across nodes through PostgreSQL LISTEN/NOTIFY: two engines in one process, each with its
-own relay on the same channel of a real PostgreSQL server.
+own relay on the same channel of a real PostgreSQL server (see `tests/relay_nodes.py`).
 
-Node A owns the data directory and executes the runs (the preview renderer); node B is a client
-of the same ledger that executes nothing, as a front-door node is. What B's subscribers see (its
-EventBus, `wait`, its health report) is what an MCP client, a WebSocket or an SSE stream on B
-would get. Each test listens on a channel of its own, so tests running in parallel never hear
-each other.
-
-PostgreSQL: ATELIER_TEST_DATABASE_URL (default postgresql://root@127.0.0.1:5432/test). Skipped
-when it cannot be reached, except in CI (env CI set), where that fails the tests.
+What node B's subscribers see (its EventBus, `wait`, its health report) of runs node A executes
+is what an MCP client, a WebSocket or an SSE stream on B is given (`test_event_relay_doors.py`
+checks two of those end to end).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +29,8 @@ pytestmark = pytest.mark.anyio
 
 psycopg = pytest.importorskip("psycopg")
 from core.relay_postgres import PostgresRelay  # noqa: E402 - needs psycopg
+from tests.relay_nodes import WAIT, new_channel, node_settings, reachable_database, two_nodes  # noqa: E402
 
-DATABASE_URL = os.environ.get("ATELIER_TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
-WAIT = 10.0
 # What a payload may say: who sent it, which run, what happened, how far it is. Nothing else.
 PAYLOAD_FIELDS = {"v", "node", "seq", "run", "kind", "status", "step", "max_steps", "message"} | {
     "loss",
@@ -50,40 +40,12 @@ PAYLOAD_FIELDS = {"v", "node", "seq", "run", "kind", "status", "step", "max_step
 
 @pytest.fixture(scope="module")
 def database_url() -> str:
-    try:
-        with psycopg.connect(DATABASE_URL, connect_timeout=3):
-            pass
-    except psycopg.Error as exc:
-        reason = f"PostgreSQL is not reachable at ATELIER_TEST_DATABASE_URL: {type(exc).__name__}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return DATABASE_URL
+    return reachable_database()
 
 
 @pytest.fixture
 def channel() -> str:
-    return f"atelier_test_{uuid.uuid4().hex[:16]}"
-
-
-def node_settings(tmp_path: Path, step_ms: float) -> Settings:
-    return Settings.from_env({}, home=tmp_path / "home", local_step_ms=step_ms, retry_backoff_s=0.01)
-
-
-@asynccontextmanager
-async def two_nodes(
-    settings: Settings, url: str, channel: str, *, b_backoff_s: float = 0.5
-) -> AsyncIterator[tuple[Engine, Engine]]:
-    """Node A (owner: executes) and node B (a client of the same ledger), relays connected."""
-    relay_a = PostgresRelay(url, channel=channel)
-    relay_b = PostgresRelay(url, channel=channel, first_backoff_s=b_backoff_s)
-    async with (
-        Engine.open(settings, relay=relay_a) as a,
-        Engine.open(settings, role="client", relay=relay_b) as b,
-    ):
-        assert a.is_owner and not b.is_owner
-        await wait_until(lambda: relay_a.health()["up"] and relay_b.health()["up"], WAIT, "both relays up")
-        yield a, b
+    return new_channel()
 
 
 def image(prompt: str, steps: int) -> dict[str, Any]:
