@@ -13,7 +13,8 @@ a kind beyond the lifecycle, held by the engine as one object per kind: `engine.
 (`core.training.trainings`: a character's training runs, the trainer) and `engine.products`
 (`core.publishing.products`: products, their runs and platforms). `core.batches` derives a batch
 from its children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting`
-waits for a run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
+waits for a run, `core.bundles` zips a run's outputs, `core.health` makes the status report,
+`core.relay` carries events to and from the other nodes of a cluster (nothing on one box).
 """
 
 from __future__ import annotations
