@@ -80,7 +80,8 @@ class RelayMessage:
 
     @property
     def is_last_step(self) -> bool:
-        return self.kind == "progress" and self.step is not None and self.step >= (self.max_steps or 0)
+        # A run that does not know its number of steps (max_steps 0) has no last step.
+        return self.kind == "progress" and bool(self.max_steps) and (self.step or 0) >= (self.max_steps or 0)
 
     @property
     def is_final(self) -> bool:

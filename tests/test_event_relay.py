@@ -21,7 +21,7 @@ from core.backends import Progress
 from core.engine import Engine
 from core.events import Event, Subscription
 from core.models import RunStatus
-from core.relay import MAX_PAYLOAD_BYTES, NoRelay, RelayMessage
+from core.relay import MAX_PAYLOAD_BYTES, NoRelay, Outbox, RelayMessage
 from core.settings import Settings
 from tests.scripted_backend import wait_until
 
@@ -251,6 +251,25 @@ async def test_payloads_carry_progress_and_status_never_inputs(
         assert fields["run"] == run.id and fields["node"] == a.relay.node
         for secret in ("secret", "lighthouse", "blurry", "fog", "424242"):
             assert secret not in payload
+
+
+async def test_the_outbox_keeps_a_runs_latest_step_for_its_turn_and_sends_the_last_at_once() -> None:
+    outbox = Outbox(per_s=10)
+    for step in range(1, 100):
+        outbox.put(RelayMessage.of_progress("n", step, "r" * 26, Progress(step, 200)))
+    first = await outbox.get(0)
+    assert first is not None and first.step == 1
+    assert await outbox.get(0) is None  # 2..99 wait for the run's turn; only the latest is kept
+    started = time.monotonic()
+    held = await outbox.get(1.0)
+    assert held is not None and held.step == 99 and 0.05 <= time.monotonic() - started <= 0.5
+    outbox.put(RelayMessage.of_progress("n", 100, "r" * 26, Progress(150, 200)))
+    outbox.put(RelayMessage.of_progress("n", 101, "r" * 26, Progress(200, 200)))  # the last step
+    last = await outbox.get(0)
+    assert last is not None and last.step == 200  # at once, the one it replaced dropped
+    outbox.accepting = False  # the connection is down: dropped and counted, never kept
+    outbox.put(RelayMessage("n", 102, "r" * 26, "deleted"))
+    assert await outbox.get(0) is None and outbox.dropped == 1
 
 
 def test_a_long_message_is_shortened_to_fit_a_notify() -> None:
