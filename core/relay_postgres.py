@@ -247,11 +247,14 @@ class PostgresRelay:
     # -- health --------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """Whether both connections are up, and what went through them since start."""
+        """Whether both connections are up (`state`), and what went through them since start."""
         last = self._last_error
+        up = self._sending and self._listening
         return {
             "enabled": True,
-            "up": self._sending and self._listening,
+            # "connecting" until the first connections are made or fail; "down" after a failure.
+            "state": "up" if up else "down" if last else "connecting",
+            "up": up,
             "sending": self._sending,
             "listening": self._listening,
             "node": self.node,
