@@ -10,8 +10,13 @@ Nothing here makes the engine wait: the connections are made in the background (
 waits for the server), a connection that drops is made again with backoff (0.5 s doubling to
 10 s), and while the sending side is down messages are dropped and counted rather than kept:
 the ledger still has every state change, and waiters read it now and then. A connection that
-dies quietly is found out by a `SELECT 1` after `PROBE_S` of silence. The health report says
-whether both sides are up and how many messages went, came and were dropped.
+dies quietly is found out by a `SELECT 1` after `PROBE_S` of silence. Once it listens again
+after a break, the engine reads again the runs followed on this node (`heard_again`): what was
+said meanwhile is lost. The health report says whether both sides are up and how many messages
+went, came and were dropped.
+
+LISTEN holds a session: the URL must reach PostgreSQL directly (or a pooler in session mode),
+not through a transaction-mode pooler such as PgBouncer's default.
 """
 
 from __future__ import annotations
