@@ -13,7 +13,8 @@ a kind beyond the lifecycle, held by the engine as one object per kind: `engine.
 (`core.training.trainings`: a character's training runs, the trainer) and `engine.products`
 (`core.publishing.products`: products, their runs and platforms). `core.batches` derives a batch
 from its children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting`
-waits for a run, `core.bundles` zips a run's outputs, `core.health` makes the status report.
+waits for a run, `core.bundles` zips a run's outputs, `core.health` makes the status report,
+`core.relay` carries events to and from the other nodes of a cluster (nothing on one box).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from core.publishing.catalog import load_catalog
 from core.publishing.products import Products
 from core.publishing.runs import LANE as PUBLISHING_LANE
 from core.publishing.runs import Publishing, RunServices
+from core.relay import EventRelay, NoRelay, RelayMessage, publish_here
 from core.scheduler import Scheduler
 from core.settings import Settings
 from core.training import Trainer
@@ -87,12 +89,16 @@ class Engine:
         backends: Mapping[str, GenerationBackend],
         trainer: Trainer | None = None,
         publishers: Mapping[str, Publisher] | None = None,
+        relay: EventRelay | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.store = store
         self.backends = dict(backends)
         self.events = EventBus()
+        # Events across nodes (`core.relay`): what happens here goes out, what other nodes say
+        # comes into `events`. Nothing to relay on a single box.
+        self.relay: EventRelay = relay if relay is not None else NoRelay()
         self._progress = LiveProgress(ledger)
         self._bundles = Bundles(settings.bundles_dir, store)
         self._scheduler = Scheduler(self._execute)
@@ -173,6 +179,7 @@ class Engine:
         store: ArtifactStore | None = None,
         role: Role = "owner",
         only_own_runs: bool = False,
+        relay: EventRelay | None = None,
     ) -> AsyncIterator[Engine]:
         """Open the ledger, and (as the owner of the data directory) recover unfinished runs and work.
 
@@ -181,7 +188,9 @@ class Engine:
         and takes over when the owner exits; `client` never runs anything. A client's runs are
         queued in the ledger for the owner, and its cancels reach the owner through the ledger.
         `only_own_runs` (for short-lived commands) makes an owner run only what it submits itself
-        and leave the rest queued for a long-lived process.
+        and leave the rest queued for a long-lived process. `relay` carries events between nodes
+        (default: the one the settings choose, none without ATELIER_DATABASE_URL); it connects in
+        the background, so opening never waits for it.
 
         On the way out, whatever was running here is handed back as queued, without spending an
         attempt (see `_hand_back`), so no run is left "running" by a process that has stopped.
@@ -202,6 +211,7 @@ class Engine:
                 ledger,
                 store if store is not None else factory.make_store(settings),
                 backends if backends is not None else factory.make_backends(settings),
+                relay=relay if relay is not None else factory.make_relay(settings),
             )
             if only_own_runs:
                 engine._own = set()
@@ -209,6 +219,10 @@ class Engine:
                 async with anyio.create_task_group() as task_group:
                     engine._task_group = task_group
                     engine.is_owner = False
+                    if engine.relay.enabled:
+                        task_group.start_soon(
+                            engine._guarded, engine.relay.serve, engine._heard, engine._heard_again
+                        )
                     if lock is not None:
                         await engine._take_ownership(lock)
                     elif role == "shared":
@@ -551,6 +565,7 @@ class Engine:
         self._progress.note(run_id, progress)
         if self.events.wants_progress(run_id):
             self.events.publish(Event("progress", run_id, progress=progress))
+        self.relay.progressed(run_id, progress)
         parent_id = self._parent_of.get(run_id)
         if parent_id is not None and self.events.wants(parent_id):
             self._refresh_batch_soon(parent_id)
@@ -899,6 +914,7 @@ class Engine:
             if handler is not None:
                 await handler.forget(gone)
         self.events.publish(Event("run", run_id, run=None, message="deleted"))
+        self.relay.deleted(run_id)
         if run.parent_id is not None:
             self._refresh_batch_soon(run.parent_id)
         return run
@@ -936,8 +952,20 @@ class Engine:
     ) -> Run:
         """Wait until the run is finished or `timeout_s` passes; returns the run either way.
 
-        `on_progress` (sync or async) is called for each progress step seen while waiting.
+        `on_progress` (sync or async) is called for each progress step seen while waiting. With a
+        relay, the run may execute on another node: its events are followed all the same, and
+        the ledger read now and then in case one was lost.
         """
+        if self.relay.enabled:
+            return await waiting.until_final(
+                self.events,
+                self.get_run,
+                self._progress.apply,
+                run_id,
+                timeout_s,
+                on_progress,
+                recheck_s=waiting.RELAYED_RECHECK_S,
+            )
         if not self.is_owner:
             return await waiting.poll_until_final(self.get_run, run_id, timeout_s, on_progress)
         return await waiting.until_final(
@@ -990,13 +1018,26 @@ class Engine:
             metrics=self._metrics,
             trainer=self._trainer,
             training_lane=TRAINING_LANE,
+            relay=self.relay.health(),
         )
 
     def _publish_run(self, run: Run) -> None:
         if self.events.wants(run.id):
             self.events.publish(Event("run", run.id, run=run))
+        self.relay.run_changed(run)
         if run.parent_id is not None and self._task_group is not None:
             self._refresh_batch_soon(run.parent_id)
+
+    async def _heard(self, message: RelayMessage) -> None:
+        """Another node's event, published here (and never sent on: see `core.relay`)."""
+        await publish_here(message, self.events, self.ledger.get_run, self._progress)
+
+    async def _heard_again(self) -> None:
+        """After the relay could not listen for a while: the runs followed here, as they are now
+        (what was said meanwhile is lost)."""
+        for run_id in self.events.followed():
+            run = await self.ledger.get_run(run_id)
+            self.events.publish(Event("run", run_id, run=run, message="" if run else "deleted"))
 
     def _refresh_batch_soon(self, parent_id: str) -> None:
         """Bring a batch up to date with its children; refreshes asked for meanwhile coalesce."""

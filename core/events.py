@@ -100,6 +100,10 @@ class EventBus:
         """How many subscriptions follow `run_id` alone (or every run, for None)."""
         return len(self._subscribers.get(run_id, ()))
 
+    def followed(self) -> list[str]:
+        """The runs somebody follows by id (not those seen only by subscribers of every run)."""
+        return [run_id for run_id in self._subscribers if run_id is not None]
+
     def wants(self, run_id: str) -> bool:
         """Whether anybody listens to `run_id`: lets hot paths skip building events nobody reads."""
         return bool(self._subscribers.get(run_id) or self._subscribers.get(None))

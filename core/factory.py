@@ -6,9 +6,11 @@ from core.artifacts import ArtifactStore
 from core.artifacts.filesystem import FilesystemStore
 from core.backends import GenerationBackend
 from core.backends.comfyui.workflows import WorkflowLibrary
+from core.errors import InvalidInput
 from core.ledger import Ledger
 from core.ledger.sqlite import SQLiteLedger
 from core.publishing import Publisher
+from core.relay import EventRelay, NoRelay
 from core.settings import Settings
 from core.training import Trainer
 
@@ -19,6 +21,21 @@ def make_ledger(settings: Settings) -> Ledger:
         synchronous=settings.ledger_sync,
         busy_timeout_s=settings.ledger_busy_timeout_s,
     )
+
+
+def make_relay(settings: Settings) -> EventRelay:
+    """Events across nodes through PostgreSQL when ATELIER_DATABASE_URL is set (psycopg imported
+    only then), else none: on one box the engine's own events reach everyone."""
+    if settings.database_url is None:
+        return NoRelay()
+    try:
+        from core.relay_postgres import PostgresRelay
+    except ImportError as exc:
+        raise InvalidInput(
+            "ATELIER_DATABASE_URL",
+            f"needs psycopg, which is not installed ({exc}): pip install 'atelier-mcp[postgres]'",
+        ) from None
+    return PostgresRelay(settings.database_url.get_secret_value())
 
 
 def make_store(settings: Settings) -> ArtifactStore:

@@ -98,10 +98,13 @@ async def report(
     metrics: Metrics,
     trainer: Trainer | None = None,
     training_lane: str = "training",
+    relay: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Health of each backend, the trainer, the storage and the ledger, the queue, and
-    throughput/latency since start. A trainer that cannot start (ai-toolkit not installed) is
-    reported, but image generation stays healthy without it."""
+    """Health of each backend, the trainer, the storage and the ledger, the relay of events
+    across nodes, the queue, and throughput/latency since start. A trainer that cannot start
+    (ai-toolkit not installed) is reported, but image generation stays healthy without it; a
+    relay that is down is not (the node's channels would miss other nodes' events), one still
+    making its first connections is."""
     backend_health = {}
     for name, backend in backends.items():
         backend_health[name] = _with_lane(await _asked(backend.health, {"up": False}), scheduler, name)
@@ -126,13 +129,17 @@ async def report(
         else any(b.get("up") for b in backend_health.values())
     )
     return {
-        # Healthy when the backend new runs go to is up (the preview renderer always is) and
-        # their images can be saved and recorded.
-        "healthy": backend_up and bool(storage.get("ok")) and ledger_health["ok"],
+        # Healthy when the backend new runs go to is up (the preview renderer always is), their
+        # images can be saved and recorded, and (in a cluster) other nodes' events are heard.
+        "healthy": backend_up
+        and bool(storage.get("ok"))
+        and ledger_health["ok"]
+        and (relay is None or relay.get("state") != "down"),
         "backends": backend_health,
         **({"trainer": trainer_health} if trainer_health is not None else {}),
         "storage": storage,
         "ledger": ledger_health,
+        "relay": dict(relay) if relay is not None else {"enabled": False},
         "runs": runs,
         "queue": {"queued": scheduler.queued(), "running": scheduler.running()},
         "metrics": metrics.summary(now),

@@ -3,11 +3,13 @@
 Progress goes out as events at once (the engine publishes them); the ledger, which other
 processes read, gets each run's latest step at the next `flush` (the engine's housekeeping,
 once a second), so a backend reporting many steps a second never makes a write per step, and
-the runs' flushes share one transaction.
+the runs' flushes share one transaction. Progress of runs executing on other nodes, heard through
+the relay (`core.relay`), is shown the same way but never written: their own node writes it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 
 import anyio
@@ -16,6 +18,8 @@ from core.backends import Progress
 from core.errors import LedgerUnavailable
 from core.ledger import Ledger
 from core.models import Run, RunStatus
+
+MAX_ELSEWHERE = 4096
 
 
 class LiveProgress:
@@ -26,6 +30,9 @@ class LiveProgress:
         self._latest: dict[str, Progress] = {}
         # Runs whose latest progress the ledger has not recorded yet.
         self._unwritten: set[str] = set()
+        # The latest progress of runs executing on other nodes, oldest first (bounded: a node
+        # that stops may never say that its runs ended).
+        self._elsewhere: OrderedDict[str, Progress] = OrderedDict()
 
     def note(self, run_id: str, progress: Progress) -> None:
         self._latest[run_id] = progress
@@ -36,9 +43,19 @@ class LiveProgress:
         self._latest.pop(run_id, None)
         self._unwritten.discard(run_id)
 
+    def note_elsewhere(self, run_id: str, progress: Progress) -> None:
+        """The latest step of a run another node executes: shown by `apply`, never flushed."""
+        self._elsewhere[run_id] = progress
+        self._elsewhere.move_to_end(run_id)
+        if len(self._elsewhere) > MAX_ELSEWHERE:
+            self._elsewhere.popitem(last=False)
+
+    def forget_elsewhere(self, run_id: str) -> None:
+        self._elsewhere.pop(run_id, None)
+
     def apply(self, run: Run) -> Run:
         """`run` as read from the ledger, with its latest progress if it is running."""
-        progress = self._latest.get(run.id)
+        progress = self._latest.get(run.id) or self._elsewhere.get(run.id)
         if progress is None or run.status is not RunStatus.RUNNING:
             return run
         return replace(

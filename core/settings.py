@@ -196,6 +196,11 @@ class Settings(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts per run before it fails.")
     run_timeout_s: float = Field(default=900.0, gt=0, description="Per-attempt time limit of a run.")
     retry_backoff_s: float = Field(default=1.0, ge=0, le=600, description="First retry delay; doubles.")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL ledger (postgresql://user:password@host:5432/db) shared by several "
+        "processes and machines, instead of the SQLite file in ATELIER_HOME. Needs the `postgres` extra.",
+    )
     ledger_sync: Literal["normal", "full"] = Field(
         default="normal", description="SQLite synchronous mode: normal survives crashes, full power loss."
     )
@@ -261,6 +266,21 @@ class Settings(BaseModel):
         unknown = [p for p in _split(value, ",") if p.lower() not in ("storefront", "printify", "shopify")]
         if unknown:
             raise ValueError(f"unknown platform {unknown[0]!r}: use storefront, printify and/or shopify")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            parsed = urlsplit(value.get_secret_value())
+            parsed.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("postgresql", "postgres") or not parsed.path.strip("/"):
+            # The URL itself is not repeated: it may hold a password.
+            raise ValueError("is not a URL like postgresql://user@127.0.0.1:5432/atelier")
         return value
 
     @field_validator("comfyui_urls")

@@ -95,6 +95,7 @@ def build_app(
                 "backends": status["backends"],
                 "storage": status["storage"],
                 "ledger": status["ledger"],
+                "relay": status["relay"],
                 "queue": status["queue"],
                 "runs": status["runs"],
             },
