@@ -1,16 +1,21 @@
-"""The SQLite ledger's products and their listings (a mixin of `SQLiteLedger`, like characters)."""
+"""The SQLite ledger's products and their listings (a mixin of `SQLiteLedger`, like characters;
+rows to models: `core.ledger.records`, shared with the PostgreSQL adapter)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from core.publishing.models import Listing, Product, ProductFile
-
-_PRODUCT_FIELDS = frozenset({"title", "description", "price_cents", "status"})
+from core.ledger.records import (
+    PRODUCT_COLUMNS,
+    listing_from_row,
+    product_changes,
+    product_from_row,
+    product_values,
+)
+from core.publishing.models import Listing, Product
 
 
 class SQLiteProducts:
@@ -21,30 +26,14 @@ class SQLiteProducts:
 
     async def insert_product(self, product: Product) -> Product:
         """Store a new product; one with the same id already stored is returned as it is."""
-
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO products (id, type, title, description, price_cents, design, colours, sizes, files, "
-                "status, run_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        values = product_values(product)
+        await self._write(
+            lambda conn: conn.execute(
+                f"INSERT INTO products ({PRODUCT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING",
-                (
-                    product.id,
-                    product.type,
-                    product.title,
-                    product.description,
-                    product.price_cents,
-                    json.dumps(product.design),
-                    json.dumps(product.colours),
-                    json.dumps(product.sizes),
-                    json.dumps([f.to_dict() for f in product.files]),
-                    product.status,
-                    product.run_id,
-                    product.created_at,
-                    product.updated_at,
-                ),
+                values,
             )
-
-        await self._write(insert)
+        )
         stored = await self.get_product(product.id)
         assert stored is not None
         return stored
@@ -82,10 +71,7 @@ class SQLiteProducts:
         )
 
     async def update_product(self, product_id: str, **changes: Any) -> Product | None:
-        unknown = set(changes) - _PRODUCT_FIELDS
-        if unknown:
-            raise ValueError(f"not product fields: {sorted(unknown)}")
-        columns = {**changes, "updated_at": time.time()}
+        columns = product_changes(changes, time.time())
         assignments = ", ".join(f"{column} = ?" for column in columns)
 
         def update(conn: sqlite3.Connection) -> int:
@@ -126,37 +112,11 @@ class SQLiteProducts:
 
     async def _products(self, where: str, args: Sequence[Any]) -> list[Product]:
         rows = await self._rows(f"SELECT * FROM products {where}", args)
-        products = {
-            row["id"]: Product(
-                id=row["id"],
-                type=row["type"],
-                title=row["title"],
-                description=row["description"],
-                price_cents=row["price_cents"],
-                design=json.loads(row["design"]),
-                colours=json.loads(row["colours"]),
-                sizes=json.loads(row["sizes"]),
-                files=[ProductFile(**f) for f in json.loads(row["files"])],
-                status=row["status"],
-                run_id=row["run_id"],
-                created_at=row["created_at"],
-                updated_at=row["updated_at"],
-            )
-            for row in rows
-        }
+        products = {row["id"]: product_from_row(row) for row in rows}
         if products:
             marks = ", ".join("?" for _ in products)
             for row in await self._rows(
                 f"SELECT * FROM listings WHERE product_id IN ({marks}) ORDER BY platform", list(products)
             ):
-                products[row["product_id"]].listings.append(
-                    Listing(
-                        platform=row["platform"],
-                        status=row["status"],
-                        external_id=row["external_id"],
-                        url=row["url"],
-                        error=row["error"],
-                        updated_at=row["updated_at"],
-                    )
-                )
+                products[row["product_id"]].listings.append(listing_from_row(row))
         return list(products.values())
