@@ -1,0 +1,165 @@
+"""Connections to a PostgreSQL ledger: the pool, the schema's migrations, and errors as heard.
+
+The pool opens on the ledger's first call, not when the ledger is made, and never waits for the
+server at start-up: a process starts while its database is down and its health reports the
+outage; each call then waits up to `timeout_s` for a connection and fails as `LedgerUnavailable`.
+The first call that reaches the server brings the schema up to date, in one transaction, under
+an advisory lock, so nodes started together migrate once, one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import psycopg
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool
+
+from core.errors import LedgerUnavailable
+
+T = TypeVar("T")
+log = logging.getLogger("atelier.ledger")
+# A transaction that lost a deadlock or a serialization conflict is run again, this many times in all.
+ATTEMPTS = 3
+# One lock key for the migrations of every schema (`current_schema()` tells them apart).
+_MIGRATION_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtext('atelier ledger migrations ' || COALESCE(current_schema(), '')))"
+)
+
+
+def redacted(url: str) -> str:
+    """`url` without its password (`postgresql://user:***@host/db`): what logs and errors may show."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://(unreadable URL)"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}{port}"))
+
+
+@lru_cache(maxsize=512)
+def pg(sql: str) -> str:
+    """A statement written with SQLite's `?` placeholders (the shared SQL), with psycopg's."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Connections:
+    """The ledger's pool of connections to `url`, opened and migrated on first use."""
+
+    def __init__(self, url: str, *, timeout_s: float, max_size: int) -> None:
+        self.url = url
+        self.where = redacted(url)
+        self._timeout_s = timeout_s
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=timeout_s,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            name="atelier-ledger",
+        )
+        self._opened = False
+        self._migrated = False
+        self._opening: anyio.Lock | None = None
+        self.schema_version = 0
+
+    async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], *, write: bool) -> T:
+        """`work`'s result, run on a pooled connection in one transaction (`write`) or as it is (a
+        read: one statement, one snapshot). Run whole even if the caller is cancelled meanwhile,
+        so a connection never goes back to the pool in the middle of a statement."""
+        with anyio.CancelScope(shield=True):
+            await self._ready()
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    async with self._pool.connection() as conn:
+                        if not write:
+                            return await work(conn)
+                        async with conn.transaction():
+                            return await work(conn)
+                except psycopg.errors.TransactionRollback:  # a deadlock or serialization failure
+                    if attempt == ATTEMPTS:
+                        raise self._unavailable("it kept conflicting with other writers") from None
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    raise self._unavailable(_reason(exc)) from None
+        raise AssertionError("unreachable")
+
+    async def _ready(self) -> None:
+        if self._migrated:
+            return
+        if self._opening is None:
+            self._opening = anyio.Lock()
+        async with self._opening:
+            if self._migrated:
+                return
+            if not self._opened:
+                await self._pool.open(wait=False)
+                self._opened = True
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    self.schema_version = await migrate(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise self._unavailable(_reason(exc)) from None
+            self._migrated = True
+
+    def _unavailable(self, reason: str) -> LedgerUnavailable:
+        return LedgerUnavailable(
+            f"the ledger's database at {self.where} cannot be used now ({reason}); nothing was changed, try again"
+        )
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
+    """Bring the schema up to the newest migration in the caller's transaction; its version."""
+    await conn.execute(_MIGRATION_LOCK)
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+    )
+    row = await (await conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")).fetchone()
+    current = row[0] if row else 0
+    for version, script in migrations():
+        if version > current:
+            log.info("applying ledger migration %04d", version)
+            await conn.execute(script.encode(), prepare=False)
+            await conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, time.time()))
+            current = version
+    return current
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, SQL) of every migration of `migrations_postgres/`, in order."""
+    folder = resources.files("core.ledger") / "migrations_postgres"
+    found = [
+        (int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    ]
+    return sorted(found)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # JSON columns come back as their text, as SQLite's do, so both adapters share one row mapping.
+    conn.adapters.register_loader("jsonb", TextLoader)
+    conn.adapters.register_loader("json", TextLoader)
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, in a line (libpq's messages name the host and user, never a password)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else 'no message'}"
