@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import psycopg
@@ -23,6 +22,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import LedgerUnavailable
+from core.settings import redacted_url
 
 T = TypeVar("T")
 log = logging.getLogger("atelier.ledger")
@@ -32,21 +32,6 @@ ATTEMPTS = 3
 _MIGRATION_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtext('atelier ledger migrations ' || COALESCE(current_schema(), '')))"
 )
-
-
-def redacted(url: str) -> str:
-    """`url` without its password (`postgresql://user:***@host/db`): what logs and errors may show."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://(unreadable URL)"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}{port}"))
 
 
 @lru_cache(maxsize=512)
@@ -60,7 +45,7 @@ class Connections:
 
     def __init__(self, url: str, *, timeout_s: float, max_size: int) -> None:
         self.url = url
-        self.where = redacted(url)
+        self.where = redacted_url(url)
         self._timeout_s = timeout_s
         self._pool = AsyncConnectionPool(
             url,
@@ -79,23 +64,35 @@ class Connections:
 
     async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], *, write: bool) -> T:
         """`work`'s result, run on a pooled connection in one transaction (`write`) or as it is (a
-        read: one statement, one snapshot). Run whole even if the caller is cancelled meanwhile,
-        so a connection never goes back to the pool in the middle of a statement."""
-        with anyio.CancelScope(shield=True):
-            await self._ready()
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    async with self._pool.connection() as conn:
-                        if not write:
-                            return await work(conn)
-                        async with conn.transaction():
-                            return await work(conn)
-                except psycopg.errors.TransactionRollback:  # a deadlock or serialization failure
-                    if attempt == ATTEMPTS:
-                        raise self._unavailable("it kept conflicting with other writers") from None
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                    raise self._unavailable(_reason(exc)) from None
+        read: one statement, one snapshot).
+
+        A caller cancelled while it waits for a connection gives up at once (a health check's time
+        limit, a shutdown); once it holds one, `work` runs to its end and the connection goes back
+        to the pool whole: never in the middle of a statement, and never lost to the pool.
+        """
+        await self._ready()
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await self._on_connection(work, write)
+            except psycopg.errors.TransactionRollback:  # a deadlock or serialization failure
+                if attempt == ATTEMPTS:
+                    raise self._unavailable("it kept conflicting with other writers") from None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise self._unavailable(_reason(exc)) from None
         raise AssertionError("unreachable")
+
+    async def _on_connection(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], write: bool
+    ) -> T:
+        conn = await self._pool.getconn()
+        with anyio.CancelScope(shield=True):
+            try:
+                if not write:
+                    return await work(conn)
+                async with conn.transaction():
+                    return await work(conn)
+            finally:
+                await self._pool.putconn(conn)
 
     async def _ready(self) -> None:
         if self._migrated:
@@ -109,8 +106,7 @@ class Connections:
                 await self._pool.open(wait=False)
                 self._opened = True
             try:
-                async with self._pool.connection() as conn, conn.transaction():
-                    self.schema_version = await migrate(conn)
+                self.schema_version = await self._on_connection(migrate, write=True)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 raise self._unavailable(_reason(exc)) from None
             self._migrated = True
