@@ -69,12 +69,13 @@ class LedgerPlace:
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
     def settings(self, settings: Settings) -> Settings:
-        """`settings` with this place's ledger (PostgreSQL: ATELIER_DATABASE_URL)."""
+        """`settings` with this place's ledger: PostgreSQL's through ATELIER_DATABASE_URL; SQLite's
+        is the file in the settings' home, which this place then reads."""
         if self.adapter == "sqlite":
+            self.path = settings.ledger_path
             return settings
-        return settings.model_copy(
-            update={"database_url": Settings.from_env({}, database_url=self.url).database_url}
-        )
+        url = Settings.from_env({}, database_url=self.url).database_url
+        return settings.model_copy(update={"database_url": url})
 
 
 @contextmanager

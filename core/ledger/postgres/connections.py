@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import psycopg
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
@@ -84,6 +85,8 @@ class Connections:
     async def _on_connection(
         self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], write: bool
     ) -> T:
+        # A caller already cancelled writes nothing, even when a connection is free at once.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         conn = await self._pool.getconn()
         with anyio.CancelScope(shield=True):
             try:
