@@ -19,18 +19,17 @@ from core.ledger.records import (
     CHARACTER_IMAGE_COLUMNS,
     LORA_VERSION_COLUMNS,
     character_changes,
-    character_from_row,
     character_values,
     image_from_row,
     image_values,
     images_that_fit,
     taken,
-    version_from_row,
     version_values,
 )
+from core.ledger.shared_reads import CharacterReads
 
 
-class SQLiteCharacters:
+class SQLiteCharacters(CharacterReads):
     """`CharacterLedger` for `SQLiteLedger` (see `core.ledger.CharacterLedger`)."""
 
     _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
@@ -49,17 +48,6 @@ class SQLiteCharacters:
         except sqlite3.IntegrityError as exc:
             raise taken(exc, character.name, character.trigger_word) from None
         return character
-
-    async def get_character(self, character_id: str) -> Character | None:
-        found = await self._characters("WHERE id = ?", (character_id,))
-        return found[0] if found else None
-
-    async def find_character_by_name(self, name: str) -> Character | None:
-        found = await self._characters("WHERE name_key = ?", (name.casefold(),))
-        return found[0] if found else None
-
-    async def list_characters(self) -> list[Character]:
-        return await self._characters("", ())
 
     async def update_character(self, character_id: str, **changes: Any) -> Character | None:
         columns = character_changes(changes, time.time())
@@ -135,20 +123,3 @@ class SQLiteCharacters:
             raise Conflict(
                 f"LoRA version {version.version} of {character_id} already exists ({exc})"
             ) from None
-
-    async def _characters(self, where: str, args: Sequence[Any]) -> list[Character]:
-        rows = await self._rows(f"SELECT * FROM characters {where} ORDER BY created_at, id", args)
-        characters = {row["id"]: character_from_row(row) for row in rows}
-        if not characters:
-            return []
-        marks = ", ".join("?" for _ in characters)
-        for row in await self._rows(
-            f"SELECT * FROM character_images WHERE character_id IN ({marks}) ORDER BY added_at, filename",
-            list(characters),
-        ):
-            characters[row["character_id"]].images.append(image_from_row(row))
-        for row in await self._rows(
-            f"SELECT * FROM lora_versions WHERE character_id IN ({marks}) ORDER BY version", list(characters)
-        ):
-            characters[row["character_id"]].versions.append(version_from_row(row))
-        return list(characters.values())

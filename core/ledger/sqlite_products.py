@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.ledger.records import (
     PRODUCT_COLUMNS,
-    listing_from_row,
     product_changes,
-    product_from_row,
     product_values,
 )
+from core.ledger.shared_reads import ProductReads
 from core.publishing.models import Listing, Product
 
 
-class SQLiteProducts:
+class SQLiteProducts(ProductReads):
     """`ProductLedger` for `SQLiteLedger` (see `core.ledger.ProductLedger`)."""
 
     _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
@@ -37,38 +36,6 @@ class SQLiteProducts:
         stored = await self.get_product(product.id)
         assert stored is not None
         return stored
-
-    async def get_product(self, product_id: str) -> Product | None:
-        found = await self._products("WHERE id = ?", (product_id,))
-        return found[0] if found else None
-
-    async def list_products(
-        self,
-        *,
-        status: str | None = None,
-        type: str | None = None,
-        run_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[Product]:
-        """Products newest first, filtered by status, type and the run that made them."""
-        clauses, args = [], []
-        for column, value in (("status", status), ("type", type), ("run_id", run_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return await self._products(
-            f"{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (*args, limit, offset)
-        )
-
-    async def published_on(self, platform: str, limit: int = 200, offset: int = 0) -> list[Product]:
-        """Products listed and published on `platform`, newest first (the storefront's shelf)."""
-        return await self._products(
-            "WHERE id IN (SELECT product_id FROM listings WHERE platform = ? AND status = 'published') "
-            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            (platform, limit, offset),
-        )
 
     async def update_product(self, product_id: str, **changes: Any) -> Product | None:
         columns = product_changes(changes, time.time())
@@ -109,14 +76,3 @@ class SQLiteProducts:
             )
 
         await self._write(put)
-
-    async def _products(self, where: str, args: Sequence[Any]) -> list[Product]:
-        rows = await self._rows(f"SELECT * FROM products {where}", args)
-        products = {row["id"]: product_from_row(row) for row in rows}
-        if products:
-            marks = ", ".join("?" for _ in products)
-            for row in await self._rows(
-                f"SELECT * FROM listings WHERE product_id IN ({marks}) ORDER BY platform", list(products)
-            ):
-                products[row["product_id"]].listings.append(listing_from_row(row))
-        return list(products.values())

@@ -11,11 +11,12 @@ belong to its row mapping (`core.ledger.sqlite_rows`).
 from __future__ import annotations
 
 import base64
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from core.errors import InvalidInput
-from core.ledger.sqlite_rows import RUN_COLUMNS
+from core.ledger import Increment
+from core.ledger.sqlite_rows import RUN_COLUMNS, to_column
 from core.models import RunKind, RunStatus
 
 _UPDATABLE = frozenset(
@@ -121,6 +122,23 @@ def page_query(
     return " UNION ALL ".join(arms), args
 
 
+def mean_duration_query(
+    statuses: Collection[RunStatus] | None,
+    kinds: Collection[RunKind] | None,
+    top_level: bool,
+    newest: int,
+) -> tuple[str, list[Any]]:
+    """The mean seconds from start (or creation) to finish of the finished runs among the
+    `newest` a list with these filters shows first, and its arguments."""
+    sql, args = page_query(statuses, kinds, None, top_level, None, columns=TIMING_COLUMNS)
+    sql = (
+        f"SELECT AVG(finished_at - COALESCE(started_at, created_at)) FROM ({sql} ORDER BY seq DESC "
+        "LIMIT ?) AS newest WHERE finished_at IS NOT NULL"
+    )
+    args.append(newest)
+    return sql, args
+
+
 def status_values(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:
     """The statuses an update expects, as a key of its statement's shape and as its arguments."""
     return None if expect is None else tuple(sorted(s.value for s in expect))
@@ -134,6 +152,29 @@ def update_statement(columns: tuple[tuple[str, bool], ...], expect: tuple[str, .
     sets = ", ".join(f"{name} = {name} + ?" if add else f"{name} = ?" for name, add in columns) or "seq = seq"
     guard = f" AND status IN ({', '.join('?' for _ in expect)})" if expect is not None else ""
     return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {RUN_COLUMNS}"
+
+
+def update_of(
+    run_id: str,
+    expect: Collection[RunStatus] | None,
+    changes: dict[str, Any],
+    statements: dict[tuple[Any, ...], str],
+    dialect: Callable[[str], str] = str,
+) -> tuple[str, list[Any]]:
+    """The UPDATE of `update_run` (built once per shape of change, in `dialect`, and kept in
+    `statements`) and its arguments."""
+    shape = (
+        tuple((name, isinstance(value, Increment)) for name, value in changes.items()),
+        status_values(expect),
+    )
+    sql = statements.get(shape)
+    if sql is None:
+        sql = statements[shape] = dialect(update_statement(*shape))
+    args = [to_column(name, value) for name, value in changes.items()]
+    args.append(run_id)
+    if shape[1] is not None:
+        args.extend(shape[1])
+    return sql, args
 
 
 def encode_cursor(seq: int) -> str:

@@ -20,20 +20,19 @@ from core.ledger.records import (
     CHARACTER_IMAGE_COLUMNS,
     LORA_VERSION_COLUMNS,
     character_changes,
-    character_from_row,
     character_values,
     image_from_row,
     image_values,
     images_that_fit,
     taken,
-    version_from_row,
     version_values,
 )
+from core.ledger.shared_reads import CharacterReads
 
 Conn = psycopg.AsyncConnection[Any]
 
 
-class PostgresCharacters:
+class PostgresCharacters(CharacterReads):
     """`CharacterLedger` for `PostgresLedger` (see `core.ledger.CharacterLedger`)."""
 
     _write: Callable[[Callable[[Conn], Awaitable[Any]]], Awaitable[Any]]
@@ -52,17 +51,6 @@ class PostgresCharacters:
         except psycopg.errors.UniqueViolation as exc:
             raise taken(exc, character.name, character.trigger_word) from None
         return character
-
-    async def get_character(self, character_id: str) -> Character | None:
-        found = await self._characters("WHERE id = ?", (character_id,))
-        return found[0] if found else None
-
-    async def find_character_by_name(self, name: str) -> Character | None:
-        found = await self._characters("WHERE name_key = ?", (name.casefold(),))
-        return found[0] if found else None
-
-    async def list_characters(self) -> list[Character]:
-        return await self._characters("", ())
 
     async def update_character(self, character_id: str, **changes: Any) -> Character | None:
         columns = character_changes(changes, time.time())
@@ -150,24 +138,6 @@ class PostgresCharacters:
             raise Conflict(
                 f"LoRA version {version.version} of {character_id} already exists ({_first_line(exc)})"
             ) from None
-
-    async def _characters(self, where: str, args: Sequence[Any]) -> list[Character]:
-        rows = await self._rows(f"SELECT * FROM characters {where} ORDER BY created_at, id", args, named=True)
-        characters = {row["id"]: character_from_row(row) for row in rows}
-        if not characters:
-            return []
-        ids = (list(characters),)
-        for row in await self._rows(
-            "SELECT * FROM character_images WHERE character_id = ANY(?) ORDER BY added_at, filename",
-            ids,
-            named=True,
-        ):
-            characters[row["character_id"]].images.append(image_from_row(row))
-        for row in await self._rows(
-            "SELECT * FROM lora_versions WHERE character_id = ANY(?) ORDER BY version", ids, named=True
-        ):
-            characters[row["character_id"]].versions.append(version_from_row(row))
-        return list(characters.values())
 
 
 def _first_line(exc: Exception) -> str:
