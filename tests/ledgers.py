@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from core.ledger import Ledger
-from core.settings import Settings
+from core.settings import Settings, redacted_url
 
 ADAPTERS = ["sqlite", "postgres"]
 TEST_DATABASE_URL = os.environ.get("ATELIER_TEST_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
@@ -99,7 +99,7 @@ def postgres_schema() -> Iterator[str]:
     try:
         admin = psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        _cannot_run(f"PostgreSQL at {TEST_DATABASE_URL} cannot be reached: {exc}")
+        _cannot_run(f"PostgreSQL at {redacted_url(TEST_DATABASE_URL)} cannot be reached: {exc}")
     with admin:
         admin.execute(f"CREATE SCHEMA {schema}".encode())
         try:
