@@ -104,3 +104,25 @@ async def test_the_schema_is_versioned_and_json_columns_are_jsonb() -> None:
             assert place.raw("SELECT inputs->>'prompt' FROM runs WHERE id = ?", run.id) == [("a harbour",)]
         finally:
             await ledger.close()
+
+
+async def test_connections_the_server_closed_are_replaced_without_failing_a_call() -> None:
+    with postgres_schema() as url:
+        name = f"atelier-test-{time.monotonic_ns()}"
+        ledger = PostgresLedger.open(f"{url}&application_name={name}")
+        try:
+            run = await ledger.insert_run(new_run())
+            # An administrator (or a server restart) ends every connection the ledger holds.
+            place = LedgerPlace("postgres", url=url)
+            ended = place.raw(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?", name
+            )
+            assert ended and all(row[0] for row in ended)
+            stored = await ledger.get_run(run.id)
+            assert stored is not None and stored.id == run.id
+            place.raw(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?", name
+            )
+            assert (await ledger.update_run(run.id, message="still here")).message == "still here"  # type: ignore[union-attr]
+        finally:
+            await ledger.close()

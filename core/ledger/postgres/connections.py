@@ -69,7 +69,9 @@ class Connections:
 
         A caller cancelled while it waits for a connection gives up at once (a health check's time
         limit, a shutdown); once it holds one, `work` runs to its end and the connection goes back
-        to the pool whole: never in the middle of a statement, and never lost to the pool.
+        to the pool whole: never in the middle of a statement, and never lost to the pool. A
+        connection the server has closed since it was pooled (a restart, an administrator) fails
+        before anything is done: the pool's connections are checked, and the call tried again once.
         """
         await self._ready()
         for attempt in range(1, ATTEMPTS + 1):
@@ -78,8 +80,13 @@ class Connections:
             except psycopg.errors.TransactionRollback:  # a deadlock or serialization failure
                 if attempt == ATTEMPTS:
                     raise self._unavailable("it kept conflicting with other writers") from None
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                raise self._unavailable(_reason(exc)) from None
+            except _Failed as failed:
+                if failed.stage == "start" and attempt == 1:
+                    # Its neighbours in the pool are likely closed too: replace them all first.
+                    with anyio.CancelScope(shield=True):
+                        await self._pool.check()
+                    continue
+                raise self._unavailable(_reason(failed.error), maybe_done=failed.stage == "commit") from None
         raise AssertionError("unreachable")
 
     async def _on_connection(
@@ -87,13 +94,25 @@ class Connections:
     ) -> T:
         # A caller already cancelled writes nothing, even when a connection is free at once.
         await anyio.lowlevel.checkpoint_if_cancelled()
-        conn = await self._pool.getconn()
+        try:
+            conn = await self._pool.getconn()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # PoolTimeout: none came
+            raise _Failed("wait", exc) from None
         with anyio.CancelScope(shield=True):
+            stage = "start"
             try:
                 if not write:
                     return await work(conn)
                 async with conn.transaction():
-                    return await work(conn)
+                    stage = "work"
+                    result = await work(conn)
+                    stage = "commit"
+                return result
+            except psycopg.errors.TransactionRollback:
+                raise
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                # A read, or a write that had not begun, did nothing: it may be tried again.
+                raise _Failed("start" if not write or stage == "start" else stage, exc) from None
             finally:
                 await self._pool.putconn(conn)
 
@@ -110,18 +129,31 @@ class Connections:
                 self._opened = True
             try:
                 self.schema_version = await self._on_connection(migrate, write=True)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                raise self._unavailable(_reason(exc)) from None
+            except _Failed as failed:
+                raise self._unavailable(_reason(failed.error)) from None
             self._migrated = True
 
-    def _unavailable(self, reason: str) -> LedgerUnavailable:
+    def _unavailable(self, reason: str, *, maybe_done: bool = False) -> LedgerUnavailable:
+        outcome = (
+            "the change may or may not have been recorded" if maybe_done else "nothing was changed, try again"
+        )
         return LedgerUnavailable(
-            f"the ledger's database at {self.where} cannot be used now ({reason}); nothing was changed, try again"
+            f"the ledger's database at {self.where} cannot be used now ({reason}); {outcome}"
         )
 
     async def close(self) -> None:
         if self._opened:
             await self._pool.close()
+
+
+class _Failed(Exception):
+    """A call's connection failed: while it was awaited (`wait`), before anything was done
+    (`start`), during the work (`work`), or while committing (`commit`: the outcome is unknown)."""
+
+    def __init__(self, stage: str, error: Exception) -> None:
+        super().__init__(stage)
+        self.stage = stage
+        self.error = error
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:
