@@ -64,6 +64,7 @@ def test_serve_on_postgres_makes_a_run_that_another_node_reads_back(tmp_path: Pa
             server.process.terminate()
             output, _ = server.process.communicate(timeout=15)
             assert PASSWORD not in output.decode()
+            assert "ledger at postgresql://root:***@127.0.0.1:" in output.decode()
 
         place = LedgerPlace("postgres", url=schema_url)
         assert place.raw("SELECT status FROM runs WHERE id = ?", run_id) == [("completed",)]
