@@ -45,9 +45,7 @@ class Connections:
     """The ledger's pool of connections to `url`, opened and migrated on first use."""
 
     def __init__(self, url: str, *, timeout_s: float, max_size: int) -> None:
-        self.url = url
         self.where = redacted_url(url)
-        self._timeout_s = timeout_s
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
