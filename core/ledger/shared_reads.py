@@ -51,6 +51,8 @@ class RunReads:
     """The `Ledger` port's run reads (see `core.ledger.Ledger`)."""
 
     _rows: Callable[..., Awaitable[list[Any]]]
+    # Whether a filtered list page limits each of its arms (see `sqlite_queries.page_query`).
+    _limit_arms = False
 
     async def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
         rows = await self._rows(sql, args)
@@ -88,7 +90,8 @@ class RunReads:
         offset: int = 0,
     ) -> Page:
         after = None if not cursor else decode_cursor(cursor)
-        sql, args = page_query(statuses, kinds, parent_id, top_level, after)
+        arm_limit = limit + 1 + offset if self._limit_arms else None
+        sql, args = page_query(statuses, kinds, parent_id, top_level, after, arm_limit=arm_limit)
         rows = await self._rows(f"{sql} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit + 1, offset))
         runs = await self._with_artifacts([run_from_row(r) for r in rows[:limit]])
         next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None

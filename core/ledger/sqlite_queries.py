@@ -93,6 +93,7 @@ def page_query(
     before_seq: int | None,
     *,
     columns: str = RUN_COLUMNS,
+    arm_limit: int | None = None,
 ) -> tuple[str, list[Any]]:
     """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
 
@@ -102,6 +103,11 @@ def page_query(
     arm, however many runs match in all. (One `status IN (...) AND kind IN (...)` query would
     read and sort every match.) Without those filters the runs are read newest first straight
     from the table (or from `runs_by_parent` for top-level runs or one batch's children).
+
+    PostgreSQL (15) appends the arms whole and sorts them rather than merging them: `arm_limit`
+    (the page's limit plus its offset) makes each arm a read of at most that many runs, newest
+    first from its index, so the sort is of a few pages, whatever the history. (SQLite does not
+    accept an arm in parentheses, and needs none.)
     """
     if parent_id is not None or not (statuses or kinds):
         clause, args = run_filters(statuses, kinds, parent_id, top_level)
@@ -115,6 +121,8 @@ def page_query(
     if before_seq is not None:
         arm += " AND seq < ?"
     arms, args = [], []
+    if arm_limit is not None:
+        arm = f"({arm} ORDER BY seq DESC LIMIT {int(arm_limit)})"
     for status in sorted({s.value for s in statuses or RunStatus}):
         for kind in sorted({k.value for k in kinds or RunKind}):
             arms.append(arm)
@@ -127,10 +135,20 @@ def mean_duration_query(
     kinds: Collection[RunKind] | None,
     top_level: bool,
     newest: int,
+    *,
+    limit_arms: bool = False,
 ) -> tuple[str, list[Any]]:
     """The mean seconds from start (or creation) to finish of the finished runs among the
-    `newest` a list with these filters shows first, and its arguments."""
-    sql, args = page_query(statuses, kinds, None, top_level, None, columns=TIMING_COLUMNS)
+    `newest` a list with these filters shows first, and its arguments (`limit_arms`: see `page_query`)."""
+    sql, args = page_query(
+        statuses,
+        kinds,
+        None,
+        top_level,
+        None,
+        columns=TIMING_COLUMNS,
+        arm_limit=newest if limit_arms else None,
+    )
     sql = (
         f"SELECT AVG(finished_at - COALESCE(started_at, created_at)) FROM ({sql} ORDER BY seq DESC "
         "LIMIT ?) AS newest WHERE finished_at IS NOT NULL"

@@ -57,6 +57,8 @@ class PostgresLedger(PostgresCharacters, PostgresProducts, RunReads):
     """`Ledger` over a PostgreSQL database. `PostgresLedger.open(url)` returns at once; the first
     call connects and migrates (see `core.ledger.postgres.connections`)."""
 
+    _limit_arms = True  # PostgreSQL appends a page's arms and sorts them: see `page_query`
+
     def __init__(self, connections: Connections) -> None:
         self._connections = connections
         # UPDATE statements by the shape of the change: built once, not on every transition.
@@ -131,7 +133,7 @@ class PostgresLedger(PostgresCharacters, PostgresProducts, RunReads):
         top_level: bool = False,
         newest: int = 200,
     ) -> float | None:
-        sql, args = mean_duration_query(statuses, kinds, top_level, newest)
+        sql, args = mean_duration_query(statuses, kinds, top_level, newest, limit_arms=True)
         return (await self._one(sql, args))[0]
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
