@@ -121,12 +121,16 @@ def page_query(
     if before_seq is not None:
         arm += " AND seq < ?"
     arms, args = [], []
-    if arm_limit is not None:
+    pairs = [
+        (s, k)
+        for s in sorted({s.value for s in statuses or RunStatus})
+        for k in sorted({k.value for k in kinds or RunKind})
+    ]
+    if arm_limit is not None and len(pairs) > 1:
         arm = f"({arm} ORDER BY seq DESC LIMIT {int(arm_limit)})"
-    for status in sorted({s.value for s in statuses or RunStatus}):
-        for kind in sorted({k.value for k in kinds or RunKind}):
-            arms.append(arm)
-            args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
+    for status, kind in pairs:
+        arms.append(arm)
+        args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
     return " UNION ALL ".join(arms), args
 
 
