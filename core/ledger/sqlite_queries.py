@@ -104,9 +104,9 @@ def page_query(
     read and sort every match.) Without those filters the runs are read newest first straight
     from the table (or from `runs_by_parent` for top-level runs or one batch's children).
 
-    PostgreSQL (15) appends the arms whole and sorts them rather than merging them: `arm_limit`
-    (the page's limit plus its offset) makes each arm a read of at most that many runs, newest
-    first from its index, so the sort is of a few pages, whatever the history. (SQLite does not
+    PostgreSQL (15) merges the arms only when each has its own ORDER BY and LIMIT (otherwise it
+    reads every match and sorts them): `arm_limit` (the page's limit plus its offset) gives each
+    arm those, so a page reads at most that many runs an arm, newest first. (SQLite does not
     accept an arm in parentheses, and needs none.)
     """
     if parent_id is not None or not (statuses or kinds):
