@@ -257,7 +257,14 @@ class Engine:
         self.is_owner = True
         for backend in self.backends.values():
             backend.start(self._task_group)
-        await self._recover()
+        try:
+            await self._recover()
+        except LedgerUnavailable as exc:
+            # Start-up never waits on a backend (a database server that is down): health reports
+            # the outage, and the runs are recovered once the ledger answers.
+            self._problems.note("ledger", str(exc))
+            log.warning("cannot recover unfinished runs yet (%s); trying again in the background", exc)
+            self._start(self._recover_when_the_ledger_answers)
         self._scheduler.start(self._task_group)
         self._start(self._housekeeping_forever)
 
@@ -270,6 +277,20 @@ class Engine:
                 continue
             log.info("the owner of %s has gone; this process takes over its runs", self.settings.home)
             await self._take_ownership(lock)
+            return
+
+    async def _recover_when_the_ledger_answers(self) -> None:
+        delay = 0.5
+        while True:
+            await anyio.sleep(delay)
+            try:
+                await self._recover()
+            except LedgerUnavailable as exc:
+                self._problems.note("ledger", str(exc))
+                delay = min(delay * 2, 10.0)
+                continue
+            self._problems.clear("ledger")
+            log.info("the ledger answers again: unfinished runs recovered")
             return
 
     async def _recover(self) -> None:

@@ -16,6 +16,21 @@ from core.training import Trainer
 
 
 def make_ledger(settings: Settings) -> Ledger:
+    """PostgreSQL when ATELIER_DATABASE_URL is set (psycopg imported only then), else the SQLite
+    file in ATELIER_HOME. Neither waits for a server here: PostgreSQL connects on first use."""
+    if settings.database_url is not None:
+        try:
+            from core.ledger.postgres import PostgresLedger
+        except ImportError as exc:
+            raise InvalidInput(
+                "ATELIER_DATABASE_URL",
+                f"needs psycopg, which is not installed ({exc}): pip install 'atelier-mcp[postgres]'",
+            ) from None
+        return PostgresLedger.open(
+            settings.database_url.get_secret_value(),
+            timeout_s=settings.ledger_busy_timeout_s,
+            pool_size=settings.database_pool_size,
+        )
     return SQLiteLedger.open(
         settings.ledger_path,
         synchronous=settings.ledger_sync,

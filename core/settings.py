@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -201,6 +201,9 @@ class Settings(BaseModel):
         description="PostgreSQL ledger (postgresql://user:password@host:5432/db) shared by several "
         "processes and machines, instead of the SQLite file in ATELIER_HOME. Needs the `postgres` extra.",
     )
+    database_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Most connections this process opens to ATELIER_DATABASE_URL."
+    )
     ledger_sync: Literal["normal", "full"] = Field(
         default="normal", description="SQLite synchronous mode: normal survives crashes, full power loss."
     )
@@ -208,7 +211,8 @@ class Settings(BaseModel):
         default=30.0,
         gt=0,
         le=3600,
-        description="How long a ledger write waits for another process's write lock before it is refused.",
+        description="How long a ledger write waits for another process's write lock (SQLite), or a call "
+        "for a connection to the database (PostgreSQL), before it is refused.",
     )
     thumbnail_px: int = Field(default=384, ge=64, le=1024, description="Longest side of MCP thumbnails.")
     sse_keepalive_s: float = Field(
@@ -398,6 +402,13 @@ class Settings(BaseModel):
         return self.home / "inputs"
 
     @property
+    def database_where(self) -> str | None:
+        """ATELIER_DATABASE_URL without its password (what logs and health may show), or None."""
+        if self.database_url is None:
+            return None
+        return redacted_url(self.database_url.get_secret_value())
+
+    @property
     def ledger_path(self) -> Path:
         return self.home / "ledger.sqlite3"
 
@@ -422,6 +433,29 @@ class Settings(BaseModel):
     def training_dir(self) -> Path:
         """Each training run's working folder (`<run id>/`): its dataset, checkpoints and log."""
         return self.home / "training"
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its password, if any, replaced by `***`: what logs, errors and health may show."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(a URL that cannot be read)"
+    if parts.query:  # libpq also takes `?password=...`
+        pairs = [pair.partition("=") for pair in parts.query.split("&")]
+        parts = parts._replace(
+            query="&".join(
+                f"{name}{eq}{'***' if name.lower() == 'password' else value}" for name, eq, value in pairs
+            )
+        )
+    if password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}{port}")
+    return urlunsplit(parts)
 
 
 def _split(value: str, separator: str) -> list[str]:

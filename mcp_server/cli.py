@@ -214,7 +214,9 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         studio = f"{base}/studio/" if settings.root_contract else f"{base}/"
         print(
             f"Atelier: the studio at {studio}; MCP at {base}/mcp; REST contracts at {base}/adgen, "
-            f"/comfygen, /pod, /isengard, /desktop (docs at /<contract>/docs){root} (data in {settings.home})",
+            f"/comfygen, /pod, /isengard, /desktop (docs at /<contract>/docs){root} (data in {settings.home}"
+            + (f"; ledger at {settings.database_where}" if settings.database_where else "")
+            + ")",
             file=sys.stderr,
         )
         await server.serve()

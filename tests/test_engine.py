@@ -10,7 +10,6 @@ import base64
 import hashlib
 import io
 import json
-import sqlite3
 import time
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from core.engine import Engine
 from core.errors import BackendError, Conflict, HomeLocked, InvalidInput, RunNotFound
 from core.models import Run, RunStatus
 from core.settings import Settings
+from tests.ledgers import LedgerPlace
 from tests.scripted_backend import ScriptedBackend, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -777,25 +777,19 @@ async def test_status_reports_a_failing_health_check_as_down(settings: Settings)
 # --- restart and recovery -------------------------------------------------------------------
 
 
-def crashed_while_running(settings: Settings, run_id: str, attempts: int = 1) -> None:
+def crashed_while_running(place: LedgerPlace, run_id: str, attempts: int = 1) -> None:
     """The ledger as a process killed mid-run leaves it: the run still `running`, its attempt spent."""
-    conn = sqlite3.connect(settings.ledger_path)
-    try:
-        conn.execute("UPDATE runs SET status = 'running', attempts = ? WHERE id = ?", (attempts, run_id))
-        conn.commit()
-    finally:
-        conn.close()
+    place.raw("UPDATE runs SET status = 'running', attempts = ? WHERE id = ?", attempts, run_id)
 
 
-def ledger_statuses(settings: Settings) -> dict[str, tuple[str, int]]:
-    conn = sqlite3.connect(settings.ledger_path)
-    try:
-        return {row[0]: (row[1], row[2]) for row in conn.execute("SELECT id, status, attempts FROM runs")}
-    finally:
-        conn.close()
+def ledger_statuses(place: LedgerPlace) -> dict[str, tuple[str, int]]:
+    return {row[0]: (row[1], row[2]) for row in place.raw("SELECT id, status, attempts FROM runs")}
 
 
-async def test_restart_runs_again_what_was_running_and_queued(settings: Settings) -> None:
+async def test_restart_runs_again_what_was_running_and_queued(
+    settings: Settings, ledger_place: LedgerPlace
+) -> None:
+    settings = ledger_place.settings(settings)
     first_backend = ScriptedBackend(concurrency=1, hold_all=True)
     async with Engine.open(settings, backends={"local": first_backend}) as engine:
         interrupted = await engine.submit_image(image("interrupted", count=2))
@@ -805,13 +799,13 @@ async def test_restart_runs_again_what_was_running_and_queued(settings: Settings
             await engine.submit_image(image("waiting 2", count=3), priority="high"),
         ]
     # A clean stop hands the running run back, its attempt not spent.
-    assert ledger_statuses(settings) == {
+    assert ledger_statuses(ledger_place) == {
         interrupted.id: ("queued", 0),
         waiting[0].id: ("queued", 0),
         waiting[1].id: ("queued", 0),
     }
     # A crash (kill -9, as test_crash_recovery does for real) would have left it running.
-    crashed_while_running(settings, interrupted.id)
+    crashed_while_running(ledger_place, interrupted.id)
     # A crash in the middle of writing the first attempt's files left some behind.
     folder = run_dir(settings, interrupted.id)
     folder.mkdir(parents=True)
@@ -836,13 +830,16 @@ async def test_restart_runs_again_what_was_running_and_queued(settings: Settings
         assert any("queued to run again" in e.message for e in await engine.logs(interrupted.id))
 
 
-async def test_restart_fails_a_run_interrupted_on_its_last_attempt(settings: Settings) -> None:
+async def test_restart_fails_a_run_interrupted_on_its_last_attempt(
+    settings: Settings, ledger_place: LedgerPlace
+) -> None:
+    settings = ledger_place.settings(settings)
     first_backend = ScriptedBackend(hold_all=True)
     async with Engine.open(settings, backends={"local": first_backend}) as engine:
         run = await engine.submit_image(image("last chance"), max_attempts=1)
         await first_backend.wait_started("last chance")
-    assert ledger_statuses(settings) == {run.id: ("queued", 0)}
-    crashed_while_running(settings, run.id)
+    assert ledger_statuses(ledger_place) == {run.id: ("queued", 0)}
+    crashed_while_running(ledger_place, run.id)
 
     second_backend = ScriptedBackend()
     async with Engine.open(settings, backends={"local": second_backend}) as engine:
@@ -1024,7 +1021,10 @@ async def test_cancelling_a_batch_cancels_its_unfinished_items(settings: Setting
         assert backend.started == ["first"]
 
 
-async def test_a_batch_interrupted_by_a_restart_finishes_after_it(settings: Settings) -> None:
+async def test_a_batch_interrupted_by_a_restart_finishes_after_it(
+    settings: Settings, ledger_place: LedgerPlace
+) -> None:
+    settings = ledger_place.settings(settings)
     async with scripted(settings, concurrency=1, hold_all=True) as (engine, backend):
         parent = await engine.submit_batch([image("one"), image("two")])
         await backend.wait_started("one")

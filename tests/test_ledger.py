@@ -1,4 +1,5 @@
-"""The SQLite ledger on its own: schema, WAL, guarded updates, uniqueness, cascades, cursors."""
+"""The ledger on its own: guarded updates, uniqueness, cascades and cursors on both adapters (the
+`ledger` fixture: SQLite, then PostgreSQL), and the SQLite file's own schema upgrades, WAL and locks."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import pytest
 
 from core.errors import Conflict, InvalidInput, LedgerUnavailable
 from core.ids import new_run_id
-from core.ledger import Increment
+from core.ledger import Increment, Ledger
 from core.ledger.sqlite import SQLiteLedger
 from core.ledger.sqlite_queries import decode_cursor, encode_cursor
 from core.models import Artifact, Priority, Run, RunKind, RunStatus
+from tests.ledgers import LedgerPlace
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +67,7 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def ledger(path: Path) -> AsyncIterator[SQLiteLedger]:
+async def sqlite_ledger(path: Path) -> AsyncIterator[SQLiteLedger]:
     opened = SQLiteLedger.open(path)
     try:
         yield opened
@@ -76,8 +78,8 @@ async def ledger(path: Path) -> AsyncIterator[SQLiteLedger]:
 # --- schema ---------------------------------------------------------------------------------
 
 
-async def test_open_creates_the_latest_schema(ledger: SQLiteLedger, path: Path) -> None:
-    assert ledger.schema_version == 6
+async def test_open_creates_the_latest_schema(sqlite_ledger: SQLiteLedger, path: Path) -> None:
+    assert sqlite_ledger.schema_version == 6
     tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"runs", "artifacts", "run_logs", "documents"} <= tables
 
@@ -152,14 +154,13 @@ async def test_a_version_5_ledger_keeps_each_runs_files_and_log_in_order(path: P
         await upgraded.close()
 
 
-async def test_reopening_keeps_data_and_does_not_apply_migrations_again(path: Path) -> None:
-    first = SQLiteLedger.open(path)
+async def test_reopening_keeps_data_and_does_not_apply_migrations_again(ledger_place: LedgerPlace) -> None:
+    first = ledger_place.open()
     run = await first.insert_run(new_run(), log="queued")
     await first.close()
 
-    again = SQLiteLedger.open(path)  # a second CREATE TABLE would raise here
+    again = ledger_place.open()  # a second CREATE TABLE would raise here
     try:
-        assert again.schema_version == 6
         stored = await again.get_run(run.id)
         assert stored is not None and stored.inputs == run.inputs
         assert [e.message for e in await again.logs(run.id)] == ["queued"]
@@ -167,16 +168,16 @@ async def test_reopening_keeps_data_and_does_not_apply_migrations_again(path: Pa
         await again.close()
 
 
-async def test_journal_mode_is_wal(ledger: SQLiteLedger, path: Path) -> None:
+async def test_journal_mode_is_wal(sqlite_ledger: SQLiteLedger, path: Path) -> None:
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
-    await ledger.insert_run(new_run())
+    await sqlite_ledger.insert_run(new_run())
     assert path.with_name(path.name + "-wal").exists()
 
 
 # --- runs -----------------------------------------------------------------------------------
 
 
-async def test_insert_assigns_increasing_seq_and_round_trips_every_field(ledger: SQLiteLedger) -> None:
+async def test_insert_assigns_increasing_seq_and_round_trips_every_field(ledger: Ledger) -> None:
     first = await ledger.insert_run(new_run())
     second = await ledger.insert_run(
         new_run(priority=Priority.URGENT, idempotency_key="k-1", timeout_s=2.5, max_attempts=5)
@@ -187,7 +188,7 @@ async def test_insert_assigns_increasing_seq_and_round_trips_every_field(ledger:
     assert await ledger.get_run(new_run_id()) is None
 
 
-async def test_update_with_matching_expect_applies_changes(ledger: SQLiteLedger) -> None:
+async def test_update_with_matching_expect_applies_changes(ledger: Ledger) -> None:
     run = await ledger.insert_run(new_run())
     updated = await ledger.update_run(
         run.id, expect={RunStatus.QUEUED}, status=RunStatus.RUNNING, message="starting", log="started"
@@ -198,7 +199,7 @@ async def test_update_with_matching_expect_applies_changes(ledger: SQLiteLedger)
     assert [e.message for e in await ledger.logs(run.id)] == ["started"]
 
 
-async def test_update_with_unmet_expect_returns_none_and_leaves_the_row(ledger: SQLiteLedger) -> None:
+async def test_update_with_unmet_expect_returns_none_and_leaves_the_row(ledger: Ledger) -> None:
     run = await ledger.insert_run(new_run())
     before = await ledger.get_run(run.id)
 
@@ -217,7 +218,7 @@ async def test_update_with_unmet_expect_returns_none_and_leaves_the_row(ledger: 
     assert await ledger.update_run(new_run_id(), status=RunStatus.FAILED) is None
 
 
-async def test_increment_adds_to_the_column(ledger: SQLiteLedger) -> None:
+async def test_increment_adds_to_the_column(ledger: Ledger) -> None:
     run = await ledger.insert_run(new_run())
     await ledger.update_run(run.id, attempts=Increment(1))
     once = await ledger.update_run(run.id, attempts=Increment(1))
@@ -228,14 +229,14 @@ async def test_increment_adds_to_the_column(ledger: SQLiteLedger) -> None:
     assert reset is not None and reset.attempts == 0
 
 
-async def test_unknown_column_is_refused(ledger: SQLiteLedger) -> None:
+async def test_unknown_column_is_refused(ledger: Ledger) -> None:
     run = await ledger.insert_run(new_run())
     with pytest.raises(ValueError, match="not updatable"):
         await ledger.update_run(run.id, id="something-else")
     assert await ledger.get_run(run.id) is not None
 
 
-async def test_reused_idempotency_key_is_a_conflict(ledger: SQLiteLedger) -> None:
+async def test_reused_idempotency_key_is_a_conflict(ledger: Ledger) -> None:
     first = await ledger.insert_run(new_run(idempotency_key="same-key"))
     with pytest.raises(Conflict):
         await ledger.insert_run(new_run(idempotency_key="same-key"))
@@ -248,7 +249,7 @@ async def test_reused_idempotency_key_is_a_conflict(ledger: SQLiteLedger) -> Non
     assert len((await ledger.list_runs()).items) == 3
 
 
-async def test_artifacts_are_replaced_when_asked(ledger: SQLiteLedger) -> None:
+async def test_artifacts_are_replaced_when_asked(ledger: Ledger) -> None:
     run = await ledger.insert_run(new_run())
     await ledger.update_run(
         run.id, artifacts=[artifact(run.id, "image-01.png"), artifact(run.id, "image-02.png")]
@@ -262,7 +263,9 @@ async def test_artifacts_are_replaced_when_asked(ledger: SQLiteLedger) -> None:
     assert cleared is not None and cleared.artifacts == []
 
 
-async def test_delete_run_cascades_to_artifacts_logs_and_children(ledger: SQLiteLedger, path: Path) -> None:
+async def test_delete_run_cascades_to_artifacts_logs_and_children(
+    ledger: Ledger, ledger_place: LedgerPlace
+) -> None:
     parent = await ledger.insert_run(new_run(kind=RunKind.BATCH), log="queued")
     child = await ledger.insert_run(new_run(parent_id=parent.id), log="queued")
     keep = await ledger.insert_run(new_run(), log="queued")
@@ -276,12 +279,12 @@ async def test_delete_run_cascades_to_artifacts_logs_and_children(ledger: SQLite
     assert await ledger.get_run(parent.id) is None
     assert await ledger.get_run(child.id) is None
     assert await ledger.logs(parent.id) == []
-    assert raw(path, "SELECT run_id FROM artifacts") == [(keep.id,)]
-    assert {r[0] for r in raw(path, "SELECT DISTINCT run_id FROM run_logs")} == {keep.id}
+    assert ledger_place.raw("SELECT run_id FROM artifacts") == [(keep.id,)]
+    assert {r[0] for r in ledger_place.raw("SELECT DISTINCT run_id FROM run_logs")} == {keep.id}
     assert (await ledger.get_run(keep.id)) is not None
 
 
-async def test_count_by_status_reports_every_status(ledger: SQLiteLedger) -> None:
+async def test_count_by_status_reports_every_status(ledger: Ledger) -> None:
     await ledger.insert_run(new_run())
     await ledger.insert_run(new_run(status=RunStatus.FAILED))
     assert await ledger.count_by_status() == {
@@ -296,7 +299,7 @@ async def test_count_by_status_reports_every_status(ledger: SQLiteLedger) -> Non
 # --- listing and cursors --------------------------------------------------------------------
 
 
-async def test_list_runs_pages_newest_first_with_filters(ledger: SQLiteLedger) -> None:
+async def test_list_runs_pages_newest_first_with_filters(ledger: Ledger) -> None:
     ids = [(await ledger.insert_run(new_run(status=s))).id for s in [RunStatus.QUEUED, RunStatus.FAILED] * 3]
     seen, cursor = [], None
     while True:

@@ -1,11 +1,11 @@
-"""The ledger's characters: the upgrade from schema 2, unique names and trigger words, images
-without duplicates and within the cap, LoRA versions, and deletion taking everything with it."""
+"""The ledger's characters: the SQLite file's upgrade from schema 2, and on both adapters unique names
+and trigger words, images without duplicates and within the cap, LoRA versions, and deletion
+taking everything with it."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 
@@ -13,18 +13,11 @@ import pytest
 
 from core.characters.models import Character, CharacterImage, LoraVersion, new_character_id
 from core.errors import Conflict
+from core.ledger import Ledger
 from core.ledger.sqlite import SQLiteLedger
+from tests.ledgers import LedgerPlace
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[SQLiteLedger]:
-    opened = SQLiteLedger.open(tmp_path / "ledger.sqlite3")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def character(name: str, trigger: str) -> Character:
@@ -66,7 +59,7 @@ async def test_a_version_2_ledger_is_upgraded_to_characters_keeping_its_runs(tmp
         await upgraded.close()
 
 
-async def test_names_are_unique_whatever_their_case_and_trigger_words_unique(ledger: SQLiteLedger) -> None:
+async def test_names_are_unique_whatever_their_case_and_trigger_words_unique(ledger: Ledger) -> None:
     await ledger.insert_character(character("Mara", "mara_person"))
     with pytest.raises(Conflict, match="named 'MARA' already exists"):
         await ledger.insert_character(character("MARA", "other_word"))
@@ -77,7 +70,7 @@ async def test_names_are_unique_whatever_their_case_and_trigger_words_unique(led
     assert [c.name for c in await ledger.list_characters()] == ["Mara"]
 
 
-async def test_images_are_added_once_each_within_the_cap(ledger: SQLiteLedger) -> None:
+async def test_images_are_added_once_each_within_the_cap(ledger: Ledger) -> None:
     mara = await ledger.insert_character(character("Mara", "mara_person"))
     added, refused = await ledger.add_character_images(
         mara.id, [image("a.png", "a"), image("b.png", "b"), image("a-again.png", "a")], max_images=3
@@ -96,7 +89,7 @@ async def test_images_are_added_once_each_within_the_cap(ledger: SQLiteLedger) -
     assert stored is not None and [i.filename for i in stored.images] == ["a.png", "c.png"]
 
 
-async def test_a_new_lora_version_becomes_the_active_one(ledger: SQLiteLedger) -> None:
+async def test_a_new_lora_version_becomes_the_active_one(ledger: Ledger) -> None:
     mara = await ledger.insert_character(character("Mara", "mara_person"))
     await ledger.add_lora_version(mara.id, version(1))
     await ledger.add_lora_version(mara.id, version(2))
@@ -109,16 +102,14 @@ async def test_a_new_lora_version_becomes_the_active_one(ledger: SQLiteLedger) -
 
 
 async def test_deleting_a_character_deletes_its_images_and_versions(
-    ledger: SQLiteLedger, tmp_path: Path
+    ledger: Ledger, ledger_place: LedgerPlace
 ) -> None:
     mara = await ledger.insert_character(character("Mara", "mara_person"))
     await ledger.add_character_images(mara.id, [image("a.png", "a")], max_images=10)
     await ledger.add_lora_version(mara.id, version(1))
     assert await ledger.delete_character(mara.id)
     assert await ledger.get_character(mara.id) is None
-    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
-    assert conn.execute("SELECT COUNT(*) FROM character_images").fetchone()[0] == 0
-    assert conn.execute("SELECT COUNT(*) FROM lora_versions").fetchone()[0] == 0
-    conn.close()
+    assert ledger_place.raw("SELECT COUNT(*) FROM character_images") == [(0,)]
+    assert ledger_place.raw("SELECT COUNT(*) FROM lora_versions") == [(0,)]
     # The name is free again.
     await ledger.insert_character(character("Mara", "mara_person"))

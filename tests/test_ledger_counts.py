@@ -1,7 +1,8 @@
 """The ledger's kept counts and filtered pages: they must say what a scan of every run would say.
 
-Counts are kept in `run_counts` by triggers (migration 0005) and filtered pages are merged
-from index ranges; each test here compares them with the plain answer a full scan gives.
+Counts are kept in `run_counts` by triggers (SQLite's migration 0005, PostgreSQL's 0001) and filtered
+pages are merged from index ranges; each test here compares them with the plain answer a full
+scan gives, on both adapters (the upgrade of a version 4 SQLite file: SQLite only).
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ from __future__ import annotations
 import itertools
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from core.errors import Conflict
+from core.ledger import Ledger
 from core.ledger.sqlite import SQLiteLedger
 from core.models import RunKind, RunStatus
+from tests.ledgers import LedgerPlace
 from tests.test_ledger import new_run
 
 pytestmark = pytest.mark.anyio
@@ -28,22 +31,11 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.sqlite3"
 
 
-@pytest.fixture
-async def ledger(path: Path) -> AsyncIterator[SQLiteLedger]:
-    opened = SQLiteLedger.open(path)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-def scanned(path: Path) -> list[tuple[str, str, str | None, str | None, int]]:
+def scanned(place: LedgerPlace | Path) -> list[tuple[str, str, str | None, str | None, int]]:
     """(kind, status, parent_id, idempotency_key, seq) of every run, read by another connection."""
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT kind, status, parent_id, idempotency_key, seq FROM runs").fetchall()
-    finally:
-        conn.close()
+    if isinstance(place, Path):
+        place = LedgerPlace("sqlite", path=place)
+    return place.raw("SELECT kind, status, parent_id, idempotency_key, seq FROM runs")  # type: ignore[return-value]
 
 
 def is_top_level(parent_id: str | None, key: str | None) -> bool:
@@ -51,7 +43,7 @@ def is_top_level(parent_id: str | None, key: str | None) -> bool:
 
 
 def matching(
-    path: Path,
+    place: LedgerPlace | Path,
     statuses: Collection[RunStatus] | None = None,
     kinds: Collection[RunKind] | None = None,
     top_level: bool = False,
@@ -60,7 +52,7 @@ def matching(
     return sorted(
         (
             seq
-            for kind, status, parent, key, seq in scanned(path)
+            for kind, status, parent, key, seq in scanned(place)
             if (not statuses or status in {s.value for s in statuses})
             and (not kinds or kind in {k.value for k in kinds})
             and (not top_level or is_top_level(parent, key))
@@ -77,22 +69,22 @@ FILTERS: list[tuple[set[RunStatus] | None, set[RunKind] | None, bool]] = [
 ]
 
 
-async def assert_counts_match_a_scan(ledger: SQLiteLedger, path: Path) -> None:
+async def assert_counts_match_a_scan(ledger: Ledger, place: LedgerPlace | Path) -> None:
     for statuses, kinds, top in FILTERS:
-        expected = len(matching(path, statuses, kinds, top))
+        expected = len(matching(place, statuses, kinds, top))
         assert await ledger.count_runs(statuses=statuses, kinds=kinds, top_level=top) == expected, (
             statuses,
             kinds,
             top,
         )
     by_status = {s.value: 0 for s in RunStatus}
-    for _, status, *_ in scanned(path):
+    for _, status, *_ in scanned(place):
         by_status[status] += 1
     assert await ledger.count_by_status() == by_status
 
 
 async def test_counts_follow_inserts_status_changes_retries_and_deletes(
-    ledger: SQLiteLedger, path: Path
+    ledger: Ledger, ledger_place: LedgerPlace
 ) -> None:
     runs = [await ledger.insert_run(new_run()) for _ in range(5)]
     assert await ledger.count_runs(statuses={RunStatus.QUEUED}) == 5
@@ -121,11 +113,11 @@ async def test_counts_follow_inserts_status_changes_retries_and_deletes(
     await ledger.delete_run(runs[4].id)
     assert await ledger.count_runs() == 3
     assert await ledger.count_runs(statuses={RunStatus.COMPLETED}) == 0
-    await assert_counts_match_a_scan(ledger, path)
+    await assert_counts_match_a_scan(ledger, ledger_place)
 
 
 async def test_batch_children_and_products_parts_are_counted_but_not_as_top_level(
-    ledger: SQLiteLedger, path: Path
+    ledger: Ledger, ledger_place: LedgerPlace
 ) -> None:
     batch = new_run(kind=RunKind.BATCH)
     children = [new_run(parent_id=batch.id) for _ in range(3)]
@@ -149,31 +141,28 @@ async def test_batch_children_and_products_parts_are_counted_but_not_as_top_leve
 
     await ledger.delete_run(batch.id)  # its children go with it
     assert await ledger.count_runs() == 3
-    await assert_counts_match_a_scan(ledger, path)
+    await assert_counts_match_a_scan(ledger, ledger_place)
 
     # Children removed by the foreign key's cascade alone are uncounted too.
     other = new_run(kind=RunKind.BATCH)
     await ledger.insert_runs([other, new_run(parent_id=other.id), new_run(parent_id=other.id)])
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("DELETE FROM runs WHERE id = ?", (other.id,))
-    conn.close()
-    await assert_counts_match_a_scan(ledger, path)
+    ledger_place.raw("DELETE FROM runs WHERE id = ?", other.id)
+    await assert_counts_match_a_scan(ledger, ledger_place)
 
 
 async def test_a_transaction_that_fails_leaves_the_counts_as_they_were(
-    ledger: SQLiteLedger, path: Path
+    ledger: Ledger, ledger_place: LedgerPlace
 ) -> None:
     await ledger.insert_run(new_run(idempotency_key="taken"))
     with pytest.raises(Conflict):
         # The first run would fit; the second reuses a key, so neither is stored nor counted.
         await ledger.insert_runs([new_run(), new_run(idempotency_key="taken")])
     assert await ledger.count_runs() == 1
-    await assert_counts_match_a_scan(ledger, path)
+    await assert_counts_match_a_scan(ledger, ledger_place)
 
 
 async def test_counts_and_filtered_pages_match_a_scan_after_many_random_changes(
-    ledger: SQLiteLedger, path: Path
+    ledger: Ledger, ledger_place: LedgerPlace
 ) -> None:
     chance = random.Random(13)
     ids: list[str] = []
@@ -193,10 +182,10 @@ async def test_counts_and_filtered_pages_match_a_scan_after_many_random_changes(
             await ledger.update_run(chance.choice(ids), status=chance.choice(list(RunStatus)))
         else:
             await ledger.delete_run(chance.choice(ids))
-    await assert_counts_match_a_scan(ledger, path)
+    await assert_counts_match_a_scan(ledger, ledger_place)
 
     for (statuses, kinds, top), limit in itertools.product(FILTERS, (1, 7, 200)):
-        expected = matching(path, statuses, kinds, top)
+        expected = matching(ledger_place, statuses, kinds, top)
         seen: list[int] = []
         cursor = None
         while True:
@@ -264,7 +253,7 @@ async def test_opening_a_version_4_ledger_counts_the_runs_it_already_holds(path:
 
 
 async def test_mean_duration_follows_the_newest_finished_runs_and_every_change(
-    ledger: SQLiteLedger, path: Path
+    ledger: Ledger, ledger_place: LedgerPlace
 ) -> None:
     images = {RunKind.IMAGE}
     assert await ledger.mean_duration(statuses={RunStatus.COMPLETED}, kinds=images) is None
@@ -280,7 +269,5 @@ async def test_mean_duration_follows_the_newest_finished_runs_and_every_change(
     # Asked again after a change, by this ledger or by another process, it answers anew.
     await ledger.update_run(new.id, finished_at=204.0)
     assert await ledger.mean_duration(statuses={RunStatus.COMPLETED}, kinds=images) == 7.0
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("UPDATE runs SET finished_at = 120.0 WHERE id = ?", (old.id,))
-    conn.close()
+    ledger_place.raw("UPDATE runs SET finished_at = 120.0 WHERE id = ?", old.id)
     assert await ledger.mean_duration(statuses={RunStatus.COMPLETED}, kinds=images) == 12.0

@@ -1,35 +1,31 @@
-"""`Ledger.finished_since`: the status page's throughput, counted from the `finished_at` index."""
+"""`Ledger.finished_since`: the status page's throughput, counted from the `finished_at` index
+(on both adapters)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from core.ledger.sqlite import SQLiteLedger
+from core.ledger import Ledger
 from core.models import RunStatus
 from tests.test_ledger import new_run
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_counts_top_level_runs_finished_since_by_status(tmp_path: Path) -> None:
+async def test_counts_top_level_runs_finished_since_by_status(ledger: Ledger) -> None:
     now = time.time()
-    ledger = SQLiteLedger.open(tmp_path / "ledger.sqlite3")
-    try:
-        parent = new_run(status=RunStatus.COMPLETED, finished_at=now - 5)
-        await ledger.insert_runs(
-            [
-                parent,
-                new_run(status=RunStatus.COMPLETED, finished_at=now - 5, parent_id=parent.id),  # a child
-                new_run(status=RunStatus.COMPLETED, finished_at=now - 30),
-                new_run(status=RunStatus.FAILED, finished_at=now - 1800),
-                new_run(status=RunStatus.COMPLETED, finished_at=now - 7200),  # too long ago
-                new_run(status=RunStatus.RUNNING),  # not finished
-            ]
-        )
-        assert await ledger.finished_since(now - 60) == {"completed": 2}
-        assert await ledger.finished_since(now - 3600) == {"completed": 2, "failed": 1}
-    finally:
-        await ledger.close()
+    parent = new_run(status=RunStatus.COMPLETED, finished_at=now - 5)
+    await ledger.insert_runs(
+        [
+            parent,
+            new_run(status=RunStatus.COMPLETED, finished_at=now - 5, parent_id=parent.id),  # a child
+            new_run(status=RunStatus.COMPLETED, finished_at=now - 30),
+            new_run(status=RunStatus.FAILED, finished_at=now - 1800),
+            new_run(status=RunStatus.COMPLETED, finished_at=now - 7200),  # too long ago
+            new_run(status=RunStatus.RUNNING),  # not finished
+        ]
+    )
+    assert await ledger.finished_since(now - 60) == {"completed": 2}
+    assert await ledger.finished_since(now - 3600) == {"completed": 2, "failed": 1}

@@ -21,12 +21,12 @@ tool) shares the file:
   thread (in order), up to `busy_timeout_s`, after which it fails as `LedgerUnavailable`. The
   event loop is never blocked waiting for a lock.
 
-A server-backed ledger (PostgreSQL) would await real I/O behind the same async port.
+The server-backed ledger (`core.ledger.postgres`) awaits real I/O behind the same port; the reads
+whose SQL both run as written are shared (`core.ledger.shared_reads`).
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -37,48 +37,38 @@ from typing import Any, TypeVar
 import anyio
 
 from core.errors import Conflict, LedgerUnavailable
-from core.ledger import Increment
+from core.ledger.shared_reads import RunReads
 from core.ledger.sqlite_characters import SQLiteCharacters
 from core.ledger.sqlite_connections import connect, migrate
 from core.ledger.sqlite_products import SQLiteProducts
 from core.ledger.sqlite_queries import (
     ADD_LOG,
     PUT_ARTIFACT,
-    RUN_BY_ID,
-    RUN_BY_SEQ,
-    TIMING_COLUMNS,
-    count_filters,
-    decode_cursor,
-    encode_cursor,
-    page_query,
-    run_filters,
-    status_values,
-    update_statement,
+    mean_duration_query,
+    update_of,
 )
 from core.ledger.sqlite_rows import (
-    RUN_COLUMNS,
+    ARTIFACT_COLUMNS,
     artifact_from_row,
     artifact_rows,
-    run_from_row,
     run_values,
-    run_with_artifacts,
-    to_column,
     to_json,
 )
 from core.ledger.sqlite_writes import BACKSTOP_CHECKPOINT_PAGES, Checkpointer, GroupWriter
 from core.ledger.sqlite_writes import in_transaction as _in_transaction
 from core.ledger.sqlite_writes import is_busy as _is_busy
 from core.ledger.sqlite_writes import unavailable as _unavailable
-from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus
+from core.models import Artifact, Run, RunKind, RunStatus
 
 T = TypeVar("T")
 # A read waits this long for a lock (only WAL recovery or a truncating checkpoint take one).
 _READ_BUSY_MS = 100
 
 
-class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
+class SQLiteLedger(SQLiteCharacters, SQLiteProducts, RunReads):
     """`Ledger` over one SQLite file (its character and product rows: `core.ledger.sqlite_characters`,
-    `core.ledger.sqlite_products`). Open with `SQLiteLedger.open(path)`."""
+    `core.ledger.sqlite_products`; the reads both adapters share: `core.ledger.shared_reads`).
+    Open with `SQLiteLedger.open(path)`."""
 
     def __init__(self, path: Path, *, synchronous: str, busy_timeout_s: float) -> None:
         self._path = path
@@ -127,8 +117,8 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         `core.ledger.sqlite_writes` for how writes are grouped and how they wait for a lock."""
         return await self._writes.write(change)
 
-    async def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """A query's rows, read inline. Only a lock held by another process's recovery or
+    async def _rows(self, sql: str, args: Sequence[Any] = (), *, named: bool = False) -> list[sqlite3.Row]:
+        """A query's rows (`sqlite3.Row`: by position, and by name whether `named` or not), read inline. Only a lock held by another process's recovery or
         truncating checkpoint can stop a WAL read; then it waits on a worker thread instead."""
         try:
             return self._conn.execute(sql, args).fetchall()
@@ -141,10 +131,6 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         """A query whose answer grows with the ledger (every old run a purge removes), read on a
         worker thread so that the event loop never waits for it."""
         return await anyio.to_thread.run_sync(self._rows_waiting, sql, args)
-
-    async def _one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
-        rows = await self._rows(sql, args)
-        return rows[0] if rows else None
 
     def _rows_waiting(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
         with self._patient_lock:
@@ -193,9 +179,6 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             raise
         return list(runs)
 
-    async def get_run(self, run_id: str) -> Run | None:
-        return run_with_artifacts(await self._rows(RUN_BY_ID, (run_id,)))
-
     def change_marker(self) -> int | None:
         # SQLite's data_version moves on every commit made by any other connection, our writer's
         # included: the reading connection itself never commits.
@@ -203,53 +186,6 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             return self._conn.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error:
             return None
-
-    async def find_by_idempotency_key(self, key: str) -> Run | None:
-        row = await self._one(f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
-        return (await self._with_artifacts([run_from_row(row)]))[0] if row else None
-
-    async def find_by_key_prefix(self, prefix: str, limit: int = 1000) -> list[Run]:
-        # A range over the key's unique index: every key that starts with `prefix` sorts between
-        # `prefix` and `prefix` + the highest character.
-        rows = await self._rows(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE idempotency_key >= ? AND idempotency_key < ? "
-            "ORDER BY seq LIMIT ?",
-            (prefix, prefix + "\U0010ffff", limit),
-        )
-        return await self._with_artifacts([run_from_row(row) for row in rows])
-
-    async def list_runs(
-        self,
-        *,
-        statuses: Collection[RunStatus] | None = None,
-        kinds: Collection[RunKind] | None = None,
-        parent_id: str | None = None,
-        top_level: bool = False,
-        limit: int = 50,
-        cursor: str | None = None,
-        offset: int = 0,
-    ) -> Page:
-        after = None if not cursor else decode_cursor(cursor)
-        sql, args = page_query(statuses, kinds, parent_id, top_level, after)
-        rows = await self._rows(f"{sql} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit + 1, offset))
-        runs = await self._with_artifacts([run_from_row(r) for r in rows[:limit]])
-        next_cursor = encode_cursor(runs[-1].seq) if len(rows) > limit else None
-        return Page(items=runs, next_cursor=next_cursor)
-
-    async def count_runs(
-        self,
-        *,
-        statuses: Collection[RunStatus] | None = None,
-        kinds: Collection[RunKind] | None = None,
-        parent_id: str | None = None,
-        top_level: bool = False,
-    ) -> int:
-        if parent_id is not None:  # one batch's children: a range of runs_by_parent
-            clause, args = run_filters(statuses, kinds, parent_id, top_level)
-            return (await self._one(f"SELECT COUNT(*) FROM runs {clause}", args))[0]
-        # A sum over the few rows of run_counts, kept by triggers (migration 0005).
-        clause, args = count_filters(statuses, kinds, top_level)
-        return (await self._one(f"SELECT COALESCE(SUM(n), 0) FROM run_counts {clause}", args))[0]
 
     async def mean_duration(
         self,
@@ -259,12 +195,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         top_level: bool = False,
         newest: int = 200,
     ) -> float | None:
-        sql, args = page_query(statuses, kinds, None, top_level, None, columns=TIMING_COLUMNS)
-        sql = (
-            f"SELECT AVG(finished_at - COALESCE(started_at, created_at)) FROM ({sql} ORDER BY seq DESC "
-            "LIMIT ?) WHERE finished_at IS NOT NULL"
-        )
-        args.append(newest)
+        sql, args = mean_duration_query(statuses, kinds, top_level, newest)
         # Health checks and metrics channels ask for this over and over; between two commits to
         # the file (by any connection or process: `data_version` changes) the answer is the same.
         key = (sql, tuple(args))
@@ -280,9 +211,6 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             self._means.clear()
         self._means[key] = (version, mean)
         return mean
-
-    async def get_run_by_seq(self, seq: int) -> Run | None:
-        return run_with_artifacts(await self._rows(RUN_BY_SEQ, (seq,)))
 
     async def finished_before(self, cutoff: float, statuses: Collection[RunStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
@@ -302,10 +230,6 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             (since,),
         )
         return {r[0]: r[1] for r in rows}
-
-    async def get_document(self, key: str) -> Any:
-        row = await self._one("SELECT value FROM documents WHERE key = ?", (key,))
-        return None if row is None else json.loads(row[0])
 
     async def put_document(self, key: str, value: Any) -> None:
         text = to_json(value)
@@ -328,17 +252,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         replace_artifacts: bool = False,
         **changes: Any,
     ) -> Run | None:
-        shape = (
-            tuple((name, isinstance(value, Increment)) for name, value in changes.items()),
-            status_values(expect),
-        )
-        sql = self._update_sql.get(shape)
-        if sql is None:
-            sql = self._update_sql[shape] = update_statement(*shape)
-        args = [to_column(name, value) for name, value in changes.items()]
-        args.append(run_id)
-        if expect is not None:
-            args.extend(shape[1])
+        sql, args = update_of(run_id, expect, changes, self._update_sql)
 
         def update(conn: sqlite3.Connection) -> sqlite3.Row | None:
             row = conn.execute(sql, args).fetchone()
@@ -353,18 +267,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             return row
 
         row = await self._write(update)
-        if row is None:
-            return None
-        run = run_from_row(row)
-        if (
-            replace_artifacts
-            or run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
-            or (artifacts and run.status is RunStatus.COMPLETED)
-        ):
-            # Just written, or none recorded yet (files are recorded when a run completes).
-            run.artifacts = list(artifacts)
-            return run
-        return (await self._with_artifacts([run]))[0]
+        return None if row is None else await self._updated(row, artifacts, replace_artifacts)
 
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
         await self._write(
@@ -373,53 +276,19 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
             )
         )
 
-    async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]:
-        rows = await self._rows(
-            "SELECT at, level, message FROM run_logs WHERE run_id = ? ORDER BY id LIMIT ?", (run_id, limit)
-        )
-        return [LogEntry(at=r["at"], level=r["level"], message=r["message"]) for r in rows]
-
     async def delete_run(self, run_id: str) -> list[Artifact]:
         def delete(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             ids = [run_id] + [
                 r[0] for r in conn.execute("SELECT id FROM runs WHERE parent_id = ?", (run_id,)).fetchall()
             ]
             marks = ", ".join("?" for _ in ids)
-            rows = conn.execute(f"SELECT * FROM artifacts WHERE run_id IN ({marks})", ids).fetchall()
+            rows = conn.execute(
+                f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE run_id IN ({marks})", ids
+            ).fetchall()
             conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
             return rows
 
         return [artifact_from_row(r) for r in await self._write(delete)]
-
-    async def runs_in(self, statuses: Collection[RunStatus]) -> list[Run]:
-        marks = ", ".join("?" for _ in statuses)
-        rows = await self._rows(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({marks}) ORDER BY seq",
-            [s.value for s in statuses],
-        )
-        return [run_from_row(r) for r in rows]
-
-    async def statuses_of(self, run_ids: Collection[str]) -> dict[str, RunStatus]:
-        if not run_ids:
-            return {}
-        marks = ", ".join("?" for _ in run_ids)
-        rows = await self._rows(f"SELECT id, status FROM runs WHERE id IN ({marks})", list(run_ids))
-        return {r[0]: RunStatus(r[1]) for r in rows}
-
-    async def queued_refs(self) -> list[tuple[str, str, Priority, int]]:
-        rows = await self._rows(
-            "SELECT id, backend, priority, seq FROM runs WHERE status = 'queued' ORDER BY seq"
-        )
-        return [(r[0], r[1], Priority(r[2]), r[3]) for r in rows]
-
-    async def count_by_status(
-        self, *, kinds: Collection[RunKind] | None = None, top_level: bool = False
-    ) -> dict[str, int]:
-        where, args = count_filters(None, kinds, top_level)
-        rows = await self._rows(f"SELECT status, SUM(n) FROM run_counts {where} GROUP BY status", args)
-        counts = {s.value: 0 for s in RunStatus}
-        counts.update({r[0]: r[1] for r in rows})
-        return counts
 
     async def close(self) -> None:
         self._checkpointer.close()
@@ -428,15 +297,3 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts):
         with self._patient_lock:
             if self._patient is not None:
                 self._patient.close()
-
-    async def _with_artifacts(self, runs: list[Run]) -> list[Run]:
-        if not runs:
-            return runs
-        by_id = {run.id: run for run in runs}
-        marks = ", ".join("?" for _ in by_id)
-        rows = await self._rows(
-            f"SELECT * FROM artifacts WHERE run_id IN ({marks}) ORDER BY run_id, filename", list(by_id)
-        )
-        for row in rows:
-            by_id[row["run_id"]].artifacts.append(artifact_from_row(row))
-        return runs

@@ -2,7 +2,8 @@
 
 A mixin of `SQLiteLedger`, kept apart because characters are their own idea; it uses the
 ledger's `_write` (one transaction, never blocking the event loop on another process's lock)
-and `_rows` (WAL reads), so it shares the ledger's connections and its waiting rules.
+and `_rows` (WAL reads), so it shares the ledger's connections and its waiting rules. What a row
+means and what a write refuses are shared with the PostgreSQL adapter (`core.ledger.records`).
 """
 
 from __future__ import annotations
@@ -10,16 +11,25 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from core.characters.models import Character, CharacterImage, LoraVersion
 from core.errors import Conflict
+from core.ledger.records import (
+    CHARACTER_IMAGE_COLUMNS,
+    LORA_VERSION_COLUMNS,
+    character_changes,
+    character_values,
+    image_from_row,
+    image_values,
+    images_that_fit,
+    taken,
+    version_values,
+)
+from core.ledger.shared_reads import CharacterReads
 
-T = TypeVar("T")
-_CHARACTER_FIELDS = frozenset({"name", "description", "trigger_word", "active_version"})
 
-
-class SQLiteCharacters:
+class SQLiteCharacters(CharacterReads):
     """`CharacterLedger` for `SQLiteLedger` (see `core.ledger.CharacterLedger`)."""
 
     _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
@@ -30,42 +40,17 @@ class SQLiteCharacters:
             conn.execute(
                 "INSERT INTO characters (id, name, name_key, description, trigger_word, active_version, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
-                (
-                    character.id,
-                    character.name,
-                    character.name.casefold(),
-                    character.description,
-                    character.trigger_word,
-                    character.created_at,
-                    character.updated_at,
-                ),
+                character_values(character),
             )
 
         try:
             await self._write(insert)
         except sqlite3.IntegrityError as exc:
-            raise _taken(exc, character.name, character.trigger_word) from None
+            raise taken(exc, character.name, character.trigger_word) from None
         return character
 
-    async def get_character(self, character_id: str) -> Character | None:
-        found = await self._characters("WHERE id = ?", (character_id,))
-        return found[0] if found else None
-
-    async def find_character_by_name(self, name: str) -> Character | None:
-        found = await self._characters("WHERE name_key = ?", (name.casefold(),))
-        return found[0] if found else None
-
-    async def list_characters(self) -> list[Character]:
-        return await self._characters("", ())
-
     async def update_character(self, character_id: str, **changes: Any) -> Character | None:
-        unknown = set(changes) - _CHARACTER_FIELDS
-        if unknown:
-            raise ValueError(f"not character fields: {sorted(unknown)}")
-        columns = dict(changes)
-        if "name" in columns:
-            columns["name_key"] = columns["name"].casefold()
-        columns["updated_at"] = time.time()
+        columns = character_changes(changes, time.time())
         assignments = ", ".join(f"{column} = ?" for column in columns)
 
         def update(conn: sqlite3.Connection) -> int:
@@ -77,7 +62,7 @@ class SQLiteCharacters:
         try:
             changed = await self._write(update)
         except sqlite3.IntegrityError as exc:
-            raise _taken(exc, changes.get("name", ""), changes.get("trigger_word", "")) from None
+            raise taken(exc, changes.get("name", ""), changes.get("trigger_word", "")) from None
         return await self.get_character(character_id) if changed else None
 
     async def delete_character(self, character_id: str) -> bool:
@@ -92,52 +77,15 @@ class SQLiteCharacters:
         """Insert what fits: returns the images added and (filename, reason) for the rest."""
 
         def add(conn: sqlite3.Connection) -> tuple[list[CharacterImage], list[tuple[str, str]]]:
-            rows = conn.execute(
+            stored = conn.execute(
                 "SELECT filename, sha256 FROM character_images WHERE character_id = ?", (character_id,)
             ).fetchall()
-            names = {row[0]: row[1] for row in rows}
-            by_sha = {row[1]: row[0] for row in rows}
-            added: list[CharacterImage] = []
-            refused: list[tuple[str, str]] = []
-            for image in images:
-                if image.sha256 in by_sha:
-                    refused.append(
-                        (
-                            image.filename,
-                            f"duplicate: the same image is already stored as {by_sha[image.sha256]}",
-                        )
-                    )
-                elif image.filename in names:
-                    refused.append(
-                        (
-                            image.filename,
-                            "another image with this name is already stored; remove it first or rename this one",
-                        )
-                    )
-                elif len(names) >= max_images:
-                    refused.append(
-                        (image.filename, f"the character already has the most images allowed ({max_images})")
-                    )
-                else:
-                    conn.execute(
-                        "INSERT INTO character_images (character_id, filename, sha256, size, width, height, "
-                        "media_type, caption, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            character_id,
-                            image.filename,
-                            image.sha256,
-                            image.size,
-                            image.width,
-                            image.height,
-                            image.media_type,
-                            image.caption,
-                            image.added_at,
-                        ),
-                    )
-                    names[image.filename] = image.sha256
-                    by_sha[image.sha256] = image.filename
-                    added.append(image)
+            added, refused = images_that_fit([tuple(row) for row in stored], images, max_images)
             if added:
+                conn.executemany(
+                    f"INSERT INTO character_images ({CHARACTER_IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [image_values(character_id, image) for image in added],
+                )
                 conn.execute("UPDATE characters SET updated_at = ? WHERE id = ?", (time.time(), character_id))
             return added, refused
 
@@ -154,28 +102,15 @@ class SQLiteCharacters:
             return row
 
         row = await self._write(remove)
-        return None if row is None else _image(row)
+        return None if row is None else image_from_row(row)
 
     async def add_lora_version(self, character_id: str, version: LoraVersion) -> None:
         """Record a trained LoRA and make it the active one. `Conflict` if the number is taken."""
 
         def add(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO lora_versions (character_id, version, filename, trainer, base_model, steps, run_id, "
-                "sha256, size, created_at, comfyui_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    character_id,
-                    version.version,
-                    version.filename,
-                    version.trainer,
-                    version.base_model,
-                    version.steps,
-                    version.run_id,
-                    version.sha256,
-                    version.size,
-                    version.created_at,
-                    version.comfyui_name,
-                ),
+                f"INSERT INTO lora_versions ({LORA_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                version_values(character_id, version),
             )
             conn.execute(
                 "UPDATE characters SET active_version = ?, updated_at = ? WHERE id = ?",
@@ -188,63 +123,3 @@ class SQLiteCharacters:
             raise Conflict(
                 f"LoRA version {version.version} of {character_id} already exists ({exc})"
             ) from None
-
-    async def _characters(self, where: str, args: Sequence[Any]) -> list[Character]:
-        rows = await self._rows(f"SELECT * FROM characters {where} ORDER BY created_at, id", args)
-        characters = {
-            row["id"]: Character(
-                id=row["id"],
-                name=row["name"],
-                trigger_word=row["trigger_word"],
-                created_at=row["created_at"],
-                updated_at=row["updated_at"],
-                description=row["description"],
-                active_version=row["active_version"],
-            )
-            for row in rows
-        }
-        if not characters:
-            return []
-        marks = ", ".join("?" for _ in characters)
-        for row in await self._rows(
-            f"SELECT * FROM character_images WHERE character_id IN ({marks}) ORDER BY added_at, filename",
-            list(characters),
-        ):
-            characters[row["character_id"]].images.append(_image(row))
-        for row in await self._rows(
-            f"SELECT * FROM lora_versions WHERE character_id IN ({marks}) ORDER BY version", list(characters)
-        ):
-            characters[row["character_id"]].versions.append(
-                LoraVersion(
-                    version=row["version"],
-                    filename=row["filename"],
-                    trainer=row["trainer"],
-                    base_model=row["base_model"],
-                    steps=row["steps"],
-                    run_id=row["run_id"],
-                    sha256=row["sha256"],
-                    size=row["size"],
-                    created_at=row["created_at"],
-                    comfyui_name=row["comfyui_name"],
-                )
-            )
-        return list(characters.values())
-
-
-def _image(row: sqlite3.Row) -> CharacterImage:
-    return CharacterImage(
-        filename=row["filename"],
-        sha256=row["sha256"],
-        size=row["size"],
-        width=row["width"],
-        height=row["height"],
-        media_type=row["media_type"],
-        caption=row["caption"],
-        added_at=row["added_at"],
-    )
-
-
-def _taken(exc: sqlite3.IntegrityError, name: str, trigger_word: str) -> Conflict:
-    if "trigger_word" in str(exc):
-        return Conflict(f"the trigger word {trigger_word!r} is already another character's; choose another")
-    return Conflict(f"a character named {name!r} already exists (names are unique, whatever their case)")

@@ -1,19 +1,23 @@
-"""The SQLite ledger's products and their listings (a mixin of `SQLiteLedger`, like characters)."""
+"""The SQLite ledger's products and their listings (a mixin of `SQLiteLedger`, like characters;
+rows to models: `core.ledger.records`, shared with the PostgreSQL adapter)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.publishing.models import Listing, Product, ProductFile
+from core.ledger.records import (
+    PRODUCT_COLUMNS,
+    product_changes,
+    product_values,
+)
+from core.ledger.shared_reads import ProductReads
+from core.publishing.models import Listing, Product
 
-_PRODUCT_FIELDS = frozenset({"title", "description", "price_cents", "status"})
 
-
-class SQLiteProducts:
+class SQLiteProducts(ProductReads):
     """`ProductLedger` for `SQLiteLedger` (see `core.ledger.ProductLedger`)."""
 
     _write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
@@ -21,71 +25,20 @@ class SQLiteProducts:
 
     async def insert_product(self, product: Product) -> Product:
         """Store a new product; one with the same id already stored is returned as it is."""
-
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO products (id, type, title, description, price_cents, design, colours, sizes, files, "
-                "status, run_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        values = product_values(product)
+        await self._write(
+            lambda conn: conn.execute(
+                f"INSERT INTO products ({PRODUCT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING",
-                (
-                    product.id,
-                    product.type,
-                    product.title,
-                    product.description,
-                    product.price_cents,
-                    json.dumps(product.design),
-                    json.dumps(product.colours),
-                    json.dumps(product.sizes),
-                    json.dumps([f.to_dict() for f in product.files]),
-                    product.status,
-                    product.run_id,
-                    product.created_at,
-                    product.updated_at,
-                ),
+                values,
             )
-
-        await self._write(insert)
+        )
         stored = await self.get_product(product.id)
         assert stored is not None
         return stored
 
-    async def get_product(self, product_id: str) -> Product | None:
-        found = await self._products("WHERE id = ?", (product_id,))
-        return found[0] if found else None
-
-    async def list_products(
-        self,
-        *,
-        status: str | None = None,
-        type: str | None = None,
-        run_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[Product]:
-        """Products newest first, filtered by status, type and the run that made them."""
-        clauses, args = [], []
-        for column, value in (("status", status), ("type", type), ("run_id", run_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return await self._products(
-            f"{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (*args, limit, offset)
-        )
-
-    async def published_on(self, platform: str, limit: int = 200, offset: int = 0) -> list[Product]:
-        """Products listed and published on `platform`, newest first (the storefront's shelf)."""
-        return await self._products(
-            "WHERE id IN (SELECT product_id FROM listings WHERE platform = ? AND status = 'published') "
-            "ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            (platform, limit, offset),
-        )
-
     async def update_product(self, product_id: str, **changes: Any) -> Product | None:
-        unknown = set(changes) - _PRODUCT_FIELDS
-        if unknown:
-            raise ValueError(f"not product fields: {sorted(unknown)}")
-        columns = {**changes, "updated_at": time.time()}
+        columns = product_changes(changes, time.time())
         assignments = ", ".join(f"{column} = ?" for column in columns)
 
         def update(conn: sqlite3.Connection) -> int:
@@ -123,40 +76,3 @@ class SQLiteProducts:
             )
 
         await self._write(put)
-
-    async def _products(self, where: str, args: Sequence[Any]) -> list[Product]:
-        rows = await self._rows(f"SELECT * FROM products {where}", args)
-        products = {
-            row["id"]: Product(
-                id=row["id"],
-                type=row["type"],
-                title=row["title"],
-                description=row["description"],
-                price_cents=row["price_cents"],
-                design=json.loads(row["design"]),
-                colours=json.loads(row["colours"]),
-                sizes=json.loads(row["sizes"]),
-                files=[ProductFile(**f) for f in json.loads(row["files"])],
-                status=row["status"],
-                run_id=row["run_id"],
-                created_at=row["created_at"],
-                updated_at=row["updated_at"],
-            )
-            for row in rows
-        }
-        if products:
-            marks = ", ".join("?" for _ in products)
-            for row in await self._rows(
-                f"SELECT * FROM listings WHERE product_id IN ({marks}) ORDER BY platform", list(products)
-            ):
-                products[row["product_id"]].listings.append(
-                    Listing(
-                        platform=row["platform"],
-                        status=row["status"],
-                        external_id=row["external_id"],
-                        url=row["url"],
-                        error=row["error"],
-                        updated_at=row["updated_at"],
-                    )
-                )
-        return list(products.values())

@@ -11,11 +11,12 @@ belong to its row mapping (`core.ledger.sqlite_rows`).
 from __future__ import annotations
 
 import base64
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from core.errors import InvalidInput
-from core.ledger.sqlite_rows import RUN_COLUMNS
+from core.ledger import Increment
+from core.ledger.sqlite_rows import RUN_COLUMNS, to_column
 from core.models import RunKind, RunStatus
 
 _UPDATABLE = frozenset(
@@ -92,6 +93,7 @@ def page_query(
     before_seq: int | None,
     *,
     columns: str = RUN_COLUMNS,
+    arm_limit: int | None = None,
 ) -> tuple[str, list[Any]]:
     """The runs a list page reads, to be ordered by `seq DESC` and limited by the caller.
 
@@ -101,6 +103,11 @@ def page_query(
     arm, however many runs match in all. (One `status IN (...) AND kind IN (...)` query would
     read and sort every match.) Without those filters the runs are read newest first straight
     from the table (or from `runs_by_parent` for top-level runs or one batch's children).
+
+    PostgreSQL (15) merges the arms only when each has its own ORDER BY and LIMIT (otherwise it
+    reads every match and sorts them): `arm_limit` (the page's limit plus its offset) gives each
+    arm those, so a page reads at most that many runs an arm, newest first. (SQLite does not
+    accept an arm in parentheses, and needs none.)
     """
     if parent_id is not None or not (statuses or kinds):
         clause, args = run_filters(statuses, kinds, parent_id, top_level)
@@ -114,11 +121,44 @@ def page_query(
     if before_seq is not None:
         arm += " AND seq < ?"
     arms, args = [], []
-    for status in sorted({s.value for s in statuses or RunStatus}):
-        for kind in sorted({k.value for k in kinds or RunKind}):
-            arms.append(arm)
-            args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
+    pairs = [
+        (s, k)
+        for s in sorted({s.value for s in statuses or RunStatus})
+        for k in sorted({k.value for k in kinds or RunKind})
+    ]
+    if arm_limit is not None and len(pairs) > 1:
+        arm = f"({arm} ORDER BY seq DESC LIMIT {int(arm_limit)})"
+    for status, kind in pairs:
+        arms.append(arm)
+        args.extend((status, kind) if before_seq is None else (status, kind, before_seq))
     return " UNION ALL ".join(arms), args
+
+
+def mean_duration_query(
+    statuses: Collection[RunStatus] | None,
+    kinds: Collection[RunKind] | None,
+    top_level: bool,
+    newest: int,
+    *,
+    limit_arms: bool = False,
+) -> tuple[str, list[Any]]:
+    """The mean seconds from start (or creation) to finish of the finished runs among the
+    `newest` a list with these filters shows first, and its arguments (`limit_arms`: see `page_query`)."""
+    sql, args = page_query(
+        statuses,
+        kinds,
+        None,
+        top_level,
+        None,
+        columns=TIMING_COLUMNS,
+        arm_limit=newest if limit_arms else None,
+    )
+    sql = (
+        f"SELECT AVG(finished_at - COALESCE(started_at, created_at)) FROM ({sql} ORDER BY seq DESC "
+        "LIMIT ?) AS newest WHERE finished_at IS NOT NULL"
+    )
+    args.append(newest)
+    return sql, args
 
 
 def status_values(expect: Collection[RunStatus] | None) -> tuple[str, ...] | None:
@@ -134,6 +174,29 @@ def update_statement(columns: tuple[tuple[str, bool], ...], expect: tuple[str, .
     sets = ", ".join(f"{name} = {name} + ?" if add else f"{name} = ?" for name, add in columns) or "seq = seq"
     guard = f" AND status IN ({', '.join('?' for _ in expect)})" if expect is not None else ""
     return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {RUN_COLUMNS}"
+
+
+def update_of(
+    run_id: str,
+    expect: Collection[RunStatus] | None,
+    changes: dict[str, Any],
+    statements: dict[tuple[Any, ...], str],
+    dialect: Callable[[str], str] = str,
+) -> tuple[str, list[Any]]:
+    """The UPDATE of `update_run` (built once per shape of change, in `dialect`, and kept in
+    `statements`) and its arguments."""
+    shape = (
+        tuple((name, isinstance(value, Increment)) for name, value in changes.items()),
+        status_values(expect),
+    )
+    sql = statements.get(shape)
+    if sql is None:
+        sql = statements[shape] = dialect(update_statement(*shape))
+    args = [to_column(name, value) for name, value in changes.items()]
+    args.append(run_id)
+    if shape[1] is not None:
+        args.extend(shape[1])
+    return sql, args
 
 
 def encode_cursor(seq: int) -> str:

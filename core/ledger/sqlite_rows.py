@@ -3,7 +3,8 @@
 Kept apart from the adapter's operations (`core.ledger.sqlite`) and the statements they run
 (`core.ledger.sqlite_queries`) because it is the one place that knows how a run's field is stored
 (enums as their values, `inputs`/`result`/`meta` as compact JSON, `Increment`s as plain numbers)
-and the order of a run's columns. It sits on every read and write of a run, so it is written
+and the order of a run's and a file's columns. The PostgreSQL adapter reads and writes runs
+through it too (its JSON columns come back as JSON text, like SQLite's). It sits on every read and write of a run, so it is written
 for speed: a run is read from its row by position in `RUN_COLUMNS`' order (by name,
 `sqlite3.Row` compares names one by one), enums come from dicts built once, and JSON is written
 by one compact encoder built once.
@@ -12,7 +13,6 @@ by one compact encoder built once.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +25,8 @@ RUN_COLUMNS = (
     "error, attempts, max_attempts, timeout_s, idempotency_key, backend, backend_handle, created_at, "
     "started_at, finished_at, meta"
 )
+# A file's columns, in the order `artifact_from_row` reads them.
+ARTIFACT_COLUMNS = "run_id, filename, media_type, size, sha256, storage_key, width, height"
 _JSON_COLUMNS = frozenset({"inputs", "result", "meta"})
 _ENUMS = (RunStatus, Priority, RunKind)
 # Compact JSON, as json.dumps(..., separators=(",", ":")) writes it, from one encoder built once
@@ -115,19 +117,7 @@ def run_with_artifacts(rows: Sequence[Sequence[Any]]) -> Run | None:
         return None
     run = run_from_row(rows[0])
     if rows[0][23] is not None:
-        run.artifacts = [
-            Artifact(
-                run_id=run.id,
-                filename=filename,
-                media_type=media_type,
-                size=size,
-                sha256=sha256,
-                storage_key=storage_key,
-                width=width,
-                height=height,
-            )
-            for filename, media_type, size, sha256, storage_key, width, height in (row[23:] for row in rows)
-        ]
+        run.artifacts = [artifact_from_row((run.id, *row[23:])) for row in rows]
     return run
 
 
@@ -139,15 +129,16 @@ def artifact_rows(artifacts: Sequence[Artifact]) -> list[tuple[Any, ...]]:
     ]
 
 
-def artifact_from_row(row: sqlite3.Row) -> Artifact:
-    """A file from a row of `artifacts` (`SELECT *`)."""
+def artifact_from_row(row: Sequence[Any]) -> Artifact:
+    """A file from a row of `ARTIFACT_COLUMNS`, in their order."""
+    run_id, filename, media_type, size, sha256, storage_key, width, height = row[:8]
     return Artifact(
-        run_id=row["run_id"],
-        filename=row["filename"],
-        media_type=row["media_type"],
-        size=row["size"],
-        sha256=row["sha256"],
-        storage_key=row["storage_key"],
-        width=row["width"],
-        height=row["height"],
+        run_id=run_id,
+        filename=filename,
+        media_type=media_type,
+        size=size,
+        sha256=sha256,
+        storage_key=storage_key,
+        width=width,
+        height=height,
     )
