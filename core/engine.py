@@ -36,6 +36,7 @@ from core.backends import GenerationBackend, Progress
 from core.batches import MAX_BATCH
 from core.bundles import Bundle, Bundles
 from core.characters.catalog import Characters
+from core.dispatch import Dispatch, InProcessDispatch
 from core.errors import (
     ArtifactNotFound,
     BackendError,
@@ -87,9 +88,13 @@ class Engine:
         backends: Mapping[str, GenerationBackend],
         trainer: Trainer | None = None,
         publishers: Mapping[str, Publisher] | None = None,
+        dispatch: Dispatch | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
+        # Who puts queued runs into this process's lanes (`core.dispatch`): this process itself
+        # (one box), or a task queue shared by several nodes.
+        self._dispatch: Dispatch = dispatch or InProcessDispatch()
         self.store = store
         self.backends = dict(backends)
         self.events = EventBus()
@@ -160,6 +165,8 @@ class Engine:
         self._own: set[str] | None = None
         # Runs this process has started and not yet seen to an end: handed back when it stops.
         self._started_here: set[str] = set()
+        # Runs a shared dispatch handed to this node -> set when their attempt here has ended.
+        self._held: dict[str, anyio.Event] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -187,7 +194,8 @@ class Engine:
         attempt (see `_hand_back`), so no run is left "running" by a process that has stopped.
         """
         lock: HomeLock | None = None
-        if role != "client":
+        # With a dispatch shared by nodes, the task queue decides who runs what, not the home lock.
+        if role != "client" and settings.dispatch == "in-process":
             try:
                 lock = HomeLock.acquire(settings.home)
             except HomeLocked:
@@ -195,13 +203,16 @@ class Engine:
                     raise
         ledger: Ledger | None = None
         engine: Engine | None = None
+        dispatch: Dispatch | None = None
         try:
             ledger = factory.make_ledger(settings)
+            dispatch = factory.make_dispatch(settings, ledger)
             engine = cls(
                 settings,
                 ledger,
                 store if store is not None else factory.make_store(settings),
                 backends if backends is not None else factory.make_backends(settings),
+                dispatch=dispatch,
             )
             if only_own_runs:
                 engine._own = set()
@@ -209,7 +220,11 @@ class Engine:
                 async with anyio.create_task_group() as task_group:
                     engine._task_group = task_group
                     engine.is_owner = False
-                    if lock is not None:
+                    if dispatch.shared:
+                        if dispatch.executes and role != "client":
+                            engine._start_executing()
+                        await dispatch.start(engine, task_group)
+                    elif lock is not None:
                         await engine._take_ownership(lock)
                     elif role == "shared":
                         task_group.start_soon(engine._guarded, engine._take_ownership_when_free)
@@ -227,6 +242,7 @@ class Engine:
             if engine is not None:
                 with anyio.CancelScope(shield=True):
                     await engine._hand_back(engine._started_here)
+                    await engine._dispatch.aclose()
                     for backend in engine.backends.values():
                         await backend.aclose()
                     for publisher in engine.products.publishers.values():
@@ -251,6 +267,15 @@ class Engine:
             self._problems.note("ledger", str(exc))
             log.warning("cannot recover unfinished runs yet (%s); trying again in the background", exc)
             self._start(self._recover_when_the_ledger_answers)
+        self._scheduler.start(self._task_group)
+        self._start(self._housekeeping_forever)
+
+    def _start_executing(self) -> None:
+        """A node of a shared dispatch that executes: its backends, lanes and housekeeping; the
+        dispatch hands it runs (`execute_held`) and recovers a dead node's (`requeue_stalled`)."""
+        assert self._task_group is not None
+        for backend in self.backends.values():
+            backend.start(self._task_group)
         self._scheduler.start(self._task_group)
         self._start(self._housekeeping_forever)
 
@@ -293,47 +318,50 @@ class Engine:
                 self._start(self._batches.refresh, run.id)
                 continue
             if run.status is RunStatus.RUNNING:
-                if run.backend_handle and run.backend in self._scheduler.lanes:
-                    reconnecting = await self.ledger.update_run(
-                        run.id,
-                        expect={RunStatus.RUNNING},
-                        status=RunStatus.QUEUED,
-                        message="recovered after a restart; reconnecting to its backend",
-                        log=f"was running on {run.backend} when Atelier stopped; reconciling with it",
-                        log_level="warning",
-                    )
-                    if reconnecting is not None:
-                        self._resume[run.id] = run.backend_handle
-                        self._enqueue(reconnecting)
-                    continue
-                if run.attempts >= run.max_attempts:
-                    failed = await self.ledger.update_run(
-                        run.id,
-                        expect={RunStatus.RUNNING},
-                        status=RunStatus.FAILED,
-                        finished_at=time.time(),
-                        error=f"interrupted by a restart on its last attempt ({run.attempts}/{run.max_attempts})",
-                        log="interrupted by a restart on its last attempt",
-                        log_level="error",
-                    )
-                    if failed:
-                        self._publish_run(failed)
-                    continue
-                recovered = await self.ledger.update_run(
-                    run.id,
-                    expect={RunStatus.RUNNING},
-                    status=RunStatus.QUEUED,
-                    message="recovered after a restart",
-                    log="was running when Atelier stopped; queued to run again",
-                    log_level="warning",
-                )
+                recovered = await self._requeue_interrupted(run, "a restart", "Atelier stopped")
                 if recovered is None:
                     continue
                 run = recovered
-            elif run.backend_handle and run.backend in self._scheduler.lanes:
-                # Handed back by a process that stopped while its backend still had the work.
+            if run.backend_handle and run.backend in self._scheduler.lanes:
+                # Handed back or interrupted while its backend still had the work.
                 self._resume[run.id] = run.backend_handle
             self._enqueue(run)
+
+    async def _requeue_interrupted(self, run: Run, after: str, when: str) -> Run | None:
+        """A run left running by a process that stopped (`after` a restart, `when` Atelier
+        stopped), queued again: to be reconciled with its backend if the backend recorded where
+        its work went (that attempt goes on), else to run again (its next attempt), or failed if
+        that was its last. None if it is not queued (failed, or changed meanwhile)."""
+        if run.backend_handle and (self._dispatch.shared or run.backend in self._scheduler.lanes):
+            return await self.ledger.update_run(
+                run.id,
+                expect={RunStatus.RUNNING},
+                status=RunStatus.QUEUED,
+                message=f"recovered after {after}; reconnecting to its backend",
+                log=f"was running on {run.backend} when {when}; reconciling with it",
+                log_level="warning",
+            )
+        if run.attempts >= run.max_attempts:
+            failed = await self.ledger.update_run(
+                run.id,
+                expect={RunStatus.RUNNING},
+                status=RunStatus.FAILED,
+                finished_at=time.time(),
+                error=f"interrupted by {after} on its last attempt ({run.attempts}/{run.max_attempts})",
+                log=f"interrupted by {after} on its last attempt",
+                log_level="error",
+            )
+            if failed:
+                self._publish_run(failed)
+            return None
+        return await self.ledger.update_run(
+            run.id,
+            expect={RunStatus.RUNNING},
+            status=RunStatus.QUEUED,
+            message=f"recovered after {after}",
+            log=f"was running when {when}; queued to run again",
+            log_level="warning",
+        )
 
     # -- submit -------------------------------------------------------------------------------
 
@@ -441,7 +469,9 @@ class Engine:
             self._own.update(run.id for run in runs)
         for run in runs:
             self._publish_run(run)
-            if run.kind is not RunKind.BATCH:  # a batch runs nowhere itself: its children do
+            # A batch runs nowhere itself: its children do. A shared dispatch has deferred their
+            # jobs in the ledger's transaction.
+            if run.kind is not RunKind.BATCH and not self._dispatch.shared:
                 self._enqueue(run)
         return runs[0]
 
@@ -464,6 +494,7 @@ class Engine:
         try:
             await self._execute_attempt(run_id, ticket)
         except anyio.get_cancelled_exc_class():
+            self._release_held(run_id)
             raise
         except Exception as exc:
             log.exception("run %s: unexpected error while executing it", run_id)
@@ -474,6 +505,63 @@ class Engine:
             except Exception:
                 log.exception("run %s: could not record its failure; recovery will pick it up", run_id)
         self._started_here.discard(run_id)
+        self._release_held(run_id)
+
+    # -- execute what a shared dispatch hands this node (see `core.dispatch.RunHolder`) --------
+
+    async def execute_held(self, run_id: str) -> None:
+        """Run one attempt of a queued run in its backend's lane here; return once it has ended."""
+        run = await self.ledger.get_run(run_id)
+        if run is None or run.status is not RunStatus.QUEUED:
+            return  # cancelled, deleted or already run: nothing to do
+        if run.backend not in self._scheduler.lanes:
+            failed = await self.ledger.update_run(
+                run_id,
+                expect={RunStatus.QUEUED},
+                status=RunStatus.FAILED,
+                finished_at=time.time(),
+                error=f"backend {run.backend!r} is not configured on the worker that took it",
+                log=f"the worker that took it has no {run.backend} backend",
+                log_level="error",
+            )
+            if failed is not None:
+                self._publish_run(failed)
+            return
+        if run.backend_handle:
+            # Interrupted or handed back while its backend had the work: collect it, not start it.
+            self._resume[run_id] = run.backend_handle
+        done = self._held[run_id] = anyio.Event()
+        self._scheduler.enqueue(run.backend, run_id, run.priority.rank, run.seq)
+        try:
+            await done.wait()
+        finally:
+            if self._held.get(run_id) is done:
+                del self._held[run_id]
+
+    def stop_held(self, run_id: str) -> None:
+        """Stop a run held here whose cancel another node recorded."""
+        if self._scheduler.dequeue(run_id):
+            self._resume.pop(run_id, None)
+            self._release_held(run_id)
+        for scopes in (self._active, self._delayed):
+            scope = scopes.get(run_id)
+            if scope is not None:
+                scope.cancel()
+
+    async def requeue_stalled(self, run_id: str) -> bool:
+        """Queue again a run whose node died while running it (recovery's rules)."""
+        run = await self.ledger.get_run(run_id)
+        if run is None or run.status is not RunStatus.RUNNING:
+            return False
+        queued = await self._requeue_interrupted(run, "its worker's death", "its worker died")
+        if queued is not None:
+            self._publish_run(queued)
+        return queued is not None
+
+    def _release_held(self, run_id: str) -> None:
+        held = self._held.get(run_id)
+        if held is not None:
+            held.set()
 
     async def _execute_attempt(self, run_id: str, ticket: Any) -> None:
         resume_handle = self._resume.pop(run_id, None)
@@ -660,7 +748,10 @@ class Engine:
             if queued is not None:
                 self._metrics.counters["retried"] += 1
                 self._publish_run(queued)
-                self._start(self._enqueue_later, queued, delay)
+                if self._dispatch.shared:
+                    await self._dispatch.queue([queued], delay)
+                else:
+                    self._start(self._enqueue_later, queued, delay)
             return
         reason = error if retryable else f"{error} (not retried: trying again cannot succeed)"
         failed = await self._recorded(
@@ -689,6 +780,8 @@ class Engine:
                 wanted = RunStatus.RUNNING if run_id in self._active else RunStatus.QUEUED
                 if statuses.get(run_id) is not wanted:
                     scope.cancel()
+        if self._dispatch.shared:
+            return  # queued runs reach this node through the dispatch
         for run_id, backend, priority, seq in await self.ledger.queued_refs():
             if (
                 run_id not in self._active
@@ -759,6 +852,8 @@ class Engine:
                 )
                 if handed is not None:
                     self._publish_run(handed)
+                    if self._dispatch.shared:
+                        await self._dispatch.queue([handed])
             except Exception:
                 log.exception("run %s could not be handed back; the next start recovers it", run_id)
 
@@ -860,6 +955,10 @@ class Engine:
             scope = scopes.get(run_id)
             if scope is not None:
                 scope.cancel()
+        if self._dispatch.shared:
+            # Recorded first: the node holding it stops it when its job is aborted (and would
+            # see the cancel in the ledger anyway).
+            await self._dispatch.abort(run_id)
         self._metrics.counters["cancelled"] += 1
         self._publish_run(run)
         return run
@@ -903,7 +1002,10 @@ class Engine:
             raise Conflict(f"run {run_id} changed state while being retried; look at it again")
         self._bundles.discard(run_id)  # its attempts count from 1 again
         self._publish_run(queued)
-        self._enqueue(queued)
+        if self._dispatch.shared:
+            await self._dispatch.queue([queued])
+        else:
+            self._enqueue(queued)
         return queued
 
     async def delete(self, run_id: str) -> Run:
@@ -959,7 +1061,8 @@ class Engine:
 
         `on_progress` (sync or async) is called for each progress step seen while waiting.
         """
-        if not self.is_owner:
+        if not self.is_owner or self._dispatch.shared:
+            # Another process runs it (with a shared dispatch, perhaps another machine).
             return await waiting.poll_until_final(self.get_run, run_id, timeout_s, on_progress)
         return await waiting.until_final(
             self.events, self.get_run, self._progress.apply, run_id, timeout_s, on_progress
