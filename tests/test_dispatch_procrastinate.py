@@ -1,0 +1,250 @@
+"""Dispatch across processes through procrastinate, end to end: real `atelier serve` front doors
+and `atelier worker` processes on one PostgreSQL database (fresh for this module, dropped after).
+
+A front door accepts runs and executes nothing; a worker executes them, each exactly once; a
+cancel sent to the front door stops a run on the worker; a worker killed with SIGKILL mid-run
+has its run finished by another worker (its attempt counted, one set of images). The preview
+backend renders slowly (ATELIER_LOCAL_STEP_MS) so runs are caught while they run; workers beat
+and give up on each other quickly (ATELIER_WORKER_HEARTBEAT_S / _STALLED_S).
+
+Skipped when PostgreSQL cannot be reached, except in CI (`CI` set), where that fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from tests.ledgers import TEST_DATABASE_URL
+from tests.procs import atelier_command, atelier_env, serve
+
+T = TypeVar("T")
+STEP_MS = "50"
+
+
+def _cannot_run(reason: str) -> Any:
+    if os.environ.get("CI"):
+        pytest.fail(f"the PostgreSQL tests must run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A fresh database for this module's nodes (procrastinate's schema and the ledger's)."""
+    try:
+        import procrastinate  # noqa: F401
+        import psycopg
+    except ImportError as exc:
+        _cannot_run(f"the postgres extra is not installed ({exc})")
+    name = f"atelier_d_{uuid.uuid4().hex[:16]}"
+    try:
+        admin = psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        _cannot_run(f"PostgreSQL at {TEST_DATABASE_URL} cannot be reached: {exc}")
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}".encode())
+        try:
+            yield urlunsplit(urlsplit(TEST_DATABASE_URL)._replace(path=f"/{name}", query=""))
+        finally:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
+
+
+def rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql.encode(), args).fetchall()
+
+
+def node_env(url: str, **extra: str) -> dict[str, str]:
+    return {
+        "ATELIER_DATABASE_URL": url,
+        "ATELIER_DISPATCH": "procrastinate",
+        "ATELIER_LOCAL_STEP_MS": STEP_MS,
+        "ATELIER_WORKER_HEARTBEAT_S": "0.5",
+        "ATELIER_WORKER_STALLED_S": "2",
+        **extra,
+    }
+
+
+@contextmanager
+def worker(
+    home: Path, url: str, log: Path, *args: str, step_ms: str = STEP_MS
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`atelier worker` (its output in `log`), once procrastinate's worker has started; stopped
+    (SIGTERM) when the block ends, unless the test killed it."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*atelier_command(), "worker", *args],
+            env=atelier_env(home, **node_env(url, ATELIER_LOCAL_STEP_MS=step_ms)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "Starting worker" in log.read_text() or process.poll() is not None, 20)
+        assert process.poll() is None, log.read_text()
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def wait_for(check: Callable[[], T], timeout: float, every: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            assert result, f"not within {timeout} s"
+            return result
+        time.sleep(every)
+
+
+def submit(base: str, prompt: str, steps: int) -> str:
+    answer = httpx.post(
+        f"{base}/adgen/generate",
+        json={"prompt": prompt, "width": 64, "height": 64, "steps": steps, "seed": 1},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["run_id"]
+
+
+def status_of(base: str, run_id: str) -> dict[str, Any]:
+    answer = httpx.get(f"{base}/adgen/runs/{run_id}", timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def ledger_run(url: str, run_id: str) -> tuple[str, int, int]:
+    """(status, attempts, step) as the ledger has them."""
+    [row] = rows(url, "SELECT status, attempts, step FROM runs WHERE id = %s", run_id)
+    return row
+
+
+def test_a_front_door_queues_runs_and_a_worker_runs_each_exactly_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    home = tmp_path / "shared-home"  # one data directory for both: no home lock stops them
+    with serve(home, env=node_env(database_url)) as front:
+        run_ids = [submit(front.url, f"a lighthouse, take {i}", steps=4) for i in range(6)]
+        # One job per run, deferred with it, in the image queue.
+        jobs = rows(
+            database_url,
+            "SELECT args->>'run_id', queue_name, status FROM procrastinate_jobs WHERE args->>'run_id' = ANY(%s)",
+            run_ids,
+        )
+        assert sorted(jobs) == sorted((run_id, "image", "todo") for run_id in run_ids)
+        time.sleep(1.5)
+        # The front door alone executes nothing.
+        assert {status_of(front.url, r)["status"] for r in run_ids} == {"PENDING"}
+        assert {ledger_run(database_url, r)[0] for r in run_ids} == {"queued"}
+
+        with worker(home, database_url, tmp_path / "worker.log") as process:
+            wait_for(lambda: {status_of(front.url, r)["status"] for r in run_ids} == {"COMPLETED"}, 25, 0.3)
+            assert process.poll() is None
+            for run_id in run_ids:
+                assert ledger_run(database_url, run_id) == ("completed", 1, 4)
+                started = rows(
+                    database_url,
+                    "SELECT COUNT(*) FROM run_logs WHERE run_id = %s AND message = 'started'",
+                    run_id,
+                )
+                assert started == [(1,)]
+                [artifact] = status_of(front.url, run_id)["artifacts"]
+                # The front door serves the image the worker wrote (they share the data directory).
+                image = httpx.get(f"{front.url}{artifact['url']}", timeout=10)
+                assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+            finished = rows(
+                database_url,
+                "SELECT status, COUNT(*) FROM procrastinate_jobs WHERE args->>'run_id' = ANY(%s) GROUP BY status",
+                run_ids,
+            )
+            assert finished == [("succeeded", len(run_ids))]
+        assert (tmp_path / "worker.log").read_text().count("Starting job atelier.execute_run") == 6
+
+
+def test_a_cancel_sent_to_the_front_door_stops_the_run_on_the_worker(
+    tmp_path: Path, database_url: str
+) -> None:
+    with (
+        serve(tmp_path / "front", env=node_env(database_url)) as front,
+        worker(tmp_path / "gpu-box", database_url, tmp_path / "worker.log", step_ms="150"),
+    ):
+        run_id = submit(front.url, "a slow harbour", steps=150)  # 22 s at 150 ms a step
+        wait_for(lambda: ledger_run(database_url, run_id)[2] >= 2, 15)  # running on the worker
+        answer = httpx.post(f"{front.url}/adgen/runs/{run_id}/cancel", timeout=10)
+        assert answer.status_code == 200 and answer.json()["status"] == "CANCELLED", answer.text
+        # The worker heard it (procrastinate's abort) and stopped the backend's work.
+        wait_for(
+            lambda: (
+                rows(database_url, "SELECT status FROM procrastinate_jobs WHERE lock = %s", run_id)
+                == [("aborted",)]
+            ),
+            10,
+        )
+        log = (tmp_path / "worker.log").read_text()
+        assert f"run {run_id}: cancelled elsewhere; stopping it here" in log
+        status, attempts, step = ledger_run(database_url, run_id)
+        time.sleep(1.5)  # the worker writes progress every second while a run renders
+        assert ledger_run(database_url, run_id) == (status, attempts, step) == ("cancelled", 1, step)
+        assert step < 150
+        assert not list((tmp_path / "gpu-box" / "artifacts").glob(f"**/{run_id}*"))
+        # A queued run (not yet started) is simply withdrawn.
+        run_ids = [submit(front.url, f"a queue of boats {i}", steps=150) for i in range(5)]
+        last = run_ids[-1]  # the worker renders 2 at once, so this one waits
+        httpx.post(f"{front.url}/adgen/runs/{last}/cancel", timeout=10)
+        assert rows(database_url, "SELECT status FROM procrastinate_jobs WHERE lock = %s", last) == [
+            ("cancelled",)
+        ]
+        for other in run_ids[:-1]:
+            httpx.post(f"{front.url}/adgen/runs/{other}/cancel", timeout=10)
+
+
+def test_a_killed_worker_s_run_finishes_on_another_worker_once(tmp_path: Path, database_url: str) -> None:
+    logs = {name: tmp_path / f"{name}.log" for name in ("one", "two")}
+    with (
+        serve(tmp_path / "front", env=node_env(database_url)) as front,
+        worker(tmp_path / "one", database_url, logs["one"]) as one,
+        worker(tmp_path / "two", database_url, logs["two"]) as two,
+    ):
+        run_id = submit(front.url, "a lighthouse in a storm", steps=80)  # 4 s at 50 ms a step
+        wait_for(lambda: ledger_run(database_url, run_id)[2] >= 2, 15)
+        holder, other = (one, "two") if "Starting job" in logs["one"].read_text() else (two, "one")
+        holder.kill()  # kill -9: no heartbeat, no hand back
+        holder.wait(5)
+        run = wait_for(
+            lambda: (lambda s: s if s["status"] == "COMPLETED" else None)(status_of(front.url, run_id)),
+            25,
+            0.3,
+        )
+        assert ledger_run(database_url, run_id) == ("completed", 2, 80)
+        assert "Starting job atelier.execute_run" in logs[other].read_text()
+        messages = [
+            m for (m,) in rows(database_url, "SELECT message FROM run_logs WHERE run_id = %s", run_id)
+        ]
+        assert "was running when its worker died; queued to run again" in messages
+        assert messages.count("started") == 2
+        # One set of images: the surviving worker's, recorded once.
+        assert len(run["artifacts"]) == 1
+        images = list((tmp_path / other / "artifacts").rglob("*.png"))
+        killed = "one" if other == "two" else "two"
+        assert len(images) == 1 and not list((tmp_path / killed / "artifacts").rglob("*.png"))
+        # One job for the run, retried once by the sweep, then succeeded.
+        assert rows(
+            database_url, "SELECT status, attempts FROM procrastinate_jobs WHERE lock = %s", run_id
+        ) == [("succeeded", 2)]
