@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,9 +23,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import httpx
 import pytest
 
+from tests.fakes.comfyui import FakeComfyUI, serve_fake
 from tests.ledgers import TEST_DATABASE_URL
 from tests.procs import atelier_command, atelier_env, serve
 
@@ -79,14 +82,14 @@ def node_env(url: str, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def worker(
-    home: Path, url: str, log: Path, *args: str, step_ms: str = STEP_MS
+    home: Path, url: str, log: Path, *args: str, step_ms: str = STEP_MS, **env: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`atelier worker` (its output in `log`), once procrastinate's worker has started; stopped
     (SIGTERM) when the block ends, unless the test killed it."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*atelier_command(), "worker", *args],
-            env=atelier_env(home, **node_env(url, ATELIER_LOCAL_STEP_MS=step_ms)),
+            env=atelier_env(home, **node_env(url, ATELIER_LOCAL_STEP_MS=step_ms, **env)),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -248,3 +251,110 @@ def test_a_killed_worker_s_run_finishes_on_another_worker_once(tmp_path: Path, d
         assert rows(
             database_url, "SELECT status, attempts FROM procrastinate_jobs WHERE lock = %s", run_id
         ) == [("succeeded", 2)]
+
+
+def test_a_worker_stopped_cleanly_hands_its_run_to_another(tmp_path: Path, database_url: str) -> None:
+    logs = {name: tmp_path / f"{name}.log" for name in ("one", "two")}
+    with (
+        serve(tmp_path / "front", env=node_env(database_url)) as front,
+        worker(tmp_path / "one", database_url, logs["one"]) as one,
+    ):
+        run_id = submit(front.url, "a lighthouse at noon", steps=60)  # 3 s at 50 ms a step
+        wait_for(lambda: ledger_run(database_url, run_id)[2] >= 2, 15)
+        one.terminate()  # SIGTERM: the run goes back to the queue, this attempt not counted
+        assert one.wait(15) == 143
+        assert ledger_run(database_url, run_id)[:2] == ("queued", 0)
+        with worker(tmp_path / "two", database_url, logs["two"]):
+            wait_for(lambda: status_of(front.url, run_id)["status"] == "COMPLETED", 20, 0.3)
+        assert ledger_run(database_url, run_id) == ("completed", 1, 60)
+        assert rows(
+            database_url,
+            "SELECT status FROM procrastinate_jobs WHERE lock = %s ORDER BY id",
+            run_id,
+        )[-1] == ("succeeded",)
+
+
+# -- on ComfyUI: the prompt a worker recorded is collected by the next, and a cancel interrupts it --
+
+
+@contextmanager
+def fake_comfyui(prompt_seconds: float) -> Iterator[tuple[FakeComfyUI, str]]:
+    """A fake ComfyUI server on a loopback port, in a thread of its own (the nodes are processes)."""
+    fake = FakeComfyUI(prompt_seconds=prompt_seconds)
+    ready: list[str] = []
+    stop = threading.Event()
+
+    async def run() -> None:
+        async with serve_fake(fake) as server:
+            ready.append(server.url)
+            while not stop.is_set():
+                await anyio.sleep(0.05)
+
+    thread = threading.Thread(target=anyio.run, args=(run,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: ready, 10)
+        yield fake, ready[0]
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def comfyui_env(url: str) -> dict[str, str]:
+    return {"ATELIER_BACKEND": "comfyui", "ATELIER_COMFYUI_URLS": url}
+
+
+def handle_of(url: str, run_id: str) -> str | None:
+    [(handle,)] = rows(url, "SELECT backend_handle FROM runs WHERE id = %s", run_id)
+    return handle
+
+
+def test_on_comfyui_a_killed_worker_s_prompt_is_collected_not_posted_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    logs = {name: tmp_path / f"{name}.log" for name in ("one", "two")}
+    with fake_comfyui(prompt_seconds=4.0) as (fake, comfyui):
+        env = comfyui_env(comfyui)
+        with (
+            serve(tmp_path / "front", env=node_env(database_url, **env)) as front,
+            worker(tmp_path / "one", database_url, logs["one"], **env) as one,
+            worker(tmp_path / "two", database_url, logs["two"], **env) as two,
+        ):
+            run_id = submit(front.url, "a lighthouse on a GPU", steps=8)
+            wait_for(lambda: handle_of(database_url, run_id), 15)  # the prompt is with ComfyUI
+            holder, other = (one, "two") if "Starting job" in logs["one"].read_text() else (two, "one")
+            holder.kill()
+            holder.wait(5)
+            run = wait_for(
+                lambda: (lambda s: s if s["status"] == "COMPLETED" else None)(status_of(front.url, run_id)),
+                25,
+                0.3,
+            )
+            assert len(fake.requests_to("POST", "/prompt")) == 1  # collected, not rendered twice
+            assert len(run["artifacts"]) == 1
+            messages = [
+                m for (m,) in rows(database_url, "SELECT message FROM run_logs WHERE run_id = %s", run_id)
+            ]
+            assert "was running on comfyui when its worker died; reconciling with it" in messages
+            assert "reconnecting to its backend" in messages
+            assert "Starting job atelier.execute_run" in logs[other].read_text()
+            # The attempt goes on where the prompt is: it is not counted again.
+            assert ledger_run(database_url, run_id)[:2] == ("completed", 1)
+
+
+def test_on_comfyui_a_cancel_at_the_front_door_interrupts_the_worker_s_prompt(
+    tmp_path: Path, database_url: str
+) -> None:
+    with fake_comfyui(prompt_seconds=20.0) as (fake, comfyui):
+        env = comfyui_env(comfyui)
+        with (
+            serve(tmp_path / "front", env=node_env(database_url, **env)) as front,
+            worker(tmp_path / "gpu-box", database_url, tmp_path / "worker.log", **env),
+        ):
+            run_id = submit(front.url, "a long render", steps=8)
+            wait_for(lambda: fake.running_prompt_id is not None, 15)
+            answer = httpx.post(f"{front.url}/adgen/runs/{run_id}/cancel", timeout=10)
+            assert answer.status_code == 200 and answer.json()["status"] == "CANCELLED", answer.text
+            wait_for(lambda: fake.requests_to("POST", "/interrupt"), 10)
+            wait_for(lambda: fake.running_prompt_id is None, 10)
+            assert ledger_run(database_url, run_id)[0] == "cancelled"
