@@ -19,7 +19,7 @@ into a lane, and where:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from anyio.abc import TaskGroup
 
@@ -60,6 +60,9 @@ class Dispatch(Protocol):
     async def abort(self, run_id: str) -> None:
         """Withdraw a cancelled run: dropped if still waiting, stopped where it is held."""
 
+    async def status(self) -> dict[str, Any]:
+        """What health reports of the dispatch (its queues, its workers)."""
+
     async def aclose(self) -> None:
         """Release connections (after the node has stopped executing)."""
 
@@ -78,6 +81,9 @@ class InProcessDispatch:
 
     async def abort(self, run_id: str) -> None:
         return None
+
+    async def status(self) -> dict[str, Any]:
+        return {"mode": "in-process"}
 
     async def aclose(self) -> None:
         return None

@@ -43,7 +43,7 @@ from typing import Any
 import anyio
 import psycopg
 from anyio.abc import TaskGroup
-from procrastinate import App, PsycopgConnector
+from procrastinate import App, PsycopgConnector, RetryStrategy
 from procrastinate import exceptions as procrastinate_errors
 from procrastinate.job_context import AbortReason, JobContext
 from procrastinate.jobs import Job, Status
@@ -51,6 +51,7 @@ from procrastinate.schema import SchemaManager
 from procrastinate.worker import Worker
 
 from core.dispatch import RunHolder, queue_of
+from core.errors import LedgerUnavailable
 from core.models import Run, RunKind
 from core.settings import Settings
 
@@ -63,6 +64,14 @@ _SWEEP_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('atelier procrastinate 
 _JOBS_OF_RUN = (
     "SELECT id FROM procrastinate_jobs WHERE task_name = %(task)s AND "
     "((queueing_lock = %(run_id)s AND status = 'todo') OR (lock = %(run_id)s AND status = 'doing'))"
+)
+_QUEUE_COUNTS = (
+    "SELECT queue_name, CASE status WHEN 'todo' THEN 'waiting' ELSE 'running' END AS state, COUNT(*) AS n "
+    "FROM procrastinate_jobs WHERE status IN ('todo', 'doing') GROUP BY 1, 2"
+)
+_WORKERS_ALIVE = (
+    "SELECT COUNT(*) AS n FROM procrastinate_workers "
+    "WHERE last_heartbeat > NOW() - make_interval(secs => %(seconds)s)"
 )
 # A worker whose procrastinate loop ended while the engine is open starts it again after this.
 RESTART_DELAY_S = 2.0
@@ -93,7 +102,9 @@ class ProcrastinateDispatch:
         # The worker's own connections: one listens, one per job at its start and end, the sweep.
         self._connector = PsycopgConnector(conninfo=url, min_size=1, max_size=concurrency + 4)
         self.app = App(connector=self._connector)
-        self.app.task(name=TASK, pass_context=True, queue="image")(self._execute_run)
+        # A run that could not start because the ledger refused it is tried again, later.
+        retry = RetryStrategy(exponential_wait=2, max_attempts=12, retry_exceptions={LedgerUnavailable})
+        self.app.task(name=TASK, pass_context=True, queue="image", retry=retry)(self._execute_run)
         self._node: RunHolder | None = None
         self._opened = False
         self._opening: anyio.Lock | None = None
@@ -136,6 +147,19 @@ class ProcrastinateDispatch:
         for row in rows:
             if await self.app.job_manager.cancel_job_by_id_async(row["id"], abort=True):
                 log.info("run %s cancelled: its job %s is withdrawn or aborted", run_id, row["id"])
+
+    async def status(self) -> dict[str, Any]:
+        """The jobs waiting and running in each queue, and the workers alive (heard from within
+        `stalled_s`)."""
+        await self._ready()
+        queues: dict[str, dict[str, int]] = {}
+        for row in await self._connector.execute_query_all_async(query=_QUEUE_COUNTS):  # type: ignore[arg-type]
+            queues.setdefault(row["queue_name"], {"waiting": 0, "running": 0})[row["state"]] = row["n"]
+        [alive] = await self._connector.execute_query_all_async(
+            query=_WORKERS_ALIVE,  # type: ignore[arg-type]
+            seconds=self._stalled_s,
+        )
+        return {"mode": "procrastinate", "queues": queues, "workers": alive["n"]}
 
     async def aclose(self) -> None:
         if self._opened:

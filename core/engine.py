@@ -167,6 +167,8 @@ class Engine:
         self._started_here: set[str] = set()
         # Runs a shared dispatch handed to this node -> set when their attempt here has ended.
         self._held: dict[str, anyio.Event] = {}
+        # Held runs that could not start because the ledger refused (their job is tried again).
+        self._unstarted: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -537,6 +539,10 @@ class Engine:
         finally:
             if self._held.get(run_id) is done:
                 del self._held[run_id]
+        if run_id in self._unstarted:
+            self._unstarted.discard(run_id)
+            self._resume.pop(run_id, None)
+            raise LedgerUnavailable(f"run {run_id} could not start: the ledger refused it")
 
     def stop_held(self, run_id: str) -> None:
         """Stop a run held here whose cancel another node recorded."""
@@ -584,6 +590,7 @@ class Engine:
             if resume_handle:
                 self._resume[run_id] = resume_handle
             log.warning("run %s could not start: %s", run_id, exc)
+            self._unstarted.add(run_id)
             return
         if run is None:  # cancelled or deleted while it waited
             return
@@ -1090,16 +1097,27 @@ class Engine:
     # -- status -------------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """Health of each backend, the queue, and throughput/latency since start (see `core.health`)."""
+        """Health of each backend, the queue, and throughput/latency since start (see `core.health`);
+        with a shared dispatch, its queues and workers, and a node that executes nothing reports
+        no backends (the workers have them)."""
+        dispatch: dict[str, Any] | None = None
+        if self._dispatch.shared:
+            dispatch = {"executes": self._dispatch.executes}
+            with anyio.move_on_after(health.HEALTH_CHECK_S):
+                try:
+                    dispatch.update(await self._dispatch.status())
+                except Exception as exc:
+                    dispatch["error"] = f"{type(exc).__name__}: {exc}"
         return await health.report(
-            backends=self.backends,
+            backends=self.backends if self._dispatch.executes else {},
+            dispatch=dispatch,
             default_backend=self.settings.backend,
             scheduler=self._scheduler,
             store=self.store,
             ledger=self.ledger,
             problems=self._problems,
             metrics=self._metrics,
-            trainer=self._trainer,
+            trainer=self._trainer if self._dispatch.executes else None,
             training_lane=TRAINING_LANE,
         )
 

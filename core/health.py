@@ -98,6 +98,7 @@ async def report(
     metrics: Metrics,
     trainer: Trainer | None = None,
     training_lane: str = "training",
+    dispatch: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Health of each backend, the trainer, the storage and the ledger, the queue, and
     throughput/latency since start. A trainer that cannot start (ai-toolkit not installed) is
@@ -129,6 +130,8 @@ async def report(
         if default_backend in backend_health
         else any(b.get("up") for b in backend_health.values())
     )
+    if dispatch is not None and not dispatch.get("executes"):
+        backend_up = True  # a front door's runs are executed by workers, which have the backends
     return {
         # Healthy when the backend new runs go to is up (the preview renderer always is) and
         # their images can be saved and recorded.
@@ -139,5 +142,6 @@ async def report(
         "ledger": ledger_health,
         "runs": runs,
         "queue": {"queued": scheduler.queued(), "running": scheduler.running()},
+        **({"dispatch": dict(dispatch)} if dispatch is not None else {}),
         "metrics": metrics.summary(now),
     }

@@ -97,6 +97,7 @@ def build_app(
                 "ledger": status["ledger"],
                 "queue": status["queue"],
                 "runs": status["runs"],
+                **({"dispatch": status["dispatch"]} if "dispatch" in status else {}),
             },
             status_code=200 if status["healthy"] else 503,
         )

@@ -156,10 +156,19 @@ def test_a_front_door_queues_runs_and_a_worker_runs_each_exactly_once(
         # The front door alone executes nothing.
         assert {status_of(front.url, r)["status"] for r in run_ids} == {"PENDING"}
         assert {ledger_run(database_url, r)[0] for r in run_ids} == {"queued"}
+        health = httpx.get(f"{front.url}/health", timeout=10)
+        assert health.status_code == 200, health.text
+        assert health.json()["dispatch"] == {
+            "executes": False,
+            "mode": "procrastinate",
+            "queues": {"image": {"waiting": 6, "running": 0}},
+            "workers": 0,
+        }
 
         with worker(home, database_url, tmp_path / "worker.log") as process:
             wait_for(lambda: {status_of(front.url, r)["status"] for r in run_ids} == {"COMPLETED"}, 25, 0.3)
             assert process.poll() is None
+            assert httpx.get(f"{front.url}/health", timeout=10).json()["dispatch"]["workers"] == 1
             for run_id in run_ids:
                 assert ledger_run(database_url, run_id) == ("completed", 1, 4)
                 started = rows(
@@ -274,6 +283,14 @@ def test_a_worker_stopped_cleanly_hands_its_run_to_another(tmp_path: Path, datab
         )[-1] == ("succeeded",)
 
 
+def test_a_front_door_told_to_execute_runs_runs_itself(tmp_path: Path, database_url: str) -> None:
+    with serve(tmp_path / "node", env=node_env(database_url), args=["--execute"]) as node:
+        run_id = submit(node.url, "a lighthouse, at home", steps=4)
+        wait_for(lambda: status_of(node.url, run_id)["status"] == "COMPLETED", 20, 0.3)
+        assert ledger_run(database_url, run_id) == ("completed", 1, 4)
+        assert httpx.get(f"{node.url}/health", timeout=10).json()["dispatch"]["executes"] is True
+
+
 # -- on ComfyUI: the prompt a worker recorded is collected by the next, and a cancel interrupts it --
 
 
@@ -352,6 +369,9 @@ def test_on_comfyui_a_cancel_at_the_front_door_interrupts_the_worker_s_prompt(
             worker(tmp_path / "gpu-box", database_url, tmp_path / "worker.log", **env),
         ):
             run_id = submit(front.url, "a long render", steps=8)
+            # The front door never speaks to ComfyUI (the worker does), and is healthy without it.
+            health = httpx.get(f"{front.url}/health", timeout=10)
+            assert health.status_code == 200 and "comfyui" not in health.json()["backends"], health.text
             wait_for(lambda: fake.running_prompt_id is not None, 15)
             answer = httpx.post(f"{front.url}/adgen/runs/{run_id}/cancel", timeout=10)
             assert answer.status_code == 200 and answer.json()["status"] == "CANCELLED", answer.text
