@@ -173,7 +173,14 @@ class ProcrastinateDispatch:
         jobs = self._jobs(runs, 0.0)
         if jobs:
             await self._ready()
-            await self.app.job_manager.batch_defer_jobs_async(jobs, connection=conn)
+            try:
+                await self.app.job_manager.batch_defer_jobs_async(jobs, connection=conn)
+            except procrastinate_errors.ConnectorException as exc:
+                # The ledger's transaction rolls back with it: the runs are not recorded either.
+                raise LedgerUnavailable(
+                    f"the task queue cannot take the run now ({_reason(exc.__cause__ or exc)}); "
+                    "nothing was recorded, try again"
+                ) from None
 
     def _jobs(self, runs: Sequence[Run], delay_s: float) -> list[Job]:
         at = None

@@ -963,9 +963,12 @@ class Engine:
             if scope is not None:
                 scope.cancel()
         if self._dispatch.shared:
-            # Recorded first: the node holding it stops it when its job is aborted (and would
-            # see the cancel in the ledger anyway).
-            await self._dispatch.abort(run_id)
+            # Recorded first: the node holding it stops it when its job is aborted, and sees the
+            # cancel in the ledger anyway (its housekeeping) if the abort cannot be sent.
+            try:
+                await self._dispatch.abort(run_id)
+            except Exception as exc:
+                log.warning("run %s cancelled, but its job could not be aborted: %s", run_id, exc)
         self._metrics.counters["cancelled"] += 1
         self._publish_run(run)
         return run

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -66,7 +66,8 @@ def rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql.encode(), args).fetchall()
+        cursor = conn.execute(sql.encode(), args)
+        return cursor.fetchall() if cursor.description else []
 
 
 def node_env(url: str, **extra: str) -> dict[str, str]:
@@ -378,3 +379,62 @@ def test_on_comfyui_a_cancel_at_the_front_door_interrupts_the_worker_s_prompt(
             wait_for(lambda: fake.requests_to("POST", "/interrupt"), 10)
             wait_for(lambda: fake.running_prompt_id is None, 10)
             assert ledger_run(database_url, run_id)[0] == "cancelled"
+
+
+# -- accepting: a run and its job are recorded together, or neither is --
+
+
+@pytest.mark.anyio
+async def test_a_run_is_recorded_with_its_job_or_not_at_all(tmp_path: Path, database_url: str) -> None:
+    from core.engine import Engine
+    from core.errors import Conflict, LedgerUnavailable
+    from core.settings import Settings
+
+    settings = Settings.from_env(
+        {f"ATELIER_{k.removeprefix('ATELIER_')}": v for k, v in node_env(database_url).items()},
+        home=tmp_path / "front",
+    )
+    small = {"width": 64, "height": 64, "steps": 2}
+    async with Engine.open(settings) as engine:
+        run = await engine.submit_image({"prompt": "a first lighthouse", **small}, priority="high")
+        [job] = rows(
+            database_url,
+            "SELECT queue_name, priority, status FROM procrastinate_jobs WHERE lock = %s",
+            run.id,
+        )
+        assert job == ("image", run.priority.rank, "todo")
+
+        # The queue cannot take the job: the run is not recorded either.
+        rows(database_url, "ALTER TABLE procrastinate_jobs RENAME TO procrastinate_jobs_away")
+        try:
+            with pytest.raises(LedgerUnavailable, match=r"procrastinate_jobs.* nothing was recorded"):
+                await engine.submit_image({"prompt": "a lighthouse with nowhere to go", **small})
+        finally:
+            rows(database_url, "ALTER TABLE procrastinate_jobs_away RENAME TO procrastinate_jobs")
+        assert rows(
+            database_url, "SELECT COUNT(*) FROM runs WHERE inputs::text LIKE %s", "%nowhere to go%"
+        ) == [(0,)]
+
+        # Two requests racing with one idempotency key: one run, one job (the loser's is rolled back).
+        async def same_request() -> None:
+            with suppress(Conflict):  # a concurrent request with the key may be told to look again
+                await engine.submit_image(
+                    {"prompt": "a raced lighthouse", "seed": 3, **small}, idempotency_key="k-1"
+                )
+
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(same_request)
+        [(raced,)] = rows(database_url, "SELECT id FROM runs WHERE idempotency_key = 'k-1'")
+        assert rows(database_url, "SELECT COUNT(*) FROM procrastinate_jobs WHERE lock = %s", raced) == [(1,)]
+        assert rows(database_url, "SELECT COUNT(*) FROM procrastinate_jobs") == rows(
+            database_url, "SELECT COUNT(*) FROM runs WHERE kind <> 'batch'"
+        )
+        # Nothing runs on a node that only accepts.
+        await anyio.sleep(1)
+        assert (await engine.get_run(run.id)).status.value == "queued"
+        for queued in (run.id, raced):
+            await engine.cancel(queued)
+        assert rows(database_url, "SELECT status FROM procrastinate_jobs WHERE lock = %s", run.id) == [
+            ("cancelled",)
+        ]
