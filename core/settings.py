@@ -15,8 +15,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from core.errors import InvalidInput
@@ -260,8 +260,7 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             error = exc.errors()[0]
-            # The one check across settings is the dispatch's (it needs a database).
-            name = str(error["loc"][0]) if error["loc"] else "dispatch"
+            name = str(error["loc"][0]) if error["loc"] else "settings"
             raise InvalidInput(ENV_PREFIX + name.upper(), error["msg"]) from None
 
     @field_validator("enabled_platforms")
@@ -296,14 +295,25 @@ class Settings(BaseModel):
             raise ValueError("name one or more of image, training, publishing (comma-separated)")
         return ",".join(dict.fromkeys(names))
 
-    @model_validator(mode="after")
-    def _procrastinate_needs_postgres(self) -> Settings:
-        if self.dispatch == "procrastinate" and self.database_url is None:
+    @field_validator("dispatch")
+    @classmethod
+    def _procrastinate_needs_postgres(cls, value: str, info: ValidationInfo) -> str:
+        if value == "procrastinate" and info.data.get("database_url") is None:
             raise ValueError(
-                "ATELIER_DISPATCH=procrastinate needs ATELIER_DATABASE_URL (postgresql://...): the task "
-                "queue lives in the same database as the ledger"
+                "procrastinate needs ATELIER_DATABASE_URL (postgresql://...): the task queue lives in "
+                "the same database as the ledger"
             )
-        return self
+        return value
+
+    @field_validator("worker_stalled_s")
+    @classmethod
+    def _stalled_after_missed_heartbeats(cls, value: float, info: ValidationInfo) -> float:
+        heartbeat = info.data.get("worker_heartbeat_s")
+        if heartbeat is not None and value < 2 * heartbeat:
+            # A live worker whose heartbeat is merely late must not be taken for dead: its runs
+            # would be run twice.
+            raise ValueError(f"must be at least twice ATELIER_WORKER_HEARTBEAT_S ({heartbeat:g} s)")
+        return value
 
     @field_validator("comfyui_urls")
     @classmethod

@@ -140,6 +140,27 @@ def ledger_run(url: str, run_id: str) -> tuple[str, int, int]:
     return row
 
 
+def test_settings_refuse_procrastinate_without_a_database_and_a_hasty_stall_verdict() -> None:
+    from core.errors import InvalidInput
+    from core.settings import Settings
+
+    with pytest.raises(InvalidInput, match=r"ATELIER_DISPATCH: .*needs ATELIER_DATABASE_URL"):
+        Settings.from_env({"ATELIER_DISPATCH": "procrastinate"})
+    with pytest.raises(InvalidInput, match=r"ATELIER_WORKER_STALLED_S: .*at least twice"):
+        Settings.from_env({"ATELIER_WORKER_HEARTBEAT_S": "10", "ATELIER_WORKER_STALLED_S": "15"})
+    with pytest.raises(InvalidInput, match="ATELIER_WORKER_QUEUES"):
+        Settings.from_env({"ATELIER_WORKER_QUEUES": "image,gpu"})
+    assert Settings.from_env({}).dispatch == "in-process"
+
+
+def test_atelier_worker_needs_the_procrastinate_dispatch(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*atelier_command(), "worker"], env=atelier_env(tmp_path), capture_output=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert b"ATELIER_DISPATCH=procrastinate" in done.stderr
+
+
 def test_a_front_door_queues_runs_and_a_worker_runs_each_exactly_once(
     tmp_path: Path, database_url: str
 ) -> None:
