@@ -305,6 +305,48 @@ def test_a_worker_stopped_cleanly_hands_its_run_to_another(tmp_path: Path, datab
         )[-1] == ("succeeded",)
 
 
+def test_two_front_doors_and_two_workers_run_every_run_exactly_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    logs = {name: tmp_path / f"{name}.log" for name in ("one", "two")}
+    fast = node_env(database_url, ATELIER_LOCAL_STEP_MS="0")
+    with (
+        serve(tmp_path / "a", env=fast) as door_a,
+        serve(tmp_path / "b", env=fast) as door_b,
+        worker(tmp_path / "one", database_url, logs["one"], step_ms="0"),
+        worker(tmp_path / "two", database_url, logs["two"], step_ms="0"),
+    ):
+        run_ids = [submit((door_a, door_b)[i % 2].url, f"a harbour, take {i}", steps=2) for i in range(100)]
+
+        def finished() -> bool:
+            [(done,)] = rows(
+                database_url, "SELECT COUNT(*) FROM runs WHERE id = ANY(%s) AND status = 'completed'", run_ids
+            )
+            return done == len(run_ids)
+
+        wait_for(finished, 25, 0.3)
+        assert rows(
+            database_url,
+            "SELECT COUNT(*), MIN(attempts), MAX(attempts) FROM runs WHERE id = ANY(%s)",
+            run_ids,
+        ) == [(100, 1, 1)]
+        started = rows(
+            database_url,
+            "SELECT run_id, COUNT(*) FROM run_logs WHERE run_id = ANY(%s) AND message = 'started' GROUP BY run_id",
+            run_ids,
+        )
+        assert len(started) == 100 and {n for _, n in started} == {1}
+        assert rows(
+            database_url,
+            "SELECT status, COUNT(*) FROM procrastinate_jobs WHERE lock = ANY(%s) GROUP BY status",
+            run_ids,
+        ) == [("succeeded", 100)]
+        taken = [logs[name].read_text().count("Starting job atelier.execute_run") for name in ("one", "two")]
+        assert sum(taken) == 100 and min(taken) > 0, taken
+        images = [len(list((tmp_path / name / "artifacts").rglob("*.png"))) for name in ("one", "two")]
+        assert images == taken
+
+
 def test_a_front_door_told_to_execute_runs_runs_itself(tmp_path: Path, database_url: str) -> None:
     with serve(tmp_path / "node", env=node_env(database_url), args=["--execute"]) as node:
         run_id = submit(node.url, "a lighthouse, at home", steps=4)
