@@ -394,6 +394,11 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _who_renders(settings: Settings, run_id: str) -> str:
     """What happens to a queued run next, said plainly."""
+    if settings.dispatch == "procrastinate":
+        return (
+            f"a worker (atelier worker) taking runs from the task queue in {settings.database_where} "
+            f"will render it; to drop it: atelier runs cancel {run_id}"
+        )
     pid = owner_pid(settings.home)
     if pid is not None:
         return f"the Atelier server running on {settings.home} (pid {pid}) will render it"
