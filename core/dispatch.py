@@ -36,6 +36,9 @@ class RunHolder(Protocol):
     def stop_held(self, run_id: str) -> None:
         """Stop a run held here whose cancel another node recorded (its backend work stops)."""
 
+    def capacity(self, queues: Sequence[str]) -> int:
+        """How many runs of `queues` this node executes at once (its lanes' slots)."""
+
     async def requeue_stalled(self, run_id: str) -> bool:
         """Queue again a run whose node died while it was running (as recovery after a restart
         does: its attempt counted, or failed on its last; a recorded backend handle kept, so its

@@ -88,7 +88,7 @@ class ProcrastinateDispatch:
         *,
         executes: bool,
         queues: Sequence[str],
-        concurrency: int,
+        concurrency: int | None,
         heartbeat_s: float,
         stalled_s: float,
         poll_s: float = 5.0,
@@ -99,8 +99,13 @@ class ProcrastinateDispatch:
         self._heartbeat_s = heartbeat_s
         self._stalled_s = stalled_s
         self._poll_s = poll_s
-        # The worker's own connections: one listens, one per job at its start and end, the sweep.
-        self._connector = PsycopgConnector(conninfo=url, min_size=1, max_size=concurrency + 4)
+        # The worker's own connections: one listens, one per job at its start and end, the sweep
+        # (the pool opens them as they are needed).
+        self._connector = PsycopgConnector(
+            conninfo=url,
+            min_size=1,
+            max_size=(concurrency or 8) * len(self._queues) + 2 * len(self._queues) + 2,
+        )
         self.app = App(connector=self._connector)
         # A run that could not start because the ledger refused it is tried again, later.
         retry = RetryStrategy(exponential_wait=2, max_attempts=12, retry_exceptions={LedgerUnavailable})
@@ -150,7 +155,7 @@ class ProcrastinateDispatch:
 
     async def status(self) -> dict[str, Any]:
         """The jobs waiting and running in each queue, and the workers alive (heard from within
-        `stalled_s`)."""
+        `stalled_s`; an `atelier worker` runs one per queue it takes)."""
         await self._ready()
         queues: dict[str, dict[str, int]] = {}
         for row in await self._connector.execute_query_all_async(query=_QUEUE_COUNTS):  # type: ignore[arg-type]
@@ -239,8 +244,21 @@ class ProcrastinateDispatch:
             raise
 
     async def _work(self) -> None:
-        """procrastinate's worker on this node's queues, with the stalled-worker sweep beside it,
-        until the engine closes; then stopped: its jobs let go (the engine hands the runs back)."""
+        """A procrastinate worker per queue of this node (each holding as many jobs as its lane
+        runs at once, so a run never waits on a busy node while another is idle), with the
+        stalled-worker sweep beside them, until the engine closes."""
+        node = self._node
+        assert node is not None
+        mine: set[Worker] = set()
+        async with anyio.create_task_group() as group:
+            for queue in self._queues:
+                concurrency = self._concurrency or max(1, node.capacity([queue]))
+                group.start_soon(self._work_on, queue, concurrency, mine)
+            group.start_soon(self._sweep_forever, mine)
+
+    async def _work_on(self, queue: str, concurrency: int, mine: set[Worker]) -> None:
+        """procrastinate's worker on `queue`, started again if it stops while the engine is open;
+        stopped when the engine closes: its jobs let go at once (the engine hands the runs back)."""
         while True:
             try:
                 await self._ready()
@@ -250,44 +268,42 @@ class ProcrastinateDispatch:
                 continue
             worker = Worker(
                 self.app,
-                queues=self._queues,
-                name=f"atelier@{socket.gethostname()}:{os.getpid()}",
-                concurrency=self._concurrency,
+                queues=[queue],
+                name=f"atelier@{socket.gethostname()}:{os.getpid()}/{queue}",
+                concurrency=concurrency,
                 install_signal_handlers=False,
                 update_heartbeat_interval=self._heartbeat_s,
                 stalled_worker_timeout=self._stalled_s,
                 fetch_job_polling_interval=self._poll_s,
                 abort_job_polling_interval=self._poll_s,
-                # On the way out jobs are let go at once: the engine hands their runs back.
                 shutdown_graceful_timeout=0,
             )
+            mine.add(worker)
             running = asyncio.ensure_future(worker.run())
             try:
-                async with anyio.create_task_group() as group:
-                    group.start_soon(self._sweep_forever, worker)
-                    # Shielded: the engine closing stops the worker below, not by cancelling it.
-                    await asyncio.shield(running)
-                    group.cancel_scope.cancel()
+                # Shielded: the engine closing stops the worker below, not by cancelling it.
+                await asyncio.shield(running)
             finally:
                 with anyio.CancelScope(shield=True):
                     worker.stop()
                     try:
                         await running
                     except Exception as exc:
-                        log.warning("the worker stopped on an error: %s", _reason(exc))
-            log.warning("the worker stopped while Atelier is running; starting it again")
+                        log.warning("the %s worker stopped on an error: %s", queue, _reason(exc))
+                    mine.discard(worker)
+            log.warning("the %s worker stopped while Atelier is running; starting it again", queue)
             await anyio.sleep(RESTART_DELAY_S)
 
-    async def _sweep_forever(self, worker: Worker) -> None:
+    async def _sweep_forever(self, mine: set[Worker]) -> None:
         every = max(0.5, min(self._heartbeat_s, self._stalled_s / 2))
         while True:
             await anyio.sleep(every)
             try:
-                await self._sweep(worker)
+                await self._sweep({worker.worker_id for worker in mine})
             except Exception as exc:
                 log.warning("could not look for dead workers: %s", _reason(exc))
 
-    async def _sweep(self, worker: Worker) -> None:
+    async def _sweep(self, mine: set[int | None]) -> None:
         """Runs of workers that stopped sending heartbeats go back to the queue (see the docstring)."""
         node = self._node
         assert node is not None
@@ -302,7 +318,7 @@ class ProcrastinateDispatch:
             for job in await manager.get_stalled_jobs(
                 task_name=TASK, seconds_since_heartbeat=self._stalled_s
             ):
-                if job.worker_id is not None and job.worker_id == worker.worker_id:
+                if job.worker_id is not None and job.worker_id in mine:
                     continue
                 run_id = str(job.task_kwargs.get("run_id", ""))
                 await node.requeue_stalled(run_id)

@@ -36,7 +36,7 @@ from core.backends import GenerationBackend, Progress
 from core.batches import MAX_BATCH
 from core.bundles import Bundle, Bundles
 from core.characters.catalog import Characters
-from core.dispatch import Dispatch, InProcessDispatch
+from core.dispatch import Dispatch, InProcessDispatch, queue_of
 from core.errors import (
     ArtifactNotFound,
     BackendError,
@@ -543,6 +543,12 @@ class Engine:
             self._unstarted.discard(run_id)
             self._resume.pop(run_id, None)
             raise LedgerUnavailable(f"run {run_id} could not start: the ledger refused it")
+
+    def capacity(self, queues: Sequence[str]) -> int:
+        """How many runs of `queues` this node executes at once (its lanes' slots)."""
+        return sum(
+            lane.concurrency for name, lane in self._scheduler.lanes.items() if queue_of(name) in queues
+        )
 
     def stop_held(self, run_id: str) -> None:
         """Stop a run held here whose cancel another node recorded."""

@@ -185,11 +185,13 @@ class Settings(BaseModel):
         default="image,training,publishing",
         description="The lanes (comma-separated: image, training, publishing) whose runs a worker takes.",
     )
-    worker_concurrency: int = Field(
-        default=4,
+    worker_concurrency: int | None = Field(
+        default=None,
         ge=1,
         le=256,
-        description="Runs a worker holds at once (each backend's own limit still applies).",
+        description="Runs a worker holds at once in each of its queues. Default: as many as that lane "
+        "runs at once (the image backend's concurrency, the training or publishing slots), so no run "
+        "waits on a busy worker while another is idle.",
     )
     worker_heartbeat_s: float = Field(
         default=10.0, gt=0, le=3600, description="How often a worker tells the database it is alive."

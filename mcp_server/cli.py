@@ -161,7 +161,10 @@ def _parser() -> argparse.ArgumentParser:
         help="lanes to take runs from: image,training,publishing (default: $ATELIER_WORKER_QUEUES or all)",
     )
     worker.add_argument(
-        "--concurrency", type=int, help="runs held at once (default: $ATELIER_WORKER_CONCURRENCY or 4)"
+        "--concurrency",
+        type=int,
+        help="runs held at once in each queue (default: $ATELIER_WORKER_CONCURRENCY, or as many as "
+        "the lane runs at once)",
     )
     worker.set_defaults(handler=_worker, execute=True)
 
@@ -297,12 +300,20 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     async with Engine.open(settings) as engine:
         print(
             f"Atelier worker: runs of {settings.worker_queues} from {settings.database_where}, "
-            f"{settings.worker_concurrency} at once, on {', '.join(engine.backends)} "
+            f"{_held_at_once(settings, engine)} at once, "
+            f"on {', '.join(engine.backends)} "
             f"(data in {settings.home})",
             file=sys.stderr,
         )
         await anyio.sleep_forever()
     return 0
+
+
+def _held_at_once(settings: Settings, engine: Any) -> str:
+    return ", ".join(
+        f"{queue} {settings.worker_concurrency or engine.capacity([queue])}"
+        for queue in settings.worker_queue_list
+    )
 
 
 async def _mcp_stdio(settings: Settings, args: argparse.Namespace) -> int:

@@ -190,7 +190,8 @@ def test_a_front_door_queues_runs_and_a_worker_runs_each_exactly_once(
         with worker(home, database_url, tmp_path / "worker.log") as process:
             wait_for(lambda: {status_of(front.url, r)["status"] for r in run_ids} == {"COMPLETED"}, 25, 0.3)
             assert process.poll() is None
-            assert httpx.get(f"{front.url}/health", timeout=10).json()["dispatch"]["workers"] == 1
+            # One procrastinate worker per queue of the `atelier worker`: image, training, publishing.
+            assert httpx.get(f"{front.url}/health", timeout=10).json()["dispatch"]["workers"] == 3
             for run_id in run_ids:
                 assert ledger_run(database_url, run_id) == ("completed", 1, 4)
                 started = rows(
