@@ -33,6 +33,7 @@ procrastinate is imported only here: the embedded default never needs it install
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import os
@@ -283,13 +284,14 @@ class ProcrastinateDispatch:
             try:
                 # Shielded: the engine closing stops the worker below, not by cancelling it.
                 await asyncio.shield(running)
+            except Exception as exc:
+                # E.g. it was presumed dead while paused or cut off, and its registration is gone.
+                log.warning("the %s worker stopped on an error: %s", queue, _reason(exc))
             finally:
                 with anyio.CancelScope(shield=True):
                     worker.stop()
-                    try:
+                    with contextlib.suppress(Exception):  # reported above
                         await running
-                    except Exception as exc:
-                        log.warning("the %s worker stopped on an error: %s", queue, _reason(exc))
                     mine.discard(worker)
             log.warning("the %s worker stopped while Atelier is running; starting it again", queue)
             await anyio.sleep(RESTART_DELAY_S)

@@ -570,6 +570,34 @@ class Engine:
             self._publish_run(queued)
         return queued is not None
 
+    async def _still_ours(self, run: Run) -> bool:
+        """Whether this attempt still holds the run. Only a shared dispatch can take a run from a
+        node behind its back: a node whose heartbeats stopped (paused, cut off) is presumed dead
+        and its runs go to another. When it comes back, the attempt it was running is dropped
+        here, before its outputs or its failure are recorded over the other node's attempt."""
+        if not self._dispatch.shared:
+            return True
+        current = await self.ledger.get_run(run.id)
+        return (
+            current is not None
+            and current.status is RunStatus.RUNNING
+            and not self._is_taken_over(run, current)
+        )
+
+    async def _taken_over(self, run: Run) -> bool:
+        """Whether another node's attempt now holds the run (see `_still_ours`): then this node
+        leaves its files alone, which may be that attempt's."""
+        if not self._dispatch.shared:
+            return False
+        current = await self.ledger.get_run(run.id)
+        return current is not None and self._is_taken_over(run, current)
+
+    def _is_taken_over(self, run: Run, current: Run) -> bool:
+        if (current.attempts, current.started_at) == (run.attempts, run.started_at):
+            return False
+        log.warning("run %s: another worker has taken it over; this attempt's outcome is dropped", run.id)
+        return True
+
     def _release_held(self, run_id: str) -> None:
         held = self._held.get(run_id)
         if held is not None:
@@ -664,7 +692,8 @@ class Engine:
         elif run_id not in self._active:
             # Cancelled (already recorded) perhaps while its outputs were being saved.
             with anyio.CancelScope(shield=True):
-                await self._discard_files(run_id)
+                if not await self._taken_over(run):
+                    await self._discard_files(run_id)
 
     async def _record_handle(self, run_id: str, handle: str) -> None:
         await self.ledger.update_run(run_id, expect={RunStatus.RUNNING}, backend_handle=handle)
@@ -680,6 +709,8 @@ class Engine:
     async def _complete(self, run: Run, handler: RunHandler, outputs: Any) -> str | None:
         """Keep the outputs (the kind's part) and record the run completed; or say why they could
         not be saved."""
+        if not await self._still_ours(run):
+            return None
         try:
             if run.attempts > 1:  # a ZIP of an earlier attempt (a retry discards its own)
                 self._bundles.discard(run.id)
@@ -743,6 +774,8 @@ class Engine:
             return result
 
     async def _fail_or_retry(self, run: Run, error: str, retryable: bool) -> None:
+        if not await self._still_ours(run):
+            return
         if retryable and run.attempts < run.max_attempts:
             delay = self.settings.retry_backoff_s * 2 ** (run.attempts - 1)
             queued = await self._recorded(

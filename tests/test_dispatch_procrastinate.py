@@ -13,6 +13,7 @@ Skipped when PostgreSQL cannot be reached, except in CI (`CI` set), where that f
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -283,6 +284,37 @@ def test_a_killed_worker_s_run_finishes_on_another_worker_once(tmp_path: Path, d
         assert rows(
             database_url, "SELECT status, attempts FROM procrastinate_jobs WHERE lock = %s", run_id
         ) == [("succeeded", 2)]
+
+
+def test_a_paused_worker_presumed_dead_drops_its_attempt_when_it_wakes(
+    tmp_path: Path, database_url: str
+) -> None:
+    logs = {name: tmp_path / f"{name}.log" for name in ("one", "two")}
+    with (
+        serve(tmp_path / "front", env=node_env(database_url)) as front,
+        worker(tmp_path / "one", database_url, logs["one"]) as one,
+    ):
+        run_id = submit(front.url, "a lighthouse, paused", steps=60)  # 3 s at 50 ms a step
+        wait_for(lambda: ledger_run(database_url, run_id)[2] >= 2, 15)
+        one.send_signal(signal.SIGSTOP)  # alive, but silent: presumed dead after 2 s
+        try:
+            with worker(tmp_path / "two", database_url, logs["two"]):
+                wait_for(lambda: ledger_run(database_url, run_id)[0] == "completed", 20, 0.2)
+                one.send_signal(signal.SIGCONT)
+                # The first worker finishes its (stale) attempt: it must not record it.
+                wait_for(lambda: "another worker has taken it over" in logs["one"].read_text(), 10)
+        finally:
+            one.send_signal(signal.SIGCONT)
+        assert ledger_run(database_url, run_id) == ("completed", 2, 60)
+        messages = [
+            m for (m,) in rows(database_url, "SELECT message FROM run_logs WHERE run_id = %s", run_id)
+        ]
+        assert sum(m.startswith("completed") for m in messages) == 1
+        assert not list((tmp_path / "one" / "artifacts").rglob("*.png"))
+        assert len(list((tmp_path / "two" / "artifacts").rglob("*.png"))) == 1
+        # The paused worker is taken back into service: it runs the next run.
+        following = submit(front.url, "a lighthouse, after", steps=2)
+        wait_for(lambda: ledger_run(database_url, following)[0] == "completed", 20, 0.2)
 
 
 def test_a_worker_stopped_cleanly_hands_its_run_to_another(tmp_path: Path, database_url: str) -> None:
