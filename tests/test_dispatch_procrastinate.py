@@ -1,144 +1,46 @@
 """Dispatch across processes through procrastinate, end to end: real `atelier serve` front doors
 and `atelier worker` processes on one PostgreSQL database (fresh for this module, dropped after).
 
-A front door accepts runs and executes nothing; a worker executes them, each exactly once; a
-cancel sent to the front door stops a run on the worker; a worker killed with SIGKILL mid-run
-has its run finished by another worker (its attempt counted, one set of images). The preview
-backend renders slowly (ATELIER_LOCAL_STEP_MS) so runs are caught while they run; workers beat
-and give up on each other quickly (ATELIER_WORKER_HEARTBEAT_S / _STALLED_S).
-
-Skipped when PostgreSQL cannot be reached, except in CI (`CI` set), where that fails.
+A front door accepts runs (each run and its job in one transaction) and executes nothing; a
+worker executes them, each exactly once (also 100 runs through two front doors and two workers);
+a cancel sent to the front door stops a run on the worker; a worker killed with SIGKILL mid-run
+has its run finished by another worker (its attempt counted, one set of images); a worker
+stopped with SIGTERM hands its run back; a worker paused long enough to be presumed dead drops
+its stale attempt when it wakes. The preview backend renders slowly (ATELIER_LOCAL_STEP_MS) so
+runs are caught while they run; workers beat and give up on each other quickly
+(ATELIER_WORKER_HEARTBEAT_S / _STALLED_S). The ComfyUI side is `test_dispatch_comfyui`.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
 import pytest
 
-from tests.fakes.comfyui import FakeComfyUI, serve_fake
-from tests.ledgers import TEST_DATABASE_URL
+from tests.dispatch_nodes import (
+    fresh_database,
+    ledger_run,
+    node_env,
+    rows,
+    status_of,
+    submit,
+    wait_for,
+    worker,
+)
 from tests.procs import atelier_command, atelier_env, serve
-
-T = TypeVar("T")
-STEP_MS = "50"
-
-
-def _cannot_run(reason: str) -> Any:
-    if os.environ.get("CI"):
-        pytest.fail(f"the PostgreSQL tests must run in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    """A fresh database for this module's nodes (procrastinate's schema and the ledger's)."""
-    try:
-        import procrastinate  # noqa: F401
-        import psycopg
-    except ImportError as exc:
-        _cannot_run(f"the postgres extra is not installed ({exc})")
-    name = f"atelier_d_{uuid.uuid4().hex[:16]}"
-    try:
-        admin = psycopg.connect(TEST_DATABASE_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        _cannot_run(f"PostgreSQL at {TEST_DATABASE_URL} cannot be reached: {exc}")
-    with admin:
-        admin.execute(f"CREATE DATABASE {name}".encode())
-        try:
-            yield urlunsplit(urlsplit(TEST_DATABASE_URL)._replace(path=f"/{name}", query=""))
-        finally:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)".encode())
-
-
-def rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(sql.encode(), args)
-        return cursor.fetchall() if cursor.description else []
-
-
-def node_env(url: str, **extra: str) -> dict[str, str]:
-    return {
-        "ATELIER_DATABASE_URL": url,
-        "ATELIER_DISPATCH": "procrastinate",
-        "ATELIER_LOCAL_STEP_MS": STEP_MS,
-        "ATELIER_WORKER_HEARTBEAT_S": "0.5",
-        "ATELIER_WORKER_STALLED_S": "2",
-        **extra,
-    }
-
-
-@contextmanager
-def worker(
-    home: Path, url: str, log: Path, *args: str, step_ms: str = STEP_MS, **env: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`atelier worker` (its output in `log`), once procrastinate's worker has started; stopped
-    (SIGTERM) when the block ends, unless the test killed it."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*atelier_command(), "worker", *args],
-            env=atelier_env(home, **node_env(url, ATELIER_LOCAL_STEP_MS=step_ms, **env)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: "Starting worker" in log.read_text() or process.poll() is not None, 20)
-        assert process.poll() is None, log.read_text()
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-
-def wait_for(check: Callable[[], T], timeout: float, every: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"not within {timeout} s"
-            return result
-        time.sleep(every)
-
-
-def submit(base: str, prompt: str, steps: int) -> str:
-    answer = httpx.post(
-        f"{base}/adgen/generate",
-        json={"prompt": prompt, "width": 64, "height": 64, "steps": steps, "seed": 1},
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()["run_id"]
-
-
-def status_of(base: str, run_id: str) -> dict[str, Any]:
-    answer = httpx.get(f"{base}/adgen/runs/{run_id}", timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def ledger_run(url: str, run_id: str) -> tuple[str, int, int]:
-    """(status, attempts, step) as the ledger has them."""
-    [row] = rows(url, "SELECT status, attempts, step FROM runs WHERE id = %s", run_id)
-    return row
+    with fresh_database() as url:
+        yield url
 
 
 def test_settings_refuse_procrastinate_without_a_database_and_a_hasty_stall_verdict() -> None:
@@ -386,95 +288,6 @@ def test_a_front_door_told_to_execute_runs_runs_itself(tmp_path: Path, database_
         wait_for(lambda: status_of(node.url, run_id)["status"] == "COMPLETED", 20, 0.3)
         assert ledger_run(database_url, run_id) == ("completed", 1, 4)
         assert httpx.get(f"{node.url}/health", timeout=10).json()["dispatch"]["executes"] is True
-
-
-# -- on ComfyUI: the prompt a worker recorded is collected by the next, and a cancel interrupts it --
-
-
-@contextmanager
-def fake_comfyui(prompt_seconds: float) -> Iterator[tuple[FakeComfyUI, str]]:
-    """A fake ComfyUI server on a loopback port, in a thread of its own (the nodes are processes)."""
-    fake = FakeComfyUI(prompt_seconds=prompt_seconds)
-    ready: list[str] = []
-    stop = threading.Event()
-
-    async def run() -> None:
-        async with serve_fake(fake) as server:
-            ready.append(server.url)
-            while not stop.is_set():
-                await anyio.sleep(0.05)
-
-    thread = threading.Thread(target=anyio.run, args=(run,), daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: ready, 10)
-        yield fake, ready[0]
-    finally:
-        stop.set()
-        thread.join(10)
-
-
-def comfyui_env(url: str) -> dict[str, str]:
-    return {"ATELIER_BACKEND": "comfyui", "ATELIER_COMFYUI_URLS": url}
-
-
-def handle_of(url: str, run_id: str) -> str | None:
-    [(handle,)] = rows(url, "SELECT backend_handle FROM runs WHERE id = %s", run_id)
-    return handle
-
-
-def test_on_comfyui_a_killed_worker_s_prompt_is_collected_not_posted_again(
-    tmp_path: Path, database_url: str
-) -> None:
-    logs = {name: tmp_path / f"{name}.log" for name in ("one", "two")}
-    with fake_comfyui(prompt_seconds=4.0) as (fake, comfyui):
-        env = comfyui_env(comfyui)
-        with (
-            serve(tmp_path / "front", env=node_env(database_url, **env)) as front,
-            worker(tmp_path / "one", database_url, logs["one"], **env) as one,
-            worker(tmp_path / "two", database_url, logs["two"], **env) as two,
-        ):
-            run_id = submit(front.url, "a lighthouse on a GPU", steps=8)
-            wait_for(lambda: handle_of(database_url, run_id), 15)  # the prompt is with ComfyUI
-            holder, other = (one, "two") if "Starting job" in logs["one"].read_text() else (two, "one")
-            holder.kill()
-            holder.wait(5)
-            run = wait_for(
-                lambda: (lambda s: s if s["status"] == "COMPLETED" else None)(status_of(front.url, run_id)),
-                25,
-                0.3,
-            )
-            assert len(fake.requests_to("POST", "/prompt")) == 1  # collected, not rendered twice
-            assert len(run["artifacts"]) == 1
-            messages = [
-                m for (m,) in rows(database_url, "SELECT message FROM run_logs WHERE run_id = %s", run_id)
-            ]
-            assert "was running on comfyui when its worker died; reconciling with it" in messages
-            assert "reconnecting to its backend" in messages
-            assert "Starting job atelier.execute_run" in logs[other].read_text()
-            # The attempt goes on where the prompt is: it is not counted again.
-            assert ledger_run(database_url, run_id)[:2] == ("completed", 1)
-
-
-def test_on_comfyui_a_cancel_at_the_front_door_interrupts_the_worker_s_prompt(
-    tmp_path: Path, database_url: str
-) -> None:
-    with fake_comfyui(prompt_seconds=20.0) as (fake, comfyui):
-        env = comfyui_env(comfyui)
-        with (
-            serve(tmp_path / "front", env=node_env(database_url, **env)) as front,
-            worker(tmp_path / "gpu-box", database_url, tmp_path / "worker.log", **env),
-        ):
-            run_id = submit(front.url, "a long render", steps=8)
-            # The front door never speaks to ComfyUI (the worker does), and is healthy without it.
-            health = httpx.get(f"{front.url}/health", timeout=10)
-            assert health.status_code == 200 and "comfyui" not in health.json()["backends"], health.text
-            wait_for(lambda: fake.running_prompt_id is not None, 15)
-            answer = httpx.post(f"{front.url}/adgen/runs/{run_id}/cancel", timeout=10)
-            assert answer.status_code == 200 and answer.json()["status"] == "CANCELLED", answer.text
-            wait_for(lambda: fake.requests_to("POST", "/interrupt"), 10)
-            wait_for(lambda: fake.running_prompt_id is None, 10)
-            assert ledger_run(database_url, run_id)[0] == "cancelled"
 
 
 # -- accepting: a run and its job are recorded together, or neither is --
