@@ -39,6 +39,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from importlib.metadata import version
 from typing import Any
 
 import anyio
@@ -59,7 +60,11 @@ from core.settings import Settings
 log = logging.getLogger("atelier.dispatch")
 TASK = "atelier.execute_run"
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('atelier procrastinate schema'))"
-_SCHEMA_PRESENT = "SELECT to_regclass('procrastinate_jobs') IS NOT NULL"
+# Which procrastinate made the schema is kept as the jobs table's comment.
+_SCHEMA_MADE_BY = (
+    "SELECT to_regclass('procrastinate_jobs') IS NOT NULL, "
+    "obj_description(to_regclass('procrastinate_jobs'), 'pg_class')"
+)
 _SWEEP_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('atelier procrastinate stalled workers'))"
 # Waiting jobs are unique by queueing lock, running ones by lock: both are the run id.
 _JOBS_OF_RUN = (
@@ -221,10 +226,21 @@ class ProcrastinateDispatch:
             try:
                 async with self._connector.pool.connection() as conn, conn.transaction():
                     await conn.execute(_SCHEMA_LOCK)
-                    row = await (await conn.execute(_SCHEMA_PRESENT)).fetchone()
-                    if not (row and row[0]):
-                        log.info("applying procrastinate's schema")
+                    present, made_by = await (await conn.execute(_SCHEMA_MADE_BY)).fetchone() or (False, None)
+                    ours = f"procrastinate {version('procrastinate')}"
+                    if not present:
+                        log.info("applying %s's schema", ours)
                         await conn.execute(SchemaManager.get_schema().encode(), prepare=False)
+                        await conn.execute(f"COMMENT ON TABLE procrastinate_jobs IS '{ours}'".encode())
+                    elif made_by != ours:
+                        # procrastinate ships migrations between versions; the operator applies
+                        # them (`procrastinate schema --migrate` lists them), as for any upgrade.
+                        log.warning(
+                            "the task queue's schema was made by %s, and this node runs %s: apply "
+                            "procrastinate's migrations in between if there are any",
+                            made_by or "an unknown procrastinate",
+                            ours,
+                        )
             except BaseException:
                 await self.app.close_async()
                 raise

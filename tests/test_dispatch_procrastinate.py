@@ -299,10 +299,7 @@ async def test_a_run_is_recorded_with_its_job_or_not_at_all(tmp_path: Path, data
     from core.errors import Conflict, LedgerUnavailable
     from core.settings import Settings
 
-    settings = Settings.from_env(
-        {f"ATELIER_{k.removeprefix('ATELIER_')}": v for k, v in node_env(database_url).items()},
-        home=tmp_path / "front",
-    )
+    settings = Settings.from_env(node_env(database_url), home=tmp_path / "front")
     small = {"width": 64, "height": 64, "steps": 2}
     async with Engine.open(settings) as engine:
         run = await engine.submit_image({"prompt": "a first lighthouse", **small}, priority="high")
@@ -344,3 +341,33 @@ async def test_a_run_is_recorded_with_its_job_or_not_at_all(tmp_path: Path, data
         assert rows(database_url, "SELECT status FROM procrastinate_jobs WHERE lock = %s", run.id) == [
             ("cancelled",)
         ]
+
+
+@pytest.mark.anyio
+async def test_a_node_warns_when_the_queue_s_schema_is_another_procrastinate_s(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from importlib.metadata import version
+
+    from core.engine import Engine
+    from core.settings import Settings
+
+    settings = Settings.from_env(
+        {}, **{k.removeprefix("ATELIER_").lower(): v for k, v in node_env(database_url).items()}
+    )
+    small = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2}
+    async with Engine.open(settings.model_copy(update={"home": tmp_path / "a"})) as engine:
+        await engine.cancel((await engine.submit_image(small)).id)
+    made_by = "SELECT obj_description('procrastinate_jobs'::regclass, 'pg_class')"
+    assert rows(database_url, made_by) == [(f"procrastinate {version('procrastinate')}",)]
+    assert "made by" not in caplog.text
+
+    rows(database_url, "COMMENT ON TABLE procrastinate_jobs IS 'procrastinate 3.9.0'")
+    try:
+        async with Engine.open(settings.model_copy(update={"home": tmp_path / "b"})) as engine:
+            await engine.cancel((await engine.submit_image(small)).id)
+    finally:
+        rows(
+            database_url, f"COMMENT ON TABLE procrastinate_jobs IS 'procrastinate {version('procrastinate')}'"
+        )
+    assert "the task queue's schema was made by procrastinate 3.9.0" in caplog.text
