@@ -352,9 +352,7 @@ async def test_a_node_warns_when_the_queue_s_schema_is_another_procrastinate_s(
     from core.engine import Engine
     from core.settings import Settings
 
-    settings = Settings.from_env(
-        {}, **{k.removeprefix("ATELIER_").lower(): v for k, v in node_env(database_url).items()}
-    )
+    settings = Settings.from_env(node_env(database_url))
     small = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2}
     async with Engine.open(settings.model_copy(update={"home": tmp_path / "a"})) as engine:
         await engine.cancel((await engine.submit_image(small)).id)
