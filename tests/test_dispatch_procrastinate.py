@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -369,3 +370,62 @@ async def test_a_node_warns_when_the_queue_s_schema_is_another_procrastinate_s(
             database_url, f"COMMENT ON TABLE procrastinate_jobs IS 'procrastinate {version('procrastinate')}'"
         )
     assert "the task queue's schema was made by procrastinate 3.9.0" in caplog.text
+
+
+def test_training_runs_in_the_training_queue_on_the_worker_and_a_cancel_stops_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    from tests.character_images import photo
+
+    home = (
+        tmp_path / "shared-home"
+    )  # the character's images, uploaded at the front door, trained on by the worker
+    env = node_env(database_url, ATELIER_PREVIEW_TRAIN_STEP_MS="20")
+    with serve(home, env=env) as front:
+        api = f"{front.url}/isengard/api"
+        mara = httpx.post(f"{api}/characters", json={"name": "Mara"}, timeout=10).json()
+        files = [("files", (f"mara-{i}.png", photo(i), "image/png")) for i in range(4)]
+        uploaded = httpx.post(f"{api}/characters/{mara['id']}/images", files=files, timeout=30)
+        assert uploaded.status_code == 201, uploaded.text
+
+        def train(steps: int) -> str:
+            body = {"character_id": mara["id"], "config": {"method": "lora", "steps": steps}}
+            answer = httpx.post(f"{api}/training", json=body, timeout=10)
+            assert answer.status_code == 201, answer.text
+            return answer.json()["id"]
+
+        def training(job_id: str) -> dict[str, Any]:
+            return httpx.get(f"{api}/training/{job_id}", timeout=10).json()
+
+        first = train(100)  # 2 s at 20 ms a step
+        run_id = first.split("-", 1)[1]
+        assert rows(
+            database_url, "SELECT queue_name, status FROM procrastinate_jobs WHERE lock = %s", run_id
+        ) == [("training", "todo")]
+        with worker(
+            home,
+            database_url,
+            tmp_path / "worker.log",
+            "--queues",
+            "training",
+            ATELIER_PREVIEW_TRAIN_STEP_MS="20",
+        ):
+            wait_for(lambda: training(first)["status"] == "completed", 25, 0.3)
+            assert httpx.get(f"{api}/characters/{mara['id']}", timeout=10).json()["lora_path"]
+
+            second = train(1000)  # 20 s
+            wait_for(lambda: training(second)["current_step"] >= 5, 15, 0.2)
+            cancelled = httpx.post(f"{api}/training/{second}/cancel", timeout=10)
+            assert cancelled.status_code == 200, cancelled.text
+            second_run = second.split("-", 1)[1]
+            wait_for(
+                lambda: (
+                    rows(database_url, "SELECT status FROM procrastinate_jobs WHERE lock = %s", second_run)
+                    == [("aborted",)]
+                ),
+                10,
+            )
+            step = training(second)["current_step"]
+            time.sleep(1.5)
+            assert training(second)["status"] == "cancelled" and training(second)["current_step"] == step
+        assert "Starting worker on queues training" in (tmp_path / "worker.log").read_text()
