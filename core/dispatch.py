@@ -39,6 +39,9 @@ class RunHolder(Protocol):
     def capacity(self, queues: Sequence[str]) -> int:
         """How many runs of `queues` this node executes at once (its lanes' slots)."""
 
+    async def queued_runs(self) -> list[Run]:
+        """Every run the ledger has queued (batch parents aside: they run nowhere)."""
+
     async def requeue_stalled(self, run_id: str) -> bool:
         """Queue again a run whose node died while it was running (as recovery after a restart
         does: its attempt counted, or failed on its last; a recorded backend handle kept, so its

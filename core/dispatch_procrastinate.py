@@ -25,6 +25,8 @@ Chosen by `ATELIER_DISPATCH=procrastinate` (with `ATELIER_DATABASE_URL`). Mappin
   counted, a recorded ComfyUI prompt kept to be collected) and then retries the job
   (`retry_job`), so another worker takes it. Nothing else recovers runs in this mode.
 - A worker that stops cleanly hands its runs back (the engine does, and queues them again here).
+  The sweep also defers a job for any queued run that has none (a node stopped between putting
+  a run back in the queue and deferring its job).
 - procrastinate's schema is applied when missing, under an advisory lock (nodes start together).
 
 procrastinate is imported only here: the embedded default never needs it installed.
@@ -78,6 +80,10 @@ _QUEUE_COUNTS = (
 _WORKERS_ALIVE = (
     "SELECT COUNT(*) AS n FROM procrastinate_workers "
     "WHERE last_heartbeat > NOW() - make_interval(secs => %(seconds)s)"
+)
+_RUNS_WITH_JOBS = (
+    "SELECT lock AS run_id FROM procrastinate_jobs WHERE task_name = %(task)s AND lock = ANY(%(ids)s) "
+    "AND status IN ('todo', 'doing')"
 )
 # A worker whose procrastinate loop ended while the engine is open starts it again after this.
 RESTART_DELAY_S = 2.0
@@ -347,6 +353,25 @@ class ProcrastinateDispatch:
                     await manager.finish_job(job, Status.ABORTED, delete_job=False)
                     continue
                 log.warning("run %s: its worker died; queued again for another worker", run_id)
+            await self._defer_lost(node)
+
+    async def _defer_lost(self, node: RunHolder) -> None:
+        """Defer a job for each queued run that has none: a node stopped between putting a run
+        back in the queue (handed back, a failed attempt's next one, a retry) and deferring its
+        job, or its job was deleted. Accepted runs never lack one (one transaction)."""
+        queued = await node.queued_runs()
+        if not queued:
+            return
+        rows = await self._connector.execute_query_all_async(
+            query=_RUNS_WITH_JOBS,  # type: ignore[arg-type]
+            task=TASK,
+            ids=[run.id for run in queued],
+        )
+        held = {row["run_id"] for row in rows}
+        lost = [run for run in queued if run.id not in held]
+        if lost:
+            log.warning("queued runs without a job, deferred again: %s", ", ".join(run.id for run in lost))
+            await self.queue(lost)
 
 
 def _reason(exc: BaseException) -> str:

@@ -560,6 +560,10 @@ class Engine:
             if scope is not None:
                 scope.cancel()
 
+    async def queued_runs(self) -> list[Run]:
+        """Every run the ledger has queued (batch parents aside: they run nowhere)."""
+        return [run for run in await self.ledger.runs_in({RunStatus.QUEUED}) if run.kind is not RunKind.BATCH]
+
     async def requeue_stalled(self, run_id: str) -> bool:
         """Queue again a run whose node died while running it (recovery's rules)."""
         run = await self.ledger.get_run(run_id)

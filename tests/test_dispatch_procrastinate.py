@@ -429,3 +429,17 @@ def test_training_runs_in_the_training_queue_on_the_worker_and_a_cancel_stops_it
             time.sleep(1.5)
             assert training(second)["status"] == "cancelled" and training(second)["current_step"] == step
         assert "Starting worker on queues training" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_queued_run_whose_job_was_lost_is_deferred_again_by_a_worker(
+    tmp_path: Path, database_url: str
+) -> None:
+    with serve(tmp_path / "front", env=node_env(database_url)) as front:
+        run_id = submit(front.url, "a lighthouse without a ticket", steps=2)
+        rows(database_url, "DELETE FROM procrastinate_jobs WHERE lock = %s", run_id)
+        with worker(tmp_path / "one", database_url, tmp_path / "worker.log"):
+            wait_for(lambda: ledger_run(database_url, run_id)[0] == "completed", 20, 0.3)
+        assert f"queued runs without a job, deferred again: {run_id}" in (tmp_path / "worker.log").read_text()
+        assert rows(database_url, "SELECT status FROM procrastinate_jobs WHERE lock = %s", run_id) == [
+            ("succeeded",)
+        ]
