@@ -37,6 +37,7 @@ from core.backends import GenerationBackend, Progress
 from core.batches import MAX_BATCH
 from core.bundles import Bundle, Bundles
 from core.characters.catalog import Characters
+from core.dispatch import Dispatch, InProcessDispatch, queue_of
 from core.errors import (
     ArtifactNotFound,
     BackendError,
@@ -90,9 +91,13 @@ class Engine:
         trainer: Trainer | None = None,
         publishers: Mapping[str, Publisher] | None = None,
         relay: EventRelay | None = None,
+        dispatch: Dispatch | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
+        # Who puts queued runs into this process's lanes (`core.dispatch`): this process itself
+        # (one box), or a task queue shared by several nodes.
+        self._dispatch: Dispatch = dispatch or InProcessDispatch()
         self.store = store
         self.backends = dict(backends)
         self.events = EventBus()
@@ -166,6 +171,10 @@ class Engine:
         self._own: set[str] | None = None
         # Runs this process has started and not yet seen to an end: handed back when it stops.
         self._started_here: set[str] = set()
+        # Runs a shared dispatch handed to this node -> set when their attempt here has ended.
+        self._held: dict[str, anyio.Event] = {}
+        # Held runs that could not start because the ledger refused (their job is tried again).
+        self._unstarted: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -196,7 +205,8 @@ class Engine:
         attempt (see `_hand_back`), so no run is left "running" by a process that has stopped.
         """
         lock: HomeLock | None = None
-        if role != "client":
+        # With a dispatch shared by nodes, the task queue decides who runs what, not the home lock.
+        if role != "client" and settings.dispatch == "in-process":
             try:
                 lock = HomeLock.acquire(settings.home)
             except HomeLocked:
@@ -204,14 +214,17 @@ class Engine:
                     raise
         ledger: Ledger | None = None
         engine: Engine | None = None
+        dispatch: Dispatch | None = None
         try:
             ledger = factory.make_ledger(settings)
+            dispatch = factory.make_dispatch(settings, ledger)
             engine = cls(
                 settings,
                 ledger,
                 store if store is not None else factory.make_store(settings),
                 backends if backends is not None else factory.make_backends(settings),
                 relay=relay if relay is not None else factory.make_relay(settings),
+                dispatch=dispatch,
             )
             if only_own_runs:
                 engine._own = set()
@@ -223,7 +236,11 @@ class Engine:
                         task_group.start_soon(
                             engine._guarded, engine.relay.serve, engine._heard, engine._heard_again
                         )
-                    if lock is not None:
+                    if dispatch.shared:
+                        if dispatch.executes and role != "client":
+                            engine._start_executing()
+                        await dispatch.start(engine, task_group)
+                    elif lock is not None:
                         await engine._take_ownership(lock)
                     elif role == "shared":
                         task_group.start_soon(engine._guarded, engine._take_ownership_when_free)
@@ -241,6 +258,7 @@ class Engine:
             if engine is not None:
                 with anyio.CancelScope(shield=True):
                     await engine._hand_back(engine._started_here)
+                    await engine._dispatch.aclose()
                     for backend in engine.backends.values():
                         await backend.aclose()
                     for publisher in engine.products.publishers.values():
@@ -265,6 +283,15 @@ class Engine:
             self._problems.note("ledger", str(exc))
             log.warning("cannot recover unfinished runs yet (%s); trying again in the background", exc)
             self._start(self._recover_when_the_ledger_answers)
+        self._scheduler.start(self._task_group)
+        self._start(self._housekeeping_forever)
+
+    def _start_executing(self) -> None:
+        """A node of a shared dispatch that executes: its backends, lanes and housekeeping; the
+        dispatch hands it runs (`execute_held`) and recovers a dead node's (`requeue_stalled`)."""
+        assert self._task_group is not None
+        for backend in self.backends.values():
+            backend.start(self._task_group)
         self._scheduler.start(self._task_group)
         self._start(self._housekeeping_forever)
 
@@ -307,47 +334,50 @@ class Engine:
                 self._start(self._batches.refresh, run.id)
                 continue
             if run.status is RunStatus.RUNNING:
-                if run.backend_handle and run.backend in self._scheduler.lanes:
-                    reconnecting = await self.ledger.update_run(
-                        run.id,
-                        expect={RunStatus.RUNNING},
-                        status=RunStatus.QUEUED,
-                        message="recovered after a restart; reconnecting to its backend",
-                        log=f"was running on {run.backend} when Atelier stopped; reconciling with it",
-                        log_level="warning",
-                    )
-                    if reconnecting is not None:
-                        self._resume[run.id] = run.backend_handle
-                        self._enqueue(reconnecting)
-                    continue
-                if run.attempts >= run.max_attempts:
-                    failed = await self.ledger.update_run(
-                        run.id,
-                        expect={RunStatus.RUNNING},
-                        status=RunStatus.FAILED,
-                        finished_at=time.time(),
-                        error=f"interrupted by a restart on its last attempt ({run.attempts}/{run.max_attempts})",
-                        log="interrupted by a restart on its last attempt",
-                        log_level="error",
-                    )
-                    if failed:
-                        self._publish_run(failed)
-                    continue
-                recovered = await self.ledger.update_run(
-                    run.id,
-                    expect={RunStatus.RUNNING},
-                    status=RunStatus.QUEUED,
-                    message="recovered after a restart",
-                    log="was running when Atelier stopped; queued to run again",
-                    log_level="warning",
-                )
+                recovered = await self._requeue_interrupted(run, "a restart", "Atelier stopped")
                 if recovered is None:
                     continue
                 run = recovered
-            elif run.backend_handle and run.backend in self._scheduler.lanes:
-                # Handed back by a process that stopped while its backend still had the work.
+            if run.backend_handle and run.backend in self._scheduler.lanes:
+                # Handed back or interrupted while its backend still had the work.
                 self._resume[run.id] = run.backend_handle
             self._enqueue(run)
+
+    async def _requeue_interrupted(self, run: Run, after: str, when: str) -> Run | None:
+        """A run left running by a process that stopped (`after` a restart, `when` Atelier
+        stopped), queued again: to be reconciled with its backend if the backend recorded where
+        its work went (that attempt goes on), else to run again (its next attempt), or failed if
+        that was its last. None if it is not queued (failed, or changed meanwhile)."""
+        if run.backend_handle and (self._dispatch.shared or run.backend in self._scheduler.lanes):
+            return await self.ledger.update_run(
+                run.id,
+                expect={RunStatus.RUNNING},
+                status=RunStatus.QUEUED,
+                message=f"recovered after {after}; reconnecting to its backend",
+                log=f"was running on {run.backend} when {when}; reconciling with it",
+                log_level="warning",
+            )
+        if run.attempts >= run.max_attempts:
+            failed = await self.ledger.update_run(
+                run.id,
+                expect={RunStatus.RUNNING},
+                status=RunStatus.FAILED,
+                finished_at=time.time(),
+                error=f"interrupted by {after} on its last attempt ({run.attempts}/{run.max_attempts})",
+                log=f"interrupted by {after} on its last attempt",
+                log_level="error",
+            )
+            if failed:
+                self._publish_run(failed)
+            return None
+        return await self.ledger.update_run(
+            run.id,
+            expect={RunStatus.RUNNING},
+            status=RunStatus.QUEUED,
+            message=f"recovered after {after}",
+            log=f"was running when {when}; queued to run again",
+            log_level="warning",
+        )
 
     # -- submit -------------------------------------------------------------------------------
 
@@ -455,7 +485,9 @@ class Engine:
             self._own.update(run.id for run in runs)
         for run in runs:
             self._publish_run(run)
-            if run.kind is not RunKind.BATCH:  # a batch runs nowhere itself: its children do
+            # A batch runs nowhere itself: its children do. A shared dispatch has deferred their
+            # jobs in the ledger's transaction.
+            if run.kind is not RunKind.BATCH and not self._dispatch.shared:
                 self._enqueue(run)
         return runs[0]
 
@@ -478,6 +510,7 @@ class Engine:
         try:
             await self._execute_attempt(run_id, ticket)
         except anyio.get_cancelled_exc_class():
+            self._release_held(run_id)
             raise
         except Exception as exc:
             log.exception("run %s: unexpected error while executing it", run_id)
@@ -488,6 +521,105 @@ class Engine:
             except Exception:
                 log.exception("run %s: could not record its failure; recovery will pick it up", run_id)
         self._started_here.discard(run_id)
+        self._release_held(run_id)
+
+    # -- execute what a shared dispatch hands this node (see `core.dispatch.RunHolder`) --------
+
+    async def execute_held(self, run_id: str) -> None:
+        """Run one attempt of a queued run in its backend's lane here; return once it has ended."""
+        run = await self.ledger.get_run(run_id)
+        if run is None or run.status is not RunStatus.QUEUED:
+            return  # cancelled, deleted or already run: nothing to do
+        if run.backend not in self._scheduler.lanes:
+            failed = await self.ledger.update_run(
+                run_id,
+                expect={RunStatus.QUEUED},
+                status=RunStatus.FAILED,
+                finished_at=time.time(),
+                error=f"backend {run.backend!r} is not configured on the worker that took it",
+                log=f"the worker that took it has no {run.backend} backend",
+                log_level="error",
+            )
+            if failed is not None:
+                self._publish_run(failed)
+            return
+        if run.backend_handle:
+            # Interrupted or handed back while its backend had the work: collect it, not start it.
+            self._resume[run_id] = run.backend_handle
+        done = self._held[run_id] = anyio.Event()
+        self._scheduler.enqueue(run.backend, run_id, run.priority.rank, run.seq)
+        try:
+            await done.wait()
+        finally:
+            if self._held.get(run_id) is done:
+                del self._held[run_id]
+        if run_id in self._unstarted:
+            self._unstarted.discard(run_id)
+            self._resume.pop(run_id, None)
+            raise LedgerUnavailable(f"run {run_id} could not start: the ledger refused it")
+
+    def capacity(self, queues: Sequence[str]) -> int:
+        """How many runs of `queues` this node executes at once (its lanes' slots)."""
+        return sum(
+            lane.concurrency for name, lane in self._scheduler.lanes.items() if queue_of(name) in queues
+        )
+
+    def stop_held(self, run_id: str) -> None:
+        """Stop a run held here whose cancel another node recorded."""
+        if self._scheduler.dequeue(run_id):
+            self._resume.pop(run_id, None)
+            self._release_held(run_id)
+        for scopes in (self._active, self._delayed):
+            scope = scopes.get(run_id)
+            if scope is not None:
+                scope.cancel()
+
+    async def queued_runs(self) -> list[Run]:
+        """Every run the ledger has queued (batch parents aside: they run nowhere)."""
+        return [run for run in await self.ledger.runs_in({RunStatus.QUEUED}) if run.kind is not RunKind.BATCH]
+
+    async def requeue_stalled(self, run_id: str) -> bool:
+        """Queue again a run whose node died while running it (recovery's rules)."""
+        run = await self.ledger.get_run(run_id)
+        if run is None or run.status is not RunStatus.RUNNING:
+            return False
+        queued = await self._requeue_interrupted(run, "its worker's death", "its worker died")
+        if queued is not None:
+            self._publish_run(queued)
+        return queued is not None
+
+    async def _still_ours(self, run: Run) -> bool:
+        """Whether this attempt still holds the run. Only a shared dispatch can take a run from a
+        node behind its back: a node whose heartbeats stopped (paused, cut off) is presumed dead
+        and its runs go to another. When it comes back, the attempt it was running is dropped
+        here, before its outputs or its failure are recorded over the other node's attempt."""
+        if not self._dispatch.shared:
+            return True
+        current = await self.ledger.get_run(run.id)
+        return (
+            current is not None
+            and current.status is RunStatus.RUNNING
+            and not self._is_taken_over(run, current)
+        )
+
+    async def _taken_over(self, run: Run) -> bool:
+        """Whether another node's attempt now holds the run (see `_still_ours`): then this node
+        leaves its files alone, which may be that attempt's."""
+        if not self._dispatch.shared:
+            return False
+        current = await self.ledger.get_run(run.id)
+        return current is not None and self._is_taken_over(run, current)
+
+    def _is_taken_over(self, run: Run, current: Run) -> bool:
+        if (current.attempts, current.started_at) == (run.attempts, run.started_at):
+            return False
+        log.warning("run %s: another worker has taken it over; this attempt's outcome is dropped", run.id)
+        return True
+
+    def _release_held(self, run_id: str) -> None:
+        held = self._held.get(run_id)
+        if held is not None:
+            held.set()
 
     async def _execute_attempt(self, run_id: str, ticket: Any) -> None:
         resume_handle = self._resume.pop(run_id, None)
@@ -510,6 +642,7 @@ class Engine:
             if resume_handle:
                 self._resume[run_id] = resume_handle
             log.warning("run %s could not start: %s", run_id, exc)
+            self._unstarted.add(run_id)
             return
         if run is None:  # cancelled or deleted while it waited
             return
@@ -577,7 +710,8 @@ class Engine:
         elif run_id not in self._active:
             # Cancelled (already recorded) perhaps while its outputs were being saved.
             with anyio.CancelScope(shield=True):
-                await self._discard_files(run_id)
+                if not await self._taken_over(run):
+                    await self._discard_files(run_id)
 
     async def _record_handle(self, run_id: str, handle: str) -> None:
         await self.ledger.update_run(run_id, expect={RunStatus.RUNNING}, backend_handle=handle)
@@ -594,6 +728,8 @@ class Engine:
     async def _complete(self, run: Run, handler: RunHandler, outputs: Any) -> str | None:
         """Keep the outputs (the kind's part) and record the run completed; or say why they could
         not be saved."""
+        if not await self._still_ours(run):
+            return None
         try:
             if run.attempts > 1:  # a ZIP of an earlier attempt (a retry discards its own)
                 self._bundles.discard(run.id)
@@ -657,6 +793,8 @@ class Engine:
             return result
 
     async def _fail_or_retry(self, run: Run, error: str, retryable: bool) -> None:
+        if not await self._still_ours(run):
+            return
         if retryable and run.attempts < run.max_attempts:
             delay = self.settings.retry_backoff_s * 2 ** (run.attempts - 1)
             queued = await self._recorded(
@@ -675,7 +813,10 @@ class Engine:
             if queued is not None:
                 self._metrics.counters["retried"] += 1
                 self._publish_run(queued)
-                self._start(self._enqueue_later, queued, delay)
+                if self._dispatch.shared:
+                    await self._dispatch.queue([queued], delay)
+                else:
+                    self._start(self._enqueue_later, queued, delay)
             return
         reason = error if retryable else f"{error} (not retried: trying again cannot succeed)"
         failed = await self._recorded(
@@ -704,6 +845,8 @@ class Engine:
                 wanted = RunStatus.RUNNING if run_id in self._active else RunStatus.QUEUED
                 if statuses.get(run_id) is not wanted:
                     scope.cancel()
+        if self._dispatch.shared:
+            return  # queued runs reach this node through the dispatch
         for run_id, backend, priority, seq in await self.ledger.queued_refs():
             if (
                 run_id not in self._active
@@ -774,6 +917,8 @@ class Engine:
                 )
                 if handed is not None:
                     self._publish_run(handed)
+                    if self._dispatch.shared:
+                        await self._dispatch.queue([handed])
             except Exception:
                 log.exception("run %s could not be handed back; the next start recovers it", run_id)
 
@@ -875,6 +1020,13 @@ class Engine:
             scope = scopes.get(run_id)
             if scope is not None:
                 scope.cancel()
+        if self._dispatch.shared:
+            # Recorded first: the node holding it stops it when its job is aborted, and sees the
+            # cancel in the ledger anyway (its housekeeping) if the abort cannot be sent.
+            try:
+                await self._dispatch.abort(run_id)
+            except Exception as exc:
+                log.warning("run %s cancelled, but its job could not be aborted: %s", run_id, exc)
         self._metrics.counters["cancelled"] += 1
         self._publish_run(run)
         return run
@@ -918,7 +1070,10 @@ class Engine:
             raise Conflict(f"run {run_id} changed state while being retried; look at it again")
         self._bundles.discard(run_id)  # its attempts count from 1 again
         self._publish_run(queued)
-        self._enqueue(queued)
+        if self._dispatch.shared:
+            await self._dispatch.queue([queued])
+        else:
+            self._enqueue(queued)
         return queued
 
     async def delete(self, run_id: str) -> Run:
@@ -987,7 +1142,8 @@ class Engine:
                 on_progress,
                 recheck_s=waiting.RELAYED_RECHECK_S,
             )
-        if not self.is_owner:
+        if not self.is_owner or self._dispatch.shared:
+            # Another process runs it (with a shared dispatch, perhaps another machine).
             return await waiting.poll_until_final(self.get_run, run_id, timeout_s, on_progress)
         return await waiting.until_final(
             self.events, self.get_run, self._progress.apply, run_id, timeout_s, on_progress
@@ -1028,16 +1184,27 @@ class Engine:
     # -- status -------------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """Health of each backend, the queue, and throughput/latency since start (see `core.health`)."""
+        """Health of each backend, the queue, and throughput/latency since start (see `core.health`);
+        with a shared dispatch, its queues and workers, and a node that executes nothing reports
+        no backends (the workers have them)."""
+        dispatch: dict[str, Any] | None = None
+        if self._dispatch.shared:
+            dispatch = {"executes": self._dispatch.executes}
+            with anyio.move_on_after(health.HEALTH_CHECK_S):
+                try:
+                    dispatch.update(await self._dispatch.status())
+                except Exception as exc:
+                    dispatch["error"] = f"{type(exc).__name__}: {exc}"
         return await health.report(
-            backends=self.backends,
+            backends=self.backends if self._dispatch.executes else {},
+            dispatch=dispatch,
             default_backend=self.settings.backend,
             scheduler=self._scheduler,
             store=self.store,
             ledger=self.ledger,
             problems=self._problems,
             metrics=self._metrics,
-            trainer=self._trainer,
+            trainer=self._trainer if self._dispatch.executes else None,
             training_lane=TRAINING_LANE,
             relay=self.relay.health(),
         )

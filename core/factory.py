@@ -6,6 +6,7 @@ from core.artifacts import ArtifactStore
 from core.artifacts.filesystem import FilesystemStore
 from core.backends import GenerationBackend
 from core.backends.comfyui.workflows import WorkflowLibrary
+from core.dispatch import Dispatch, InProcessDispatch
 from core.errors import InvalidInput
 from core.ledger import Ledger
 from core.ledger.sqlite import SQLiteLedger
@@ -51,6 +52,29 @@ def make_relay(settings: Settings) -> EventRelay:
             f"needs psycopg, which is not installed ({exc}): pip install 'atelier-mcp[postgres]'",
         ) from None
     return PostgresRelay(settings.database_url.get_secret_value())
+
+
+def make_dispatch(settings: Settings, ledger: Ledger) -> Dispatch:
+    """This process's own queues, or with ATELIER_DISPATCH=procrastinate the task queue in the
+    ledger's database (procrastinate imported only then), whose jobs the ledger defers in the
+    transaction that records their runs."""
+    if settings.dispatch == "in-process":
+        return InProcessDispatch()
+    try:
+        from core.dispatch_procrastinate import ProcrastinateDispatch
+        from core.ledger.postgres import PostgresLedger
+    except ImportError as exc:
+        raise InvalidInput(
+            "ATELIER_DISPATCH",
+            f"needs procrastinate, which is not installed ({exc}): pip install 'atelier-mcp[postgres]'",
+        ) from None
+    if not isinstance(ledger, PostgresLedger):
+        raise InvalidInput(
+            "ATELIER_DISPATCH", "procrastinate needs the PostgreSQL ledger (ATELIER_DATABASE_URL)"
+        )
+    dispatch = ProcrastinateDispatch.from_settings(settings)
+    ledger.on_insert_runs = dispatch.defer_within
+    return dispatch
 
 
 def make_store(settings: Settings) -> ArtifactStore:

@@ -99,6 +99,7 @@ async def report(
     trainer: Trainer | None = None,
     training_lane: str = "training",
     relay: Mapping[str, Any] | None = None,
+    dispatch: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Health of each backend, the trainer, the storage and the ledger, the relay of events
     across nodes, the queue, and throughput/latency since start. A trainer that cannot start
@@ -132,6 +133,8 @@ async def report(
         if default_backend in backend_health
         else any(b.get("up") for b in backend_health.values())
     )
+    if dispatch is not None and not dispatch.get("executes"):
+        backend_up = True  # a front door's runs are executed by workers, which have the backends
     return {
         # Healthy when the backend new runs go to is up (the preview renderer always is), their
         # images can be saved and recorded, and (in a cluster) other nodes' events are heard.
@@ -146,5 +149,6 @@ async def report(
         "relay": dict(relay) if relay is not None else {"enabled": False},
         "runs": runs,
         "queue": {"queued": scheduler.queued(), "running": scheduler.running()},
+        **({"dispatch": dict(dispatch)} if dispatch is not None else {}),
         "metrics": metrics.summary(now),
     }

@@ -22,6 +22,8 @@ from pydantic import (
 from core.errors import InvalidInput
 
 ENV_PREFIX = "ATELIER_"
+# The lanes runs are dispatched in (queues of the procrastinate dispatch).
+WORKER_QUEUES = ("image", "training", "publishing")
 # A host name or IP address as a Host header carries it, optionally with a port.
 HOST_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 
@@ -201,6 +203,38 @@ class Settings(BaseModel):
         description="PostgreSQL ledger (postgresql://user:password@host:5432/db) shared by several "
         "processes and machines, instead of the SQLite file in ATELIER_HOME. Needs the `postgres` extra.",
     )
+    dispatch: Literal["in-process", "procrastinate"] = Field(
+        default="in-process",
+        description="How accepted runs reach the processes that execute them: in-process (this process's "
+        "own queues, one box) or procrastinate (a task queue in ATELIER_DATABASE_URL that `atelier worker` "
+        "nodes take runs from; needs the `postgres` extra).",
+    )
+    execute: bool = Field(
+        default=False,
+        description="With ATELIER_DISPATCH=procrastinate: `atelier serve` / `atelier mcp` also execute runs "
+        "(as a worker on ATELIER_WORKER_QUEUES); by default they only accept and answer.",
+    )
+    worker_queues: str = Field(
+        default="image,training,publishing",
+        description="The lanes (comma-separated: image, training, publishing) whose runs a worker takes.",
+    )
+    worker_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Runs a worker holds at once in each of its queues. Default: as many as that lane "
+        "runs at once (the image backend's concurrency, the training or publishing slots), so no run "
+        "waits on a busy worker while another is idle.",
+    )
+    worker_heartbeat_s: float = Field(
+        default=10.0, gt=0, le=3600, description="How often a worker tells the database it is alive."
+    )
+    worker_stalled_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="A worker silent this long is presumed dead: its runs are queued again for another worker.",
+    )
     database_pool_size: int = Field(
         default=10, ge=1, le=200, description="Most connections this process opens to ATELIER_DATABASE_URL."
     )
@@ -253,7 +287,7 @@ class Settings(BaseModel):
             if raw:
                 values[name] = (
                     raw.lower()
-                    if name in ("backend", "ledger_sync", "log_level", "root_contract", "trainer")
+                    if name in ("backend", "dispatch", "ledger_sync", "log_level", "root_contract", "trainer")
                     else raw
                 )
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -285,6 +319,35 @@ class Settings(BaseModel):
         if parsed is None or parsed.scheme not in ("postgresql", "postgres") or not parsed.path.strip("/"):
             # The URL itself is not repeated: it may hold a password.
             raise ValueError("is not a URL like postgresql://user@127.0.0.1:5432/atelier")
+        return value
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _queues_are_lanes(cls, value: str) -> str:
+        names = [q.lower() for q in _split(value, ",")]
+        unknown = [q for q in names if q not in WORKER_QUEUES]
+        if unknown or not names:
+            raise ValueError("name one or more of image, training, publishing (comma-separated)")
+        return ",".join(dict.fromkeys(names))
+
+    @field_validator("dispatch")
+    @classmethod
+    def _procrastinate_needs_postgres(cls, value: str, info: ValidationInfo) -> str:
+        if value == "procrastinate" and info.data.get("database_url") is None:
+            raise ValueError(
+                "procrastinate needs ATELIER_DATABASE_URL (postgresql://...): the task queue lives in "
+                "the same database as the ledger"
+            )
+        return value
+
+    @field_validator("worker_stalled_s")
+    @classmethod
+    def _stalled_after_missed_heartbeats(cls, value: float, info: ValidationInfo) -> float:
+        heartbeat = info.data.get("worker_heartbeat_s")
+        if heartbeat is not None and value < 2 * heartbeat:
+            # A live worker whose heartbeat is merely late must not be taken for dead: its runs
+            # would be run twice.
+            raise ValueError(f"must be at least twice ATELIER_WORKER_HEARTBEAT_S ({heartbeat:g} s)")
         return value
 
     @field_validator("comfyui_urls")
@@ -369,6 +432,11 @@ class Settings(BaseModel):
                     f"{origin!r} is not an origin like http://localhost:3000 (scheme://host[:port])"
                 )
         return value
+
+    @property
+    def worker_queue_list(self) -> list[str]:
+        """ATELIER_WORKER_QUEUES as a list (checked, lower-case, without repeats)."""
+        return _split(self.worker_queues, ",")
 
     @property
     def comfyui_servers(self) -> list[str]:

@@ -98,6 +98,7 @@ def build_app(
                 "relay": status["relay"],
                 "queue": status["queue"],
                 "runs": status["runs"],
+                **({"dispatch": status["dispatch"]} if "dispatch" in status else {}),
             },
             status_code=200 if status["healthy"] else 503,
         )

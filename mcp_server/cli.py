@@ -4,8 +4,10 @@
   atelier mcp                   MCP over stdio (for Claude Desktop and other hosts)
   atelier generate "PROMPT"     make images, with a progress bar
   atelier runs [show|cancel|retry|delete ID]   list and manage runs
+  atelier worker                execute runs from the task queue (ATELIER_DISPATCH=procrastinate)
 
-Only long-lived commands (`serve`, `mcp`) run other processes' queued runs. `generate` runs
+Only long-lived commands (`serve`, `mcp`) run other processes' queued runs; with
+ATELIER_DISPATCH=procrastinate only `atelier worker` does (and `serve`/`mcp` given `--execute`). `generate` runs
 its own run when no server owns the data directory (and hands it back, queued, if stopped);
 `generate --no-wait` and `runs` never run anything. SIGTERM and SIGHUP stop a command as
 Ctrl-C does: cleanly, handing back what it was running.
@@ -48,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=getattr(args, "port", None),
             home=getattr(args, "home", None),
             root_contract=getattr(args, "root_contract", None),
+            execute=True if getattr(args, "execute", False) else None,
+            worker_queues=getattr(args, "queues", None),
+            worker_concurrency=getattr(args, "concurrency", None),
         )
         return anyio.run(
             _until_signalled, args.handler, settings, args, backend_options=loop_options(args.command)
@@ -139,10 +144,29 @@ def _parser() -> argparse.ArgumentParser:
         choices=["adgen", "comfygen", "pod", "isengard", "desktop"],
         help="also serve this REST contract at / (for clients whose base URL cannot carry a prefix)",
     )
+    serve.add_argument("--execute", action="store_true", help=_EXECUTE_HELP)
     serve.set_defaults(handler=_serve)
 
     stdio = commands.add_parser("mcp", help="serve MCP over stdio")
+    stdio.add_argument("--execute", action="store_true", help=_EXECUTE_HELP)
     stdio.set_defaults(handler=_mcp_stdio)
+
+    worker = commands.add_parser(
+        "worker",
+        help="execute runs from the task queue in ATELIER_DATABASE_URL, on this box's backends "
+        "(needs ATELIER_DISPATCH=procrastinate)",
+    )
+    worker.add_argument(
+        "--queues",
+        help="lanes to take runs from: image,training,publishing (default: $ATELIER_WORKER_QUEUES or all)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        help="runs held at once in each queue (default: $ATELIER_WORKER_CONCURRENCY, or as many as "
+        "the lane runs at once)",
+    )
+    worker.set_defaults(handler=_worker, execute=True)
 
     generate = commands.add_parser("generate", help="make images and wait for them")
     generate.add_argument("prompt")
@@ -178,6 +202,11 @@ def _parser() -> argparse.ArgumentParser:
     runs.set_defaults(handler=_runs)
     return parser
 
+
+_EXECUTE_HELP = (
+    "with ATELIER_DISPATCH=procrastinate, also execute runs as a worker does (by default this node "
+    "only accepts and answers)"
+)
 
 # Loggers that write a line per request: httpx's per backend call, Isengard's access line per request.
 _PER_REQUEST_LOGGERS = ("httpx", "atelier.isengard")
@@ -257,6 +286,36 @@ def _uvicorn_server() -> type:
             self.should_exit = True
 
     return Server
+
+
+async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from core.engine import Engine
+
+    if settings.dispatch != "procrastinate":
+        print(
+            "atelier: `atelier worker` takes runs from a task queue shared by several nodes: set "
+            "ATELIER_DISPATCH=procrastinate and ATELIER_DATABASE_URL (on one box, `atelier serve` runs them)",
+            file=sys.stderr,
+        )
+        return 2
+    _configure_logging(settings)
+    async with Engine.open(settings) as engine:
+        print(
+            f"Atelier worker: runs of {settings.worker_queues} from {settings.database_where}, "
+            f"{_held_at_once(settings, engine)} at once, "
+            f"on {', '.join(engine.backends)} "
+            f"(data in {settings.home})",
+            file=sys.stderr,
+        )
+        await anyio.sleep_forever()
+    return 0
+
+
+def _held_at_once(settings: Settings, engine: Any) -> str:
+    return ", ".join(
+        f"{queue} {settings.worker_concurrency or engine.capacity([queue])}"
+        for queue in settings.worker_queue_list
+    )
 
 
 async def _mcp_stdio(settings: Settings, args: argparse.Namespace) -> int:
@@ -348,6 +407,11 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _who_renders(settings: Settings, run_id: str) -> str:
     """What happens to a queued run next, said plainly."""
+    if settings.dispatch == "procrastinate":
+        return (
+            f"a worker (atelier worker) taking runs from the task queue in {settings.database_where} "
+            f"will render it; to drop it: atelier runs cancel {run_id}"
+        )
     pid = owner_pid(settings.home)
     if pid is not None:
         return f"the Atelier server running on {settings.home} (pid {pid}) will render it"

@@ -63,6 +63,9 @@ class PostgresLedger(PostgresCharacters, PostgresProducts, RunReads):
         self._connections = connections
         # UPDATE statements by the shape of the change: built once, not on every transition.
         self._update_sql: dict[tuple[Any, ...], str] = {}
+        # Called in the transaction that inserts runs, with its connection: a dispatch defers the
+        # runs' jobs there, so a run is never recorded without its job, nor a job without its run.
+        self.on_insert_runs: Callable[[Conn, Sequence[Run]], Awaitable[None]] | None = None
 
     @classmethod
     def open(cls, url: str, *, timeout_s: float = 30.0, pool_size: int = 10) -> PostgresLedger:
@@ -108,6 +111,8 @@ class PostgresLedger(PostgresCharacters, PostgresProducts, RunReads):
                 seqs.append(row[0])  # type: ignore[index]
                 if log:
                     await conn.execute(_ADD_LOG, (run.id, run.created_at, "info", log))
+            if self.on_insert_runs is not None:
+                await self.on_insert_runs(conn, runs)
             return seqs
 
         try:
