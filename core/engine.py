@@ -15,6 +15,10 @@ a kind beyond the lifecycle, held by the engine as one object per kind: `engine.
 from its children. Around the lifecycle: `core.progress` keeps live progress, `core.waiting`
 waits for a run, `core.bundles` zips a run's outputs, `core.health` makes the status report,
 `core.relay` carries events to and from the other nodes of a cluster (nothing on one box).
+Two groups of the engine's methods live in mixins of their own: `core.management` (reading,
+listing, cancelling, retrying, deleting runs, their logs and outputs: what front doors call
+about existing runs) and `core.held` (the runs a dispatch shared by several nodes hands this
+one).
 """
 
 from __future__ import annotations
@@ -25,35 +29,31 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
-from core import batches, factory, health, waiting
-from core.artifacts import ArtifactStore, ArtifactStream, run_prefix
+from core import batches, factory, health
+from core.artifacts import ArtifactStore, run_prefix
 from core.backends import GenerationBackend, Progress
-from core.batches import MAX_BATCH
 from core.bundles import Bundle, Bundles
 from core.characters.catalog import Characters
-from core.dispatch import Dispatch, InProcessDispatch, queue_of
+from core.dispatch import Dispatch, InProcessDispatch
 from core.errors import (
-    ArtifactNotFound,
     BackendError,
     Conflict,
     HomeLocked,
-    InvalidInput,
     LedgerUnavailable,
-    RunNotFound,
 )
 from core.events import Event, EventBus
+from core.held import HeldRuns
 from core.homelock import HomeLock
-from core.ids import check_filename, check_run_id
 from core.images import ImageKind
 from core.kinds import Attempt, AttemptFailed, Queueing, RunHandler
 from core.ledger import Increment, Ledger
-from core.models import Artifact, LogEntry, Page, Priority, Run, RunKind, RunStatus, parse_filter
+from core.management import RunManagement
+from core.models import Priority, Run, RunKind, RunStatus
 from core.progress import LiveProgress
 from core.publishing import Publisher
 from core.publishing.catalog import load_catalog
@@ -71,15 +71,13 @@ from core.training.trainings import Trainings
 log = logging.getLogger("atelier.engine")
 
 _ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
-_RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 PROGRESS_FLUSH_S = 1.0
-MAX_PAGE = 200
 PUBLISHING_CONCURRENCY = 2
 Role = Literal["owner", "shared", "client"]
 T = TypeVar("T")
 
 
-class Engine:
+class Engine(RunManagement, HeldRuns):
     """Open with `async with Engine.open(settings) as engine:`; every method is safe to call concurrently."""
 
     def __init__(
@@ -523,104 +521,6 @@ class Engine:
         self._started_here.discard(run_id)
         self._release_held(run_id)
 
-    # -- execute what a shared dispatch hands this node (see `core.dispatch.RunHolder`) --------
-
-    async def execute_held(self, run_id: str) -> None:
-        """Run one attempt of a queued run in its backend's lane here; return once it has ended."""
-        run = await self.ledger.get_run(run_id)
-        if run is None or run.status is not RunStatus.QUEUED:
-            return  # cancelled, deleted or already run: nothing to do
-        if run.backend not in self._scheduler.lanes:
-            failed = await self.ledger.update_run(
-                run_id,
-                expect={RunStatus.QUEUED},
-                status=RunStatus.FAILED,
-                finished_at=time.time(),
-                error=f"backend {run.backend!r} is not configured on the worker that took it",
-                log=f"the worker that took it has no {run.backend} backend",
-                log_level="error",
-            )
-            if failed is not None:
-                self._publish_run(failed)
-            return
-        if run.backend_handle:
-            # Interrupted or handed back while its backend had the work: collect it, not start it.
-            self._resume[run_id] = run.backend_handle
-        done = self._held[run_id] = anyio.Event()
-        self._scheduler.enqueue(run.backend, run_id, run.priority.rank, run.seq)
-        try:
-            await done.wait()
-        finally:
-            if self._held.get(run_id) is done:
-                del self._held[run_id]
-        if run_id in self._unstarted:
-            self._unstarted.discard(run_id)
-            self._resume.pop(run_id, None)
-            raise LedgerUnavailable(f"run {run_id} could not start: the ledger refused it")
-
-    def capacity(self, queues: Sequence[str]) -> int:
-        """How many runs of `queues` this node executes at once (its lanes' slots)."""
-        return sum(
-            lane.concurrency for name, lane in self._scheduler.lanes.items() if queue_of(name) in queues
-        )
-
-    def stop_held(self, run_id: str) -> None:
-        """Stop a run held here whose cancel another node recorded."""
-        if self._scheduler.dequeue(run_id):
-            self._resume.pop(run_id, None)
-            self._release_held(run_id)
-        for scopes in (self._active, self._delayed):
-            scope = scopes.get(run_id)
-            if scope is not None:
-                scope.cancel()
-
-    async def queued_runs(self) -> list[Run]:
-        """Every run the ledger has queued (batch parents aside: they run nowhere)."""
-        return [run for run in await self.ledger.runs_in({RunStatus.QUEUED}) if run.kind is not RunKind.BATCH]
-
-    async def requeue_stalled(self, run_id: str) -> bool:
-        """Queue again a run whose node died while running it (recovery's rules)."""
-        run = await self.ledger.get_run(run_id)
-        if run is None or run.status is not RunStatus.RUNNING:
-            return False
-        queued = await self._requeue_interrupted(run, "its worker's death", "its worker died")
-        if queued is not None:
-            self._publish_run(queued)
-        return queued is not None
-
-    async def _still_ours(self, run: Run) -> bool:
-        """Whether this attempt still holds the run. Only a shared dispatch can take a run from a
-        node behind its back: a node whose heartbeats stopped (paused, cut off) is presumed dead
-        and its runs go to another. When it comes back, the attempt it was running is dropped
-        here, before its outputs or its failure are recorded over the other node's attempt."""
-        if not self._dispatch.shared:
-            return True
-        current = await self.ledger.get_run(run.id)
-        return (
-            current is not None
-            and current.status is RunStatus.RUNNING
-            and not self._is_taken_over(run, current)
-        )
-
-    async def _taken_over(self, run: Run) -> bool:
-        """Whether another node's attempt now holds the run (see `_still_ours`): then this node
-        leaves its files alone, which may be that attempt's."""
-        if not self._dispatch.shared:
-            return False
-        current = await self.ledger.get_run(run.id)
-        return current is not None and self._is_taken_over(run, current)
-
-    def _is_taken_over(self, run: Run, current: Run) -> bool:
-        if (current.attempts, current.started_at) == (run.attempts, run.started_at):
-            return False
-        log.warning("run %s: another worker has taken it over; this attempt's outcome is dropped", run.id)
-        return True
-
-    def _release_held(self, run_id: str) -> None:
-        held = self._held.get(run_id)
-        if held is not None:
-            held.set()
-
     async def _execute_attempt(self, run_id: str, ticket: Any) -> None:
         resume_handle = self._resume.pop(run_id, None)
         try:
@@ -921,265 +821,6 @@ class Engine:
                         await self._dispatch.queue([handed])
             except Exception:
                 log.exception("run %s could not be handed back; the next start recovers it", run_id)
-
-    # -- manage -------------------------------------------------------------------------------
-
-    async def get_run(self, run_id: str) -> Run:
-        """The run as it is now, with live progress. Raises `RunNotFound`."""
-        run = await self.ledger.get_run(check_run_id(run_id))
-        if run is None:
-            raise RunNotFound(run_id)
-        return self._progress.apply(run)
-
-    async def get_run_by_seq(self, seq: int) -> Run:
-        """The run with ledger sequence number `seq` (the id of contracts with integer ids)."""
-        if not isinstance(seq, int) or not 0 < seq < 2**63:
-            raise InvalidInput("id", f"must be a positive integer (got {seq!r})")
-        run = await self.ledger.get_run_by_seq(seq)
-        if run is None:
-            raise RunNotFound(str(seq))
-        return self._progress.apply(run)
-
-    async def list_runs(
-        self,
-        *,
-        status: str | Collection[str] | None = None,
-        kind: str | Collection[str] | None = None,
-        parent_id: str | None = None,
-        top_level: bool = False,
-        limit: int = 20,
-        cursor: str | None = None,
-        offset: int = 0,
-    ) -> Page:
-        """Runs newest first, filtered by status and kind (`top_level`: no batch children);
-        page with `cursor`, or skip `offset` runs."""
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput("limit", f"must be an integer in 1..{MAX_PAGE} (got {limit!r})")
-        if not 0 <= offset < 2**31:
-            raise InvalidInput("offset", f"must be an integer >= 0 (got {offset!r})")
-        statuses = parse_filter(RunStatus, "status", status)
-        kinds = parse_filter(RunKind, "kind", kind)
-        if parent_id is not None:
-            check_run_id(parent_id, "parent_id")
-        page = await self.ledger.list_runs(
-            statuses=statuses,
-            kinds=kinds,
-            parent_id=parent_id,
-            top_level=top_level,
-            limit=limit,
-            cursor=cursor or None,
-            offset=offset,
-        )
-        return Page([self._progress.apply(r) for r in page.items], page.next_cursor)
-
-    async def count_runs(
-        self,
-        *,
-        status: str | Collection[str] | None = None,
-        kind: str | Collection[str] | None = None,
-        top_level: bool = False,
-    ) -> int:
-        """How many runs `list_runs` with the same filters pages through."""
-        return await self.ledger.count_runs(
-            statuses=parse_filter(RunStatus, "status", status),
-            kinds=parse_filter(RunKind, "kind", kind),
-            top_level=top_level,
-        )
-
-    async def get_document(self, key: str) -> Any:
-        """A small JSON document a front door keeps in the ledger (None if never written)."""
-        return await self.ledger.get_document(key)
-
-    async def put_document(self, key: str, value: Any) -> None:
-        await self.ledger.put_document(key, value)
-
-    async def cancel(self, run_id: str) -> Run:
-        """Cancel a queued or running run (a running one is stopped), or every unfinished run of a
-        batch. A finished run is returned as is."""
-        run = await self.get_run(run_id)
-        if run.kind is not RunKind.BATCH:
-            return await self._cancel_one(run_id)
-        for child in (await self.ledger.list_runs(parent_id=run_id, statuses=_ACTIVE, limit=MAX_BATCH)).items:
-            await self._cancel_one(child.id)
-        await self._batches.refresh(run_id)
-        return await self.get_run(run_id)
-
-    async def _cancel_one(self, run_id: str) -> Run:
-        run = await self.ledger.update_run(
-            run_id,
-            expect=_ACTIVE,
-            status=RunStatus.CANCELLED,
-            finished_at=time.time(),
-            message="cancelled",
-            log="cancelled on request",
-        )
-        if run is None:
-            return await self.get_run(run_id)
-        self._scheduler.dequeue(run_id)
-        for scopes in (self._active, self._delayed):
-            scope = scopes.get(run_id)
-            if scope is not None:
-                scope.cancel()
-        if self._dispatch.shared:
-            # Recorded first: the node holding it stops it when its job is aborted, and sees the
-            # cancel in the ledger anyway (its housekeeping) if the abort cannot be sent.
-            try:
-                await self._dispatch.abort(run_id)
-            except Exception as exc:
-                log.warning("run %s cancelled, but its job could not be aborted: %s", run_id, exc)
-        self._metrics.counters["cancelled"] += 1
-        self._publish_run(run)
-        return run
-
-    async def retry(self, run_id: str) -> Run:
-        """Queue a failed or cancelled run again, with a fresh set of attempts (for a batch: each
-        of its children that failed or was cancelled)."""
-        run = await self.get_run(run_id)
-        if run.status not in _RETRYABLE_FROM:
-            raise Conflict(
-                f"run {run_id} is {run.status.value}; only failed or cancelled runs can be retried"
-            )
-        if run.kind is RunKind.BATCH:
-            children = await self.ledger.list_runs(
-                parent_id=run_id, statuses=_RETRYABLE_FROM, limit=MAX_BATCH
-            )
-            for child in children.items:
-                await self._retry_one(child.id)
-            await self.ledger.add_log(run_id, f"retry requested for {len(children.items)} item(s)")
-            await self._batches.refresh(run_id)
-            return await self.get_run(run_id)
-        return await self._retry_one(run_id)
-
-    async def _retry_one(self, run_id: str) -> Run:
-        queued = await self.ledger.update_run(
-            run_id,
-            expect=_RETRYABLE_FROM,
-            status=RunStatus.QUEUED,
-            attempts=0,
-            error=None,
-            progress=0.0,
-            step=0,
-            message="queued again",
-            backend_handle=None,
-            started_at=None,
-            finished_at=None,
-            replace_artifacts=True,
-            log="retry requested",
-        )
-        if queued is None:
-            raise Conflict(f"run {run_id} changed state while being retried; look at it again")
-        self._bundles.discard(run_id)  # its attempts count from 1 again
-        self._publish_run(queued)
-        if self._dispatch.shared:
-            await self._dispatch.queue([queued])
-        else:
-            self._enqueue(queued)
-        return queued
-
-    async def delete(self, run_id: str) -> Run:
-        """Delete a run, its files and its log (a batch: with its children), stopping it first if active."""
-        run = await self.get_run(run_id)
-        if not run.status.is_final:
-            run = await self.cancel(run_id)
-        children = (await self.ledger.list_runs(parent_id=run_id, limit=MAX_BATCH)).items
-        await self.ledger.delete_run(run_id)
-        for gone in (run, *children):
-            await self.store.delete_prefix(run_prefix(gone.id))
-            self._bundles.discard(gone.id)
-            handler = self._kinds.get(gone.kind)
-            if handler is not None:
-                await handler.forget(gone)
-        self.events.publish(Event("run", run_id, run=None, message="deleted"))
-        self.relay.deleted(run_id)
-        if run.parent_id is not None:
-            self._refresh_batch_soon(run.parent_id)
-        return run
-
-    async def purge(
-        self, older_than_s: float, statuses: Collection[str] = ("completed", "failed")
-    ) -> list[str]:
-        """Delete the top-level runs in `statuses` that finished more than `older_than_s` ago."""
-        if not older_than_s >= 0:
-            raise InvalidInput("older_than_s", f"must be a number of seconds >= 0 (got {older_than_s!r})")
-        wanted = parse_filter(RunStatus, "status", list(statuses)) or set()
-        if not wanted <= {s for s in RunStatus if s.is_final}:
-            raise InvalidInput("status", "only finished runs (completed, failed, cancelled) can be purged")
-        removed = []
-        for run_id in await self.ledger.finished_before(time.time() - older_than_s, wanted):
-            try:
-                await self.delete(run_id)
-            except RunNotFound:
-                continue  # deleted meanwhile
-            removed.append(run_id)
-        return removed
-
-    async def logs(self, run_id: str, limit: int = 1000) -> list[LogEntry]:
-        """The run's log lines, oldest first. Raises `RunNotFound`."""
-        entries = await self.ledger.logs(run_id, limit=limit)
-        if not entries:  # only then can the run be missing: a line goes when its run does
-            await self.get_run(run_id)
-        return entries
-
-    async def wait(
-        self,
-        run_id: str,
-        timeout_s: float,
-        on_progress: waiting.ProgressListener | None = None,
-    ) -> Run:
-        """Wait until the run is finished or `timeout_s` passes; returns the run either way.
-
-        `on_progress` (sync or async) is called for each progress step seen while waiting. With a
-        relay, the run may execute on another node: its events are followed all the same, and
-        the ledger read now and then in case one was lost.
-        """
-        if self.relay.enabled:
-            return await waiting.until_final(
-                self.events,
-                self.get_run,
-                self._progress.apply,
-                run_id,
-                timeout_s,
-                on_progress,
-                recheck_s=waiting.RELAYED_RECHECK_S,
-            )
-        if not self.is_owner or self._dispatch.shared:
-            # Another process runs it (with a shared dispatch, perhaps another machine).
-            return await waiting.poll_until_final(self.get_run, run_id, timeout_s, on_progress)
-        return await waiting.until_final(
-            self.events, self.get_run, self._progress.apply, run_id, timeout_s, on_progress
-        )
-
-    # -- outputs ------------------------------------------------------------------------------
-
-    async def read_artifact(self, run_id: str, filename: str) -> tuple[Artifact, bytes]:
-        """A run's file and its bytes. Raises `RunNotFound` / `ArtifactNotFound`."""
-        check_filename(filename)
-        run = await self.get_run(run_id)
-        for artifact in run.artifacts:
-            if artifact.filename == filename:
-                return artifact, await self.store.read(artifact.storage_key)
-        raise ArtifactNotFound(run_id, filename)
-
-    def artifact_path(self, artifact: Artifact) -> Path | None:
-        return self.store.local_path(artifact.storage_key)
-
-    def artifact_location(self, artifact: Artifact) -> str:
-        """Where the file is, for a person: its path, or its `s3://` URL."""
-        return self.store.location(artifact.storage_key)
-
-    async def artifact_url(self, artifact: Artifact) -> str | None:
-        """A time-limited URL of the file in the storage itself (S3 presigned), if configured."""
-        return await self.store.signed_url(artifact.storage_key)
-
-    async def stream_artifact(self, artifact: Artifact) -> ArtifactStream:
-        """The file opened for streaming. Raises `FileNotFoundError` if the storage has lost it
-        (the ledger says it is there: a storage error, as `read_artifact` reports it)."""
-        return await self.store.stream(artifact.storage_key)
-
-    async def bundle(self, run_id: str, *, reuse: bool = False) -> Bundle:
-        """A ZIP of the run's images plus `run.json`; with `reuse`, the one already written if
-        there is one (see `core.bundles`)."""
-        return await self._bundles.write(await self.get_run(run_id), reuse=reuse)
 
     # -- status -------------------------------------------------------------------------------
 

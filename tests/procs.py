@@ -68,7 +68,9 @@ class Server:
         self.process = process
         self.url = url
 
-    def wait_healthy(self, timeout: float = 20.0) -> None:
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        # A bound on start-up, not a speed check: with the suite on 4 processes over 2 cores, a
+        # cold `atelier serve` took up to ~25 s to import and answer.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
