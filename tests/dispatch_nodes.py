@@ -85,7 +85,7 @@ def worker(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(lambda: "Starting worker" in log.read_text() or process.poll() is not None, 20)
+        wait_for(lambda: "Starting worker" in log.read_text() or process.poll() is not None, 60)
         assert process.poll() is None, log.read_text()
         yield process
     finally:
