@@ -59,10 +59,13 @@ wrk:
 	    echo "wrk is not installed, and cannot be installed here: bench/http_run_status.py uses its Python client" >&2; \
 	  fi; }
 
+# --dist loadgroup: the tests that start several nodes on PostgreSQL (xdist_group "postgres-nodes",
+# tests/dispatch_nodes.py) run one after another in one worker, so their connections stay under
+# PostgreSQL's default max_connections; every other test is spread over the workers as before.
 test: $(VENV)/.dev browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -n auto --maxprocesses=4
+	$(BIN)/python -m pytest -n auto --maxprocesses=4 --dist loadgroup
 
 BENCHES = bench/engine_throughput.py \
   bench/mcp_cold_start.py \

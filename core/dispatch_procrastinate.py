@@ -123,6 +123,8 @@ class ProcrastinateDispatch:
         retry = RetryStrategy(exponential_wait=2, max_attempts=12, retry_exceptions={LedgerUnavailable})
         self.app.task(name=TASK, pass_context=True, queue="image", retry=retry)(self._execute_run)
         self._node: RunHolder | None = None
+        # Queued runs the last sweep found without a job (see `_defer_lost`).
+        self._jobless: set[str] = set()
         self._opened = False
         self._opening: anyio.Lock | None = None
 
@@ -358,9 +360,14 @@ class ProcrastinateDispatch:
     async def _defer_lost(self, node: RunHolder) -> None:
         """Defer a job for each queued run that has none: a node stopped between putting a run
         back in the queue (handed back, a failed attempt's next one, a retry) and deferring its
-        job, or its job was deleted. Accepted runs never lack one (one transaction)."""
+        job, or its job was deleted. Accepted runs never lack one (one transaction).
+
+        The runs and the jobs are read one after the other, so a run read as queued may have
+        been executed, its job finished, by the time the jobs are read: a run counts as lost
+        only when two sweeps in a row find it queued without a job (a lost run stays so)."""
         queued = await node.queued_runs()
         if not queued:
+            self._jobless = set()
             return
         rows = await self._connector.execute_query_all_async(
             query=_RUNS_WITH_JOBS,  # type: ignore[arg-type]
@@ -368,7 +375,9 @@ class ProcrastinateDispatch:
             ids=[run.id for run in queued],
         )
         held = {row["run_id"] for row in rows}
-        lost = [run for run in queued if run.id not in held]
+        jobless = {run.id for run in queued if run.id not in held}
+        lost = [run for run in queued if run.id in jobless and run.id in self._jobless]
+        self._jobless = jobless - {run.id for run in lost}
         if lost:
             log.warning("queued runs without a job, deferred again: %s", ", ".join(run.id for run in lost))
             await self.queue(lost)

@@ -22,6 +22,10 @@ from tests.procs import atelier_command, atelier_env
 
 T = TypeVar("T")
 STEP_MS = "50"
+# The tests that start several nodes on PostgreSQL run one after another in one xdist worker
+# (`make test` passes --dist loadgroup): each node opens connections of its own (ledger pool,
+# task queue, event relay), and four such tests at once went past PostgreSQL's default 100.
+NODES = pytest.mark.xdist_group("postgres-nodes")
 
 
 def cannot_run(reason: str) -> Any:
@@ -64,6 +68,7 @@ def node_env(url: str, **extra: str) -> dict[str, str]:
     return {
         "ATELIER_DATABASE_URL": url,
         "ATELIER_DISPATCH": "procrastinate",
+        "ATELIER_DATABASE_POOL_SIZE": "4",
         "ATELIER_LOCAL_STEP_MS": STEP_MS,
         "ATELIER_WORKER_HEARTBEAT_S": "0.5",
         "ATELIER_WORKER_STALLED_S": "2",

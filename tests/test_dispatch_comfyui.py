@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.dispatch_nodes import (
+    NODES,
     fresh_database,
     ledger_run,
     node_env,
@@ -26,6 +27,8 @@ from tests.dispatch_nodes import (
 )
 from tests.fakes.comfyui import FakeComfyUI, serve_fake
 from tests.procs import serve
+
+pytestmark = NODES
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from tests.dispatch_nodes import (
+    NODES,
     fresh_database,
     ledger_run,
     node_env,
@@ -36,6 +37,8 @@ from tests.dispatch_nodes import (
     worker,
 )
 from tests.procs import atelier_command, atelier_env, serve
+
+pytestmark = NODES
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,12 @@ from core.engine import Engine
 from core.ledger.postgres import PostgresLedger
 from core.models import Run, RunStatus
 from core.settings import Settings
+from tests.dispatch_nodes import NODES
 from tests.ledgers import LedgerPlace, postgres_schema
 from tests.procs import free_port, serve
 from tests.scripted_backend import ScriptedBackend, wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, NODES]
 # Trust authentication ignores a password; one in the URL must still never be shown.
 PASSWORD = "not-shown-anywhere"
 
