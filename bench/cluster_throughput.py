@@ -19,7 +19,7 @@ Exactly once, checked after every cluster round: each run completed with attempt
 image, one procrastinate job (succeeded). Exits 1 if a run fails or any of that is not so;
 there is no goal figure.
 
-  python bench/cluster_throughput.py [--runs 400] [--rounds 2] [--workers 1,2,4] [--quick]
+  python bench/cluster_throughput.py [--runs 300] [--rounds 2] [--workers 1,2,4] [--quick]
                                      [--dir PATH] [--database-url URL]
 """
 
@@ -102,7 +102,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=400, help="runs per round")
+    parser.add_argument("--runs", type=int, default=300, help="runs per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
     parser.add_argument("--quick", action="store_true", help="100 runs, one round: a check")
