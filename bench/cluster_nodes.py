@@ -29,13 +29,17 @@ def admin_url(given: str | None) -> str:
 
 
 @contextmanager
-def fresh_database(admin: str) -> Iterator[str]:
-    """The URL of a new database on `admin`'s server, dropped when the block ends."""
+def fresh_database(admin: str, synchronous_commit: bool = True) -> Iterator[str]:
+    """The URL of a new database on `admin`'s server, dropped when the block ends. Without
+    `synchronous_commit`, its commits return before their WAL reaches the disk (a reference for
+    what those flushes cost, not a setting to run a ledger with)."""
     import psycopg
 
     name = f"atelier_b_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f"CREATE DATABASE {name}".encode())
+        if not synchronous_commit:
+            conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = off".encode())
     try:
         yield urlunsplit(urlsplit(admin)._replace(path=f"/{name}", query=""))
     finally:

@@ -20,7 +20,11 @@ image, one procrastinate job (succeeded). Exits 1 if a run fails or any of that 
 there is no goal figure.
 
   python bench/cluster_throughput.py [--runs 300] [--rounds 2] [--workers 1,2,4] [--quick]
-                                     [--dir PATH] [--database-url URL]
+                                     [--dir PATH] [--database-url URL] [--no-synchronous-commit]
+
+--no-synchronous-commit makes the bench's databases return from a commit before its WAL is on
+disk: a reference for how much of a run's cost is the database's disk flushes (not a setting to
+run a ledger with).
 """
 
 from __future__ import annotations
@@ -78,16 +82,16 @@ async def drained(url: str, runs: int) -> float:
     return runs / (last_finished - first_started)
 
 
-def cluster_round(admin: str, where: Path, count: int, runs: int) -> Round:
+def cluster_round(admin: str, where: Path, count: int, runs: int, synchronous_commit: bool) -> Round:
     with tempfile.TemporaryDirectory(prefix="atelier-cluster-", dir=where) as scratch:
         home = Path(scratch)
         with (
-            fresh_database(admin) as url,
+            fresh_database(admin, synchronous_commit) as url,
             workers(url, home / "open", [{} for _ in range(count)]) as logs,
         ):
             ids, open_s, accepted = anyio.run(open_loop_round, url, home / "front", runs)
             wrong = exactly_once(url, ids)
-        with fresh_database(admin) as url:
+        with fresh_database(admin, synchronous_commit) as url:
             ids, _, _ = anyio.run(submit_all, url, home / "front-drain", runs)
             with workers(url, home / "drain", [{} for _ in range(count)]) as more_logs:
                 drain_s = anyio.run(drained, url, runs)
@@ -108,6 +112,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100 runs, one round: a check")
     parser.add_argument("--dir", type=Path, default=default_home().parent, help="where data directories go")
     parser.add_argument("--database-url", default=None, help="a server where databases may be created")
+    parser.add_argument(
+        "--no-synchronous-commit",
+        action="store_true",
+        help="the bench's databases with synchronous_commit off: what the commits' disk flushes cost",
+    )
     options = parser.parse_args()
     if options.quick:
         options.runs, options.rounds = 100, 1
@@ -122,7 +131,9 @@ def main() -> int:
         for _ in range(options.rounds):  # interleaved, so a burst of load elsewhere spreads over all
             reference.append(anyio.run(open_loop, options.runs, options.dir).runs_s)
             for count in counts:
-                cluster[count].append(cluster_round(admin, options.dir, count, options.runs))
+                cluster[count].append(
+                    cluster_round(admin, options.dir, count, options.runs, not options.no_synchronous_commit)
+                )
     except Exception as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -133,7 +144,7 @@ def main() -> int:
         f"(rounds: {', '.join(f'{r:.0f}' for r in reference)})"
     )
     print(
-        f"cluster (PostgreSQL + procrastinate, {options.runs} preview runs at 0 ms/step, 64x64, one front door; "
+        f"cluster (PostgreSQL{' with synchronous_commit off' if options.no_synchronous_commit else ''} + procrastinate, {options.runs} preview runs at 0 ms/step, 64x64, one front door; "
         f"open: submitted while the workers run, first submit to last finish; drained: all queued "
         f"first, first start to last finish)"
     )
