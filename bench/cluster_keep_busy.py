@@ -80,8 +80,10 @@ def cluster_round(
     admin: str, scratch: Path, urls: list[str], runs: int, seed_base: int
 ) -> tuple[float, list[str]]:
     boxes = [comfyui_env(urls[i * SERVERS_EACH : (i + 1) * SERVERS_EACH]) for i in range(WORKERS)]
-    with fresh_database(admin) as url, workers(url, scratch / "workers", boxes, step_ms="0") as logs:
-        ids, elapsed = anyio.run(submit_and_finish, url, scratch / "front", urls, runs, seed_base)
+    with fresh_database(admin) as url:
+        with workers(url, scratch / "workers", boxes, step_ms="0") as logs:
+            ids, elapsed = anyio.run(submit_and_finish, url, scratch / "front", urls, runs, seed_base)
+        # Read once the workers have stopped: a job is marked succeeded just after its run ends.
         wrong = exactly_once(url, ids)
     if wrong:
         for log in logs:

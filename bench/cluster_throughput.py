@@ -85,11 +85,10 @@ async def drained(url: str, runs: int) -> float:
 def cluster_round(admin: str, where: Path, count: int, runs: int, synchronous_commit: bool) -> Round:
     with tempfile.TemporaryDirectory(prefix="atelier-cluster-", dir=where) as scratch:
         home = Path(scratch)
-        with (
-            fresh_database(admin, synchronous_commit) as url,
-            workers(url, home / "open", [{} for _ in range(count)]) as logs,
-        ):
-            ids, open_s, accepted = anyio.run(open_loop_round, url, home / "front", runs)
+        with fresh_database(admin, synchronous_commit) as url:
+            with workers(url, home / "open", [{} for _ in range(count)]) as logs:
+                ids, open_s, accepted = anyio.run(open_loop_round, url, home / "front", runs)
+            # Read once the workers have stopped: a job is marked succeeded just after its run ends.
             wrong = exactly_once(url, ids)
         with fresh_database(admin, synchronous_commit) as url:
             ids, _, _ = anyio.run(submit_all, url, home / "front-drain", runs)
