@@ -5,6 +5,7 @@ process, and the exactly-once check read from the ledger and the task queue (SQL
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -125,3 +126,16 @@ def exactly_once(url: str, run_ids: list[str]) -> list[str]:
 def load() -> str:
     """The load averages (1, 5, 15 min) on this machine, for the figures beside them."""
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def commit_cost(admin: str, synchronous_commit: bool = True, commits: int = 200) -> float:
+    """Seconds per one-row INSERT and commit, one after another, in a fresh database on `admin`'s
+    server: what each of a run's ledger and task-queue writes pays at least."""
+    import psycopg
+
+    with fresh_database(admin, synchronous_commit) as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(b"CREATE TABLE bench_commits (n bigint)")
+        started = time.perf_counter()
+        for n in range(commits):
+            conn.execute(b"INSERT INTO bench_commits VALUES (%s)", (n,))
+        return (time.perf_counter() - started) / commits

@@ -10,7 +10,8 @@ reference below. R preview runs (64x64) are submitted one after another; the rat
 time from the first submit to the latest `finished_at` in the ledger (workers and bench share
 one clock). Printed beside it: how fast the front door accepted them, and the scaling (N vs 1).
 
-Reference in the same run: the single-box engine (SQLite, in-process dispatch), the same R runs
+References in the same run: one commit's cost on this PostgreSQL (a one-row INSERT, one after
+another, in a fresh database: each write of a run pays at least that), and the single-box engine (SQLite, in-process dispatch), the same R runs
 submitted the same way (bench/engine_throughput.py's open loop), its data directory in the same
 place. The machine is shared: the load averages are printed with the figures. Every worker,
 PostgreSQL and this process share its cores, so more workers than cores measure contention too.
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.cluster_nodes import (
     admin_url,
+    commit_cost,
     exactly_once,
     fresh_database,
     front_door_settings,
@@ -123,6 +125,11 @@ def main() -> int:
     admin = admin_url(options.database_url)
     options.dir.mkdir(parents=True, exist_ok=True)
     print(f"load before: {load()} (1/5/15 min averages)")
+    print(
+        f"reference: one commit (a one-row INSERT) on this PostgreSQL "
+        f"{commit_cost(admin, not options.no_synchronous_commit) * 1000:.2f} ms"
+        f"{' (synchronous_commit off)' if options.no_synchronous_commit else ''}"
+    )
 
     reference: list[float] = []
     cluster: dict[int, list[Round]] = {count: [] for count in counts}
