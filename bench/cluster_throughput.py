@@ -6,15 +6,24 @@ concurrency) and one front door: an engine in this process with ATELIER_DISPATCH
 that accepts and executes nothing, as `atelier serve` does without --execute. The engine API is
 used, not HTTP, so the figure is the cluster's (accepting a run = its row and its job in one
 transaction; workers taking jobs, rendering, recording), not an HTTP client's, and matches the
-reference below. R preview runs (64x64) are submitted one after another; the rate is R over the
-time from the first submit to the latest `finished_at` in the ledger (workers and bench share
-one clock). Printed beside it: how fast the front door accepted them, and the scaling (N vs 1).
+reference below. R preview runs (64x64) are submitted one after another, and two rates printed:
+
+  open      submitted while the workers run: R over the time from the first submit to the latest
+            `finished_at` in the ledger (workers and bench share one clock). The front door's
+            acceptance (each run and its job in one transaction) is part of it; its own rate is
+            printed beside it.
+  drained   the R runs queued first, then the workers started (together): R over the time from
+            the ledger's first `started_at` to its latest `finished_at`: what the workers take
+            and finish, without the front door.
+
+and for each, the scaling (N workers vs 1).
 
 References in the same run: one commit's cost on this PostgreSQL (a one-row INSERT, one after
-another, in a fresh database: each write of a run pays at least that), and the single-box engine (SQLite, in-process dispatch), the same R runs
-submitted the same way (bench/engine_throughput.py's open loop), its data directory in the same
-place. The machine is shared: the load averages are printed with the figures. Every worker,
-PostgreSQL and this process share its cores, so more workers than cores measure contention too.
+another, in a fresh database: each write of a run pays at least that), and the single-box
+engine (SQLite, in-process dispatch) on the same R runs submitted the same way
+(bench/engine_throughput.py's open loop), its data directory in the same place. The machine is
+shared: the load averages are printed with the figures. The workers, PostgreSQL and this
+process share its cores, so more workers than cores measure contention too.
 
 Exactly once, checked after every cluster round: each run completed with attempts 1, one
 image, one procrastinate job (succeeded). Exits 1 if a run fails or any of that is not so;
