@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cluster_nodes import (
     admin_url,
     exactly_once,
+    explain,
     fresh_database,
     front_door_settings,
     load,
@@ -86,8 +87,7 @@ def cluster_round(
         # Read once the workers have stopped: a job is marked succeeded just after its run ends.
         wrong = exactly_once(url, ids)
     if wrong:
-        for log in logs:
-            print(f"--- {log}\n{log.read_text()[-2000:]}", file=sys.stderr)
+        explain(logs, wrong)
     return elapsed, wrong
 
 

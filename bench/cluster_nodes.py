@@ -5,6 +5,7 @@ process, and the exactly-once check read from the ledger and the task queue (SQL
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -139,3 +140,15 @@ def commit_cost(admin: str, synchronous_commit: bool = True, commits: int = 200)
         for n in range(commits):
             conn.execute(b"INSERT INTO bench_commits VALUES (%s)", (n,))
         return (time.perf_counter() - started) / commits
+
+
+def explain(logs: list[Path], wrong: list[str], lines: int = 20) -> None:
+    """Print (stderr) what the workers logged about the runs in `wrong`, and their warnings and errors."""
+    ids = [problem.split(":", 1)[0] for problem in wrong]
+    for log in logs:
+        said = [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line or any(run_id in line for run_id in ids)
+        ]
+        print(f"--- {log}", *said[-lines:], sep="\n", file=sys.stderr)

@@ -55,6 +55,7 @@ from bench.cluster_nodes import (
     admin_url,
     commit_cost,
     exactly_once,
+    explain,
     fresh_database,
     front_door_settings,
     load,
@@ -107,8 +108,7 @@ def cluster_round(admin: str, where: Path, count: int, runs: int, synchronous_co
                 drain_s = anyio.run(drained, url, runs)
             wrong += exactly_once(url, ids)
         if wrong:
-            for log in logs + more_logs:
-                print(f"--- {log}\n{log.read_text()[-2000:]}", file=sys.stderr)
+            explain(logs + more_logs, wrong)
         return Round(open_s, drain_s, accepted, wrong)
 
 
