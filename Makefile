@@ -81,7 +81,9 @@ BENCHES = bench/engine_throughput.py \
   bench/pod_publish_calls.py \
   bench/ledger_scale.py \
   bench/studio_gallery.py \
-  bench/pg_event_latency.py
+  bench/pg_event_latency.py \
+  bench/cluster_throughput.py \
+  bench/cluster_keep_busy.py
 
 # Every benchmark runs, even after one misses its goal; the target fails at the end, naming them.
 bench: $(VENV)/.dev wrk browser
