@@ -62,7 +62,7 @@ wrk:
 test: $(VENV)/.dev browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -n auto --maxprocesses=4
+	$(BIN)/python -m pytest -n auto --maxprocesses=4 --dist loadfile
 
 BENCHES = bench/engine_throughput.py \
   bench/mcp_cold_start.py \
