@@ -7,10 +7,12 @@ worker collected from ComfyUI; S3 artifacts across separate homes are not exerci
 
 Every test uses the module's cluster and leaves it as it found it (all nodes up, the fakes at
 their fast speed), so the tests hold in any order; each counts only its own runs (a tag in their
-prompts). The suite runs under xdist with `--dist loadfile` (Makefile), so the module's tests share
-one cluster in one process (one cluster needs ~45 of PostgreSQL's 100 connections; a cluster per
-xdist process would not fit). The fakes' `prompt_seconds` knob slows a test's prompts so they are caught while they
+prompts). The fakes' `prompt_seconds` knob slows a test's prompts so they are caught while they
 render; workers beat and give up on each other quickly (see `dispatch_nodes.node_env`).
+
+The suite runs under xdist with `--dist loadfile` (Makefile), so the module's tests share one
+cluster in one process: a cluster holds ~45 of PostgreSQL's 100 connections (few per node:
+ATELIER_DATABASE_POOL_SIZE=3, `--concurrency 4`), and one per xdist process would not fit.
 """
 
 from __future__ import annotations
