@@ -1,11 +1,12 @@
 """Nodes of a procrastinate dispatch for the tests: a fresh PostgreSQL database, `atelier worker`
-processes (real ones, their output in a log file), and reading the ledger and the task queue as an
+processes (real ones, their output in a log file), fake ComfyUI servers for them, and reading the ledger and the task queue as an
 operator would (SQL)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import httpx
 import pytest
 
+from tests.fakes.comfyui import FakeComfyUI, serve_fake
 from tests.ledgers import TEST_DATABASE_URL
 from tests.procs import atelier_command, atelier_env
 
@@ -133,3 +136,31 @@ def ledger_run(url: str, run_id: str) -> tuple[str, int, int]:
     """(status, attempts, step) as the ledger has them."""
     [row] = rows(url, "SELECT status, attempts, step FROM runs WHERE id = %s", run_id)
     return row
+
+
+@contextmanager
+def fake_comfyui(prompt_seconds: float) -> Iterator[tuple[FakeComfyUI, str]]:
+    """A fake ComfyUI server on a loopback port, in a thread of its own (the nodes are processes)."""
+    fake = FakeComfyUI(prompt_seconds=prompt_seconds)
+    ready: list[str] = []
+    stop = threading.Event()
+
+    async def run() -> None:
+        async with serve_fake(fake) as server:
+            ready.append(server.url)
+            while not stop.is_set():
+                await anyio.sleep(0.05)
+
+    thread = threading.Thread(target=anyio.run, args=(run,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: ready, 10)
+        yield fake, ready[0]
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def comfyui_env(*urls: str) -> dict[str, str]:
+    """A node's settings for rendering on these ComfyUI servers."""
+    return {"ATELIER_BACKEND": "comfyui", "ATELIER_COMFYUI_URLS": ",".join(urls)}

@@ -5,17 +5,16 @@ again); a cancel sent to the front door interrupts the prompt the worker is foll
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 
 from tests.dispatch_nodes import (
     NODES,
+    comfyui_env,
+    fake_comfyui,
     fresh_database,
     ledger_run,
     node_env,
@@ -25,7 +24,6 @@ from tests.dispatch_nodes import (
     wait_for,
     worker,
 )
-from tests.fakes.comfyui import FakeComfyUI, serve_fake
 from tests.procs import serve
 
 pytestmark = NODES
@@ -35,33 +33,6 @@ pytestmark = NODES
 def database_url() -> Iterator[str]:
     with fresh_database() as url:
         yield url
-
-
-@contextmanager
-def fake_comfyui(prompt_seconds: float) -> Iterator[tuple[FakeComfyUI, str]]:
-    """A fake ComfyUI server on a loopback port, in a thread of its own (the nodes are processes)."""
-    fake = FakeComfyUI(prompt_seconds=prompt_seconds)
-    ready: list[str] = []
-    stop = threading.Event()
-
-    async def run() -> None:
-        async with serve_fake(fake) as server:
-            ready.append(server.url)
-            while not stop.is_set():
-                await anyio.sleep(0.05)
-
-    thread = threading.Thread(target=anyio.run, args=(run,), daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: ready, 10)
-        yield fake, ready[0]
-    finally:
-        stop.set()
-        thread.join(10)
-
-
-def comfyui_env(url: str) -> dict[str, str]:
-    return {"ATELIER_BACKEND": "comfyui", "ATELIER_COMFYUI_URLS": url}
 
 
 def handle_of(url: str, run_id: str) -> str | None:
