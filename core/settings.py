@@ -236,7 +236,11 @@ class Settings(BaseModel):
         description="A worker silent this long is presumed dead: its runs are queued again for another worker.",
     )
     database_pool_size: int = Field(
-        default=10, ge=1, le=200, description="Most connections this process opens to ATELIER_DATABASE_URL."
+        default=10,
+        ge=1,
+        le=200,
+        description="Most connections of this process's ledger pool on ATELIER_DATABASE_URL (the event "
+        "relay opens 2 more, a worker's task queue its own).",
     )
     ledger_sync: Literal["normal", "full"] = Field(
         default="normal", description="SQLite synchronous mode: normal survives crashes, full power loss."
