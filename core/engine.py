@@ -53,7 +53,7 @@ from core.images import ImageKind
 from core.kinds import Attempt, AttemptFailed, Queueing, RunHandler
 from core.ledger import Increment, Ledger
 from core.management import RunManagement
-from core.models import Priority, Run, RunKind, RunStatus
+from core.models import ACTIVE_STATUSES, Priority, Run, RunKind, RunStatus
 from core.progress import LiveProgress
 from core.publishing import Publisher
 from core.publishing.catalog import load_catalog
@@ -70,7 +70,6 @@ from core.training.trainings import Trainings
 
 log = logging.getLogger("atelier.engine")
 
-_ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 PROGRESS_FLUSH_S = 1.0
 PUBLISHING_CONCURRENCY = 2
 Role = Literal["owner", "shared", "client"]
@@ -325,7 +324,7 @@ class Engine(RunManagement, HeldRuns):
         that backend, which collects the outputs, follows the work, or runs it again if the
         backend has forgotten it.
         """
-        for run in await self.ledger.runs_in(_ACTIVE):
+        for run in await self.ledger.runs_in(ACTIVE_STATUSES):
             if self._own is not None and run.id not in self._own:
                 continue  # a short-lived command leaves other runs to a long-lived process
             if run.kind is RunKind.BATCH:

@@ -27,12 +27,11 @@ from core.events import Event, EventBus
 from core.ids import check_filename, check_run_id
 from core.kinds import RunHandler
 from core.ledger import Ledger
-from core.models import Artifact, LogEntry, Page, Run, RunKind, RunStatus, parse_filter
+from core.models import ACTIVE_STATUSES, Artifact, LogEntry, Page, Run, RunKind, RunStatus, parse_filter
 from core.progress import LiveProgress
 from core.relay import EventRelay
 from core.scheduler import Scheduler
 
-_ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 _RETRYABLE_FROM = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 MAX_PAGE = 200
 log = logging.getLogger("atelier.engine")
@@ -136,7 +135,9 @@ class RunManagement:
         run = await self.get_run(run_id)
         if run.kind is not RunKind.BATCH:
             return await self._cancel_one(run_id)
-        for child in (await self.ledger.list_runs(parent_id=run_id, statuses=_ACTIVE, limit=MAX_BATCH)).items:
+        for child in (
+            await self.ledger.list_runs(parent_id=run_id, statuses=ACTIVE_STATUSES, limit=MAX_BATCH)
+        ).items:
             await self._cancel_one(child.id)
         await self._batches.refresh(run_id)
         return await self.get_run(run_id)
@@ -144,7 +145,7 @@ class RunManagement:
     async def _cancel_one(self, run_id: str) -> Run:
         run = await self.ledger.update_run(
             run_id,
-            expect=_ACTIVE,
+            expect=ACTIVE_STATUSES,
             status=RunStatus.CANCELLED,
             finished_at=time.time(),
             message="cancelled",

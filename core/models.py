@@ -58,6 +58,8 @@ class RunStatus(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+# Waiting or executing: what recovery, cancel and a character's training list look for.
+ACTIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
 
 
 class RunKind(enum.StrEnum):

@@ -31,7 +31,7 @@ from core.characters.models import Character, slug_of
 from core.errors import BackendError, CharacterNotFound, Conflict, InvalidInput
 from core.kinds import Attempt, AttemptFailed, Completion, Queueing
 from core.ledger import Ledger
-from core.models import Run, RunKind, RunStatus
+from core.models import ACTIVE_STATUSES, Run, RunKind
 from core.settings import Settings
 from core.training import TrainedLora, Trainer, TrainingImage, TrainingJob
 from core.training.parameters import check_parameters
@@ -95,7 +95,7 @@ class TrainingKind:
 
     async def runs_of(self, character_id: str, active_only: bool = False) -> list[Run]:
         """A character's training runs, newest first (training runs are few: a scan is cheap)."""
-        statuses = {RunStatus.QUEUED, RunStatus.RUNNING} if active_only else None
+        statuses = ACTIVE_STATUSES if active_only else None
         runs: list[Run] = []
         cursor = None
         while True:
