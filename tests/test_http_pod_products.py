@@ -73,6 +73,15 @@ async def test_generate_tshirt_and_hoodie_published_on_the_storefront(tmp_path: 
                 timeout=120,
                 what="job:update completed",
             )
+            # Its `log` line is emitted just after the update: wait for it, not only the update.
+            await wait_until(
+                lambda: any(
+                    job_id in line["message"] and "completed" in line["message"]
+                    for line in listener.of("log")
+                ),
+                timeout=10,
+                what="the completed log line",
+            )
             updates = listener.of("job:update", job_id)
             assert [u["status"] for u in updates] == ["pending", "running", "completed"]
             progress = [p["progress"] for p in listener.of("job:progress", job_id)]

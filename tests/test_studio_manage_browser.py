@@ -116,6 +116,8 @@ async def test_a_character_is_created_given_images_trained_with_its_loss_drawn_a
 
         # Delete, after confirming in the dialog.
         await page.click("text=Mara Quinn")
+        # The page's script must have run (at "load") before its button does anything.
+        await page.wait_for_url("**/characters/char-*")
         await page.click("#delete")
         await page.locator("#delete-dialog").wait_for(state="visible")
         await page.click("#delete-confirm")
