@@ -16,12 +16,20 @@ from pathlib import Path
 
 from core.ledger.sqlite_writes import is_busy
 
+# The page size of a new ledger file. Every commit appends each page it changed to the WAL, whole,
+# and a run's transitions change ~14 small pieces of pages (its row, its index entries, its log
+# lines, the counts): 2 KB pages made a commit ~20% cheaper than SQLite's default 4 KB (10% of
+# a run's ledger time on tmpfs), while a run's row (~0.5 KB) still fits a page several times.
+PAGE_SIZE = 2048
+
 
 def connect(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
     """A connection to the ledger file in WAL mode, waiting up to `busy_ms` for a lock."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    # Takes effect only when the file is created (an existing ledger keeps its page size).
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
     # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once, without
     # its busy handler, while another process is doing the same: try again until the busy timeout.
     deadline = time.monotonic() + busy_ms / 1000
