@@ -139,27 +139,49 @@ def _probe(root: Path) -> dict[str, object]:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    """`data` in a temporary file beside `path`, then renamed over it (a reader sees the old
-    file or the new one, never half of one). Plain `os` calls: a run's small image costs these
-    five system calls and little else."""
+    """`data` at `path`, which a reader sees whole or not at all. Plain `os` calls: a run's small
+    image costs a few system calls and little else.
+
+    In a folder made just now (a run's first file) nobody knows the file yet (a run's files are
+    listed only once it is recorded completed), so it is created there directly. Otherwise it is
+    written to a temporary file beside `path` and renamed over it: a reader sees the old file or
+    the new one. A write that fails leaves no file behind."""
     folder, name = os.path.split(path)
     try:
-        os.mkdir(folder)  # a run's first file: its folder is new
+        os.mkdir(folder)
     except FileExistsError:
         pass
     except FileNotFoundError:
         os.makedirs(folder, exist_ok=True)
+    else:
+        try:
+            _write_file(path, data, os.O_EXCL)
+            return
+        except FileExistsError:  # another process put it there meanwhile
+            pass
     tmp = f"{folder}/.{name}.{os.getpid()}.tmp"
+    _write_file(tmp, data, os.O_TRUNC)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_file(path: str, data: bytes, mode: int) -> None:
+    """`data` in the file at `path`, opened with `mode` (`O_EXCL`: created, FileExistsError if
+    there is one; `O_TRUNC`: written over), and removed again if the write fails (a full disk
+    must not also keep half a file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode | os.O_CLOEXEC, 0o666)
+    try:
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)  # a full disk must not also keep half a file
+            os.unlink(path)
         raise
