@@ -43,6 +43,7 @@ from core.ledger.sqlite_connections import connect, migrate
 from core.ledger.sqlite_products import SQLiteProducts
 from core.ledger.sqlite_queries import (
     ADD_LOG,
+    INSERT_RUN,
     PUT_ARTIFACT,
     mean_duration_query,
     update_of,
@@ -90,7 +91,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts, RunReads):
         # mean_duration's answers, each with the `data_version` it was read at.
         self._means: dict[tuple[Any, ...], tuple[int, float | None]] = {}
         # UPDATE statements by the shape of the change: built once, not on every transition.
-        self._update_sql: dict[tuple[Any, ...], str] = {}
+        self._update_sql: dict[tuple[Any, ...], Any] = {}
 
     @classmethod
     def open(cls, path: Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0) -> SQLiteLedger:
@@ -157,12 +158,8 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts, RunReads):
         def insert(conn: sqlite3.Connection) -> None:
             for run in runs:
                 values = run_values(run)
-                values.pop("seq")
-                names = ", ".join(values)
-                marks = ", ".join("?" for _ in values)
-                row = conn.execute(
-                    f"INSERT INTO runs ({names}) VALUES ({marks}) RETURNING seq", tuple(values.values())
-                ).fetchone()
+                del values["seq"]
+                row = conn.execute(INSERT_RUN, tuple(values.values())).fetchone()
                 run.seq = row[0]
                 if log:
                     conn.execute(

@@ -16,7 +16,7 @@ from typing import Any
 
 from core.errors import InvalidInput
 from core.ledger import Increment
-from core.ledger.sqlite_rows import RUN_COLUMNS, to_column
+from core.ledger.sqlite_rows import RUN_COLUMNS, column_converter
 from core.models import RunKind, RunStatus
 
 _UPDATABLE = frozenset(
@@ -35,6 +35,12 @@ _RUN_WITH_ARTIFACTS = (
 )
 RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
 RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
+# A new run's row: every column but `seq`, which SQLite numbers (and the statement returns).
+_NEW_RUN_COLUMNS = RUN_COLUMNS.removeprefix("seq, ")
+INSERT_RUN = (
+    f"INSERT INTO runs ({_NEW_RUN_COLUMNS}) "
+    f"VALUES ({', '.join('?' for _ in _NEW_RUN_COLUMNS.split(', '))}) RETURNING seq"
+)
 # A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
 ADD_LOG = (
     "INSERT INTO run_logs (run_id, id, at, level, message) "
@@ -180,22 +186,32 @@ def update_of(
     run_id: str,
     expect: Collection[RunStatus] | None,
     changes: dict[str, Any],
-    statements: dict[tuple[Any, ...], str],
+    statements: dict[tuple[Any, ...], Any],
     dialect: Callable[[str], str] = str,
 ) -> tuple[str, list[Any]]:
-    """The UPDATE of `update_run` (built once per shape of change, in `dialect`, and kept in
-    `statements`) and its arguments."""
-    shape = (
-        tuple((name, isinstance(value, Increment)) for name, value in changes.items()),
-        status_values(expect),
-    )
-    sql = statements.get(shape)
-    if sql is None:
-        sql = statements[shape] = dialect(update_statement(*shape))
-    args = [to_column(name, value) for name, value in changes.items()]
+    """The UPDATE of `update_run` and its arguments. Every run's transitions pass here, so what
+    depends only on the shape of the change (which columns, the types of their values, the
+    statuses expected) is worked out once, in `dialect`, and kept in `statements`: the statement,
+    how each value is stored (`column_converter`), the expected statuses' values."""
+    expected = None if expect is None else tuple(expect)
+    shape = (tuple(changes), tuple(map(type, changes.values())), expected)
+    known = statements.get(shape)
+    if known is None:
+        names, kinds, _ = shape
+        expected_values = status_values(expected)
+        columns = tuple((name, kind is Increment) for name, kind in zip(names, kinds, strict=True))
+        known = statements[shape] = (
+            dialect(update_statement(columns, expected_values)),
+            tuple(column_converter(name, kind) for name, kind in zip(names, kinds, strict=True)),
+            expected_values or (),
+        )
+    sql, converters, expected_values = known
+    args = [
+        value if convert is None else convert(value)
+        for convert, value in zip(converters, changes.values(), strict=True)
+    ]
     args.append(run_id)
-    if shape[1] is not None:
-        args.extend(shape[1])
+    args.extend(expected_values)
     return sql, args
 
 

@@ -13,7 +13,8 @@ by one compact encoder built once.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from core.ledger import Increment
@@ -37,15 +38,18 @@ _STATUSES = {status.value: status for status in RunStatus}
 _PRIORITIES = {priority.value: priority for priority in Priority}
 
 
-def to_column(name: str, value: Any) -> Any:
-    """What column `name` of a run stores for `value` (a field's new value in an update)."""
-    if name in _JSON_COLUMNS:
-        return None if value is None else to_json(value)
-    if isinstance(value, _ENUMS):
-        return value.value
-    if isinstance(value, Increment):
-        return int(value)
-    return value
+def column_converter(name: str, kind: type) -> Callable[[Any], Any] | None:
+    """How column `name` of a run stores a new value of type `kind` (None: as it is)."""
+    if name in _JSON_COLUMNS and kind is not type(None):
+        return to_json
+    if issubclass(kind, _ENUMS):
+        return _value_of
+    if issubclass(kind, Increment):
+        return int
+    return None
+
+
+_value_of = attrgetter("value")
 
 
 def run_values(run: Run) -> dict[str, Any]:

@@ -62,7 +62,7 @@ class PostgresLedger(PostgresCharacters, PostgresProducts, RunReads):
     def __init__(self, connections: Connections) -> None:
         self._connections = connections
         # UPDATE statements by the shape of the change: built once, not on every transition.
-        self._update_sql: dict[tuple[Any, ...], str] = {}
+        self._update_sql: dict[tuple[Any, ...], Any] = {}
         # Called in the transaction that inserts runs, with its connection: a dispatch defers the
         # runs' jobs there, so a run is never recorded without its job, nor a job without its run.
         self.on_insert_runs: Callable[[Conn, Sequence[Run]], Awaitable[None]] | None = None
