@@ -79,6 +79,9 @@ class Subscription:
 class EventBus:
     def __init__(self) -> None:
         self._subscribers: dict[str | None, set[Subscription]] = defaultdict(set)
+        # Subscriptions that take progress events: none (the usual case with no client
+        # following) lets every step a backend reports skip the lookups.
+        self._progress_takers = 0
 
     def subscribe(
         self, run_id: str | None = None, *, maxlen: int = 1024, progress: bool = True
@@ -87,12 +90,16 @@ class EventBus:
         (a waiter that only needs the end)."""
         subscription = Subscription(self, run_id, maxlen, progress)
         self._subscribers[run_id].add(subscription)
+        if progress:
+            self._progress_takers += 1
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self._subscribers.get(subscription.run_id)
-        if subscribers is not None:
+        if subscribers is not None and subscription in subscribers:
             subscribers.discard(subscription)
+            if subscription.progress:
+                self._progress_takers -= 1
             if not subscribers:
                 del self._subscribers[subscription.run_id]
 
@@ -110,6 +117,8 @@ class EventBus:
 
     def wants_progress(self, run_id: str) -> bool:
         """Whether anybody takes `run_id`'s progress events (a run reports many steps a second)."""
+        if not self._progress_takers:
+            return False
         for key in (run_id, None):
             subscribers = self._subscribers.get(key)
             if subscribers and any(s.progress for s in subscribers):
