@@ -52,7 +52,7 @@ from core.ledger.sqlite_rows import (
     ARTIFACT_COLUMNS,
     artifact_from_row,
     artifact_rows,
-    run_values,
+    new_run_row,
     to_json,
 )
 from core.ledger.sqlite_writes import BACKSTOP_CHECKPOINT_PAGES, Checkpointer, GroupWriter
@@ -157,9 +157,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts, RunReads):
     async def insert_runs(self, runs: Sequence[Run], log: str | None = None) -> list[Run]:
         def insert(conn: sqlite3.Connection) -> None:
             for run in runs:
-                values = run_values(run)
-                del values["seq"]
-                row = conn.execute(INSERT_RUN, tuple(values.values())).fetchone()
+                row = conn.execute(INSERT_RUN, new_run_row(run)).fetchone()
                 run.seq = row[0]
                 if log:
                     conn.execute(

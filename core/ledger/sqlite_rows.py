@@ -52,33 +52,32 @@ def column_converter(name: str, kind: type) -> Callable[[Any], Any] | None:
 _value_of = attrgetter("value")
 
 
-def run_values(run: Run) -> dict[str, Any]:
-    """A run's row, column by column, in `RUN_COLUMNS`' order."""
-    return {
-        "seq": run.seq,
-        "id": run.id,
-        "kind": run.kind.value,
-        "parent_id": run.parent_id,
-        "status": run.status.value,
-        "priority": run.priority.value,
-        "progress": run.progress,
-        "step": run.step,
-        "max_steps": run.max_steps,
-        "message": run.message,
-        "inputs": to_json(run.inputs),
-        "result": None if run.result is None else to_json(run.result),
-        "error": run.error,
-        "attempts": run.attempts,
-        "max_attempts": run.max_attempts,
-        "timeout_s": run.timeout_s,
-        "idempotency_key": run.idempotency_key,
-        "backend": run.backend,
-        "backend_handle": run.backend_handle,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "meta": None if run.meta is None else to_json(run.meta),
-    }
+def new_run_row(run: Run) -> tuple[Any, ...]:
+    """A new run's row: every column of `RUN_COLUMNS` but `seq` (the ledger numbers it), in order."""
+    return (
+        run.id,
+        run.kind.value,
+        run.parent_id,
+        run.status.value,
+        run.priority.value,
+        run.progress,
+        run.step,
+        run.max_steps,
+        run.message,
+        to_json(run.inputs),
+        None if run.result is None else to_json(run.result),
+        run.error,
+        run.attempts,
+        run.max_attempts,
+        run.timeout_s,
+        run.idempotency_key,
+        run.backend,
+        run.backend_handle,
+        run.created_at,
+        run.started_at,
+        run.finished_at,
+        None if run.meta is None else to_json(run.meta),
+    )
 
 
 def run_from_row(row: Sequence[Any]) -> Run:

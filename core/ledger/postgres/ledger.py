@@ -24,26 +24,22 @@ from core.ledger.postgres.connections import Connections, pg
 from core.ledger.postgres.products import PostgresProducts
 from core.ledger.shared_reads import RunReads
 from core.ledger.sqlite_queries import (
+    INSERT_RUN,
     mean_duration_query,
     update_of,
 )
 from core.ledger.sqlite_rows import (
     ARTIFACT_COLUMNS,
-    RUN_COLUMNS,
     artifact_from_row,
     artifact_rows,
-    run_values,
+    new_run_row,
     to_json,
 )
 from core.models import Artifact, Run, RunKind, RunStatus
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
-_INSERT_COLUMNS = [name.strip() for name in RUN_COLUMNS.split(",") if name.strip() != "seq"]
-_INSERT_RUN = (
-    f"INSERT INTO runs ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('%s' for _ in _INSERT_COLUMNS)}) "
-    "RETURNING seq"
-)
+_INSERT_RUN = pg(INSERT_RUN)
 _ADD_LOG = "INSERT INTO run_logs (run_id, at, level, message) VALUES (%s, %s, %s, %s)"
 _PUT_ARTIFACT = (
     "INSERT INTO artifacts (run_id, filename, media_type, size, sha256, storage_key, width, height) "
@@ -105,9 +101,7 @@ class PostgresLedger(PostgresCharacters, PostgresProducts, RunReads):
         async def insert(conn: Conn) -> list[int]:
             seqs = []
             for run in runs:
-                values = run_values(run)
-                values.pop("seq")
-                row = await (await conn.execute(_INSERT_RUN, tuple(values.values()))).fetchone()
+                row = await (await conn.execute(_INSERT_RUN, new_run_row(run))).fetchone()
                 seqs.append(row[0])  # type: ignore[index]
                 if log:
                     await conn.execute(_ADD_LOG, (run.id, run.created_at, "info", log))
