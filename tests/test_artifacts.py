@@ -54,10 +54,13 @@ def s3_store(s3: S3Server, bucket: str | None = None, *, url: str | None = None)
     )
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+@pytest.fixture(params=["filesystem", "filesystem-slow-disk", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "filesystem":
         return FilesystemStore(tmp_path / "artifacts")
+    if request.param == "filesystem-slow-disk":
+        # Every write counted slow: small files go through the worker thread, as on a slow disk.
+        return FilesystemStore(tmp_path / "artifacts", slow_write_s=0.0)
     return s3_store(request.getfixturevalue("s3"))
 
 
