@@ -27,7 +27,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,20 @@ class OpenLoop:
     read_us: float  # reading one finished run back, after the clock stopped
 
 
-def file_create_cost(where: Path, files: int = 500) -> float:
+@contextmanager
+def fresh_dir(where: Path, prefix: str, remove: bool = True) -> Iterator[str]:
+    """A new folder in `where`, removed afterwards unless not `remove` (then its caller's folder
+    goes later: see `main`)."""
+    if not remove:
+        yield tempfile.mkdtemp(prefix=prefix, dir=where)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=where) as path:
+        yield path
+
+
+def file_create_cost(where: Path, files: int = 500, remove: bool = True) -> float:
     """Seconds per mkdir + small file write in `where`: what each run pays the filesystem."""
-    with tempfile.TemporaryDirectory(prefix="atelier-fs-", dir=where) as scratch:
+    with fresh_dir(where, "atelier-fs-", remove) as scratch:
         started = time.perf_counter()
         for index in range(files):
             folder = Path(scratch) / str(index)
@@ -102,8 +114,10 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def open_loop(runs: int, where: Path, backend: GenerationBackend | None = None) -> OpenLoop:
-    with tempfile.TemporaryDirectory(prefix="atelier-bench-", dir=where) as home:
+async def open_loop(
+    runs: int, where: Path, backend: GenerationBackend | None = None, remove: bool = True
+) -> OpenLoop:
+    with fresh_dir(where, "atelier-bench-", remove) as home:
         settings = Settings.from_env({}, home=Path(home), local_step_ms=0)
         backends = None if backend is None else {"local": backend}
         async with Engine.open(settings, backends=backends) as engine:
@@ -124,8 +138,8 @@ async def open_loop(runs: int, where: Path, backend: GenerationBackend | None = 
     )
 
 
-async def closed_loop(runs: int, where: Path) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory(prefix="atelier-bench-", dir=where) as home:
+async def closed_loop(runs: int, where: Path, remove: bool = True) -> tuple[float, float]:
+    with fresh_dir(where, "atelier-bench-", remove) as home:
         settings = Settings.from_env({}, home=Path(home), local_step_ms=0)
         async with Engine.open(settings) as engine:
             latencies = []
@@ -153,19 +167,30 @@ def _report(name: str, rounds: list[OpenLoop], goal: str, met: bool) -> None:
 
 async def main(runs: int, rounds: int, disk: Path, tmpfs: Path) -> int:
     disk.mkdir(parents=True, exist_ok=True)
+    # Every round's data directory stays until the end: removing one as soon as its round ended
+    # slowed the next rounds on this machine's disk (ext4 mounted with `discard` trims freed
+    # blocks for seconds after a removal: a file create there went from ~85 us to ~900 us).
+    with (
+        tempfile.TemporaryDirectory(prefix="atelier-bench-", dir=tmpfs) as tmpfs_scratch,
+        tempfile.TemporaryDirectory(prefix="atelier-bench-", dir=disk) as disk_scratch,
+    ):
+        return await _measure(runs, rounds, Path(disk_scratch), Path(tmpfs_scratch))
+
+
+async def _measure(runs: int, rounds: int, disk: Path, tmpfs: Path) -> int:
     png = render_png(PARAMS["prompt"], "", 1, 64, 64)
     places = {"tmpfs": tmpfs, "disk": disk}
     print(
-        f"references: mkdir + file write {file_create_cost(tmpfs) * 1e6:.0f} us on tmpfs ({tmpfs}), "
-        f"{file_create_cost(disk) * 1e6:.0f} us on the default disk ({disk}); "
-        f"one 64x64 preview rendered alone {render_cost() * 1e6:.0f} us"
+        f"references: mkdir + file write {file_create_cost(tmpfs, remove=False) * 1e6:.0f} us on tmpfs "
+        f"({tmpfs.parent}), {file_create_cost(disk, remove=False) * 1e6:.0f} us on the default disk "
+        f"({disk.parent}); one 64x64 preview rendered alone {render_cost() * 1e6:.0f} us"
     )
     measured: dict[str, list[OpenLoop]] = {"tmpfs": [], "disk": [], "own": []}
     for _ in range(rounds):  # interleaved, so a burst of load elsewhere spreads over all three
         for place, where in places.items():
-            measured[place].append(await open_loop(runs, where))
-        measured["own"].append(await open_loop(runs, tmpfs, FixedPngBackend(png)))
-    closed = [await closed_loop(min(runs, 500), tmpfs) for _ in range(rounds)]
+            measured[place].append(await open_loop(runs, where, remove=False))
+        measured["own"].append(await open_loop(runs, tmpfs, FixedPngBackend(png), remove=False))
+    closed = [await closed_loop(min(runs, 500), tmpfs, remove=False) for _ in range(rounds)]
 
     def rate(key: str) -> float:
         return statistics.median(r.runs_s for r in measured[key])
