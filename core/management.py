@@ -19,6 +19,7 @@ import anyio
 
 from core import waiting
 from core.artifacts import ArtifactStore, ArtifactStream, run_prefix
+from core.backends import Progress
 from core.batches import MAX_BATCH, BatchRefresher
 from core.bundles import Bundle, Bundles
 from core.dispatch import Dispatch
@@ -66,6 +67,11 @@ class RunManagement:
         if run is None:
             raise RunNotFound(run_id)
         return self._progress.apply(run)
+
+    def live_progress(self, run_id: str) -> Progress | None:
+        """The progress `get_run` shows over the ledger's for `run_id`, if any: the same object
+        until the run's next step (what a caller keeping an answer compares)."""
+        return self._progress.of(run_id)
 
     async def get_run_by_seq(self, seq: int) -> Run:
         """The run with ledger sequence number `seq` (the id of contracts with integer ids)."""

@@ -53,9 +53,14 @@ class LiveProgress:
     def forget_elsewhere(self, run_id: str) -> None:
         self._elsewhere.pop(run_id, None)
 
+    def of(self, run_id: str) -> Progress | None:
+        """What `apply` shows of `run_id` over the ledger's progress, if anything: the same object
+        until a newer step replaces it."""
+        return self._latest.get(run_id) or self._elsewhere.get(run_id)
+
     def apply(self, run: Run) -> Run:
         """`run` as read from the ledger, with its latest progress if it is running."""
-        progress = self._latest.get(run.id) or self._elsewhere.get(run.id)
+        progress = self.of(run.id)
         if progress is None or run.status is not RunStatus.RUNNING:
             return run
         return replace(

@@ -7,11 +7,11 @@ log lines), so each contract keeps, per request, the last answer it built and it
 
 - a request's answer is built afresh only when the basis read for it differs from the kept one
   (a run's step, status, files, a new log line...); otherwise the kept bytes are sent again;
-- for a finished run the read itself is spared while the ledger's change marker
-  (`Ledger.change_marker`: SQLite's data_version, taken before the read the basis came from)
-  stands: nothing at all has been committed since, by this process or another (the CLI deleting
-  a run, a second server retrying one). A running run is always read: its progress lives in
-  memory, not in the ledger.
+- the read itself is spared while the ledger's change marker (`Ledger.change_marker`: SQLite's
+  data_version, taken before the read the basis came from) stands, since nothing at all has
+  been committed since, by this process or another (the CLI deleting a run, a second server
+  retrying one); and, for a run that is not finished, while its live progress (kept in memory,
+  not in the ledger: `Engine.live_progress`, taken before the read too) is the same object.
 
 So a retried, deleted or otherwise changed run is never answered from here. Answers that read
 more than their basis (a batch's children, a products run's products) are never kept, and their
@@ -40,11 +40,17 @@ def single(run: Run) -> Run | None:
     return None if run.kind is RunKind.BATCH else run
 
 
+# A live progress not known to be the basis's: the next request reads the run.
+_UNKNOWN = object()
+
+
 @dataclass(slots=True)
 class _Kept(Generic[Basis]):
-    # The marker taken before the read `basis` came from, for a finished run (None: not taken).
+    # The marker and the run's live progress taken before the read `basis` came from.
     marker: int | None
+    progress: object
     final: bool
+    run_id: str
     basis: Basis
     status: int
     body: bytes
@@ -93,10 +99,11 @@ class KeptAnswers:
         if key in self._unkept:
             return await render(await read())
         kept = self._kept.get(key)
-        marker = None
-        if kept is None or kept.final:
-            marker = self._engine.ledger.change_marker()
-            if kept is not None and marker is not None and kept.marker == marker:
+        marker = self._engine.ledger.change_marker()
+        progress: object = _UNKNOWN
+        if kept is not None:
+            progress = None if kept.final else self._engine.live_progress(kept.run_id)
+            if marker is not None and kept.marker == marker and kept.progress is progress:
                 return _Prepared(kept)
         try:
             basis = await read()
@@ -104,15 +111,19 @@ class KeptAnswers:
             self._kept.pop(key, None)  # the run is gone (or unreadable): so is its answer
             raise
         if kept is not None and kept.basis == basis:
-            kept.marker = marker if kept.final else None
+            kept.marker, kept.progress = marker, progress
             return _Prepared(kept)
         response = await render(basis)
         run = alone(basis)
         if run is not None and response.status_code == 200:
             final = run.status.is_final
+            if final:
+                progress = None
+            elif kept is None or kept.run_id != run.id:
+                progress = _UNKNOWN  # not taken before this read
             _make_room(self._kept, key, self._size)
             self._kept[key] = _Kept(
-                marker if final else None, final, basis, 200, bytes(response.body), list(response.raw_headers)
+                marker, progress, final, run.id, basis, 200, bytes(response.body), list(response.raw_headers)
             )
         else:
             self._kept.pop(key, None)
