@@ -205,7 +205,9 @@ def test_a_paused_worker_presumed_dead_drops_its_attempt_when_it_wakes(
         one.send_signal(signal.SIGSTOP)  # alive, but silent: presumed dead after 2 s
         try:
             with worker(tmp_path / "two", database_url, logs["two"]):
-                wait_for(lambda: ledger_run(database_url, run_id)[0] == "completed", 20, 0.2)
+                # The sweep presumes it dead after 2 s, then the run starts over (3 s): under a loaded
+                # CI machine a starting worker takes a good part of the rest.
+                wait_for(lambda: ledger_run(database_url, run_id)[0] == "completed", 60, 0.2)
                 one.send_signal(signal.SIGCONT)
                 # The first worker finishes its (stale) attempt: it must not record it.
                 wait_for(lambda: "another worker has taken it over" in logs["one"].read_text(), 10)
