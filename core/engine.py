@@ -355,17 +355,12 @@ class Engine(RunManagement, HeldRuns):
                 log_level="warning",
             )
         if run.attempts >= run.max_attempts:
-            failed = await self.ledger.update_run(
+            await self._fail_now(
                 run.id,
-                expect={RunStatus.RUNNING},
-                status=RunStatus.FAILED,
-                finished_at=time.time(),
-                error=f"interrupted by {after} on its last attempt ({run.attempts}/{run.max_attempts})",
-                log=f"interrupted by {after} on its last attempt",
-                log_level="error",
+                RunStatus.RUNNING,
+                f"interrupted by {after} on its last attempt ({run.attempts}/{run.max_attempts})",
+                f"interrupted by {after} on its last attempt",
             )
-            if failed:
-                self._publish_run(failed)
             return None
         return await self.ledger.update_run(
             run.id,
@@ -375,6 +370,21 @@ class Engine(RunManagement, HeldRuns):
             log=f"was running when {when}; queued to run again",
             log_level="warning",
         )
+
+    async def _fail_now(self, run_id: str, expect: RunStatus, error: str, log: str) -> None:
+        """Record a run that is still `expect` failed, with `error` and the log line `log`, and
+        publish it (nothing if it has moved on meanwhile)."""
+        failed = await self.ledger.update_run(
+            run_id,
+            expect={expect},
+            status=RunStatus.FAILED,
+            finished_at=time.time(),
+            error=error,
+            log=log,
+            log_level="error",
+        )
+        if failed is not None:
+            self._publish_run(failed)
 
     # -- submit -------------------------------------------------------------------------------
 

@@ -16,6 +16,13 @@ from core.settings import Settings
 from core.training import Trainer
 
 
+def _not_installed(setting: str, package: str, exc: ImportError) -> InvalidInput:
+    """The error of a setting whose library (of the `postgres` extra) is not installed."""
+    return InvalidInput(
+        setting, f"needs {package}, which is not installed ({exc}): pip install 'atelier-mcp[postgres]'"
+    )
+
+
 def make_ledger(settings: Settings) -> Ledger:
     """PostgreSQL when ATELIER_DATABASE_URL is set (psycopg imported only then), else the SQLite
     file in ATELIER_HOME. Neither waits for a server here: PostgreSQL connects on first use."""
@@ -23,10 +30,7 @@ def make_ledger(settings: Settings) -> Ledger:
         try:
             from core.ledger.postgres import PostgresLedger
         except ImportError as exc:
-            raise InvalidInput(
-                "ATELIER_DATABASE_URL",
-                f"needs psycopg, which is not installed ({exc}): pip install 'atelier-mcp[postgres]'",
-            ) from None
+            raise _not_installed("ATELIER_DATABASE_URL", "psycopg", exc) from None
         return PostgresLedger.open(
             settings.database_url.get_secret_value(),
             timeout_s=settings.ledger_busy_timeout_s,
@@ -47,10 +51,7 @@ def make_relay(settings: Settings) -> EventRelay:
     try:
         from core.relay_postgres import PostgresRelay
     except ImportError as exc:
-        raise InvalidInput(
-            "ATELIER_DATABASE_URL",
-            f"needs psycopg, which is not installed ({exc}): pip install 'atelier-mcp[postgres]'",
-        ) from None
+        raise _not_installed("ATELIER_DATABASE_URL", "psycopg", exc) from None
     return PostgresRelay(settings.database_url.get_secret_value())
 
 
@@ -64,10 +65,7 @@ def make_dispatch(settings: Settings, ledger: Ledger) -> Dispatch:
         from core.dispatch_procrastinate import ProcrastinateDispatch
         from core.ledger.postgres import PostgresLedger
     except ImportError as exc:
-        raise InvalidInput(
-            "ATELIER_DISPATCH",
-            f"needs procrastinate, which is not installed ({exc}): pip install 'atelier-mcp[postgres]'",
-        ) from None
+        raise _not_installed("ATELIER_DISPATCH", "procrastinate", exc) from None
     if not isinstance(ledger, PostgresLedger):
         raise InvalidInput(
             "ATELIER_DISPATCH", "procrastinate needs the PostgreSQL ledger (ATELIER_DATABASE_URL)"

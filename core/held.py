@@ -11,7 +11,6 @@ other node's. A mixin of `core.engine.Engine`, kept apart because only a cluster
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -41,6 +40,7 @@ class HeldRuns:
     _delayed: dict[str, anyio.CancelScope]
     _publish_run: Callable[[Run], None]
     _requeue_interrupted: Callable[[Run, str, str], Awaitable[Run | None]]
+    _fail_now: Callable[[str, RunStatus, str, str], Awaitable[None]]
 
     async def execute_held(self, run_id: str) -> None:
         """Run one attempt of a queued run in its backend's lane here; return once it has ended."""
@@ -48,17 +48,12 @@ class HeldRuns:
         if run is None or run.status is not RunStatus.QUEUED:
             return  # cancelled, deleted or already run: nothing to do
         if run.backend not in self._scheduler.lanes:
-            failed = await self.ledger.update_run(
+            await self._fail_now(
                 run_id,
-                expect={RunStatus.QUEUED},
-                status=RunStatus.FAILED,
-                finished_at=time.time(),
-                error=f"backend {run.backend!r} is not configured on the worker that took it",
-                log=f"the worker that took it has no {run.backend} backend",
-                log_level="error",
+                RunStatus.QUEUED,
+                f"backend {run.backend!r} is not configured on the worker that took it",
+                f"the worker that took it has no {run.backend} backend",
             )
-            if failed is not None:
-                self._publish_run(failed)
             return
         if run.backend_handle:
             # Interrupted or handed back while its backend had the work: collect it, not start it.

@@ -30,6 +30,19 @@ PRODUCT_COLUMNS = (
 )
 
 
+def insert_into(table: str, columns: str) -> str:
+    """An INSERT of one row of `table`'s `columns` (as written in a `..._COLUMNS` string), one
+    SQLite placeholder a column (`core.ledger.postgres.connections.pg` makes it psycopg's)."""
+    marks = ", ".join("?" for _ in columns.split(","))
+    return f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+
+
+INSERT_CHARACTER_IMAGE = insert_into("character_images", CHARACTER_IMAGE_COLUMNS)
+INSERT_LORA_VERSION = insert_into("lora_versions", LORA_VERSION_COLUMNS)
+# A product already stored under its id is left as it is.
+INSERT_PRODUCT = insert_into("products", PRODUCT_COLUMNS) + " ON CONFLICT (id) DO NOTHING"
+
+
 def character_changes(changes: Mapping[str, Any], now: float) -> dict[str, Any]:
     """The columns `update_character` writes for `changes` (`ValueError` names unknown fields)."""
     unknown = set(changes) - CHARACTER_FIELDS

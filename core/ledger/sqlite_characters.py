@@ -16,8 +16,8 @@ from typing import Any
 from core.characters.models import Character, CharacterImage, LoraVersion
 from core.errors import Conflict
 from core.ledger.records import (
-    CHARACTER_IMAGE_COLUMNS,
-    LORA_VERSION_COLUMNS,
+    INSERT_CHARACTER_IMAGE,
+    INSERT_LORA_VERSION,
     character_changes,
     character_values,
     image_from_row,
@@ -83,8 +83,7 @@ class SQLiteCharacters(CharacterReads):
             added, refused = images_that_fit([tuple(row) for row in stored], images, max_images)
             if added:
                 conn.executemany(
-                    f"INSERT INTO character_images ({CHARACTER_IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [image_values(character_id, image) for image in added],
+                    INSERT_CHARACTER_IMAGE, [image_values(character_id, image) for image in added]
                 )
                 conn.execute("UPDATE characters SET updated_at = ? WHERE id = ?", (time.time(), character_id))
             return added, refused
@@ -108,10 +107,7 @@ class SQLiteCharacters(CharacterReads):
         """Record a trained LoRA and make it the active one. `Conflict` if the number is taken."""
 
         def add(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT INTO lora_versions ({LORA_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                version_values(character_id, version),
-            )
+            conn.execute(INSERT_LORA_VERSION, version_values(character_id, version))
             conn.execute(
                 "UPDATE characters SET active_version = ?, updated_at = ? WHERE id = ?",
                 (version.version, time.time(), character_id),

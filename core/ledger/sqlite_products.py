@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.ledger.records import (
-    PRODUCT_COLUMNS,
+    INSERT_PRODUCT,
     product_changes,
     product_values,
 )
@@ -26,13 +26,7 @@ class SQLiteProducts(ProductReads):
     async def insert_product(self, product: Product) -> Product:
         """Store a new product; one with the same id already stored is returned as it is."""
         values = product_values(product)
-        await self._write(
-            lambda conn: conn.execute(
-                f"INSERT INTO products ({PRODUCT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO NOTHING",
-                values,
-            )
-        )
+        await self._write(lambda conn: conn.execute(INSERT_PRODUCT, values))
         stored = await self.get_product(product.id)
         assert stored is not None
         return stored

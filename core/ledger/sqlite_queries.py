@@ -16,6 +16,7 @@ from typing import Any
 
 from core.errors import InvalidInput
 from core.ledger import Increment
+from core.ledger.records import insert_into
 from core.ledger.sqlite_rows import RUN_COLUMNS, column_converter
 from core.models import RunKind, RunStatus
 
@@ -36,11 +37,7 @@ _RUN_WITH_ARTIFACTS = (
 RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
 RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
 # A new run's row: every column but `seq`, which SQLite numbers (and the statement returns).
-_NEW_RUN_COLUMNS = RUN_COLUMNS.removeprefix("seq, ")
-INSERT_RUN = (
-    f"INSERT INTO runs ({_NEW_RUN_COLUMNS}) "
-    f"VALUES ({', '.join('?' for _ in _NEW_RUN_COLUMNS.split(', '))}) RETURNING seq"
-)
+INSERT_RUN = insert_into("runs", RUN_COLUMNS.removeprefix("seq, ")) + " RETURNING seq"
 # A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
 ADD_LOG = (
     "INSERT INTO run_logs (run_id, id, at, level, message) "

@@ -16,9 +16,10 @@ from psycopg.rows import dict_row
 
 from core.characters.models import Character, CharacterImage, LoraVersion
 from core.errors import Conflict
+from core.ledger.postgres.connections import pg
 from core.ledger.records import (
-    CHARACTER_IMAGE_COLUMNS,
-    LORA_VERSION_COLUMNS,
+    INSERT_CHARACTER_IMAGE,
+    INSERT_LORA_VERSION,
     character_changes,
     character_values,
     image_from_row,
@@ -30,6 +31,8 @@ from core.ledger.records import (
 from core.ledger.shared_reads import CharacterReads
 
 Conn = psycopg.AsyncConnection[Any]
+_INSERT_CHARACTER_IMAGE = pg(INSERT_CHARACTER_IMAGE)
+_INSERT_LORA_VERSION = pg(INSERT_LORA_VERSION)
 
 
 class PostgresCharacters(CharacterReads):
@@ -90,9 +93,7 @@ class PostgresCharacters(CharacterReads):
             if added:
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
-                        f"INSERT INTO character_images ({CHARACTER_IMAGE_COLUMNS}) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        [image_values(character_id, image) for image in added],
+                        _INSERT_CHARACTER_IMAGE, [image_values(character_id, image) for image in added]
                     )
                 await conn.execute(
                     "UPDATE characters SET updated_at = %s WHERE id = %s", (time.time(), character_id)
@@ -122,11 +123,7 @@ class PostgresCharacters(CharacterReads):
         """Record a trained LoRA and make it the active one. `Conflict` if the number is taken."""
 
         async def add(conn: Conn) -> None:
-            await conn.execute(
-                f"INSERT INTO lora_versions ({LORA_VERSION_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                version_values(character_id, version),
-            )
+            await conn.execute(_INSERT_LORA_VERSION, version_values(character_id, version))
             await conn.execute(
                 "UPDATE characters SET active_version = %s, updated_at = %s WHERE id = %s",
                 (version.version, time.time(), character_id),

@@ -9,8 +9,9 @@ from typing import Any
 
 import psycopg
 
+from core.ledger.postgres.connections import pg
 from core.ledger.records import (
-    PRODUCT_COLUMNS,
+    INSERT_PRODUCT,
     product_changes,
     product_values,
 )
@@ -18,6 +19,7 @@ from core.ledger.shared_reads import ProductReads
 from core.publishing.models import Listing, Product
 
 Conn = psycopg.AsyncConnection[Any]
+_INSERT_PRODUCT = pg(INSERT_PRODUCT)
 
 
 class PostgresProducts(ProductReads):
@@ -29,13 +31,7 @@ class PostgresProducts(ProductReads):
     async def insert_product(self, product: Product) -> Product:
         """Store a new product; one with the same id already stored is returned as it is."""
         values = product_values(product)
-        await self._write(
-            lambda conn: conn.execute(
-                f"INSERT INTO products ({PRODUCT_COLUMNS}) VALUES "
-                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                values,
-            )
-        )
+        await self._write(lambda conn: conn.execute(_INSERT_PRODUCT, values))
         stored = await self.get_product(product.id)
         assert stored is not None
         return stored
