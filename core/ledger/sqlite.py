@@ -43,8 +43,10 @@ from core.ledger.sqlite_connections import connect, migrate
 from core.ledger.sqlite_products import SQLiteProducts
 from core.ledger.sqlite_queries import (
     ADD_LOG,
+    ADD_LOG_IF_RUN,
     INSERT_RUN,
     PUT_ARTIFACT,
+    RUN_ROW_BY_ID,
     mean_duration_query,
     update_of,
 )
@@ -157,8 +159,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts, RunReads):
     async def insert_runs(self, runs: Sequence[Run], log: str | None = None) -> list[Run]:
         def insert(conn: sqlite3.Connection) -> None:
             for run in runs:
-                row = conn.execute(INSERT_RUN, new_run_row(run)).fetchone()
-                run.seq = row[0]
+                run.seq = conn.execute(INSERT_RUN, new_run_row(run)).lastrowid
                 if log:
                     conn.execute(
                         "INSERT INTO run_logs (run_id, id, at, level, message) VALUES (?, 1, ?, 'info', ?)",
@@ -247,12 +248,12 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts, RunReads):
         replace_artifacts: bool = False,
         **changes: Any,
     ) -> Run | None:
-        sql, args = update_of(run_id, expect, changes, self._update_sql)
+        sql, args = update_of(run_id, expect, changes, self._update_sql, returning=False)
 
         def update(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row = conn.execute(sql, args).fetchone()
-            if row is None:
+            if not conn.execute(sql, args).rowcount:  # gone, or not in a status expected
                 return None
+            row = conn.execute(RUN_ROW_BY_ID, (run_id,)).fetchone()
             if replace_artifacts:
                 conn.execute("DELETE FROM artifacts WHERE run_id = ?", (run_id,))
             if artifacts:
@@ -265,11 +266,7 @@ class SQLiteLedger(SQLiteCharacters, SQLiteProducts, RunReads):
         return None if row is None else await self._updated(row, artifacts, replace_artifacts)
 
     async def add_log(self, run_id: str, message: str, level: str = "info") -> None:
-        await self._write(
-            lambda conn: conn.execute(
-                f"{ADD_LOG} FROM runs WHERE id = ?1", (run_id, time.time(), level, message)
-            )
-        )
+        await self._write(lambda conn: conn.execute(ADD_LOG_IF_RUN, (run_id, time.time(), level, message)))
 
     async def delete_run(self, run_id: str) -> list[Artifact]:
         def delete(conn: sqlite3.Connection) -> list[sqlite3.Row]:

@@ -36,12 +36,22 @@ _RUN_WITH_ARTIFACTS = (
 )
 RUN_BY_ID = _RUN_WITH_ARTIFACTS.format(key="id")
 RUN_BY_SEQ = _RUN_WITH_ARTIFACTS.format(key="seq")
-# A new run's row: every column but `seq`, which SQLite numbers (and the statement returns).
-INSERT_RUN = insert_into("runs", RUN_COLUMNS.removeprefix("seq, ")) + " RETURNING seq"
+# One run's row alone, as an update leaves it (read back in the update's transaction: cheaper
+# in SQLite than the UPDATE's RETURNING, which copies the row into a temporary table first).
+RUN_ROW_BY_ID = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+# A new run's row: every column but `seq`, which the database numbers (SQLite: the row's rowid,
+# read as the cursor's `lastrowid`, cheaper than a RETURNING clause, as for updates above).
+INSERT_RUN = insert_into("runs", RUN_COLUMNS.removeprefix("seq, "))
 # A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
-ADD_LOG = (
-    "INSERT INTO run_logs (run_id, id, at, level, message) "
-    "SELECT ?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1), ?2, ?3, ?4"
+# VALUES with the number as a scalar subquery: as INSERT ... SELECT, SQLite would first copy the
+# row into a temporary table, since the SELECT reads the table it inserts into (twice the cost:
+# 47k instructions a line against 22k; a run writes three).
+_NEXT_LOG_ID = "(SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1)"
+ADD_LOG = f"INSERT INTO run_logs (run_id, id, at, level, message) VALUES (?1, {_NEXT_LOG_ID}, ?2, ?3, ?4)"
+# The same for a run that may be gone meanwhile (then nothing is written).
+ADD_LOG_IF_RUN = (
+    f"INSERT INTO run_logs (run_id, id, at, level, message) SELECT ?1, {_NEXT_LOG_ID}, ?2, ?3, ?4 "
+    "FROM runs WHERE id = ?1"
 )
 # A run's file, written over the one of that name if the run has it already.
 PUT_ARTIFACT = (
@@ -169,14 +179,17 @@ def status_values(expect: Collection[RunStatus] | None) -> tuple[str, ...] | Non
     return None if expect is None else tuple(sorted(s.value for s in expect))
 
 
-def update_statement(columns: tuple[tuple[str, bool], ...], expect: tuple[str, ...] | None) -> str:
-    """An UPDATE of one run, returning its row: `columns` are (name, added to rather than set)."""
+def update_statement(
+    columns: tuple[tuple[str, bool], ...], expect: tuple[str, ...] | None, returning: bool = True
+) -> str:
+    """An UPDATE of one run, returning its row if `returning`: `columns` are (name, added to
+    rather than set)."""
     unknown = {name for name, _ in columns} - _UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
     sets = ", ".join(f"{name} = {name} + ?" if add else f"{name} = ?" for name, add in columns) or "seq = seq"
     guard = f" AND status IN ({', '.join('?' for _ in expect)})" if expect is not None else ""
-    return f"UPDATE runs SET {sets} WHERE id = ?{guard} RETURNING {RUN_COLUMNS}"
+    return f"UPDATE runs SET {sets} WHERE id = ?{guard}" + (f" RETURNING {RUN_COLUMNS}" if returning else "")
 
 
 def update_of(
@@ -185,11 +198,14 @@ def update_of(
     changes: dict[str, Any],
     statements: dict[tuple[Any, ...], Any],
     dialect: Callable[[str], str] = str,
+    *,
+    returning: bool = True,
 ) -> tuple[str, list[Any]]:
-    """The UPDATE of `update_run` and its arguments. Every run's transitions pass here, so what
-    depends only on the shape of the change (which columns, the types of their values, the
-    statuses expected) is worked out once, in `dialect`, and kept in `statements`: the statement,
-    how each value is stored (`column_converter`), the expected statuses' values."""
+    """The UPDATE of `update_run` and its arguments (returning the run's row if `returning`). Every
+    run's transitions pass here, so what depends only on the shape of the change (which columns,
+    the types of their values, the statuses expected) is worked out once, in `dialect`, and kept
+    in `statements`: the statement, how each value is stored (`column_converter`), the expected
+    statuses' values."""
     expected = None if expect is None else tuple(expect)
     shape = (tuple(changes), tuple(map(type, changes.values())), expected)
     known = statements.get(shape)
@@ -198,7 +214,7 @@ def update_of(
         expected_values = status_values(expected)
         columns = tuple((name, kind is Increment) for name, kind in zip(names, kinds, strict=True))
         known = statements[shape] = (
-            dialect(update_statement(columns, expected_values)),
+            dialect(update_statement(columns, expected_values, returning)),
             tuple(column_converter(name, kind) for name, kind in zip(names, kinds, strict=True)),
             expected_values or (),
         )

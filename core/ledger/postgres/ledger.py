@@ -39,7 +39,7 @@ from core.models import Artifact, Run, RunKind, RunStatus
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
-_INSERT_RUN = pg(INSERT_RUN)
+_INSERT_RUN = pg(INSERT_RUN) + " RETURNING seq"
 _ADD_LOG = "INSERT INTO run_logs (run_id, at, level, message) VALUES (%s, %s, %s, %s)"
 _PUT_ARTIFACT = (
     "INSERT INTO artifacts (run_id, filename, media_type, size, sha256, storage_key, width, height) "
