@@ -204,28 +204,28 @@ def update_of(
     """The UPDATE of `update_run` and its arguments (returning the run's row if `returning`). Every
     run's transitions pass here, so what depends only on the shape of the change (which columns,
     the types of their values, the statuses expected) is worked out once, in `dialect`, and kept
-    in `statements`: the statement, how each value is stored (`column_converter`), the expected
-    statuses' values."""
+    in `statements`: the statement, the values to convert (by position, with their
+    `column_converter`), the expected statuses' values."""
+    values = list(changes.values())
     expected = None if expect is None else tuple(expect)
-    shape = (tuple(changes), tuple(map(type, changes.values())), expected)
+    shape = (tuple(changes), tuple(map(type, values)), expected)
     known = statements.get(shape)
     if known is None:
         names, kinds, _ = shape
         expected_values = status_values(expected)
         columns = tuple((name, kind is Increment) for name, kind in zip(names, kinds, strict=True))
+        converters = (column_converter(name, kind) for name, kind in zip(names, kinds, strict=True))
         known = statements[shape] = (
             dialect(update_statement(columns, expected_values, returning)),
-            tuple(column_converter(name, kind) for name, kind in zip(names, kinds, strict=True)),
+            tuple((index, convert) for index, convert in enumerate(converters) if convert is not None),
             expected_values or (),
         )
-    sql, converters, expected_values = known
-    args = [
-        value if convert is None else convert(value)
-        for convert, value in zip(converters, changes.values(), strict=True)
-    ]
-    args.append(run_id)
-    args.extend(expected_values)
-    return sql, args
+    sql, conversions, expected_values = known
+    for index, convert in conversions:
+        values[index] = convert(values[index])
+    values.append(run_id)
+    values.extend(expected_values)
+    return sql, values
 
 
 def encode_cursor(seq: int) -> str:

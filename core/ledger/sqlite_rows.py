@@ -49,17 +49,18 @@ def column_converter(name: str, kind: type) -> Callable[[Any], Any] | None:
     return None
 
 
-_value_of = attrgetter("value")
+# An enum member's `_value_` (what its `value` property returns, without the property's cost).
+_value_of = attrgetter("_value_")
 
 
 def new_run_row(run: Run) -> tuple[Any, ...]:
     """A new run's row: every column of `RUN_COLUMNS` but `seq` (the ledger numbers it), in order."""
     return (
         run.id,
-        run.kind.value,
+        run.kind._value_,
         run.parent_id,
-        run.status.value,
-        run.priority.value,
+        run.status._value_,
+        run.priority._value_,
         run.progress,
         run.step,
         run.max_steps,
