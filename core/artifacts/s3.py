@@ -293,8 +293,10 @@ def _reason(exc: BaseException) -> str:
     if status:
         return f"S3 answered HTTP {status.group(1)}"
     for words, reason in (
-        ("error sending request", "the endpoint cannot be reached"),
+        # A timeout first: obstore words it "error sending request" too, with "kind: Timeout".
+        ("kind: timeout", "the endpoint timed out"),
         ("timed out", "the endpoint timed out"),
+        ("error sending request", "the endpoint cannot be reached"),
         ("connection", "the connection failed"),
         ("dns", "the endpoint's name does not resolve"),
     ):
