@@ -45,7 +45,7 @@ INSERT_RUN = insert_into("runs", RUN_COLUMNS.removeprefix("seq, "))
 # A log line of run ?1, numbered after its run's last one (run_logs is keyed by run and number).
 # VALUES with the number as a scalar subquery: as INSERT ... SELECT, SQLite would first copy the
 # row into a temporary table, since the SELECT reads the table it inserts into (twice the cost:
-# 47k instructions a line against 22k; a run writes three).
+# 47k instructions a line against 22k; a run's start and its end write one each).
 _NEXT_LOG_ID = "(SELECT COALESCE(MAX(id), 0) + 1 FROM run_logs WHERE run_id = ?1)"
 ADD_LOG = f"INSERT INTO run_logs (run_id, id, at, level, message) VALUES (?1, {_NEXT_LOG_ID}, ?2, ?3, ?4)"
 # The same for a run that may be gone meanwhile (then nothing is written).
