@@ -23,15 +23,16 @@ from typing import Any, Protocol
 
 from anyio.abc import TaskGroup
 
-from core.models import Run
+from core.models import Run, RunStatus
 
 
 class RunHolder(Protocol):
     """What an executing node (the engine) offers its dispatch."""
 
-    async def execute_held(self, run_id: str) -> None:
+    async def execute_held(self, run_id: str) -> RunStatus | None:
         """Run one attempt of a queued run handed to this node; returns when it has ended here
-        (completed, failed, retried later, cancelled) or at once if the run is no longer queued."""
+        (completed, failed, retried later, cancelled) or at once if the run is no longer queued,
+        with the run's status then (None: deleted)."""
 
     def stop_held(self, run_id: str) -> None:
         """Stop a run held here whose cancel another node recorded (its backend work stops)."""

@@ -19,8 +19,10 @@ Chosen by `ATELIER_DISPATCH=procrastinate` (with `ATELIER_DATABASE_URL`). Mappin
   `abort=True` (a waiting job is dropped; a running one is marked, and its worker hears it
   through LISTEN/NOTIFY or its poll and cancels the job's task), and the worker then stops the
   run (`RunHolder.stop_held`: its cancel scope, so a ComfyUI prompt is interrupted as today).
+  The job ends as aborted even when the worker heard of the cancel from the ledger first.
 - A worker that dies stops sending heartbeats. Every worker sweeps, one at a time (an advisory
-  lock): it prunes workers silent for `stalled_s`, and for each of their jobs still "doing" it
+  lock, which PostgreSQL frees if a sweeper stops mid-sweep: see `_sweep`): it prunes workers
+  silent for `stalled_s`, and for each of their jobs still "doing" it
   queues the run again in the ledger (`RunHolder.requeue_stalled`, recovery's rules: an attempt
   counted, a recorded ComfyUI prompt kept to be collected) and then retries the job
   (`retry_job`), so another worker takes it. Nothing else recovers runs in this mode.
@@ -56,7 +58,7 @@ from procrastinate.worker import Worker
 
 from core.dispatch import RunHolder, queue_of
 from core.errors import LedgerUnavailable
-from core.models import Run, RunKind
+from core.models import Run, RunKind, RunStatus
 from core.settings import Settings
 
 log = logging.getLogger("atelier.dispatch")
@@ -111,6 +113,9 @@ class ProcrastinateDispatch:
         self._heartbeat_s = heartbeat_s
         self._stalled_s = stalled_s
         self._poll_s = poll_s
+        # How long a sweep's transaction may sit waiting on its worker before PostgreSQL ends
+        # the worker's session and so frees the sweep's lock (see `_sweep`).
+        self._sweep_patience_ms = int(max(10.0, 4 * stalled_s) * 1000)
         # The worker's own connections: one listens, one per job at its start and end, the sweep
         # (the pool opens them as they are needed).
         self._connector = PsycopgConnector(
@@ -261,12 +266,16 @@ class ProcrastinateDispatch:
         node = self._node
         assert node is not None
         try:
-            await node.execute_held(run_id)
+            status = await node.execute_held(run_id)
         except asyncio.CancelledError:
             if context.abort_reason() is AbortReason.USER_REQUEST:
                 log.info("run %s: cancelled elsewhere; stopping it here", run_id)
                 node.stop_held(run_id)
             raise
+        if status is RunStatus.CANCELLED:
+            # This node may hear of a cancel from the ledger before its job is marked: the job
+            # ends as aborted all the same, not as succeeded.
+            raise procrastinate_errors.JobAborted(f"run {run_id} was cancelled")
 
     async def _work(self) -> None:
         """A procrastinate worker per queue of this node (each holding as many jobs as its lane
@@ -335,6 +344,10 @@ class ProcrastinateDispatch:
         assert node is not None
         manager = self.app.job_manager
         async with self._connector.pool.connection() as conn, conn.transaction():
+            # A sweeper that stops mid-sweep (paused, its machine frozen, its network cut without
+            # a reset) would hold the lock, and stop every sweep, for as long as PostgreSQL keeps
+            # its session: PostgreSQL ends the session once it has sat in this transaction longer.
+            await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {self._sweep_patience_ms}")
             row = await (await conn.execute(_SWEEP_LOCK)).fetchone()
             if not (row and row[0]):
                 return  # another worker is sweeping

@@ -42,11 +42,13 @@ class HeldRuns:
     _requeue_interrupted: Callable[[Run, str, str], Awaitable[Run | None]]
     _fail_now: Callable[[str, RunStatus, str, str], Awaitable[None]]
 
-    async def execute_held(self, run_id: str) -> None:
-        """Run one attempt of a queued run in its backend's lane here; return once it has ended."""
+    async def execute_held(self, run_id: str) -> RunStatus | None:
+        """Run one attempt of a queued run in its backend's lane here; return once it has ended,
+        with the run's status then (its job ends as aborted if it was cancelled, whichever way
+        this node heard of the cancel first)."""
         run = await self.ledger.get_run(run_id)
         if run is None or run.status is not RunStatus.QUEUED:
-            return  # cancelled, deleted or already run: nothing to do
+            return None if run is None else run.status  # cancelled, deleted or already run
         if run.backend not in self._scheduler.lanes:
             await self._fail_now(
                 run_id,
@@ -54,7 +56,7 @@ class HeldRuns:
                 f"backend {run.backend!r} is not configured on the worker that took it",
                 f"the worker that took it has no {run.backend} backend",
             )
-            return
+            return RunStatus.FAILED
         if run.backend_handle:
             # Interrupted or handed back while its backend had the work: collect it, not start it.
             self._resume[run_id] = run.backend_handle
@@ -69,6 +71,8 @@ class HeldRuns:
             self._unstarted.discard(run_id)
             self._resume.pop(run_id, None)
             raise LedgerUnavailable(f"run {run_id} could not start: the ledger refused it")
+        ended = await self.ledger.get_run(run_id)
+        return None if ended is None else ended.status
 
     def capacity(self, queues: Sequence[str]) -> int:
         """How many runs of `queues` this node executes at once (its lanes' slots)."""
