@@ -192,6 +192,47 @@ def test_a_killed_worker_s_run_finishes_on_another_worker_once(tmp_path: Path, d
         ) == [("succeeded", 2)]
 
 
+def test_a_worker_paused_in_the_middle_of_its_sweep_does_not_stop_the_others_sweeping(
+    tmp_path: Path, database_url: str
+) -> None:
+    import psycopg
+
+    # The sweep's lock, as pg_locks shows an advisory lock on one bigint key (its low 32 bits).
+    held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        "AND objid::bigint = (hashtext('atelier procrastinate stalled workers')::bigint & 4294967295)"
+    )
+    logs = {name: tmp_path / f"{name}.log" for name in ("one", "two")}
+    with (
+        serve(tmp_path / "front", env=node_env(database_url)) as front,
+        worker(tmp_path / "one", database_url, logs["one"]) as one,
+        psycopg.connect(database_url, autocommit=True) as watching,
+    ):
+        run_id = submit(front.url, "a lighthouse, paused mid-sweep", steps=60)  # 3 s at 50 ms a step
+        wait_for(lambda: ledger_run(database_url, run_id)[2] >= 2, 15)
+        # Pause the worker while it holds the sweep's lock (it sweeps every half second; a sweep
+        # takes milliseconds, so it may take a few tries to pause it inside one).
+        try:
+            for _ in range(200):
+                wait_for(lambda: watching.execute(held).fetchone()[0], 10, 0.001)  # type: ignore[index]
+                one.send_signal(signal.SIGSTOP)
+                if watching.execute(held).fetchone()[0]:  # type: ignore[index]
+                    break
+                one.send_signal(signal.SIGCONT)
+            else:
+                pytest.fail("never caught the worker inside its sweep")
+            with worker(tmp_path / "two", database_url, logs["two"]):
+                # PostgreSQL ends the paused sweeper's session after 10 s idle in its transaction
+                # (4 x stalled_s, at least 10 s), which frees the lock: the other worker sweeps,
+                # finds the paused one silent and runs the run again.
+                wait_for(lambda: ledger_run(database_url, run_id)[0] == "completed", 90, 0.2)
+                assert not watching.execute(held).fetchone()[0]  # type: ignore[index]
+        finally:
+            one.send_signal(signal.SIGCONT)
+        assert ledger_run(database_url, run_id)[:2] == ("completed", 2)
+        assert "its worker died; queued again for another worker" in logs["two"].read_text()
+
+
 def test_a_paused_worker_presumed_dead_drops_its_attempt_when_it_wakes(
     tmp_path: Path, database_url: str
 ) -> None:
