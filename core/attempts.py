@@ -262,41 +262,44 @@ class Attempts:
             return
         if retryable and run.attempts < run.max_attempts:
             delay = self.settings.retry_backoff_s * 2 ** (run.attempts - 1)
-            queued = await self._recorded(
-                lambda: self.ledger.update_run(
-                    run.id,
-                    expect={RunStatus.RUNNING},
-                    status=RunStatus.QUEUED,
-                    error=error,
-                    backend_handle=None,
-                    message=f"retrying in {delay:g} s",
-                    log=f"attempt {run.attempts}/{run.max_attempts} failed: {error}; retrying in {delay:g} s",
-                    log_level="warning",
-                ),
-                f"run {run.id} failed an attempt",
+            queued = await self._record_end(
+                run,
+                "retried",
+                "failed an attempt",
+                status=RunStatus.QUEUED,
+                error=error,
+                backend_handle=None,
+                message=f"retrying in {delay:g} s",
+                log=f"attempt {run.attempts}/{run.max_attempts} failed: {error}; retrying in {delay:g} s",
+                log_level="warning",
             )
             if queued is not None:
-                self._metrics.counters["retried"] += 1
-                self._publish_run(queued)
                 if self._dispatch.shared:
                     await self._dispatch.queue([queued], delay)
                 else:
                     self._start(self._enqueue_later, queued, delay)
             return
         reason = error if retryable else f"{error} (not retried: trying again cannot succeed)"
-        failed = await self._recorded(
-            lambda: self.ledger.update_run(
-                run.id,
-                expect={RunStatus.RUNNING},
-                status=RunStatus.FAILED,
-                error=error,
-                message="failed",
-                finished_at=time.time(),
-                log=f"failed after {run.attempts} attempt(s): {reason}",
-                log_level="error",
-            ),
-            f"run {run.id} failed",
+        await self._record_end(
+            run,
+            "failed",
+            "failed",
+            status=RunStatus.FAILED,
+            error=error,
+            message="failed",
+            finished_at=time.time(),
+            log=f"failed after {run.attempts} attempt(s): {reason}",
+            log_level="error",
         )
-        if failed is not None:
-            self._metrics.counters["failed"] += 1
-            self._publish_run(failed)
+
+    async def _record_end(self, run: Run, counter: str, what: str, **changes: Any) -> Run | None:
+        """Record how a running attempt ended (`changes`, retried while the ledger refuses it),
+        then count it under `counter` and publish it; None if the run moved on meanwhile."""
+        ended = await self._recorded(
+            lambda: self.ledger.update_run(run.id, expect={RunStatus.RUNNING}, **changes),
+            f"run {run.id} {what}",
+        )
+        if ended is not None:
+            self._metrics.counters[counter] += 1
+            self._publish_run(ended)
+        return ended
